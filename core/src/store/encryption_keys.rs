@@ -1,0 +1,266 @@
+//! `encryption_keys`: one-time codes and the NaCl keypairs they unlock (DESIGN §3.1–§3.3).
+//!
+//! A row is born with a code (portal), loses the code and gains the app's public
+//! key on claim (app), and serves uploads until its quota or validity ends.
+//! Portal bearer tokens never reach this table: only their labels do.
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::error::SqlState;
+
+use super::events::{Event, record_event, record_otk_duration};
+use super::failed_claims::{ClientIdentifier, clear_failed_claims};
+use super::{Store, StoreError, utc_date};
+use crate::crypto::generate_server_keypair;
+use crate::domain::{
+    AppPublicKey, HashId, OneTimeCode, OriginatorLabel, Region, ServerPublicKey, ServerSecretKey,
+};
+
+/// What a portal asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCode<'a> {
+    pub region: &'a Region,
+    pub originator: &'a OriginatorLabel,
+    pub hash_id: Option<&'a HashId>,
+    pub initial_remaining_keys: i32,
+}
+
+/// The result of [`Store::issue_one_time_code`].
+#[derive(Debug)]
+pub enum IssueOutcome {
+    /// A fresh code with a fresh keypair; `regenerated` when it replaced the
+    /// unclaimed code of the same hash ID.
+    Issued {
+        code: OneTimeCode,
+        regenerated: bool,
+    },
+    /// The hash ID's code was already claimed: the portal may not issue another.
+    HashIdAlreadyClaimed,
+    /// Every candidate code collided with an existing one; nothing was stored.
+    CodeCollisions,
+}
+
+/// The result of [`Store::claim_one_time_code`].
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    Claimed(ServerPublicKey),
+    /// The app public key is already bound to another keypair.
+    AppKeyAlreadyRegistered,
+    /// Unknown, expired or already claimed code.
+    InvalidCode,
+}
+
+/// What an upload needs to open its box.
+#[derive(Debug)]
+pub struct UploadKeypair {
+    pub server_secret: ServerSecretKey,
+    pub app_public: AppPublicKey,
+}
+
+/// The earliest `created` instant whose keypair still accepts uploads: a keypair
+/// is valid for `validity_days` from UTC midnight of the day its code was issued
+/// (DESIGN §3.2), i.e. while `midnight(created) + validity_days > now`.
+pub(super) fn keypair_valid_since(now: DateTime<Utc>, validity_days: u32) -> DateTime<Utc> {
+    let limit = now - Duration::days(i64::from(validity_days));
+    let midnight = limit
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(limit);
+    midnight + Duration::days(1)
+}
+
+impl Store {
+    /// Issues a one-time code with a fresh server keypair, trying each code of
+    /// `candidates` until one is not taken (DESIGN §3.1: at most five attempts,
+    /// never an empty code). With a hash ID, an unclaimed earlier code of the
+    /// same hash ID is replaced; a claimed one refuses.
+    pub async fn issue_one_time_code(
+        &self,
+        new: &NewCode<'_>,
+        now: DateTime<Utc>,
+        candidates: impl IntoIterator<Item = OneTimeCode>,
+    ) -> Result<IssueOutcome, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut regenerated = false;
+        if let Some(hash_id) = new.hash_id {
+            // Two portal calls for one hash ID at once must not both insert.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&hash_id.as_str()],
+            )
+            .await?;
+            let existing = tx
+                .query_opt(
+                    "SELECT one_time_code IS NOT NULL FROM encryption_keys WHERE hash_id = $1",
+                    &[&hash_id.as_str()],
+                )
+                .await?;
+            match existing {
+                Some(row) if row.try_get::<_, bool>(0)? => {
+                    tx.execute(
+                        "DELETE FROM encryption_keys WHERE hash_id = $1",
+                        &[&hash_id.as_str()],
+                    )
+                    .await?;
+                    regenerated = true;
+                }
+                Some(_) => return Ok(IssueOutcome::HashIdAlreadyClaimed),
+                None => {}
+            }
+        }
+        let (server_public, server_secret) = generate_server_keypair();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO encryption_keys
+                     (region, originator, hash_id, one_time_code, server_public_key,
+                      server_private_key, remaining_keys, created)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (one_time_code) DO NOTHING",
+            )
+            .await?;
+        for code in candidates {
+            let inserted = tx
+                .execute(
+                    &insert,
+                    &[
+                        &new.region.as_str(),
+                        &new.originator.as_str(),
+                        &new.hash_id.map(HashId::as_str),
+                        &code.as_str(),
+                        &server_public.as_bytes().as_slice(),
+                        &server_secret.as_bytes().as_slice(),
+                        &new.initial_remaining_keys,
+                        &now,
+                    ],
+                )
+                .await?;
+            if inserted == 1 {
+                let event = if regenerated {
+                    Event::OtkRegenerated
+                } else {
+                    Event::OtkGenerated
+                };
+                record_event(&tx, event, new.originator.as_str(), utc_date(now), 1).await?;
+                tx.commit().await?;
+                return Ok(IssueOutcome::Issued { code, regenerated });
+            }
+        }
+        Ok(IssueOutcome::CodeCollisions)
+    }
+
+    /// Claims a code for an app key in one transaction (DESIGN §3.2). Of two
+    /// concurrent claims of one code exactly one wins: the row lock taken by the
+    /// `UPDATE` makes the loser re-check `one_time_code`, which is then NULL.
+    ///
+    /// `code` is `None` when the typed code cannot be one of ours; the app key is
+    /// still checked first, as the contract orders. A successful claim clears the
+    /// client's failed attempts in the same transaction.
+    pub async fn claim_one_time_code(
+        &self,
+        code: Option<&OneTimeCode>,
+        app_public: &AppPublicKey,
+        client: &ClientIdentifier,
+        now: DateTime<Utc>,
+        code_expiry: Duration,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        let app_key = app_public.as_bytes().as_slice();
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM encryption_keys WHERE app_public_key = $1",
+                &[&app_key],
+            )
+            .await?;
+        if taken.is_some() {
+            return Ok(ClaimOutcome::AppKeyAlreadyRegistered);
+        }
+        let Some(code) = code else {
+            return Ok(ClaimOutcome::InvalidCode);
+        };
+        let claimed = tx
+            .query_opt(
+                "UPDATE encryption_keys
+                    SET one_time_code = NULL, app_public_key = $2, claimed = $3
+                  WHERE one_time_code = $1 AND created > $4
+              RETURNING server_public_key, originator, created",
+                &[&code.as_str(), &app_key, &now, &(now - code_expiry)],
+            )
+            .await;
+        let row = match claimed {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(ClaimOutcome::InvalidCode),
+            // A concurrent claim bound the same app key to another code first.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Ok(ClaimOutcome::AppKeyAlreadyRegistered);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
+            .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
+        let originator: String = row.try_get(1)?;
+        let created: DateTime<Utc> = row.try_get(2)?;
+        let today = utc_date(now);
+        record_event(&tx, Event::OtkClaimed, &originator, today, 1).await?;
+        let hours = i32::try_from((now - created).num_hours().max(0)).unwrap_or(i32::MAX);
+        record_otk_duration(&tx, &originator, today, hours).await?;
+        clear_failed_claims(&tx, client).await?;
+        tx.commit().await?;
+        Ok(ClaimOutcome::Claimed(server_public))
+    }
+
+    /// The keypair an upload is addressed to, if it is claimed and still valid.
+    pub async fn keypair_for_upload(
+        &self,
+        server_public: &ServerPublicKey,
+        now: DateTime<Utc>,
+        validity_days: u32,
+    ) -> Result<Option<UploadKeypair>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT server_private_key, app_public_key FROM encryption_keys
+                  WHERE server_public_key = $1 AND app_public_key IS NOT NULL AND created >= $2",
+            )
+            .await?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[
+                    &server_public.as_bytes().as_slice(),
+                    &keypair_valid_since(now, validity_days),
+                ],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let server_secret = ServerSecretKey::try_from(row.try_get::<_, &[u8]>(0)?)
+            .map_err(|_| StoreError::InvalidRow("encryption_keys.server_private_key"))?;
+        let app_public = AppPublicKey::try_from(row.try_get::<_, &[u8]>(1)?)
+            .map_err(|_| StoreError::InvalidRow("encryption_keys.app_public_key"))?;
+        Ok(Some(UploadKeypair {
+            server_secret,
+            app_public,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn keypair_validity_counts_from_midnight_of_issue_day() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 28, 15, 30, 0).unwrap();
+        // Valid while midnight(created) + 15 days > now: issued on 2026-11-14 it is
+        // valid until 2026-11-29 00:00; issued on 2026-11-13 it ended 11-28 00:00.
+        let since = keypair_valid_since(now, 15);
+        assert_eq!(since, Utc.with_ymd_and_hms(2026, 11, 14, 0, 0, 0).unwrap());
+        let midnight = Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap();
+        assert_eq!(
+            keypair_valid_since(midnight, 15),
+            Utc.with_ymd_and_hms(2026, 11, 14, 0, 0, 0).unwrap()
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The submit service's configuration (DESIGN §6), read once from the
+//! environment. Every error names the variable; secrets are never echoed.
+
+use std::net::SocketAddr;
+
+use diagnosis_core::config::{
+    CommonConfig, ConfigError, Env, TimeUnit, bool_var, duration_var, integer_var, optional,
+    secret_optional, secret_required, socket_addr_var,
+};
+use diagnosis_core::domain::{KeyClaimTokens, Region};
+use diagnosis_core::store::BanPolicy;
+
+use crate::state::{MetricsCredentials, Settings, Timeouts};
+
+/// Everything `diagnosis-submit` reads from its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `BIND_ADDR`: the public API listener.
+    pub bind_addr: SocketAddr,
+    pub settings: Settings,
+}
+
+impl Config {
+    pub const DEFAULT_BIND_ADDR: &str = "0.0.0.0:8000";
+
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let common = CommonConfig::from_env(env)?;
+        let default_bind = Self::DEFAULT_BIND_ADDR
+            .parse()
+            .map_err(|_| ConfigError::new("BIND_ADDR", "invalid built-in default"))?;
+        let bind_addr = socket_addr_var(env, "BIND_ADDR", default_bind)?;
+        Ok(Config {
+            common,
+            bind_addr,
+            settings: settings_from_env(env)?,
+        })
+    }
+}
+
+fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
+    let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
+    let region: String = optional(env, "REGION", "302".to_owned())?;
+    let region = Region::parse(&region).ok_or_else(|| {
+        ConfigError::new("REGION", "must be 1 to 16 characters of A-Z, a-z, 0-9 or _")
+    })?;
+    let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
+    let cors_allow_origin = http::HeaderValue::from_str(&cors).map_err(|_| {
+        ConfigError::new(
+            "CORS_ALLOW_ORIGIN",
+            "must be a valid header value such as * or https://portal.example",
+        )
+    })?;
+    let username = secret_optional(env, "METRICS_USERNAME", non_empty)?;
+    let password = secret_optional(env, "METRICS_PASSWORD", non_empty)?;
+    let metrics_credentials = match (username, password) {
+        (Some(username), Some(password)) => Some(MetricsCredentials { username, password }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "METRICS_PASSWORD",
+                "must be set when METRICS_USERNAME is",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "METRICS_USERNAME",
+                "must be set when METRICS_PASSWORD is",
+            ));
+        }
+    };
+    let ban_duration = duration_var(
+        env,
+        "CLAIM_KEY_BAN_DURATION_MINUTES",
+        TimeUnit::Minutes,
+        60,
+        1..=10_080,
+    )?;
+    let code_expiry = duration_var(
+        env,
+        "ONE_TIME_CODE_EXPIRY_MINUTES",
+        TimeUnit::Minutes,
+        1440,
+        1..=10_080,
+    )?;
+    let read_timeout = duration_var(
+        env,
+        "HTTP_READ_TIMEOUT_SECONDS",
+        TimeUnit::Seconds,
+        10,
+        1..=300,
+    )?;
+    Ok(Settings {
+        key_claim_tokens,
+        region,
+        trust_x_forwarded_for: bool_var(env, "TRUST_X_FORWARDED_FOR", false)?,
+        initial_remaining_keys: integer_var(env, "INITIAL_REMAINING_KEYS", 43, 1..=1000)?,
+        one_time_code_expiry: chrono_duration("ONE_TIME_CODE_EXPIRY_MINUTES", code_expiry)?,
+        encryption_key_validity_days: integer_var(env, "ENCRYPTION_KEY_VALIDITY_DAYS", 15, 1..=30)?,
+        ban: BanPolicy {
+            max_failures: integer_var(env, "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", 50, 1..=10_000)?,
+            ban_duration: chrono_duration("CLAIM_KEY_BAN_DURATION_MINUTES", ban_duration)?,
+        },
+        cors_allow_origin,
+        metrics_credentials,
+        timeouts: Timeouts {
+            header_read: read_timeout,
+            body_read: read_timeout,
+            shutdown_grace: duration_var(
+                env,
+                "SHUTDOWN_GRACE_SECONDS",
+                TimeUnit::Seconds,
+                20,
+                0..=600,
+            )?,
+        },
+    })
+}
+
+fn non_empty(value: &str) -> Result<String, &'static str> {
+    if value.is_empty() {
+        Err("must not be empty")
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+fn chrono_duration(
+    name: &'static str,
+    d: std::time::Duration,
+) -> Result<chrono::Duration, ConfigError> {
+    chrono::Duration::from_std(d).map_err(|_| ConfigError::new(name, "is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diagnosis_core::config::MapEnv;
+
+    const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz0123";
+
+    fn env(extra: &[(&str, &str)]) -> MapEnv {
+        let mut env = MapEnv::new([
+            ("DATABASE_URL", "postgres://u:secret@localhost/db"),
+            ("KEY_CLAIM_TOKEN", "abcdefghijklmnopqrstuvwxyz0123=ON"),
+        ]);
+        for (name, value) in extra {
+            env.set(*name, *value);
+        }
+        env
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::from_env(&env(&[])).unwrap();
+        let s = &config.settings;
+        assert_eq!(config.bind_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(s.region.as_str(), "302");
+        assert_eq!(s.initial_remaining_keys, 43);
+        assert_eq!(s.one_time_code_expiry, chrono::Duration::hours(24));
+        assert_eq!(s.encryption_key_validity_days, 15);
+        assert_eq!(s.ban.max_failures, 50);
+        assert_eq!(s.ban.ban_duration, chrono::Duration::hours(1));
+        assert_eq!(s.cors_allow_origin, "*");
+        assert!(!s.trust_x_forwarded_for);
+        assert!(s.metrics_credentials.is_none());
+        assert_eq!(
+            s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
+            Some("ON")
+        );
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("BIND_ADDR", "nowhere")], "BIND_ADDR"),
+            (&[("KEY_CLAIM_TOKEN", "short=ON")], "KEY_CLAIM_TOKEN"),
+            (&[("REGION", "3 0 2")], "REGION"),
+            (
+                &[("TRUST_X_FORWARDED_FOR", "maybe")],
+                "TRUST_X_FORWARDED_FOR",
+            ),
+            (&[("INITIAL_REMAINING_KEYS", "0")], "INITIAL_REMAINING_KEYS"),
+            (
+                &[("ONE_TIME_CODE_EXPIRY_MINUTES", "x")],
+                "ONE_TIME_CODE_EXPIRY_MINUTES",
+            ),
+            (
+                &[("ENCRYPTION_KEY_VALIDITY_DAYS", "99")],
+                "ENCRYPTION_KEY_VALIDITY_DAYS",
+            ),
+            (
+                &[("MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", "-1")],
+                "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES",
+            ),
+            (
+                &[("CLAIM_KEY_BAN_DURATION_MINUTES", "0")],
+                "CLAIM_KEY_BAN_DURATION_MINUTES",
+            ),
+            (&[("CORS_ALLOW_ORIGIN", "bad\nvalue")], "CORS_ALLOW_ORIGIN"),
+            (&[("METRICS_USERNAME", "ops")], "METRICS_PASSWORD"),
+            (&[("METRICS_PASSWORD", "pw")], "METRICS_USERNAME"),
+            (
+                &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
+                "HTTP_READ_TIMEOUT_SECONDS",
+            ),
+        ];
+        for (vars, variable) in cases {
+            let error = Config::from_env(&env(vars)).unwrap_err();
+            assert!(
+                error.to_string().starts_with(variable),
+                "{vars:?}: expected an error naming {variable}, got {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_token_is_named_and_secrets_are_not_echoed() {
+        let mut vars = env(&[]);
+        vars.remove("KEY_CLAIM_TOKEN");
+        let error = Config::from_env(&vars).unwrap_err().to_string();
+        assert!(error.starts_with("KEY_CLAIM_TOKEN"), "{error}");
+
+        let leaked = "tooshort=ON";
+        let error = Config::from_env(&env(&[("KEY_CLAIM_TOKEN", leaked)]))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("tooshort"), "{error}");
+    }
+}

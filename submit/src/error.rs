@@ -1,0 +1,194 @@
+//! The one place where failures become HTTP responses (DESIGN §3). Every match
+//! here is exhaustive with no catch-all arm, so a new failure cannot silently
+//! turn into a 500 or into the wrong protocol code.
+
+use diagnosis_core::store::StoreError;
+use diagnosis_core::upload::UploadRejection;
+use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
+use diagnosis_proto::key_claim_response::ErrorCode as ClaimCode;
+use diagnosis_proto::{EncryptedUploadResponse, KeyClaimResponse};
+use http::{Response, StatusCode};
+
+use crate::http::{Body, protobuf, text};
+
+/// Why `POST /new-key-claim` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("missing or unknown bearer token, or a method other than POST")]
+    Unauthorized,
+    #[error("the hash ID's code was already claimed")]
+    HashIdAlreadyClaimed,
+    #[error("every candidate one-time code collided")]
+    CodeCollisions,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl PortalError {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            PortalError::Unauthorized => {
+                text(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized")
+            }
+            PortalError::HashIdAlreadyClaimed => {
+                text(StatusCode::FORBIDDEN, "forbidden", "forbidden")
+            }
+            PortalError::CodeCollisions => {
+                tracing::error!("one-time code generation collided on every attempt");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server error",
+                    "code_collisions",
+                )
+            }
+            PortalError::Store(e) => {
+                tracing::error!(error = %e, "issuing a one-time code failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server error",
+                    "server_error",
+                )
+            }
+        }
+    }
+}
+
+/// Why `POST /claim-key` failed (DESIGN §3.2, in the order the checks run).
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("client is banned")]
+    Banned { remaining: chrono::Duration },
+    #[error("body too large or not a KeyClaimRequest")]
+    BadRequest,
+    #[error("app public key is not 32 bytes")]
+    InvalidKey,
+    #[error("app public key already registered")]
+    AppKeyAlreadyRegistered,
+    #[error("unknown, expired or already claimed one-time code")]
+    InvalidCode {
+        tries_remaining: u32,
+        ban: chrono::Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn duration(d: chrono::Duration) -> diagnosis_proto::Duration {
+    diagnosis_proto::Duration {
+        seconds: d.num_seconds().max(0),
+        nanos: 0,
+    }
+}
+
+fn claim_response(
+    status: StatusCode,
+    code: ClaimCode,
+    tries_remaining: u32,
+    ban: Option<chrono::Duration>,
+) -> Response<Body> {
+    let message = KeyClaimResponse {
+        error: Some(code as i32),
+        server_public_key: None,
+        tries_remaining: Some(tries_remaining),
+        remaining_ban_duration: ban.map(duration),
+    };
+    protobuf(status, &message, code.as_str_name())
+}
+
+impl ClaimError {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            ClaimError::Banned { remaining } => claim_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                ClaimCode::TemporaryBan,
+                0,
+                Some(remaining),
+            ),
+            ClaimError::BadRequest => {
+                claim_response(StatusCode::BAD_REQUEST, ClaimCode::Unknown, 0, None)
+            }
+            ClaimError::InvalidKey => {
+                claim_response(StatusCode::BAD_REQUEST, ClaimCode::InvalidKey, 0, None)
+            }
+            ClaimError::AppKeyAlreadyRegistered => {
+                claim_response(StatusCode::UNAUTHORIZED, ClaimCode::InvalidKey, 0, None)
+            }
+            ClaimError::InvalidCode {
+                tries_remaining,
+                ban,
+            } => claim_response(
+                StatusCode::UNAUTHORIZED,
+                ClaimCode::InvalidOneTimeCode,
+                tries_remaining,
+                Some(ban),
+            ),
+            ClaimError::Store(e) => {
+                tracing::error!(error = %e, "claiming a one-time code failed");
+                claim_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ClaimCode::ServerError,
+                    0,
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// Why `POST /upload` failed (DESIGN §3.3, in the order the checks run).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("body too large or not an EncryptedUploadRequest")]
+    BadRequest,
+    #[error("key or nonce of the wrong length")]
+    InvalidCryptoParameters,
+    #[error("no valid keypair for that server key")]
+    UnknownKeypair,
+    #[error("the box does not open")]
+    DecryptionFailed,
+    #[error("the plaintext is not an Upload")]
+    InvalidPayload,
+    #[error("upload rejected: {0}")]
+    Rejected(UploadRejection),
+    #[error("the keypair's quota is used up")]
+    QuotaExhausted,
+    #[error("more new keys than the keypair's quota")]
+    TooManyKeys,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl UploadError {
+    pub fn into_response(self) -> Response<Body> {
+        let (status, code) = match self {
+            UploadError::BadRequest => (StatusCode::BAD_REQUEST, UploadCode::Unknown),
+            UploadError::InvalidCryptoParameters => {
+                (StatusCode::BAD_REQUEST, UploadCode::InvalidCryptoParameters)
+            }
+            UploadError::UnknownKeypair => (StatusCode::UNAUTHORIZED, UploadCode::InvalidKeypair),
+            UploadError::DecryptionFailed => {
+                (StatusCode::BAD_REQUEST, UploadCode::DecryptionFailed)
+            }
+            UploadError::InvalidPayload => (StatusCode::BAD_REQUEST, UploadCode::InvalidPayload),
+            UploadError::Rejected(rejection) => (StatusCode::BAD_REQUEST, rejection.code()),
+            UploadError::QuotaExhausted => (StatusCode::BAD_REQUEST, UploadCode::InvalidKeypair),
+            UploadError::TooManyKeys => (StatusCode::BAD_REQUEST, UploadCode::TooManyKeys),
+            UploadError::Store(e) => {
+                tracing::error!(error = %e, "storing an upload failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, UploadCode::ServerError)
+            }
+        };
+        upload_response(status, code)
+    }
+}
+
+/// An upload response; the error field is always present, even for NONE.
+pub fn upload_response(status: StatusCode, code: UploadCode) -> Response<Body> {
+    protobuf(
+        status,
+        &EncryptedUploadResponse {
+            error: Some(code as i32),
+        },
+        code.as_str_name(),
+    )
+}

@@ -1,0 +1,81 @@
+//! `POST /claim-key`: an app trades a one-time code for the server's public key
+//! (DESIGN §3.2). Checks run in the contract's order; only wrong codes count
+//! towards the client's ban.
+
+use diagnosis_core::domain::{AppPublicKey, OneTimeCode};
+use diagnosis_core::store::{ClaimOutcome, ClientIdentifier};
+use diagnosis_proto::key_claim_response::ErrorCode;
+use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::error::ClaimError;
+use crate::http::{Body, protobuf, read_body};
+use crate::state::AppState;
+
+/// A claim request is a code and a 32-byte key; anything larger is hostile.
+pub const MAX_CLAIM_BODY_BYTES: usize = 256;
+
+pub async fn claim_key(
+    state: &AppState,
+    body: Incoming,
+    client: &ClientIdentifier,
+) -> Result<Response<Body>, ClaimError> {
+    let settings = &state.settings;
+    let now = state.clock.now();
+    if let Some(remaining) = state.store.active_ban(client, now, settings.ban).await? {
+        return Err(ClaimError::Banned { remaining });
+    }
+    let body = read_body(body, MAX_CLAIM_BODY_BYTES, settings.timeouts.body_read)
+        .await
+        .map_err(|_| ClaimError::BadRequest)?;
+    let request = KeyClaimRequest::decode(body).map_err(|_| ClaimError::BadRequest)?;
+    let app_public =
+        AppPublicKey::try_from(request.app_public_key()).map_err(|_| ClaimError::InvalidKey)?;
+    // A code that cannot be one of ours is simply a wrong code.
+    let code = OneTimeCode::from_user_input(request.one_time_code());
+    let outcome = state
+        .store
+        .claim_one_time_code(
+            code.as_ref(),
+            &app_public,
+            client,
+            now,
+            settings.one_time_code_expiry,
+        )
+        .await?;
+    match outcome {
+        ClaimOutcome::Claimed(server_public) => {
+            let response = KeyClaimResponse {
+                error: Some(ErrorCode::None as i32),
+                server_public_key: Some(server_public.as_bytes().to_vec()),
+                tries_remaining: Some(settings.ban.max_failures),
+                remaining_ban_duration: None,
+            };
+            Ok(protobuf(
+                StatusCode::OK,
+                &response,
+                ErrorCode::None.as_str_name(),
+            ))
+        }
+        ClaimOutcome::AppKeyAlreadyRegistered => Err(ClaimError::AppKeyAlreadyRegistered),
+        ClaimOutcome::InvalidCode => {
+            let failures = state
+                .store
+                .record_failed_claim(client, now, settings.ban)
+                .await?;
+            let banned_now = failures >= settings.ban.max_failures;
+            if banned_now {
+                metrics::counter!("submit_claim_bans_total").increment(1);
+            }
+            Err(ClaimError::InvalidCode {
+                tries_remaining: settings.ban.max_failures.saturating_sub(failures),
+                ban: if banned_now {
+                    settings.ban.ban_duration
+                } else {
+                    chrono::Duration::zero()
+                },
+            })
+        }
+    }
+}

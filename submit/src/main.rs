@@ -1,0 +1,131 @@
+//! `diagnosis-submit`: reads its configuration, prepares the database and serves
+//! until SIGTERM or SIGINT. All logic lives in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use diagnosis_core::config::ProcessEnv;
+use diagnosis_core::store::{Store, StoreConfig};
+use diagnosis_core::telemetry;
+use diagnosis_core::time::SystemClock;
+use diagnosis_submit::config::Config;
+use diagnosis_submit::{AppState, Listeners, Version};
+use tokio::net::TcpListener;
+
+const USAGE: &str = "usage: diagnosis-submit [migrate] [--no-migrate]
+
+  (no command)   apply pending migrations, then serve BIND_ADDR and METRICS_ADDR
+  migrate        apply pending migrations and exit
+  --no-migrate   serve without touching the schema
+
+Configuration is read from the environment; see README.md.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (migrate_only, no_migrate) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => (false, false),
+        ["migrate"] => (true, false),
+        ["--no-migrate"] => (false, true),
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env(&ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("diagnosis-submit: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("diagnosis-submit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config, migrate_only, no_migrate)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "diagnosis-submit stopped");
+            eprintln!("diagnosis-submit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(&telemetry::TelemetryConfig::from_common(
+        &config.common,
+        "diagnosis-submit",
+    ))
+    .context("while setting up telemetry")?;
+    let store = Store::connect(&StoreConfig {
+        database_url: config.common.database_url.clone(),
+        pool_size: config.common.database_pool_size,
+        statement_timeout: config.common.database_statement_timeout,
+        application_name: "diagnosis-submit",
+    })?;
+    if !no_migrate {
+        store
+            .migrate()
+            .await
+            .context("while applying database migrations")?;
+    }
+    if migrate_only {
+        return Ok(());
+    }
+    let api = TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
+    let internal = TcpListener::bind(config.common.metrics_addr)
+        .await
+        .with_context(|| format!("while binding METRICS_ADDR {}", config.common.metrics_addr))?;
+    tracing::info!(
+        bind_addr = %config.bind_addr,
+        metrics_addr = %config.common.metrics_addr,
+        portals = config.settings.key_claim_tokens.len(),
+        "diagnosis-submit listening"
+    );
+    let state = Arc::new(AppState {
+        store,
+        clock: Arc::new(SystemClock),
+        settings: config.settings,
+        version: Version::of_build(),
+        prometheus: telemetry.prometheus_handle().cloned(),
+    });
+    diagnosis_submit::run(state, Listeners { api, internal }, shutdown_signal()).await?;
+    tracing::info!("diagnosis-submit stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
