@@ -530,12 +530,28 @@ pub fn database_url_var(env: &dyn Env, name: &'static str) -> Result<String, Con
              (the value is not shown: it may hold a password)",
         ));
     }
-    // The parser's messages name the offending option ("invalid value for option `port`") and
-    // never the URL itself.
     url.parse::<tokio_postgres::Config>().map_err(|err| {
+        // Only the parser's "invalid value for option `port`" names a fixed option; its other
+        // messages may quote parts of the URL (an unknown parameter's name), so they are not
+        // passed on.
+        let mut cause: Option<&dyn std::error::Error> = Some(&err);
+        let mut detail = None;
+        while let Some(inner) = cause {
+            let message = inner.to_string();
+            if message.starts_with("invalid value for option `") {
+                detail = Some(message);
+            }
+            cause = inner.source();
+        }
+        let detail = detail.unwrap_or_else(|| {
+            "check the user, host, port, database name and query parameters".to_owned()
+        });
         ConfigError::new(
             name,
-            format!("is not a valid PostgreSQL URL: {err} (the value is not shown: it may hold a password)"),
+            format!(
+                "is not a valid PostgreSQL URL: {detail} \
+                 (the value is not shown: it may hold a password)"
+            ),
         )
     })?;
     Ok(url)
@@ -697,8 +713,20 @@ mod tests {
             (
                 "DATABASE_URL",
                 Some("postgres://root:hunter2@db:notaport/x"),
-                "is not a valid PostgreSQL URL: invalid configuration: invalid value for option \
-                 `port` (the value is not shown: it may hold a password)",
+                "is not a valid PostgreSQL URL: invalid value for option `port` \
+                 (the value is not shown: it may hold a password)",
+            ),
+            (
+                "DATABASE_URL",
+                Some("postgres://u:hunter2@db/x?sslmode=sometimes"),
+                "is not a valid PostgreSQL URL: invalid value for option `sslmode` \
+                 (the value is not shown: it may hold a password)",
+            ),
+            (
+                "DATABASE_URL",
+                Some("postgres://u:hunter2@db/x?hunter2=1"),
+                "is not a valid PostgreSQL URL: check the user, host, port, database name and \
+                 query parameters (the value is not shown: it may hold a password)",
             ),
             (
                 "DATABASE_POOL_SIZE",

@@ -156,6 +156,32 @@ pub fn prometheus_builder() -> PrometheusBuilder {
         .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
+/// Libraries whose verbose levels print query parameters or peer addresses
+/// (tokio-postgres logs every statement's parameters at `debug`, which would
+/// be codes and keys). They are capped whatever `RUST_LOG` asks for (DESIGN §7).
+const PRIVACY_CAPS: &[&str] = &[
+    "tokio_postgres=info",
+    "postgres=info",
+    "hyper_util=info",
+    "hyper=info",
+];
+
+/// The `RUST_LOG` filter the binaries use: the operator's directives, then the
+/// privacy caps, which override any directive for the same target.
+pub fn log_filter(spec: &str) -> Result<EnvFilter, TelemetryError> {
+    let mut filter = EnvFilter::builder()
+        .with_regex(false)
+        .parse(spec)
+        .map_err(|err| TelemetryError::InvalidLogFilter(err.to_string()))?;
+    for cap in PRIVACY_CAPS {
+        let directive = cap
+            .parse()
+            .map_err(|err: filter::ParseError| TelemetryError::InvalidLogFilter(err.to_string()))?;
+        filter = filter.add_directive(directive);
+    }
+    Ok(filter)
+}
+
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
 
 /// Installs logging, span output and the metrics recorder for this process.
@@ -163,10 +189,7 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
 /// Call it once, early in `main`, from inside the Tokio runtime when metrics are on. A second
 /// call returns [`TelemetryError::AlreadyInitialised`] and changes nothing.
 pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::builder()
-        .with_regex(false)
-        .parse(&config.log_filter)
-        .map_err(|err| TelemetryError::InvalidLogFilter(err.to_string()))?;
+    let filter = log_filter(&config.log_filter)?;
     let runtime = match config.metric_provider {
         MetricProvider::None => None,
         MetricProvider::Prometheus | MetricProvider::Stdout | MetricProvider::Pretty => {
@@ -316,16 +339,17 @@ fn parse_exposition(text: &str) -> Vec<Sample<'_>> {
             if let (Some(name), Some(kind)) = (words.next(), words.next()) {
                 kinds.insert(name, kind);
             }
-        } else if !line.is_empty() && !line.starts_with('#') {
-            if let Some(mut sample) = parse_sample(line) {
-                let family = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .filter_map(|suffix| sample.name.strip_suffix(suffix))
-                    .find(|family| kinds.contains_key(family))
-                    .unwrap_or(sample.name);
-                sample.kind = kinds.get(family).copied().unwrap_or("untyped");
-                samples.push(sample);
-            }
+        } else if !line.is_empty()
+            && !line.starts_with('#')
+            && let Some(mut sample) = parse_sample(line)
+        {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample.name.strip_suffix(suffix))
+                .find(|family| kinds.contains_key(family))
+                .unwrap_or(sample.name);
+            sample.kind = kinds.get(family).copied().unwrap_or("untyped");
+            samples.push(sample);
         }
     }
     samples
@@ -474,7 +498,7 @@ odd_label{path="a\"b\\c\nd"} 1
     #[test]
     fn parses_the_prometheus_text_format() {
         let samples = parse_exposition(EXPOSITION);
-        assert_eq!(samples.len(), 12);
+        assert_eq!(samples.len(), 11);
         assert_eq!(
             samples[0],
             Sample {
@@ -507,7 +531,7 @@ odd_label{path="a\"b\\c\nd"} 1
     fn json_snapshot_is_one_object_per_sample_per_line() {
         let out = snapshot_json_lines(EXPOSITION, "2025-01-02T03:04:05Z", "diagnosis-submit");
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 12);
+        assert_eq!(lines.len(), 11);
         assert_eq!(
             lines[0],
             r#"{"labels":{"route":"upload","status":"200"},"metric":"http_requests_total","service":"diagnosis-submit","timestamp":"2025-01-02T03:04:05Z","type":"counter","value":3.0}"#

@@ -1,1 +1,13 @@
-//! placeholder
+//! Test support for Diagnosis Server: a fresh Postgres database per test, a
+//! `TestApp` that runs the real submit service on port 0, a small HTTP client,
+//! and the app simulator that plays the portal and the phone.
+//!
+//! Tests never skip: without `DIAGNOSIS_TEST_DATABASE_URL` (set by
+//! `infra/dev/test`) they fail and say how to run them.
+
+#![allow(clippy::unwrap_used)]
+
+pub mod app;
+pub mod http_client;
+pub mod pg;
+pub mod simulator;

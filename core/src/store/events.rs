@@ -143,8 +143,8 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT originator, count, count(*) FROM tek_upload_count
-                  WHERE date = $1 GROUP BY originator, count ORDER BY originator, count",
+                "SELECT t.originator, t.count, count(*) FROM tek_upload_count t
+                  WHERE t.date = $1 GROUP BY t.originator, t.count ORDER BY t.originator, t.count",
                 &[&date],
             )
             .await?;

@@ -1,0 +1,187 @@
+//! `TestApp`: a real `diagnosis-submit` on port 0 over a fresh Postgres
+//! database, with a manual clock, for the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use diagnosis_core::domain::{KeyClaimTokens, Region};
+use diagnosis_core::store::{BanPolicy, Store};
+use diagnosis_core::time::ManualClock;
+use diagnosis_submit::{AppState, Listeners, Settings, Timeouts, Version};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::pg::TestDatabase;
+use crate::simulator::{Phone, Portal};
+
+/// The portal token every test app accepts, labelled [`PORTAL_LABEL`].
+pub const PORTAL_TOKEN: &str = "test-portal-token-0123456789";
+/// The originator label of [`PORTAL_TOKEN`].
+pub const PORTAL_LABEL: &str = "ON";
+
+/// The submit service's settings as a test starts them (the contract's defaults).
+pub fn test_settings() -> Settings {
+    Settings {
+        key_claim_tokens: KeyClaimTokens::parse(&format!("{PORTAL_TOKEN}={PORTAL_LABEL}"))
+            .unwrap_or_else(|e| panic!("test token: {e}")),
+        region: Region::parse("302").unwrap_or_else(|| panic!("test region")),
+        trust_x_forwarded_for: false,
+        initial_remaining_keys: 43,
+        one_time_code_expiry: chrono::Duration::hours(24),
+        encryption_key_validity_days: 15,
+        ban: BanPolicy {
+            max_failures: 50,
+            ban_duration: chrono::Duration::hours(1),
+        },
+        cors_allow_origin: http::HeaderValue::from_static("*"),
+        metrics_credentials: None,
+        timeouts: Timeouts::default(),
+    }
+}
+
+/// A moment well inside an hour, so tests do not straddle hour boundaries by accident.
+pub fn test_start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 15, 20, 0)
+        .single()
+        .unwrap_or_else(|| panic!("valid test time"))
+}
+
+/// A running submit service.
+#[derive(Debug)]
+pub struct TestApp {
+    pub db: Arc<TestDatabase>,
+    pub store: Store,
+    pub clock: ManualClock,
+    pub base_url: String,
+    pub internal_url: String,
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// A service with default settings on a fresh database.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A service on a fresh database, with settings adjusted by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = Arc::new(TestDatabase::new().await);
+        let clock = ManualClock::new(test_start_time());
+        Self::spawn_on(db, clock, adjust).await
+    }
+
+    /// Another instance on the same database and clock (a second replica).
+    pub async fn replica(&self) -> TestApp {
+        Self::spawn_on(Arc::clone(&self.db), self.clock.clone(), |_| {}).await
+    }
+
+    pub async fn spawn_on(
+        db: Arc<TestDatabase>,
+        clock: ManualClock,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let store = Store::from_pool(db.pool().clone());
+        let api = bind().await;
+        let internal = bind().await;
+        let addr = local_addr(&api);
+        let internal_addr = local_addr(&internal);
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            clock: Arc::new(clock.clone()),
+            settings,
+            version: Version::of_build(),
+            prometheus: None,
+        });
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(diagnosis_submit::run(
+            state,
+            Listeners { api, internal },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestApp {
+            db,
+            store,
+            clock,
+            base_url: format!("http://{addr}"),
+            internal_url: format!("http://{internal_addr}"),
+            addr,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
+    pub fn portal(&self) -> Portal {
+        Portal::new(&self.base_url, PORTAL_TOKEN)
+    }
+
+    pub fn phone(&self) -> Phone {
+        Phone::new(&self.base_url)
+    }
+
+    /// A phone that has claimed a fresh code.
+    pub async fn claimed_phone(&self) -> Phone {
+        let code = self
+            .portal()
+            .issue_code()
+            .await
+            .unwrap_or_else(|e| panic!("issuing a code: {e:#}"));
+        let mut phone = self.phone();
+        let reply = phone
+            .claim(&code)
+            .await
+            .unwrap_or_else(|e| panic!("claiming: {e:#}"));
+        assert_eq!(reply.status, 200, "claim failed: {:?}", reply.response);
+        phone
+    }
+
+    pub fn now_unix(&self) -> i64 {
+        use diagnosis_core::time::Clock;
+        self.clock.now().timestamp()
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.stop_inner().await;
+    }
+
+    async fn stop_inner(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("submit stopped with an error: {e}"),
+                Err(e) => panic!("submit task failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding a test port: {e}"))
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("test listener address: {e}"))
+}

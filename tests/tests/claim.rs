@@ -1,0 +1,283 @@
+//! `POST /claim-key` against a real database: one test per row of DESIGN §3.2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use diagnosis_proto::key_claim_response::ErrorCode;
+use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
+use diagnosis_tests::app::TestApp;
+
+fn code_of(response: &KeyClaimResponse) -> ErrorCode {
+    ErrorCode::try_from(response.error.expect("error field present")).expect("known error code")
+}
+
+async fn post_claim(app: &TestApp, body: Vec<u8>) -> (u16, KeyClaimResponse) {
+    let reply = app
+        .phone()
+        .client
+        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
+        .await
+        .unwrap();
+    assert_eq!(reply.header("content-type"), Some("application/x-protobuf"));
+    (
+        reply.status.as_u16(),
+        KeyClaimResponse::decode(reply.body.as_ref()).unwrap(),
+    )
+}
+
+fn claim_body(code: &str, key_len: usize) -> Vec<u8> {
+    KeyClaimRequest {
+        one_time_code: Some(code.to_owned()),
+        app_public_key: Some(vec![7; key_len]),
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_code_typed_like_a_person_types_it_is_claimed_once() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let typed = format!(
+        " {}-{} {} ",
+        &code[..3].to_lowercase(),
+        &code[3..6],
+        &code[6..].to_lowercase()
+    );
+    let mut phone = app.phone();
+    let reply = phone.claim(&typed).await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(code_of(&reply.response), ErrorCode::None);
+    assert_eq!(reply.response.server_public_key().len(), 32);
+    assert_eq!(reply.response.tries_remaining, Some(50));
+
+    let client = app.db.client().await;
+    let row = client
+        .query_one("SELECT one_time_code IS NULL, app_public_key, claimed IS NOT NULL FROM encryption_keys", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the code is erased on claim");
+    assert_eq!(
+        row.get::<_, Vec<u8>>(1),
+        phone.app_public.as_bytes().to_vec()
+    );
+    assert!(row.get::<_, bool>(2));
+
+    // Claimed codes are wrong codes from then on.
+    let mut other = app.phone();
+    let again = other.claim(&code).await.unwrap();
+    assert_eq!(again.status, 401);
+    assert_eq!(code_of(&again.response), ErrorCode::InvalidOneTimeCode);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_unknown_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let before = app.db.snapshot().await;
+    let mut oversize = claim_body(&code, 32);
+    oversize.resize(257, 0);
+    for body in [vec![0xff, 0xff, 0xff], vec![0x0a, 0x05, b'a'], oversize] {
+        let (status, response) = post_claim(&app, body).await;
+        assert_eq!((status, code_of(&response)), (400, ErrorCode::Unknown));
+        assert_eq!(response.tries_remaining, Some(0));
+    }
+    assert_eq!(app.db.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn an_app_key_of_the_wrong_length_is_invalid_and_not_a_failure() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let before = app.db.snapshot().await;
+    for len in [0, 31, 33] {
+        let (status, response) = post_claim(&app, claim_body(&code, len)).await;
+        assert_eq!(
+            (status, code_of(&response)),
+            (400, ErrorCode::InvalidKey),
+            "key of {len} bytes"
+        );
+    }
+    assert_eq!(
+        app.db.snapshot().await,
+        before,
+        "nothing counted, nothing claimed"
+    );
+}
+
+#[tokio::test]
+async fn an_already_registered_app_key_is_refused_before_the_code() {
+    let app = TestApp::spawn().await;
+    let phone = app.claimed_phone().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let before = app.db.snapshot().await;
+    for typed in [code.as_str(), "not-a-code"] {
+        let body = KeyClaimRequest {
+            one_time_code: Some(typed.to_owned()),
+            app_public_key: Some(phone.app_public.as_bytes().to_vec()),
+        }
+        .encode_to_vec();
+        let (status, response) = post_claim(&app, body).await;
+        assert_eq!((status, code_of(&response)), (401, ErrorCode::InvalidKey));
+    }
+    assert_eq!(app.db.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn wrong_codes_count_down_to_a_ban_that_expires_afresh() {
+    let app = TestApp::spawn_with(|s| s.ban.max_failures = 3).await;
+    let wrong = || claim_body("AEF-245-HJKL", 32);
+
+    let (status, response) = post_claim(&app, wrong()).await;
+    assert_eq!(
+        (status, code_of(&response)),
+        (401, ErrorCode::InvalidOneTimeCode)
+    );
+    assert_eq!(response.tries_remaining, Some(2));
+    assert_eq!(response.remaining_ban_duration.map(|d| d.seconds), Some(0));
+
+    post_claim(&app, wrong()).await;
+    let (status, response) = post_claim(&app, wrong()).await;
+    assert_eq!(
+        (status, code_of(&response)),
+        (401, ErrorCode::InvalidOneTimeCode)
+    );
+    assert_eq!(response.tries_remaining, Some(0));
+    assert_eq!(
+        response.remaining_ban_duration.map(|d| d.seconds),
+        Some(3600),
+        "this failure starts the ban"
+    );
+
+    // Banned: even a valid code is refused, and the ban's remaining time is told.
+    let code = app.portal().issue_code().await.unwrap();
+    app.clock.advance(chrono::Duration::minutes(10));
+    let before = app.db.snapshot().await;
+    let (status, response) = post_claim(&app, claim_body(&code, 32)).await;
+    assert_eq!((status, code_of(&response)), (429, ErrorCode::TemporaryBan));
+    assert_eq!(response.tries_remaining, Some(0));
+    assert_eq!(
+        response.remaining_ban_duration.map(|d| d.seconds),
+        Some(3000)
+    );
+    // A banned request is refused before its body is even read.
+    let (status, _) = post_claim(&app, vec![0xff; 300]).await;
+    assert_eq!(status, 429);
+    assert_eq!(app.db.snapshot().await, before);
+
+    // After the ban the count starts afresh: one failure leaves max − 1 tries.
+    app.clock.advance(chrono::Duration::minutes(50));
+    let (status, response) = post_claim(&app, wrong()).await;
+    assert_eq!((status, response.tries_remaining), (401, Some(2)));
+}
+
+#[tokio::test]
+async fn a_success_clears_the_failures() {
+    let app = TestApp::spawn_with(|s| s.ban.max_failures = 3).await;
+    post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+    post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+    app.claimed_phone().await;
+    let (_, response) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+    assert_eq!(response.tries_remaining, Some(2));
+}
+
+#[tokio::test]
+async fn an_expired_code_is_a_wrong_code() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    app.clock.advance(chrono::Duration::hours(24));
+    let mut phone = app.phone();
+    let reply = phone.claim(&code).await.unwrap();
+    assert_eq!(
+        (reply.status.as_u16(), code_of(&reply.response)),
+        (401, ErrorCode::InvalidOneTimeCode)
+    );
+    assert_eq!(reply.response.tries_remaining, Some(49));
+}
+
+#[tokio::test]
+async fn a_code_just_inside_its_validity_is_claimed() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    app.clock
+        .advance(chrono::Duration::hours(24) - chrono::Duration::seconds(1));
+    assert_eq!(app.phone().claim(&code).await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn a_database_failure_is_a_server_error() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let client = app.db.client().await;
+    client
+        .batch_execute("ALTER TABLE encryption_keys RENAME TO encryption_keys_gone")
+        .await
+        .unwrap();
+    let mut phone = app.phone();
+    let reply = phone.claim(&code).await.unwrap();
+    assert_eq!(
+        (reply.status.as_u16(), code_of(&reply.response)),
+        (500, ErrorCode::ServerError)
+    );
+}
+
+#[tokio::test]
+async fn eight_concurrent_claims_of_one_code_have_exactly_one_winner() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let claims = (0..8).map(|_| {
+        let mut phone = app.phone();
+        let code = code.clone();
+        tokio::spawn(async move { phone.claim(&code).await.unwrap().status.as_u16() })
+    });
+    let mut statuses = Vec::new();
+    for claim in claims {
+        statuses.push(claim.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 401, 401, 401, 401, 401, 401, 401]);
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_ban() {
+    let first = TestApp::spawn_with(|s| s.ban.max_failures = 50).await;
+    let second = first.replica().await;
+    for i in 0..50 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let (status, _) = post_claim(app, claim_body("AEF-245-HJKL", 32)).await;
+        assert_eq!(status, 401, "failure {i}");
+    }
+    for app in [&first, &second] {
+        let (status, response) = post_claim(app, claim_body("AEF-245-HJKL", 32)).await;
+        assert_eq!((status, code_of(&response)), (429, ErrorCode::TemporaryBan));
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_is_used_only_when_trusted() {
+    let app = TestApp::spawn_with(|s| {
+        s.ban.max_failures = 1;
+        s.trust_x_forwarded_for = true;
+    })
+    .await;
+    let send = |forwarded: &'static str| {
+        let client = app.phone().client;
+        let url = format!("{}/claim-key", app.base_url);
+        async move {
+            client
+                .send(
+                    hyper::Method::POST,
+                    &url,
+                    &[("x-forwarded-for", forwarded)],
+                    claim_body("AEF-245-HJKL", 32),
+                )
+                .await
+                .unwrap()
+                .status
+                .as_u16()
+        }
+    };
+    assert_eq!(send("203.0.113.1, 198.51.100.1").await, 401);
+    // Same balancer-appended address → banned, whatever the client claims before it.
+    assert_eq!(send("192.0.2.99, 198.51.100.1").await, 429);
+    // Another client behind the same balancer is not.
+    assert_eq!(send("198.51.100.2").await, 401);
+}

@@ -1,0 +1,233 @@
+//! Operational endpoints, the `/events/...` metrics API, timeouts and graceful
+//! shutdown (DESIGN §3.4, §7).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use base64::Engine;
+use diagnosis_submit::MetricsCredentials;
+use diagnosis_tests::app::TestApp;
+use diagnosis_tests::simulator::{app_keys, upload_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn services_answer_without_caching() {
+    let app = TestApp::spawn().await;
+    let client = app.phone().client;
+    let ping = client
+        .get(&format!("{}/services/ping", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ping.status.as_u16(), ping.text()),
+        (200, "OK\n".to_owned())
+    );
+    assert_eq!(ping.header("cache-control"), Some("no-store"));
+    let present = client
+        .get(&format!("{}/services/present", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(present.status, 204);
+    assert_eq!(present.header("cache-control"), Some("no-store"));
+    let version = client
+        .get(&format!("{}/services/version.json", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(version.status, 200);
+    assert_eq!(version.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&version.body).unwrap();
+    assert!(
+        json["branch"].is_string() && json["revision"].is_string(),
+        "{json}"
+    );
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[tokio::test]
+async fn the_events_api_reports_a_days_activity_behind_basic_auth() {
+    let app = TestApp::spawn_with(|s| {
+        s.metrics_credentials = Some(MetricsCredentials {
+            username: "ops".into(),
+            password: "metrics-password".into(),
+        });
+    })
+    .await;
+    let phone = app.claimed_phone().await;
+    app.clock.advance(chrono::Duration::minutes(5));
+    let now = app.now_unix();
+    phone
+        .upload(&upload_of(app_keys(now, 3), now))
+        .await
+        .unwrap();
+    app.portal().issue_code().await.unwrap();
+
+    let client = app.phone().client;
+    let get = |path: &str, auth: Option<String>| {
+        let client = client.clone();
+        let url = format!("{}{path}", app.internal_url);
+        async move {
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            client
+                .send(hyper::Method::GET, &url, &headers, Vec::new())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("/events/2026-11-28", None).await.status, 401);
+    assert_eq!(
+        get("/events/2026-11-28", Some(basic("ops", "wrong")))
+            .await
+            .status,
+        401
+    );
+    let auth = Some(basic("ops", "metrics-password"));
+    assert_eq!(get("/events/28-11-2026", auth.clone()).await.status, 400);
+
+    let events = get("/events/2026-11-28", auth.clone()).await;
+    assert_eq!(events.status, 200);
+    let events: serde_json::Value = serde_json::from_slice(&events.body).unwrap();
+    let counts: Vec<(String, i64)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["identifier"].as_str().unwrap().to_owned(),
+                e["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("OTKClaimed".into(), 1), ("OTKGenerated".into(), 2)]
+    );
+    assert_eq!(events[0]["source"], "ON");
+    assert_eq!(events[0]["date"], "2026-11-28");
+
+    let uploads: serde_json::Value =
+        serde_json::from_slice(&get("/events/uploads/2026-11-28", auth.clone()).await.body)
+            .unwrap();
+    assert_eq!(
+        uploads,
+        serde_json::json!([{"source": "ON", "date": "2026-11-28", "keys": 3, "uploads": 1}])
+    );
+
+    let durations: serde_json::Value = serde_json::from_slice(
+        &get("/events/otkdurations/2026-11-28", auth.clone())
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(
+        durations,
+        serde_json::json!([{"source": "ON", "date": "2026-11-28", "hours": 0, "count": 1}])
+    );
+
+    let nothing: serde_json::Value =
+        serde_json::from_slice(&get("/events/2026-11-27", auth).await.body).unwrap();
+    assert_eq!(nothing, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn the_events_api_is_closed_without_credentials() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .phone()
+        .client
+        .send(
+            hyper::Method::GET,
+            &format!("{}/events/2026-11-28", app.internal_url),
+            &[("authorization", &basic("", ""))],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let app = TestApp::spawn_with(|s| s.timeouts.header_read = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"POST /claim-key HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_bad_request() {
+    let app = TestApp::spawn_with(|s| s.timeouts.body_read = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"POST /claim-key HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut buffer = vec![0_u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("the server answered")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buffer[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let app = TestApp::spawn().await;
+    let phone = app.claimed_phone().await;
+    let now = app.now_unix();
+    let body = phone
+        .sealed_request(&upload_of(app_keys(now, 2), now))
+        .unwrap();
+    let body = diagnosis_proto::Message::encode_to_vec(&body);
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let db = std::sync::Arc::clone(&app.db);
+    let base_url = app.base_url.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused once shutdown has begun...
+    let refused = diagnosis_tests::http_client::HttpClient::new()
+        .get(&format!("{base_url}/services/ping"))
+        .await;
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted during shutdown"
+    );
+    // ...but the request in flight completes.
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut buffer = vec![0_u8; 1024];
+    let n = stream.read(&mut buffer).await.unwrap();
+    let response = String::from_utf8_lossy(&buffer[..n]);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+    let client = db.client().await;
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM diagnosis_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 2);
+}

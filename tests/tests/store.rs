@@ -1,0 +1,288 @@
+//! Store functions that no HTTP request reaches on its own: concurrent
+//! migrations, code collisions and retention (DESIGN §3.1, §4.2, §5).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use diagnosis_core::domain::{
+    AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
+};
+use diagnosis_core::store::{
+    ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreConfig,
+    StoreKeysOutcome,
+};
+use diagnosis_core::time::{hour_number, interval_number};
+use diagnosis_tests::app::test_start_time;
+use diagnosis_tests::pg::TestDatabase;
+
+fn store_for(db: &TestDatabase) -> Store {
+    Store::from_pool(db.pool().clone())
+}
+
+#[tokio::test]
+async fn processes_starting_together_apply_each_migration_once() {
+    let db = TestDatabase::empty().await;
+    let migrations = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let store = Store::connect(&StoreConfig {
+                database_url: url,
+                pool_size: 2,
+                statement_timeout: std::time::Duration::from_secs(30),
+                application_name: "migration-test",
+            })
+            .unwrap();
+            store.migrate().await
+        })
+    });
+    for migration in migrations {
+        migration.await.unwrap().unwrap();
+    }
+    let client = db.client().await;
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../sql"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "sql")
+        })
+        .count();
+    assert_eq!(applied, i64::try_from(files).unwrap());
+    for table in [
+        "encryption_keys",
+        "diagnosis_keys",
+        "failed_key_claim_attempts",
+        "exports",
+        "events",
+        "tek_upload_count",
+        "otk_life_duration",
+    ] {
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("table {table}: {e}"));
+    }
+}
+
+fn new_code<'a>(region: &'a Region, originator: &'a OriginatorLabel) -> NewCode<'a> {
+    NewCode {
+        region,
+        originator,
+        hash_id: None,
+        initial_remaining_keys: 43,
+    }
+}
+
+#[tokio::test]
+async fn five_colliding_codes_store_nothing_and_never_issue_an_empty_code() {
+    let db = TestDatabase::new().await;
+    let store = store_for(&db);
+    let region = Region::parse("302").unwrap();
+    let label = OriginatorLabel::parse("ON").unwrap();
+    let code = OneTimeCode::from_user_input("AEF245HJKL").unwrap();
+    let now = test_start_time();
+    let first = store
+        .issue_one_time_code(&new_code(&region, &label), now, [code.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(first, IssueOutcome::Issued { .. }));
+    let before = db.snapshot().await;
+    let collided = store
+        .issue_one_time_code(
+            &new_code(&region, &label),
+            now,
+            std::iter::repeat_n(code.clone(), 5),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(collided, IssueOutcome::CodeCollisions));
+    assert_eq!(db.snapshot().await, before);
+    // The sixth candidate is never tried: a collision on five is final.
+    let fresh = OneTimeCode::from_user_input("2456789245").unwrap();
+    let mut candidates = vec![code; 4];
+    candidates.push(fresh);
+    let issued = store
+        .issue_one_time_code(&new_code(&region, &label), now, candidates)
+        .await
+        .unwrap();
+    match issued {
+        IssueOutcome::Issued { code, .. } => assert_eq!(code.as_str(), "2456789245"),
+        other => panic!("expected the fifth candidate to be issued, got {other:?}"),
+    }
+}
+
+fn diagnosis_key(byte: u8, rsin: i64) -> DiagnosisKey {
+    DiagnosisKey {
+        key_data: KeyData::from_array([byte; 16]),
+        rolling_start_interval_number: i32::try_from(rsin).unwrap(),
+        rolling_period: 144,
+        transmission_risk_level: 1,
+        report_type: ReportType::ConfirmedTest,
+        days_since_onset: None,
+    }
+}
+
+async fn claimed_keypair(
+    store: &Store,
+    at: DateTime<Utc>,
+    app_byte: u8,
+) -> diagnosis_core::domain::ServerPublicKey {
+    let region = Region::parse("302").unwrap();
+    let label = OriginatorLabel::parse("ON").unwrap();
+    let IssueOutcome::Issued { code, .. } = store
+        .issue_one_time_code(&new_code(&region, &label), at, [OneTimeCode::generate()])
+        .await
+        .unwrap()
+    else {
+        panic!("not issued")
+    };
+    let app = AppPublicKey::from_array([app_byte; 32]);
+    let client = ClientIdentifier::from_ip("192.0.2.1".parse().unwrap());
+    match store
+        .claim_one_time_code(Some(&code), &app, &client, at, Duration::hours(24))
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(server) => server,
+        other => panic!("claim failed: {other:?}"),
+    }
+}
+
+fn retention_policy() -> RetentionPolicy {
+    RetentionPolicy {
+        one_time_code_expiry: Duration::hours(24),
+        keypair_validity_days: 15,
+        claim_ban_duration: Duration::hours(1),
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
+    let db = TestDatabase::new().await;
+    let store = store_for(&db);
+    let region = Region::parse("302").unwrap();
+    let label = OriginatorLabel::parse("ON").unwrap();
+    let now = test_start_time();
+    let days_ago = |d: i64| now - Duration::days(d);
+
+    // Codes: one unclaimed past its expiry, one still fresh.
+    store
+        .issue_one_time_code(
+            &new_code(&region, &label),
+            now - Duration::hours(25),
+            [OneTimeCode::generate()],
+        )
+        .await
+        .unwrap();
+    store
+        .issue_one_time_code(
+            &new_code(&region, &label),
+            now - Duration::hours(1),
+            [OneTimeCode::generate()],
+        )
+        .await
+        .unwrap();
+    // Keypairs: expired with an upload, expired without, spent, and valid.
+    let expired_used = claimed_keypair(&store, days_ago(16), 1).await;
+    // Expired before it was uploaded: published in its submission hour, 16 days ago.
+    let rsin = interval_number(days_ago(17).timestamp());
+    let stored = store
+        .store_diagnosis_keys(
+            &expired_used,
+            &[diagnosis_key(1, rsin)],
+            &region,
+            days_ago(16),
+            15,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(stored, StoreKeysOutcome::Stored { .. }));
+    claimed_keypair(&store, days_ago(16), 2).await;
+    let spent = claimed_keypair(&store, days_ago(1), 3).await;
+    let today = interval_number(days_ago(1).timestamp()) / 144 * 144;
+    let keys: Vec<DiagnosisKey> = (0..43)
+        .map(|i| diagnosis_key(100 + i, today - 144 * i64::from(i % 13)))
+        .collect();
+    let stored = store
+        .store_diagnosis_keys(&spent, &keys, &region, days_ago(1), 15)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        StoreKeysOutcome::Stored {
+            inserted: 43,
+            remaining: 0
+        }
+    );
+    claimed_keypair(&store, days_ago(2), 4).await;
+
+    // Failed claims: one whose window has passed, one recent.
+    let policy = diagnosis_core::store::BanPolicy {
+        max_failures: 50,
+        ban_duration: Duration::hours(1),
+    };
+    let old_client = ClientIdentifier::from_ip("192.0.2.10".parse().unwrap());
+    let new_client = ClientIdentifier::from_ip("192.0.2.11".parse().unwrap());
+    store
+        .record_failed_claim(&old_client, now - Duration::minutes(61), policy)
+        .await
+        .unwrap();
+    store
+        .record_failed_claim(&new_client, now - Duration::minutes(59), policy)
+        .await
+        .unwrap();
+
+    let report = store.purge_expired(now, retention_policy()).await.unwrap();
+    assert_eq!(report.unclaimed_codes, 1);
+    assert_eq!(report.keypairs, 3, "two expired and one spent");
+    assert_eq!(
+        report.diagnosis_keys, 1,
+        "only the key published over 15 days ago"
+    );
+    assert_eq!(report.failed_claims, 1);
+
+    let client = db.client().await;
+    let left: Vec<(bool, Option<Vec<u8>>)> = client
+        .query("SELECT one_time_code IS NOT NULL, app_public_key FROM encryption_keys ORDER BY created", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, vec![(false, Some(vec![4; 32])), (true, None)]);
+    let oldest_publish: i32 = client
+        .query_one("SELECT min(publish_hour) FROM diagnosis_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(i64::from(oldest_publish) >= hour_number(now.timestamp()) - 15 * 24);
+    let events: Vec<(String, i32)> = client
+        .query(
+            "SELECT identifier, count FROM events WHERE date = $1 ORDER BY identifier",
+            &[&now.date_naive()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("OTKExpired".to_owned(), 1),
+            ("OTKExpiredNoUploads".to_owned(), 1),
+            ("OTKGenerated".to_owned(), 1),
+            ("OTKUnclaimed".to_owned(), 1),
+        ]
+    );
+    // A second pass finds nothing more to do.
+    let again = store.purge_expired(now, retention_policy()).await.unwrap();
+    assert_eq!(again, diagnosis_core::store::RetentionReport::default());
+}
