@@ -10,6 +10,12 @@
 //! Nothing in this crate's library may log or return private key material.
 
 pub mod archive;
+pub mod config;
 pub mod exposure_config;
+pub mod metrics_listener;
+pub mod padding;
+pub mod pipeline;
 pub mod render;
 pub mod sign;
+pub mod storage;
+pub mod verify;

@@ -1,7 +1,316 @@
-//! `diagnosis-exporter`: not built yet. The export pipeline (DESIGN §4) is the next
-//! piece of work; until then this binary says so and exits non-zero.
+//! `diagnosis-exporter`: publishes every closed hour as signed export files
+//! (DESIGN §4). Reads its configuration, then runs on its schedule, once, or one
+//! of the maintenance commands. All logic lives in the library.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("diagnosis-exporter: the export pipeline is not built yet (DESIGN §4)");
-    std::process::ExitCode::from(2)
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use diagnosis_core::config::{CommonConfig, ProcessEnv, optional};
+use diagnosis_core::store::{Store, StoreConfig};
+use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
+use diagnosis_core::time::SystemClock;
+use diagnosis_exporter::config::{Config, SigningConfig};
+use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
+use diagnosis_exporter::sign::{PublicKey, generate_signing_key};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_exporter::verify::{VerifyOptions, source_for, verify_bucket};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diagnosis-exporter",
+    about = "Publishes every closed hour of diagnosis keys as signed export files",
+    after_help = "Configuration is read from the environment; see README.md."
+)]
+struct Cli {
+    /// Do not apply database migrations at start.
+    #[arg(long, global = true)]
+    no_migrate: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One full pass, then exit (non-zero on any failure or refused configuration).
+    RunOnce,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Write a new P-256 signing key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the private key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a published bucket the way a phone would; exit non-zero on any violation.
+    Verify {
+        /// A folder (or file:// URL) holding the bucket, or an http:// URL serving it.
+        location: String,
+        /// Public key PEM files to check signatures against (default: the public
+        /// halves of SIGNING_KEY_FILE).
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
+        /// The export region (default: EXPORT_REGION, else CA).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("diagnosis-exporter: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Verify {
+                location,
+                public_keys,
+                region,
+            }) => verify(&location, &public_keys, region).await,
+            Some(Command::Migrate) => migrate().await,
+            Some(Command::RunOnce) => run_once(cli.no_migrate).await,
+            None => scheduled(cli.no_migrate).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "diagnosis-exporter failed");
+            eprintln!("diagnosis-exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_config(common: &CommonConfig) -> StoreConfig {
+    StoreConfig {
+        database_url: common.database_url.clone(),
+        pool_size: common.database_pool_size,
+        statement_timeout: common.database_statement_timeout,
+        application_name: "diagnosis-exporter",
+    }
+}
+
+async fn migrate() -> anyhow::Result<ExitCode> {
+    let common = CommonConfig::from_env(&ProcessEnv).context("configuration")?;
+    telemetry::init(&TelemetryConfig::from_common(&common, "diagnosis-exporter"))?;
+    Store::connect(&store_config(&common))?
+        .migrate()
+        .await
+        .context("while applying database migrations")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the configuration, sets up telemetry, migrates and builds the exporter.
+async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemetry)> {
+    let config = Config::from_env(&ProcessEnv).context("configuration")?;
+    let signing = SigningConfig::from_env(&ProcessEnv)
+        .context("configuration")?
+        .context("configuration: SIGNING_KEY_FILE: is required but not set")?
+        .load()
+        .context("configuration")?;
+    let telemetry = telemetry::init(&TelemetryConfig::from_common(
+        &config.common,
+        "diagnosis-exporter",
+    ))?;
+    let store = Store::connect(&store_config(&config.common))?;
+    if !no_migrate {
+        store
+            .migrate()
+            .await
+            .context("while applying database migrations")?;
+    }
+    let bucket = Bucket::from_url(&config.bucket_url).context("BUCKET_URL")?;
+    let exporter = Exporter::new(
+        store,
+        bucket,
+        Arc::new(SystemClock),
+        config.settings.clone(),
+        signing,
+    )
+    .await
+    .context("while preparing the exporter")?;
+    Ok((exporter, config, telemetry))
+}
+
+async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
+    let (exporter, _config, telemetry) = exporter(no_migrate).await?;
+    let outcome = exporter.run_once().await;
+    let _ = telemetry.write_metrics_snapshot();
+    match outcome.context("export run failed")? {
+        RunOutcome::Skipped => {
+            println!("another exporter is at work; nothing done");
+            Ok(ExitCode::SUCCESS)
+        }
+        RunOutcome::Completed(report) => {
+            println!(
+                "published {} hourly and {} daily windows: {} files, {} keys, {} bytes; deleted {} old objects",
+                report.hours.len(),
+                report.days.len(),
+                report.files,
+                report.keys,
+                report.bytes,
+                report.deleted_objects
+            );
+            if report.refused_configs.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for refused in &report.refused_configs {
+                eprintln!(
+                    "diagnosis-exporter: exposure configuration refused: {}",
+                    refused.reason
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+
+    let (exporter, config, telemetry) = exporter(no_migrate).await?;
+    let exporter = Arc::new(exporter);
+    if let Some(handle) = telemetry.prometheus_handle().cloned() {
+        let listener = tokio::net::TcpListener::bind(config.common.metrics_addr)
+            .await
+            .with_context(|| {
+                format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
+            })?;
+        tokio::spawn(diagnosis_exporter::metrics_listener::serve(
+            listener, handle,
+        ));
+    }
+    let mut scheduler = JobScheduler::new()
+        .await
+        .context("while starting the scheduler")?;
+    let job_exporter = Arc::clone(&exporter);
+    let job = Job::new_async(config.schedule.as_str(), move |_, _| {
+        let exporter = Arc::clone(&job_exporter);
+        Box::pin(async move {
+            if let Err(e) = exporter.run_once().await {
+                tracing::error!(error = %e, "scheduled export run failed");
+            }
+        })
+    })
+    .with_context(|| {
+        format!(
+            "EXPORT_SCHEDULE: invalid six-field cron expression {:?}",
+            config.schedule
+        )
+    })?;
+    scheduler
+        .add(job)
+        .await
+        .context("while scheduling the export")?;
+    scheduler
+        .start()
+        .await
+        .context("while starting the scheduler")?;
+    tracing::info!(schedule = %config.schedule, "diagnosis-exporter scheduled");
+    // A fresh start catches up at once rather than at the next tick.
+    if let Err(e) = exporter.run_once().await {
+        tracing::error!(error = %e, "export run failed");
+    }
+    shutdown_signal().await;
+    scheduler
+        .shutdown()
+        .await
+        .context("while stopping the scheduler")?;
+    tracing::info!("diagnosis-exporter stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = interrupt.await;
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (private_pem, public_pem) = generate_signing_key().context("while generating a key")?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(out).with_context(|| {
+        format!(
+            "cannot create {} (an existing key is never overwritten)",
+            out.display()
+        )
+    })?;
+    file.write_all(private_pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("while writing {}", out.display()))?;
+    eprintln!(
+        "wrote a new P-256 signing key to {} (mode 0600). Register this public key with Apple and Google:",
+        out.display()
+    );
+    print!("{public_pem}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(
+    location: &str,
+    public_key_files: &[PathBuf],
+    region: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let public_keys = if public_key_files.is_empty() {
+        let Some(signing) = SigningConfig::from_env(&ProcessEnv)? else {
+            bail!("no public key: pass --public-key PEM or set SIGNING_KEY_FILE");
+        };
+        signing.load()?.public_keys()
+    } else {
+        let mut keys = Vec::new();
+        for path in public_key_files {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            keys.push(PublicKey::from_named_pem(
+                &path.display().to_string(),
+                &pem,
+            )?);
+        }
+        keys
+    };
+    let region = match region {
+        Some(region) => region,
+        None => optional(&ProcessEnv, "EXPORT_REGION", "CA".to_owned())?,
+    };
+    let source = source_for(location)?;
+    let report = verify_bucket(
+        source.as_ref(),
+        &VerifyOptions {
+            region,
+            public_keys,
+        },
+    )
+    .await?;
+    println!("{report}");
+    if report.is_ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
 }

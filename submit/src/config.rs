@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, TimeUnit, bool_var, duration_var, integer_var, optional,
-    secret_optional, secret_required, socket_addr_var,
+    CommonConfig, ConfigError, Env, SubmissionLimits, TimeUnit, bool_var, duration_var,
+    integer_var, optional, region_var, secret_optional, secret_required, socket_addr_var,
 };
-use diagnosis_core::domain::{KeyClaimTokens, Region};
+use diagnosis_core::domain::KeyClaimTokens;
 use diagnosis_core::store::BanPolicy;
 
 use crate::state::{MetricsCredentials, Settings, Timeouts};
@@ -40,10 +40,7 @@ impl Config {
 
 fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
-    let region: String = optional(env, "REGION", "302".to_owned())?;
-    let region = Region::parse(&region).ok_or_else(|| {
-        ConfigError::new("REGION", "must be 1 to 16 characters of A-Z, a-z, 0-9 or _")
-    })?;
+    let region = region_var(env, "REGION", "302")?;
     let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
     let cors_allow_origin = http::HeaderValue::from_str(&cors).map_err(|_| {
         ConfigError::new(
@@ -69,20 +66,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             ));
         }
     };
-    let ban_duration = duration_var(
-        env,
-        "CLAIM_KEY_BAN_DURATION_MINUTES",
-        TimeUnit::Minutes,
-        60,
-        1..=10_080,
-    )?;
-    let code_expiry = duration_var(
-        env,
-        "ONE_TIME_CODE_EXPIRY_MINUTES",
-        TimeUnit::Minutes,
-        1440,
-        1..=10_080,
-    )?;
+    let limits = SubmissionLimits::from_env(env)?;
     let read_timeout = duration_var(
         env,
         "HTTP_READ_TIMEOUT_SECONDS",
@@ -95,11 +79,11 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
         region,
         trust_x_forwarded_for: bool_var(env, "TRUST_X_FORWARDED_FOR", false)?,
         initial_remaining_keys: integer_var(env, "INITIAL_REMAINING_KEYS", 43, 1..=1000)?,
-        one_time_code_expiry: chrono_duration("ONE_TIME_CODE_EXPIRY_MINUTES", code_expiry)?,
-        encryption_key_validity_days: integer_var(env, "ENCRYPTION_KEY_VALIDITY_DAYS", 15, 1..=30)?,
+        one_time_code_expiry: limits.one_time_code_expiry,
+        encryption_key_validity_days: limits.encryption_key_validity_days,
         ban: BanPolicy {
             max_failures: integer_var(env, "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", 50, 1..=10_000)?,
-            ban_duration: chrono_duration("CLAIM_KEY_BAN_DURATION_MINUTES", ban_duration)?,
+            ban_duration: limits.claim_ban_duration,
         },
         cors_allow_origin,
         metrics_credentials,
@@ -123,13 +107,6 @@ fn non_empty(value: &str) -> Result<String, &'static str> {
     } else {
         Ok(value.to_owned())
     }
-}
-
-fn chrono_duration(
-    name: &'static str,
-    d: std::time::Duration,
-) -> Result<chrono::Duration, ConfigError> {
-    chrono::Duration::from_std(d).map_err(|_| ConfigError::new(name, "is too large"))
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
+pub mod export;
+pub mod failing_store;
 pub mod http_client;
 pub mod pg;
+pub mod s3;
 pub mod simulator;

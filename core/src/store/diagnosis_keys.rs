@@ -3,12 +3,19 @@
 //! The keys keep no link to the keypair that uploaded them: only the portal's
 //! label, the region and hour-granular submission and publish hours.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use futures::Stream;
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::Type;
 
 use super::encryption_keys::keypair_valid_since;
 use super::events::{Event, record_event};
 use super::{Store, StoreError, utc_date};
-use crate::domain::{DiagnosisKey, Region, ServerPublicKey};
+use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
 use crate::time::{hour_number, publish_hour};
 
 /// The result of [`Store::store_diagnosis_keys`].
@@ -181,5 +188,174 @@ impl<'a> KeyColumns<'a> {
                 .push(i32::try_from(hour).map_err(|_| StoreError::InvalidRow("publish_hour"))?);
         }
         Ok(columns)
+    }
+}
+
+/// The keys of a range of publish hours that may be written into a file:
+/// relevant at the end of their publish hour (expired at most 14 days before
+/// it, DESIGN §2), in the canonical order of DESIGN §4.1.
+const PUBLISHABLE: &str = "region = '{region}'
+       AND publish_hour BETWEEN {first_hour} AND {last_hour}
+       AND (rolling_start_interval_number + rolling_period)::int8 * 600
+           > (publish_hour::int8 + 1) * 3600 - 1209600";
+
+const CANONICAL_ORDER: &str = "rolling_start_interval_number, rolling_period, \
+     transmission_risk_level, report_type, days_since_onset NULLS FIRST, key_data";
+
+fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<String, StoreError> {
+    // COPY takes no parameters: the region is spliced in, so insist on the
+    // characters `Region` already guarantees.
+    if !region
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(StoreError::InvalidRow("region"));
+    }
+    Ok(PUBLISHABLE
+        .replace("{region}", region.as_str())
+        .replace("{first_hour}", &first_hour.to_string())
+        .replace("{last_hour}", &last_hour.to_string()))
+}
+
+/// The metadata of keys and how many keys carry it (for padding that follows
+/// the real keys' distribution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMetadataCount {
+    pub rolling_start_interval_number: i32,
+    pub rolling_period: i32,
+    pub transmission_risk_level: i32,
+    pub report_type: ReportType,
+    pub days_since_onset: Option<i32>,
+    pub count: i64,
+}
+
+/// A stream of keys read with a binary `COPY`, holding its connection until
+/// it ends. Memory stays at one row whatever the number of keys.
+pub struct KeyStream {
+    rows: Pin<Box<BinaryCopyOutStream>>,
+    _connection: Object,
+}
+
+impl std::fmt::Debug for KeyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyStream")
+    }
+}
+
+const KEY_COLUMN_TYPES: [Type; 6] = [
+    Type::BYTEA,
+    Type::INT4,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+];
+
+fn key_from_row(row: &BinaryCopyOutRow) -> Result<DiagnosisKey, StoreError> {
+    let key_data = KeyData::try_from(row.try_get::<&[u8]>(0)?)
+        .map_err(|_| StoreError::InvalidRow("diagnosis_keys.key_data"))?;
+    let report_type = ReportType::from_i32(i32::from(row.try_get::<i16>(4)?))
+        .ok_or(StoreError::InvalidRow("diagnosis_keys.report_type"))?;
+    Ok(DiagnosisKey {
+        key_data,
+        rolling_start_interval_number: row.try_get(1)?,
+        rolling_period: i32::from(row.try_get::<i16>(2)?),
+        transmission_risk_level: i32::from(row.try_get::<i16>(3)?),
+        report_type,
+        days_since_onset: row.try_get::<Option<i16>>(5)?.map(i32::from),
+    })
+}
+
+impl Stream for KeyStream {
+    type Item = Result<DiagnosisKey, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rows.as_mut().poll_next(cx).map(|row| {
+            row.map(|row| {
+                row.map_err(StoreError::from)
+                    .and_then(|row| key_from_row(&row))
+            })
+        })
+    }
+}
+
+impl Store {
+    /// Streams the publishable keys of `region` whose publish hour lies in
+    /// `first_hour..=last_hour`, in canonical order.
+    pub async fn stream_publishable_keys(
+        &self,
+        region: &Region,
+        first_hour: i64,
+        last_hour: i64,
+    ) -> Result<KeyStream, StoreError> {
+        let connection = self.pool.get().await?;
+        let query = format!(
+            "COPY (SELECT key_data, rolling_start_interval_number, rolling_period,
+                          transmission_risk_level, report_type, days_since_onset
+                     FROM diagnosis_keys WHERE {} ORDER BY {CANONICAL_ORDER})
+             TO STDOUT (FORMAT binary)",
+            publishable(region, first_hour, last_hour)?
+        );
+        let copy = connection.copy_out(query.as_str()).await?;
+        Ok(KeyStream {
+            rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
+            _connection: connection,
+        })
+    }
+
+    /// How the publishable keys of the hours are spread over their metadata.
+    pub async fn key_metadata_histogram(
+        &self,
+        region: &Region,
+        first_hour: i64,
+        last_hour: i64,
+    ) -> Result<Vec<KeyMetadataCount>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT rolling_start_interval_number, rolling_period, transmission_risk_level,
+                            report_type, days_since_onset, count(*)
+                       FROM diagnosis_keys WHERE {}
+                      GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 NULLS FIRST",
+                    publishable(region, first_hour, last_hour)?
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyMetadataCount {
+                    rolling_start_interval_number: row.try_get(0)?,
+                    rolling_period: i32::from(row.try_get::<_, i16>(1)?),
+                    transmission_risk_level: i32::from(row.try_get::<_, i16>(2)?),
+                    report_type: ReportType::from_i32(i32::from(row.try_get::<_, i16>(3)?))
+                        .ok_or(StoreError::InvalidRow("diagnosis_keys.report_type"))?,
+                    days_since_onset: row.try_get::<_, Option<i16>>(4)?.map(i32::from),
+                    count: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest publish hour in `from_hour..=to_hour` holding a publishable key.
+    pub async fn earliest_publish_hour(
+        &self,
+        region: &Region,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT min(publish_hour)::int8 FROM diagnosis_keys WHERE {}",
+                    publishable(region, from_hour, to_hour)?
+                ),
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 }

@@ -10,6 +10,7 @@
 mod diagnosis_keys;
 mod encryption_keys;
 mod events;
+mod exports;
 mod failed_claims;
 mod retention;
 
@@ -18,9 +19,10 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-pub use diagnosis_keys::StoreKeysOutcome;
+pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
+pub use exports::{ExportRecord, ExporterLock};
 pub use failed_claims::{BanPolicy, ClientIdentifier, ban_remaining};
 pub use retention::{RetentionPolicy, RetentionReport};
 
@@ -33,19 +35,61 @@ mod embedded {
 const MIGRATION_LOCK_ID: i64 = 0x6469_6167_6d69_6772; // "diagmigr"
 
 /// An error from the database layer. Callers turn it into `SERVER_ERROR`/500 or
-/// a failed job; its text never contains row data.
+/// a failed job.
+///
+/// Its text never contains row data: a Postgres error keeps only its severity
+/// and primary message (never its DETAIL, which quotes the values of a failed
+/// constraint, such as a key), so it is safe to log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database connection pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(String),
     #[error("database: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(String),
     #[error("database migration: {0}")]
-    Migration(#[from] refinery::Error),
+    Migration(String),
     #[error("database configuration: {0}")]
     Config(String),
     #[error("database returned an invalid row: {0}")]
     InvalidRow(&'static str),
+}
+
+/// A Postgres error without the parts that can quote row values.
+fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(describe_postgres(&error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match &error {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Pool(describe_postgres(e)),
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
+impl From<refinery::Error> for StoreError {
+    fn from(error: refinery::Error) -> Self {
+        StoreError::Migration(error.to_string())
+    }
 }
 
 /// How to reach Postgres.

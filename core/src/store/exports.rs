@@ -1,0 +1,310 @@
+//! `exports`: the publication ledger (DESIGN §4.2), plus the exporter's
+//! single-writer lock and its padding secret.
+//!
+//! A row is written only after its object is uploaded, so the ledger never names
+//! an object that does not exist; a crash between the two leaves an object the
+//! next run overwrites with identical bytes.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use rand::RngExt;
+
+use super::{Store, StoreError};
+
+/// One published object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRecord {
+    pub object_key: String,
+    /// `hourly`, `daily`, … (the exporter names its kinds).
+    pub kind: String,
+    pub region: String,
+    pub start_ts: i64,
+    pub end_ts: i64,
+    pub part: i32,
+    pub key_count: i64,
+    pub bytes: i64,
+    /// Lowercase hex SHA-256 of the object.
+    pub sha256: String,
+}
+
+/// Held while this process is the one exporter at work (a session-level
+/// Postgres advisory lock on a connection taken out of the pool).
+pub struct ExporterLock {
+    connection: Option<Object>,
+    key: i64,
+}
+
+impl std::fmt::Debug for ExporterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterLock")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ExporterLock {
+    /// Releases the lock and returns the connection to the pool.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        if let Some(connection) = self.connection.take() {
+            let unlocked = connection
+                .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await;
+            if unlocked.is_err() {
+                // Closing the session releases the lock for certain.
+                drop(Object::take(connection));
+            }
+            unlocked?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ExporterLock {
+    fn drop(&mut self) {
+        // Not released (an error or a panic unwound past it): close the session
+        // rather than return a connection that still holds the lock.
+        if let Some(connection) = self.connection.take() {
+            drop(Object::take(connection));
+        }
+    }
+}
+
+fn lock_key(region: &str) -> i64 {
+    // "diagexp" in the high bytes, a hash of the region in the low ones, so
+    // exporters of different regions do not block each other.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in region.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    (0x6469_6167_6578_i64 << 16) ^ i64::from(hash)
+}
+
+fn record_from_row(row: &tokio_postgres::Row) -> Result<ExportRecord, StoreError> {
+    Ok(ExportRecord {
+        object_key: row.try_get(0)?,
+        kind: row.try_get(1)?,
+        region: row.try_get(2)?,
+        start_ts: row.try_get(3)?,
+        end_ts: row.try_get(4)?,
+        part: row.try_get(5)?,
+        key_count: i64::from(row.try_get::<_, i32>(6)?),
+        bytes: row.try_get(7)?,
+        sha256: row.try_get(8)?,
+    })
+}
+
+const RECORD_COLUMNS: &str =
+    "object_key, kind, region, start_ts, end_ts, part, key_count, bytes, sha256";
+
+impl Store {
+    /// Takes the exporter lock of `region` if no other process holds it.
+    pub async fn try_lock_exporter(
+        &self,
+        region: &str,
+    ) -> Result<Option<ExporterLock>, StoreError> {
+        let connection = self.pool.get().await?;
+        let key = lock_key(region);
+        let row = connection
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await?;
+        let locked: bool = row.try_get(0)?;
+        Ok(locked.then_some(ExporterLock {
+            connection: Some(connection),
+            key,
+        }))
+    }
+
+    /// Records published objects (all parts of one window together). A rerun
+    /// that republished the same objects replaces their rows.
+    pub async fn record_exports(
+        &self,
+        records: &[ExportRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO exports (object_key, kind, region, start_ts, end_ts, part, key_count,
+                                      bytes, sha256, published_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (object_key) DO UPDATE SET
+                     kind = EXCLUDED.kind, region = EXCLUDED.region,
+                     start_ts = EXCLUDED.start_ts, end_ts = EXCLUDED.end_ts,
+                     part = EXCLUDED.part, key_count = EXCLUDED.key_count,
+                     bytes = EXCLUDED.bytes, sha256 = EXCLUDED.sha256,
+                     published_at = EXCLUDED.published_at,
+                     unindexed_at = NULL, deleted_at = NULL",
+            )
+            .await?;
+        for record in records {
+            let key_count = i32::try_from(record.key_count)
+                .map_err(|_| StoreError::InvalidRow("exports.key_count"))?;
+            tx.execute(
+                &statement,
+                &[
+                    &record.object_key,
+                    &record.kind,
+                    &record.region,
+                    &record.start_ts,
+                    &record.end_ts,
+                    &record.part,
+                    &key_count,
+                    &record.bytes,
+                    &record.sha256,
+                    &now,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The end of the newest window of `kind` published for `region`.
+    pub async fn last_published_end(
+        &self,
+        region: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT max(end_ts) FROM exports WHERE region = $1 AND kind = $2",
+                &[&region, &kind],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Whether a window of `kind` starting at `start_ts` was published.
+    pub async fn is_published(
+        &self,
+        region: &str,
+        kind: &str,
+        start_ts: i64,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM exports WHERE region = $1 AND kind = $2 AND start_ts = $3 LIMIT 1",
+                &[&region, &kind, &start_ts],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Every object of `kind` still in the indexes whose window starts at or
+    /// after `since_ts`, oldest first (by start, then part).
+    pub async fn indexed_exports(
+        &self,
+        region: &str,
+        kind: &str,
+        since_ts: i64,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM exports
+                      WHERE region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL
+                      ORDER BY start_ts, part"
+                ),
+                &[&region, &kind, &since_ts],
+            )
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Marks objects of `kind` whose window starts before `before_ts` as gone
+    /// from the indexes (call after the indexes without them are written).
+    pub async fn mark_unindexed(
+        &self,
+        region: &str,
+        kind: &str,
+        before_ts: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE exports SET unindexed_at = $4
+                  WHERE region = $1 AND kind = $2 AND start_ts < $3 AND unindexed_at IS NULL",
+                &[&region, &kind, &before_ts, &now],
+            )
+            .await?)
+    }
+
+    /// Objects that left the indexes before `unindexed_before` (an earlier run)
+    /// and are not deleted yet.
+    pub async fn exports_to_delete(
+        &self,
+        region: &str,
+        unindexed_before: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT object_key FROM exports
+                  WHERE region = $1 AND unindexed_at < $2 AND deleted_at IS NULL
+                  ORDER BY start_ts, object_key",
+                &[&region, &unindexed_before],
+            )
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// Records that an object was deleted from the bucket.
+    pub async fn mark_deleted(
+        &self,
+        object_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE exports SET deleted_at = $2 WHERE object_key = $1",
+                &[&object_key, &now],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The named exporter secret, created (32 random bytes) on first use. Every
+    /// exporter of the deployment reads the same one.
+    pub async fn exporter_secret(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let client = self.pool.get().await?;
+        let mut fresh = vec![0_u8; 32];
+        rand::rng().fill(&mut fresh[..]);
+        client
+            .execute(
+                "INSERT INTO exporter_secrets (name, secret, created) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &fresh, &now],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT secret FROM exporter_secrets WHERE name = $1",
+                &[&name],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    #[test]
+    fn lock_keys_differ_by_region_and_from_the_migration_lock() {
+        assert_ne!(lock_key("CA"), lock_key("US"));
+        assert_ne!(lock_key("CA"), super::super::MIGRATION_LOCK_ID);
+        assert_eq!(lock_key("CA"), lock_key("CA"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The exporter's configuration (DESIGN §6), read once from the environment.
+//! Every error names the variable; key material is never echoed.
+
+use std::path::PathBuf;
+
+use diagnosis_core::config::{
+    CommonConfig, ConfigError, Env, SubmissionLimits, integer_var, optional, optional_opt,
+    region_var,
+};
+use diagnosis_core::domain::Region;
+use diagnosis_core::store::RetentionPolicy;
+
+use crate::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
+use crate::sign::SigningKeys;
+
+/// What one export pass does, independent of where it reads and writes.
+#[derive(Debug, Clone)]
+pub struct ExportSettings {
+    /// `REGION`: the region the submit service stores keys under (default `302`).
+    pub key_region: Region,
+    /// `EXPORT_REGION`: the region written into files and object keys (default `CA`).
+    pub export_region: Region,
+    /// `EXPORT_GRACE_SECONDS`: how long after its end an hour is closed (default 600).
+    pub grace_seconds: i64,
+    /// `MAX_KEYS_PER_FILE` (default 500 000, at most 750 000).
+    pub max_keys_per_file: usize,
+    /// `PAD_MIN_KEYS` (0 or unset: no padding).
+    pub pad_min_keys: u64,
+    /// `EXPOSURE_CONFIG_DIR`: exposure configurations to validate and publish.
+    pub exposure_config_dir: Option<PathBuf>,
+    /// Database retention, with the submit service's limits.
+    pub retention: RetentionPolicy,
+}
+
+/// Everything `diagnosis-exporter` reads from its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `BUCKET_URL`: where files are published.
+    pub bucket_url: String,
+    /// `EXPORT_SCHEDULE`: six-field cron (seconds first), default every 5 minutes.
+    pub schedule: String,
+    pub settings: ExportSettings,
+}
+
+/// `SIGNING_KEY_FILE`, `SIGNING_KEY_VERSION`, `SIGNING_KEY_ID` as read, before
+/// the files are opened (the `verify` command needs only the public halves).
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub key_files: String,
+    pub versions: Option<String>,
+    pub key_id: Option<String>,
+}
+
+impl SigningConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Option<SigningConfig>, ConfigError> {
+        let Some(key_files) = optional_opt::<String>(env, "SIGNING_KEY_FILE")? else {
+            return Ok(None);
+        };
+        Ok(Some(SigningConfig {
+            key_files,
+            versions: optional_opt(env, "SIGNING_KEY_VERSION")?,
+            key_id: optional_opt(env, "SIGNING_KEY_ID")?,
+        }))
+    }
+
+    /// Opens and parses the key files.
+    pub fn load(&self) -> Result<SigningKeys, ConfigError> {
+        SigningKeys::from_env_values(
+            &self.key_files,
+            self.versions.as_deref(),
+            self.key_id.as_deref(),
+        )
+        .map_err(|e| ConfigError::new("SIGNING_KEY_FILE", e.to_string()))
+    }
+}
+
+pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
+
+impl ExportSettings {
+    pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
+        let max_keys = integer_var(
+            env,
+            "MAX_KEYS_PER_FILE",
+            DEFAULT_MAX_KEYS_PER_FILE,
+            1..=PLATFORM_MAX_KEYS_PER_FILE,
+        )?;
+        Ok(ExportSettings {
+            key_region: region_var(env, "REGION", "302")?,
+            export_region: region_var(env, "EXPORT_REGION", "CA")?,
+            grace_seconds: integer_var(env, "EXPORT_GRACE_SECONDS", 600, 1..=86_400)?,
+            max_keys_per_file: max_keys,
+            pad_min_keys: integer_var(env, "PAD_MIN_KEYS", 0, 0..=1_000_000)?,
+            exposure_config_dir: optional_opt::<String>(env, "EXPOSURE_CONFIG_DIR")?
+                .map(PathBuf::from),
+            retention: SubmissionLimits::from_env(env)?.retention(),
+        })
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let common = CommonConfig::from_env(env)?;
+        let settings = ExportSettings::from_env(env)?;
+        let statement_timeout_s =
+            i64::try_from(common.database_statement_timeout.as_secs()).unwrap_or(i64::MAX);
+        if settings.grace_seconds <= statement_timeout_s {
+            return Err(ConfigError::new(
+                "EXPORT_GRACE_SECONDS",
+                format!(
+                    "must exceed the statement timeout ({statement_timeout_s} s, DATABASE_STATEMENT_TIMEOUT_MS) so no late upload can write into a closed hour"
+                ),
+            ));
+        }
+        let bucket_url = diagnosis_core::config::required::<String>(env, "BUCKET_URL")?;
+        Ok(Config {
+            common,
+            bucket_url,
+            schedule: optional(env, "EXPORT_SCHEDULE", DEFAULT_SCHEDULE.to_owned())?,
+            settings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diagnosis_core::config::MapEnv;
+
+    fn env(extra: &[(&str, &str)]) -> MapEnv {
+        let mut env = MapEnv::new([
+            ("DATABASE_URL", "postgres://u:secret@localhost/db"),
+            ("BUCKET_URL", "memory://"),
+        ]);
+        for (name, value) in extra {
+            env.set(*name, *value);
+        }
+        env
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let config = Config::from_env(&env(&[])).unwrap();
+        let s = &config.settings;
+        assert_eq!(s.key_region.as_str(), "302");
+        assert_eq!(s.export_region.as_str(), "CA");
+        assert_eq!(s.grace_seconds, 600);
+        assert_eq!(s.max_keys_per_file, 500_000);
+        assert_eq!(s.pad_min_keys, 0);
+        assert_eq!(config.schedule, "0 */5 * * * *");
+        assert!(s.exposure_config_dir.is_none());
+    }
+
+    #[test]
+    fn each_invalid_variable_is_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("EXPORT_REGION", "C A")], "EXPORT_REGION"),
+            (&[("REGION", "")], "BUCKET_URL"),
+            (&[("EXPORT_GRACE_SECONDS", "abc")], "EXPORT_GRACE_SECONDS"),
+            (&[("EXPORT_GRACE_SECONDS", "5")], "EXPORT_GRACE_SECONDS"),
+            (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
+            (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
+        ];
+        for (vars, variable) in cases {
+            let mut vars_env = env(vars);
+            if *variable == "BUCKET_URL" {
+                vars_env.remove("BUCKET_URL");
+            }
+            let error = Config::from_env(&vars_env).unwrap_err();
+            assert!(error.to_string().starts_with(variable), "{vars:?}: {error}");
+        }
+    }
+}

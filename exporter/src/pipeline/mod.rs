@@ -1,0 +1,302 @@
+//! The export pipeline (DESIGN §4, STYLE 6): select closed windows → stream keys
+//! from Postgres → render `export.bin` → sign → zip → upload → record in the
+//! `exports` ledger → rewrite indexes, plus object and database retention and
+//! the exposure configurations.
+//!
+//! Object keys and file bytes are deterministic (canonical order, RFC 6979
+//! signatures, fixed zip metadata, padding derived from a stored secret), so a
+//! rerun after a crash rewrites identical objects and finishes the work. Only
+//! one exporter works at a time (a Postgres advisory lock). This module must
+//! never log key material.
+
+mod configs;
+mod indexes;
+mod plan;
+mod window;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use diagnosis_core::store::{RetentionReport, Store, StoreError};
+use diagnosis_core::time::{Clock, day_number, last_closed_hour};
+
+pub use configs::RefusedConfig;
+pub use indexes::{index_txt, manifest_json};
+pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
+pub use window::{Window, WindowKind};
+
+use crate::archive::ArchiveError;
+use crate::config::ExportSettings;
+use crate::padding::Padding;
+use crate::render::RenderError;
+use crate::sign::{SignError, SigningKeys};
+use crate::storage::{Bucket, ObjectKind, StorageError};
+
+/// Why a pass failed. Whatever was published before the failure is consistent:
+/// indexes only ever name objects that exist.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("window boundary {0} is out of range")]
+    Window(i64),
+    #[error("EXPOSURE_CONFIG_DIR: cannot read {0}: {1}")]
+    ConfigDir(String, std::io::Error),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The hours published, oldest first.
+    pub hours: Vec<i64>,
+    /// The UTC days whose daily file was published.
+    pub days: Vec<i64>,
+    pub files: usize,
+    pub keys: i64,
+    pub bytes: i64,
+    /// Objects deleted because they left the indexes in an earlier pass.
+    pub deleted_objects: usize,
+    pub retention: RetentionReport,
+    pub configs_published: usize,
+    pub refused_configs: Vec<RefusedConfig>,
+}
+
+/// The result of [`Exporter::run_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Another exporter holds the lock; this one did nothing.
+    Skipped,
+    Completed(RunReport),
+}
+
+/// Everything a pass needs.
+pub struct Exporter {
+    store: Store,
+    bucket: Bucket,
+    clock: Arc<dyn Clock>,
+    settings: ExportSettings,
+    signing: SigningKeys,
+    padding: Option<Padding>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("bucket", &self.bucket)
+            .field("settings", &self.settings)
+            .field("signers", &self.signing.len())
+            .finish()
+    }
+}
+
+/// The name of the padding secret in `exporter_secrets`.
+const PADDING_SECRET: &str = "padding";
+
+impl Exporter {
+    /// Builds an exporter; with padding on, reads (or creates) the padding secret.
+    pub async fn new(
+        store: Store,
+        bucket: Bucket,
+        clock: Arc<dyn Clock>,
+        settings: ExportSettings,
+        signing: SigningKeys,
+    ) -> Result<Exporter, ExportError> {
+        let padding = if settings.pad_min_keys > 0 {
+            let secret = store.exporter_secret(PADDING_SECRET, clock.now()).await?;
+            Some(Padding::new(secret, settings.pad_min_keys))
+        } else {
+            None
+        };
+        Ok(Exporter {
+            store,
+            bucket,
+            clock,
+            settings,
+            signing,
+            padding,
+        })
+    }
+
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// One full pass: retention, exposure configurations, every closed hour not
+    /// yet published (in order), every completed day, then the indexes. Skips
+    /// when another exporter is at work.
+    pub async fn run_once(&self) -> Result<RunOutcome, ExportError> {
+        let region = self.settings.export_region.as_str().to_owned();
+        let Some(lock) = self.store.try_lock_exporter(&region).await? else {
+            tracing::info!("another exporter holds the lock; skipping this run");
+            metrics::counter!("exporter_runs_total", "outcome" => "skipped").increment(1);
+            return Ok(RunOutcome::Skipped);
+        };
+        let result = self.run_locked(&region).await;
+        lock.release().await?;
+        let outcome = if result.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
+        metrics::counter!("exporter_runs_total", "outcome" => outcome).increment(1);
+        result.map(RunOutcome::Completed)
+    }
+
+    async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
+        let now = self.clock.now();
+        let now_unix = now.timestamp();
+        let mut report = RunReport {
+            retention: self
+                .store
+                .purge_expired(now, self.settings.retention)
+                .await?,
+            ..RunReport::default()
+        };
+
+        // Objects that left the indexes in an earlier pass (index first, object later).
+        for key in self.store.exports_to_delete(region, now).await? {
+            self.bucket.delete(&key).await?;
+            self.store.mark_deleted(&key, now).await?;
+            report.deleted_objects += 1;
+        }
+
+        if let Some(dir) = &self.settings.exposure_config_dir {
+            let (published, refused) = self.publish_exposure_configs(dir).await?;
+            report.configs_published = published;
+            report.refused_configs = refused;
+        }
+
+        let hourly = WindowKind::Hourly.as_str();
+        let last_published_hour = self
+            .store
+            .last_published_end(region, hourly)
+            .await?
+            .map(|end| end.div_euclid(3600) - 1);
+        let earliest_key_hour = match last_published_hour {
+            Some(_) => None,
+            None => {
+                self.store
+                    .earliest_publish_hour(
+                        &self.settings.key_region,
+                        oldest_indexed_hour(now_unix),
+                        last_closed_hour(now_unix, self.settings.grace_seconds),
+                    )
+                    .await?
+            }
+        };
+        for hour in hours_to_publish(
+            now_unix,
+            self.settings.grace_seconds,
+            last_published_hour,
+            earliest_key_hour,
+        ) {
+            self.publish(Window::hour(hour), &mut report).await?;
+            report.hours.push(hour);
+        }
+
+        let hourly_indexed = self
+            .store
+            .indexed_exports(region, hourly, oldest_indexed_hour(now_unix) * 3600)
+            .await?;
+        if let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) {
+            let first_hour = first.start_ts.div_euclid(3600);
+            let last_hour = last.start_ts.div_euclid(3600);
+            for day in complete_days(now_unix, first_hour, last_hour) {
+                if !self
+                    .store
+                    .is_published(region, WindowKind::Daily.as_str(), day * 86_400)
+                    .await?
+                {
+                    self.publish(Window::day(day), &mut report).await?;
+                    report.days.push(day);
+                }
+            }
+        }
+
+        self.write_indexes(region, now).await?;
+        if let Some(hour) = report.hours.last() {
+            metrics::gauge!("exporter_last_published_hour").set(*hour as f64);
+        }
+        tracing::info!(
+            hours = report.hours.len(),
+            days = report.days.len(),
+            files = report.files,
+            keys = report.keys,
+            bytes = report.bytes,
+            deleted_objects = report.deleted_objects,
+            refused_configs = report.refused_configs.len(),
+            "export run completed"
+        );
+        Ok(report)
+    }
+
+    async fn publish(&self, window: Window, report: &mut RunReport) -> Result<(), ExportError> {
+        let records = self.publish_window(window).await?;
+        // The ledger is written after every part of the window is uploaded.
+        self.store
+            .record_exports(&records, self.clock.now())
+            .await?;
+        for record in &records {
+            report.files += 1;
+            report.keys += record.key_count;
+            report.bytes += record.bytes;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the indexes from the ledger, then marks the files that fell out
+    /// of the 14-day window as unindexed (their objects go in a later pass).
+    async fn write_indexes(
+        &self,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ExportError> {
+        let now_unix = now.timestamp();
+        let hourly_since = oldest_indexed_hour(now_unix) * 3600;
+        let daily_since = (day_number(now_unix) - diagnosis_core::time::RELEVANCE_DAYS) * 86_400;
+        let hourly = self
+            .store
+            .indexed_exports(region, WindowKind::Hourly.as_str(), hourly_since)
+            .await?;
+        let daily = self
+            .store
+            .indexed_exports(region, WindowKind::Daily.as_str(), daily_since)
+            .await?;
+        self.bucket
+            .put(
+                &format!("{region}/index.txt"),
+                Bytes::from(index_txt(&hourly)),
+                ObjectKind::Index,
+            )
+            .await?;
+        self.bucket
+            .put(
+                &format!("{region}/daily/index.txt"),
+                Bytes::from(index_txt(&daily)),
+                ObjectKind::Index,
+            )
+            .await?;
+        self.bucket
+            .put(
+                &format!("{region}/index.json"),
+                manifest_json(region, now_unix, &hourly, &daily),
+                ObjectKind::Manifest,
+            )
+            .await?;
+        self.store
+            .mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
+            .await?;
+        self.store
+            .mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
+            .await?;
+        Ok(())
+    }
+}

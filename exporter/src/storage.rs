@@ -1,0 +1,1009 @@
+//! The bucket the exporter publishes into (DESIGN §4, §4.3, §6 `BUCKET_URL`).
+//!
+//! A [`Bucket`] is one place in an object store — `s3://`, `gs://`, `az://`, `file://` or
+//! `memory://` — plus the prefix from `BUCKET_URL`; every key the exporter passes is relative to
+//! that prefix (`s3://my-bucket/en/` + `CA/index.txt`). Each upload is a whole object, written
+//! with the Content-Type and Cache-Control that its [`ObjectKind`] fixes, so the CDN in front of
+//! the bucket serves the headers the design promises without any per-object configuration.
+//!
+//! What this module must never do:
+//! * put credentials, query strings or user information from `BUCKET_URL` into an error, a
+//!   `Debug` string or a log line. Credentials come only from the object_store crate's standard
+//!   environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from the URL, and a URL that
+//!   carries any is refused without being echoed;
+//! * accept a key that could escape the prefix or name a different object than it reads
+//!   (`..`, `.`, a leading `/`, empty segments, control characters);
+//! * create buckets or containers: they belong to the operator (and, in tests, to the test).
+//!
+//! Retries and timeouts (cloud stores only; a local directory needs neither): transient
+//! failures — connection errors, 5xx, throttling — are retried by object_store with jittered
+//! exponential backoff, by default ([`Bucket::default_retry`]) up to 5 times, starting at 100 ms,
+//! never waiting more than 5 s between tries and giving up 60 s after the first try. The exporter
+//! runs on a schedule and a rerun is harmless (deterministic keys, DESIGN §4.2), so failing
+//! within a minute and letting the next run finish the work beats holding the exporter's lock
+//! through a long outage. Each request may take 120 s (a large `retrieve/302/00000` upload on a
+//! slow link) and each connection attempt 5 s; `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT` (and the
+//! `GOOGLE_`/`AZURE_` forms) override these.
+//!
+//! Headers on a `file://` bucket: object_store's local file system store cannot keep
+//! Content-Type or Cache-Control, so a `file://` bucket stores the bytes only and
+//! [`Bucket::attributes`] answers `None`. The static server in front of such a directory derives
+//! the headers from the object key with [`kind_for_key`]. Writes to a `file://` bucket go
+//! through a temporary file, a rename and `fsync`, so a reader never sees a partial object and
+//! an index written after its files is never on disk before them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt,
+    PutOptions, PutPayload, RetryConfig,
+};
+
+/// What an object is, which fixes its Content-Type and Cache-Control (DESIGN §4, §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// An hourly or daily zip, or a closed day's `retrieve/302/{day}`: never changes once written.
+    ExportFile,
+    /// An `index.txt`: rewritten as hours close.
+    Index,
+    /// `{region}/index.json`: rewritten with the indexes.
+    Manifest,
+    /// `exposure-configuration/*.json`.
+    ExposureConfig,
+    /// `retrieve/302/{today}` and `retrieve/302/00000`: rebuilt during the day (DESIGN §4.3).
+    GrowingExport,
+}
+
+impl ObjectKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ObjectKind; 5] = [
+        ObjectKind::ExportFile,
+        ObjectKind::Index,
+        ObjectKind::Manifest,
+        ObjectKind::ExposureConfig,
+        ObjectKind::GrowingExport,
+    ];
+
+    /// The `Content-Type` the object is served with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ObjectKind::ExportFile | ObjectKind::GrowingExport => "application/zip",
+            ObjectKind::Index => "text/plain; charset=utf-8",
+            ObjectKind::Manifest | ObjectKind::ExposureConfig => "application/json",
+        }
+    }
+
+    /// The `Cache-Control` the object is served with.
+    pub fn cache_control(self) -> &'static str {
+        match self {
+            // Fourteen days: a file is never rewritten, and leaves the indexes after 14 days.
+            ObjectKind::ExportFile => "public, max-age=1209600, immutable",
+            ObjectKind::Index | ObjectKind::Manifest => "public, max-age=300",
+            ObjectKind::ExposureConfig => "public, max-age=3600",
+            // The apps poll every 4 hours; an hour-old copy is acceptable, and a CDN may serve a
+            // slightly stale one while it revalidates.
+            ObjectKind::GrowingExport => "public, max-age=3600, max-stale=600",
+        }
+    }
+}
+
+/// The kind of a published object, from its key relative to the bucket prefix, for servers in
+/// front of a bucket that keeps no headers (a `file://` directory). `None` for keys the exporter
+/// does not publish.
+///
+/// `retrieve/302/{day}` maps to [`ObjectKind::ExportFile`] for every day but `00000`: a server
+/// without a clock cannot tell today's growing file from a closed day's. A server that has one
+/// should serve today's `retrieve/…/{DDDDD}` as [`ObjectKind::GrowingExport`].
+pub fn kind_for_key(key: &str) -> Option<ObjectKind> {
+    let last = key.rsplit('/').next().unwrap_or(key);
+    if key.starts_with("exposure-configuration/") && key.len() > "exposure-configuration/".len() {
+        return Some(ObjectKind::ExposureConfig);
+    }
+    if let Some(rest) = key.strip_prefix("retrieve/") {
+        let day = rest.rsplit('/').next().unwrap_or(rest);
+        if rest.contains('/') && !day.is_empty() {
+            return Some(if day == "00000" {
+                ObjectKind::GrowingExport
+            } else {
+                ObjectKind::ExportFile
+            });
+        }
+        return None;
+    }
+    match last {
+        "index.txt" => Some(ObjectKind::Index),
+        "index.json" => Some(ObjectKind::Manifest),
+        _ if last.len() > ".zip".len() && last.ends_with(".zip") => Some(ObjectKind::ExportFile),
+        _ => None,
+    }
+}
+
+/// Why a bucket could not be opened or an object could not be read or written. Messages name
+/// the object key and repeat what the store said; they never carry credentials, and any URL in
+/// a store's message loses its query string.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// `BUCKET_URL` is not a URL this module accepts.
+    #[error("BUCKET_URL {shown}: {reason}")]
+    InvalidUrl {
+        /// The URL without anything that could be secret, or only its scheme.
+        shown: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration option name that the store does not know.
+    #[error("unknown {scheme}:// option `{key}`")]
+    UnknownOption {
+        /// The bucket's URL scheme.
+        scheme: &'static str,
+        /// The option name (never its value).
+        key: String,
+    },
+    /// The store could not be set up from the URL, the environment and the options.
+    #[error("could not open {location}: {message}")]
+    Configuration {
+        /// Scheme, bucket and prefix.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
+    /// A key that could escape the prefix or is malformed.
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The object does not exist (only for operations where absence is not an answer).
+    #[error("object {key} does not exist in {location}")]
+    NotFound {
+        /// The key relative to the bucket prefix.
+        key: String,
+        /// Scheme, bucket and prefix.
+        location: String,
+    },
+    /// The store refused or failed a request, after its retries.
+    #[error("{operation} {key} in {location} failed: {message}")]
+    Request {
+        /// `put`, `get`, `head`, `delete` or `list`.
+        operation: &'static str,
+        /// The key (or listing prefix) relative to the bucket prefix.
+        key: String,
+        /// Scheme, bucket and prefix.
+        location: String,
+        /// What the store said.
+        message: String,
+    },
+}
+
+/// One bucket (or container, or directory) and prefix to publish into. Cheap to clone: clones
+/// share the connection pool.
+#[derive(Clone)]
+pub struct Bucket {
+    /// The store, already narrowed to the prefix.
+    store: Arc<dyn ObjectStore>,
+    /// `scheme://bucket/prefix`, for messages: never credentials or a query string.
+    location: String,
+    /// False where the backend cannot keep Content-Type and Cache-Control (local files).
+    keeps_headers: bool,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bucket")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cloud stores, with the environment-variable prefix their options use.
+#[derive(Debug, Clone, Copy)]
+enum Cloud {
+    S3,
+    Gcs,
+    Azure,
+}
+
+impl Cloud {
+    fn scheme(self) -> &'static str {
+        match self {
+            Cloud::S3 => "s3",
+            Cloud::Gcs => "gs",
+            Cloud::Azure => "az",
+        }
+    }
+
+    fn env_prefix(self) -> &'static str {
+        match self {
+            Cloud::S3 => "AWS_",
+            Cloud::Gcs => "GOOGLE_",
+            Cloud::Azure => "AZURE_",
+        }
+    }
+}
+
+/// Each request, connect phase included; large enough for a big `retrieve/302/00000`.
+const REQUEST_TIMEOUT: &str = "120s";
+/// One connection attempt; a store that does not answer this fast is retried.
+const CONNECT_TIMEOUT: &str = "5s";
+
+impl Bucket {
+    /// The retry policy of [`Bucket::from_url`]: see the module documentation.
+    pub fn default_retry() -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                base: 2.0,
+            },
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Opens `BUCKET_URL`: `file:///abs/path` (created if missing), `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` or `memory://`. Credentials and endpoints
+    /// come from the object_store crate's standard environment variables (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`), read now. Retries follow [`Bucket::default_retry`].
+    pub fn from_url(url: &str) -> Result<Bucket, StorageError> {
+        Self::from_url_with_retry(url, Self::default_retry())
+    }
+
+    /// [`Bucket::from_url`] with another retry policy.
+    pub fn from_url_with_retry(url: &str, retry: RetryConfig) -> Result<Bucket, StorageError> {
+        open(url, Settings::Environment, retry)
+    }
+
+    /// Opens `url` with exactly these store options and **without reading the process
+    /// environment**: a test or tool that points at a particular server cannot pick up
+    /// whatever `AWS_*`, `GOOGLE_*` or `AZURE_*` variables the process happens to have. Option
+    /// names are those of the environment variables, in lower case, with or without their
+    /// prefix (`aws_endpoint` or `endpoint`, `azure_storage_account_key`, …); an unknown name is
+    /// an error. Ignored for `file://` and `memory://`.
+    pub fn from_url_with_options<K, V>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+        retry: RetryConfig,
+    ) -> Result<Bucket, StorageError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let options = options
+            .into_iter()
+            .map(|(key, value)| (key.into(), value.into()))
+            .collect();
+        open(url, Settings::Only(options), retry)
+    }
+
+    /// An empty bucket in memory, for unit tests.
+    pub fn in_memory() -> Bucket {
+        Bucket {
+            store: Arc::new(InMemory::new()),
+            location: "memory://".to_string(),
+            keeps_headers: true,
+        }
+    }
+
+    /// Wraps any store, narrowed to `prefix` (tests wrap a store that fails some requests). A
+    /// bare `LocalFileSystem` is recognised and written without headers, as for `file://`;
+    /// every other store is asked to keep them. The store's `Display` (which object_store's
+    /// stores keep free of credentials) names the bucket in messages.
+    pub fn from_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Bucket {
+        let shown = store.to_string();
+        let keeps_headers = !shown.starts_with("LocalFileSystem(");
+        let prefix = prefix.trim_matches('/');
+        let location = if prefix.is_empty() {
+            shown
+        } else {
+            format!("{shown}/{prefix}")
+        };
+        Bucket {
+            store: narrow(store, prefix),
+            location,
+            keeps_headers,
+        }
+    }
+
+    /// Where this bucket is, as `scheme://bucket/prefix`; safe to log.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Uploads a whole object with the Content-Type and Cache-Control of `kind`, replacing any
+    /// object at `key`. On a `file://` bucket the headers are not stored (module docs).
+    pub async fn put(&self, key: &str, bytes: Bytes, kind: ObjectKind) -> Result<(), StorageError> {
+        let path = object_path(key)?;
+        let mut attributes = Attributes::new();
+        if self.keeps_headers {
+            attributes.insert(Attribute::ContentType, kind.content_type().into());
+            attributes.insert(Attribute::CacheControl, kind.cache_control().into());
+        }
+        let options = PutOptions::from(attributes);
+        self.store
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+            .map(|_| ())
+            .map_err(|error| self.request_error("put", key, &error))
+    }
+
+    /// The object's bytes, or `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        let path = object_path(key)?;
+        let result = match self.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.request_error("get", key, &error)),
+        };
+        result
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|error| self.request_error("get", key, &error))
+    }
+
+    /// Whether an object exists at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = object_path(key)?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(self.request_error("head", key, &error)),
+        }
+    }
+
+    /// Deletes the object at `key`; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = object_path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.request_error("delete", key, &error)),
+        }
+    }
+
+    /// Every object key under `prefix`, recursively, relative to the bucket prefix, sorted.
+    /// `prefix` matches whole segments (`CA` lists `CA/…`, not `CAT/…`); `""` lists everything.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+        let path = if trimmed.is_empty() {
+            None
+        } else {
+            Some(object_path(trimmed)?)
+        };
+        let mut keys: Vec<String> = self
+            .store
+            .list(path.as_ref())
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|error| self.request_error("list", prefix, &error))?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// The stored Content-Type and Cache-Control of an object, or `None` for a backend that
+    /// keeps no headers (`file://`). An error when the object does not exist.
+    pub async fn attributes(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StorageError> {
+        let path = object_path(key)?;
+        if !self.keeps_headers {
+            // Still say whether the object is there, as for every other backend.
+            return if self.exists(key).await? {
+                Ok(None)
+            } else {
+                Err(self.not_found(key))
+            };
+        }
+        let options = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&path, options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Err(self.not_found(key)),
+            Err(error) => return Err(self.request_error("head", key, &error)),
+        };
+        let value = |attribute: Attribute| {
+            result
+                .attributes
+                .get(&attribute)
+                .map(|value| value.to_string())
+        };
+        Ok(Some((
+            value(Attribute::ContentType),
+            value(Attribute::CacheControl),
+        )))
+    }
+
+    fn request_error(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: &object_store::Error,
+    ) -> StorageError {
+        StorageError::Request {
+            operation,
+            key: key.to_string(),
+            location: self.location.clone(),
+            message: describe(error),
+        }
+    }
+
+    fn not_found(&self, key: &str) -> StorageError {
+        StorageError::NotFound {
+            key: key.to_string(),
+            location: self.location.clone(),
+        }
+    }
+}
+
+/// Where a cloud store's options come from.
+enum Settings {
+    /// The process environment, as object_store's `from_env()` reads it.
+    Environment,
+    /// These options alone.
+    Only(Vec<(String, String)>),
+}
+
+fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, StorageError> {
+    let invalid = |shown: &str, reason: &str| StorageError::InvalidUrl {
+        shown: shown.to_string(),
+        reason: reason.to_string(),
+    };
+    // The url crate's messages never repeat the input, so nothing secret can leak from here.
+    let parsed = url::Url::parse(url)
+        .map_err(|error| invalid("(not shown)", &format!("not a URL ({error})")))?;
+    // The url crate resolves `.` and `..` silently; a BUCKET_URL that has them is a mistake.
+    let written_path = url.split(['?', '#']).next().unwrap_or(url);
+    let dot_segment = written_path.split('/').skip(3).any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
+    });
+    let scheme = parsed.scheme().to_string();
+    let scheme_only = format!("{scheme}://…");
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            &scheme_only,
+            "must not contain credentials; set them in the AWS_*, GOOGLE_* or AZURE_* variables",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(
+            &scheme_only,
+            "must not have a query string or fragment; set options in the AWS_*, GOOGLE_* or AZURE_* variables",
+        ));
+    }
+    let host = parsed.host_str().unwrap_or("");
+    let prefix = parsed.path().trim_matches('/');
+    let location = if prefix.is_empty() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/{prefix}")
+    };
+    if dot_segment {
+        return Err(invalid(&location, "has a '.' or '..' segment"));
+    }
+    if prefix.contains('%') && scheme != "file" {
+        return Err(invalid(
+            &location,
+            "the prefix must not need percent-encoding (use letters, digits, '-', '_', '.', '/')",
+        ));
+    }
+    if !prefix.is_empty() && scheme != "file" {
+        validate_key(prefix).map_err(|reason| invalid(&location, reason))?;
+    }
+
+    let cloud = match scheme.as_str() {
+        "file" => return open_directory(&parsed, &location),
+        "memory" => {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            return Ok(Bucket {
+                store: narrow(store, prefix),
+                location,
+                keeps_headers: true,
+            });
+        }
+        "s3" => Cloud::S3,
+        "gs" => Cloud::Gcs,
+        "az" => Cloud::Azure,
+        _ => {
+            return Err(invalid(
+                &scheme_only,
+                "unsupported scheme; use file://, s3://, gs://, az:// or memory://",
+            ));
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid(&location, "names no bucket or container"));
+    }
+    let store = build_cloud(cloud, host, settings, retry, &location)?;
+    Ok(Bucket {
+        store: narrow(store, prefix),
+        location,
+        keeps_headers: true,
+    })
+}
+
+fn open_directory(parsed: &url::Url, location: &str) -> Result<Bucket, StorageError> {
+    let invalid = |reason: String| StorageError::InvalidUrl {
+        shown: location.to_string(),
+        reason,
+    };
+    if parsed.host_str().is_some_and(|host| !host.is_empty()) {
+        return Err(invalid(
+            "a file:// URL takes an absolute path and no host (file:///srv/bucket)".to_string(),
+        ));
+    }
+    let directory = parsed
+        .to_file_path()
+        .map_err(|()| invalid("is not an absolute local path".to_string()))?;
+    std::fs::create_dir_all(&directory)
+        .map_err(|error| invalid(format!("cannot create the directory: {error}")))?;
+    let store = LocalFileSystem::new_with_prefix(&directory)
+        .map_err(|error| invalid(format!("cannot open the directory: {error}")))?
+        .with_fsync(true)
+        // Retention deletes old files; their empty day directories go with them.
+        .with_automatic_cleanup(true);
+    Ok(Bucket {
+        store: Arc::new(store),
+        location: format!("file://{}", directory.display()),
+        keeps_headers: false,
+    })
+}
+
+/// Builds an S3, GCS or Azure store. Option values are applied in this order, later winning:
+/// this module's timeouts, then the environment (or nothing), then explicit options.
+fn build_cloud(
+    cloud: Cloud,
+    bucket: &str,
+    settings: Settings,
+    retry: RetryConfig,
+    location: &str,
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    let (from_env, options) = match settings {
+        Settings::Environment => (true, Vec::new()),
+        Settings::Only(options) => (false, options),
+    };
+    // A timeout the environment sets wins over ours.
+    let env_sets = |name: &str| {
+        from_env && std::env::var_os(format!("{}{name}", cloud.env_prefix())).is_some()
+    };
+    let mut defaults = Vec::new();
+    if !env_sets("TIMEOUT") {
+        defaults.push((ClientConfigKey::Timeout, REQUEST_TIMEOUT));
+    }
+    if !env_sets("CONNECT_TIMEOUT") {
+        defaults.push((ClientConfigKey::ConnectTimeout, CONNECT_TIMEOUT));
+    }
+    let unknown = |key: &str| StorageError::UnknownOption {
+        scheme: cloud.scheme(),
+        key: key.to_string(),
+    };
+    let configuration = |error: object_store::Error| StorageError::Configuration {
+        location: location.to_string(),
+        message: describe(&error),
+    };
+
+    // The three cloud builders differ only in their types and in how the
+    // bucket is named; one macro keeps their configuration identical.
+    macro_rules! build {
+        ($builder:ty, $key:ident, $name:ident) => {{
+            let mut builder = if from_env {
+                <$builder>::from_env()
+            } else {
+                <$builder>::new()
+            };
+            for (key, value) in defaults {
+                builder = builder.with_config($key::Client(key), value);
+            }
+            for (key, value) in options {
+                let parsed: $key = key.parse().map_err(|_| unknown(&key))?;
+                builder = builder.with_config(parsed, value);
+            }
+            let store = builder
+                .$name(bucket)
+                .with_retry(retry)
+                .build()
+                .map_err(configuration)?;
+            Arc::new(store)
+        }};
+    }
+    let store: Arc<dyn ObjectStore> = match cloud {
+        Cloud::S3 => build!(AmazonS3Builder, AmazonS3ConfigKey, with_bucket_name),
+        Cloud::Gcs => build!(GoogleCloudStorageBuilder, GoogleConfigKey, with_bucket_name),
+        Cloud::Azure => build!(MicrosoftAzureBuilder, AzureConfigKey, with_container_name),
+    };
+    Ok(store)
+}
+
+fn narrow(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+/// Checks a key relative to the bucket prefix and turns it into a store path.
+fn object_path(key: &str) -> Result<Path, StorageError> {
+    let invalid = |reason| StorageError::InvalidKey {
+        key: key.to_string(),
+        reason,
+    };
+    validate_key(key).map_err(invalid)?;
+    Path::parse(key).map_err(|_| invalid("is not a valid object path"))
+}
+
+/// Why `key` is not an acceptable object key, if it is not.
+fn validate_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("is empty");
+    }
+    if key.starts_with('/') {
+        return Err("starts with '/'");
+    }
+    if key.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err("has an empty segment"),
+            ".." => return Err("has a '..' segment"),
+            "." => return Err("has a '.' segment"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What the store said: the error and each of its causes that adds something (object_store's
+/// messages stop at "error sending request"; the cause says "Connection refused"), with every
+/// URL's query string cut.
+fn describe(error: &object_store::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    without_query_strings(&message)
+}
+
+/// `message` with the query string cut from every URL in it: a pre-signed or SAS URL carries
+/// its credential there.
+fn without_query_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = find_url(rest) {
+        let (before, url_and_after) = rest.split_at(start);
+        out.push_str(before);
+        let end = url_and_after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '>' || c == ')')
+            .unwrap_or(url_and_after.len());
+        let (url, after) = url_and_after.split_at(end);
+        match url.find('?') {
+            Some(query) => {
+                out.push_str(&url[..query]);
+                out.push_str("?<query removed>");
+            }
+            None => out.push_str(url),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn find_url(text: &str) -> Option<usize> {
+    match (text.find("http://"), text.find("https://")) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_kind_has_the_headers_of_the_design() {
+        let table = [
+            (
+                ObjectKind::ExportFile,
+                "application/zip",
+                "public, max-age=1209600, immutable",
+            ),
+            (
+                ObjectKind::Index,
+                "text/plain; charset=utf-8",
+                "public, max-age=300",
+            ),
+            (
+                ObjectKind::Manifest,
+                "application/json",
+                "public, max-age=300",
+            ),
+            (
+                ObjectKind::ExposureConfig,
+                "application/json",
+                "public, max-age=3600",
+            ),
+            (
+                ObjectKind::GrowingExport,
+                "application/zip",
+                "public, max-age=3600, max-stale=600",
+            ),
+        ];
+        assert_eq!(table.len(), ObjectKind::ALL.len());
+        for (kind, content_type, cache_control) in table {
+            assert_eq!(kind.content_type(), content_type, "{kind:?}");
+            assert_eq!(kind.cache_control(), cache_control, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn keys_that_could_escape_the_prefix_are_refused() {
+        let check = |key: &str, expected: Option<&str>| {
+            assert_eq!(validate_key(key).err(), expected, "{key:?}");
+        };
+        check("CA/index.txt", None);
+        check("CA/1764280800-1764284400-00001.zip", None);
+        check("retrieve/302/20410", None);
+        check("exposure-configuration/CA.json", None);
+        check("a", None);
+        check("", Some("is empty"));
+        check("/CA/index.txt", Some("starts with '/'"));
+        check("CA//index.txt", Some("has an empty segment"));
+        check("CA/", Some("has an empty segment"));
+        check("../CA/index.txt", Some("has a '..' segment"));
+        check("CA/../../etc/passwd", Some("has a '..' segment"));
+        check("..", Some("has a '..' segment"));
+        check("CA/./index.txt", Some("has a '.' segment"));
+        check("CA/index\n.txt", Some("contains a control character"));
+        check("CA/index\0.txt", Some("contains a control character"));
+        // A dot inside a name is an ordinary character.
+        check("CA/..zip", None);
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_never_reach_the_store() {
+        let bucket = Bucket::in_memory();
+        for key in ["", "/a", "a//b", "a/../b", "a/"] {
+            let error = bucket
+                .put(key, Bytes::from_static(b"x"), ObjectKind::Index)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StorageError::InvalidKey { .. }),
+                "{key:?}: {error}"
+            );
+            assert!(bucket.get(key).await.is_err(), "{key:?}");
+            assert!(bucket.exists(key).await.is_err(), "{key:?}");
+            assert!(bucket.delete(key).await.is_err(), "{key:?}");
+        }
+        assert!(bucket.list("").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn published_keys_map_back_to_their_kind() {
+        let check = |key: &str, expected: Option<ObjectKind>| {
+            assert_eq!(kind_for_key(key), expected, "{key:?}");
+        };
+        check(
+            "CA/1764280800-1764284400-00001.zip",
+            Some(ObjectKind::ExportFile),
+        );
+        check(
+            "CA/daily/1764201600-1764288000-00001.zip",
+            Some(ObjectKind::ExportFile),
+        );
+        check("CA/index.txt", Some(ObjectKind::Index));
+        check("CA/daily/index.txt", Some(ObjectKind::Index));
+        check("CA/index.json", Some(ObjectKind::Manifest));
+        check(
+            "exposure-configuration/CA.json",
+            Some(ObjectKind::ExposureConfig),
+        );
+        check(
+            "exposure-configuration/region.json",
+            Some(ObjectKind::ExposureConfig),
+        );
+        check("retrieve/302/00000", Some(ObjectKind::GrowingExport));
+        check("retrieve/302/20410", Some(ObjectKind::ExportFile));
+        check("retrieve/302/", None);
+        check("retrieve/", None);
+        check("exposure-configuration/", None);
+        check("CA/notes.md", None);
+        check(".zip", None);
+        check("index.txt", Some(ObjectKind::Index));
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_bucket_stores_lists_and_deletes() {
+        let bucket = Bucket::in_memory();
+        let keys = [
+            ("CA/index.txt", ObjectKind::Index),
+            ("CA/1-2-00001.zip", ObjectKind::ExportFile),
+            ("CA/daily/index.txt", ObjectKind::Index),
+            ("CAT/index.txt", ObjectKind::Index),
+            ("retrieve/302/00000", ObjectKind::GrowingExport),
+        ];
+        for (key, kind) in keys {
+            bucket
+                .put(key, Bytes::from(key.as_bytes().to_vec()), kind)
+                .await
+                .unwrap();
+        }
+        for (key, kind) in keys {
+            assert_eq!(bucket.get(key).await.unwrap().unwrap(), key.as_bytes());
+            assert!(bucket.exists(key).await.unwrap());
+            let headers = bucket.attributes(key).await.unwrap().unwrap();
+            assert_eq!(
+                headers,
+                (
+                    Some(kind.content_type().to_string()),
+                    Some(kind.cache_control().to_string())
+                )
+            );
+        }
+        assert_eq!(
+            bucket.list("CA").await.unwrap(),
+            ["CA/1-2-00001.zip", "CA/daily/index.txt", "CA/index.txt"]
+        );
+        assert_eq!(
+            bucket.list("CA/").await.unwrap(),
+            bucket.list("CA").await.unwrap()
+        );
+        assert_eq!(bucket.list("").await.unwrap().len(), keys.len());
+
+        // Overwrite.
+        bucket
+            .put(
+                "CA/index.txt",
+                Bytes::from_static(b"new\n"),
+                ObjectKind::Index,
+            )
+            .await
+            .unwrap();
+        assert_eq!(bucket.get("CA/index.txt").await.unwrap().unwrap(), "new\n");
+
+        bucket.delete("CA/index.txt").await.unwrap();
+        bucket.delete("CA/index.txt").await.unwrap();
+        assert_eq!(bucket.get("CA/index.txt").await.unwrap(), None);
+        assert!(!bucket.exists("CA/index.txt").await.unwrap());
+        assert!(matches!(
+            bucket.attributes("CA/index.txt").await.unwrap_err(),
+            StorageError::NotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_prefix_from_the_url_is_invisible_to_keys() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let bucket = Bucket::from_store(inner.clone(), "/en/");
+        bucket
+            .put("CA/index.txt", Bytes::from_static(b"x"), ObjectKind::Index)
+            .await
+            .unwrap();
+        assert_eq!(bucket.list("").await.unwrap(), ["CA/index.txt"]);
+        assert!(inner.head(&Path::from("en/CA/index.txt")).await.is_ok());
+        assert_eq!(
+            format!("{bucket:?}"),
+            r#"Bucket { location: "InMemory/en", .. }"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_bucket_stores_bytes_without_headers() {
+        let root = std::env::temp_dir().join(format!(
+            "diagnosis-storage-unit-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let directory = root.join("bucket with space");
+        let url = url::Url::from_file_path(&directory).unwrap().to_string();
+        let bucket = Bucket::from_url(&url).unwrap();
+        assert!(directory.is_dir(), "created when missing");
+        assert!(format!("{bucket:?}").contains("file://"));
+
+        for kind in ObjectKind::ALL {
+            bucket
+                .put("CA/daily/x.zip", Bytes::from_static(b"zip"), kind)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            std::fs::read(directory.join("CA/daily/x.zip")).unwrap(),
+            b"zip"
+        );
+        assert_eq!(bucket.attributes("CA/daily/x.zip").await.unwrap(), None);
+        assert_eq!(bucket.list("CA").await.unwrap(), ["CA/daily/x.zip"]);
+        bucket.delete("CA/daily/x.zip").await.unwrap();
+        bucket.delete("CA/daily/x.zip").await.unwrap();
+        assert_eq!(bucket.get("CA/daily/x.zip").await.unwrap(), None);
+        assert!(bucket.list("").await.unwrap().is_empty());
+        assert!(matches!(
+            bucket.attributes("CA/daily/x.zip").await.unwrap_err(),
+            StorageError::NotFound { .. }
+        ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn urls_with_secrets_are_refused_without_being_repeated() {
+        for url in [
+            "s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/prefix",
+            "az://container/prefix?sv=2021&sig=wJalrXUtnFEMI",
+            "gs://bucket/prefix#wJalrXUtnFEMI",
+        ] {
+            let error = Bucket::from_url(url).unwrap_err();
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("wJalrXUtnFEMI"), "{shown}");
+            assert!(matches!(error, StorageError::InvalidUrl { .. }), "{shown}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        let reason = |url: &str| match Bucket::from_url(url).unwrap_err() {
+            StorageError::InvalidUrl { reason, .. } => reason,
+            other => panic!("{url}: {other}"),
+        };
+        assert!(reason("ftp://bucket/x").contains("unsupported scheme"));
+        assert!(reason("s3:///prefix").contains("no bucket"));
+        assert!(reason("file://host/srv").contains("no host"));
+        assert!(reason("s3://bucket/a/../b").contains("'..'"));
+        assert!(reason("s3://bucket/a/%2E%2E/b").contains("'..'"));
+        assert!(reason("file:///srv/./b").contains("'.'"));
+        assert!(reason("s3://bucket/my prefix").contains("percent-encoding"));
+        assert!(reason("bucket/prefix").contains("not a URL"));
+    }
+
+    #[tokio::test]
+    async fn memory_urls_open_an_empty_bucket() {
+        let bucket = Bucket::from_url("memory://").unwrap();
+        assert!(bucket.list("").await.unwrap().is_empty());
+        assert_eq!(bucket.location(), "memory://");
+    }
+
+    #[test]
+    fn query_strings_are_cut_from_store_messages() {
+        assert_eq!(
+            without_query_strings(
+                "Error performing PUT https://a.blob.core.windows.net/c/k?sv=1&sig=SECRET in 1s - 403"
+            ),
+            "Error performing PUT https://a.blob.core.windows.net/c/k?<query removed> in 1s - 403"
+        );
+        assert_eq!(
+            without_query_strings("no url here"),
+            "no url here".to_string()
+        );
+        assert_eq!(
+            without_query_strings("(http://x/a?b) and http://y/c"),
+            "(http://x/a?<query removed>) and http://y/c"
+        );
+    }
+}

@@ -1,0 +1,748 @@
+//! One published export file, checked the way a phone reads it (DESIGN §4.1): the archive, the
+//! header, the `TemporaryExposureKeyExport`, its signatures and its keys.
+//!
+//! The bytes come from a bucket that anyone with write access could have changed, so every
+//! field is treated as hostile: a malformed archive or protobuf becomes a violation naming the
+//! object, never a panic, and nothing here trusts a length or count it reads. Problems that can
+//! repeat once per key are counted and reported once per file, so a broken file of 750 000 keys
+//! yields a handful of lines, not a million.
+
+use std::fmt::Display;
+
+use diagnosis_core::domain::Region;
+use diagnosis_proto::{
+    EXPORT_BIN_HEADER, Message as _, SIGNATURE_ALGORITHM, SignatureInfo, TekSignatureList,
+    TemporaryExposureKey, TemporaryExposureKeyExport,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::names::ObjectName;
+use crate::archive::unzip_export;
+use crate::render::{MAX_SIGNERS, SignerInfo};
+use crate::sign::{PublicKey, verify_signature};
+
+/// `rolling_period` is read as 144 when absent (`[default = 144]`, DESIGN §4.1).
+const DEFAULT_ROLLING_PERIOD: i32 = 144;
+
+/// Length of `key_data` (DESIGN §3).
+const KEY_DATA_LEN: usize = 16;
+
+/// One key as a phone reads it: absent fields take their proto defaults.
+///
+/// The field order is the canonical export order of DESIGN §4.1, so the derived `Ord` is that
+/// order ([`crate::render::canonical_cmp`]): rolling_start_interval_number, rolling_period,
+/// transmission_risk_level, report_type, days_since_onset with unknown first (`None` sorts
+/// before every `Some`), key_data bytewise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ExportedKey {
+    pub(crate) rolling_start_interval_number: i32,
+    pub(crate) rolling_period: i32,
+    pub(crate) transmission_risk_level: i32,
+    pub(crate) report_type: i32,
+    pub(crate) days_since_onset: Option<i32>,
+    pub(crate) key_data: [u8; KEY_DATA_LEN],
+}
+
+/// What checking one file learnt about it.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedFile {
+    /// Size of the zip.
+    pub(crate) bytes: u64,
+    /// Lowercase hex SHA-256 of the zip.
+    pub(crate) sha256: String,
+    /// Number of keys in `export.bin`, when it could be read.
+    pub(crate) key_count: Option<u64>,
+    /// The keys whose `key_data` is 16 bytes, in file order.
+    pub(crate) keys: Vec<ExportedKey>,
+}
+
+/// Checks the zip published as `name` and returns its facts; every problem is pushed onto
+/// `violations` as one line naming the object key.
+pub(crate) fn check_export_file(
+    name: &ObjectName,
+    region: &Region,
+    public_keys: &[PublicKey],
+    zip: &[u8],
+    violations: &mut Vec<String>,
+) -> CheckedFile {
+    let mut file = CheckedFile {
+        bytes: zip.len() as u64,
+        sha256: hex::encode(Sha256::digest(zip)),
+        key_count: None,
+        keys: Vec::new(),
+    };
+    let key = &name.key;
+    let entries = match unzip_export(zip) {
+        Ok(entries) => entries,
+        Err(error) => {
+            violations.push(format!("{key}: not a valid export archive: {error}"));
+            return file;
+        }
+    };
+    let Some(message) = entries
+        .export_bin
+        .strip_prefix(EXPORT_BIN_HEADER.as_slice())
+    else {
+        violations.push(format!(
+            "{key}: export.bin does not start with the header {:?}",
+            String::from_utf8_lossy(EXPORT_BIN_HEADER)
+        ));
+        return file;
+    };
+    let export = match TemporaryExposureKeyExport::decode(message) {
+        Ok(export) => export,
+        Err(error) => {
+            violations.push(format!(
+                "{key}: export.bin is not a TemporaryExposureKeyExport: {error}"
+            ));
+            return file;
+        }
+    };
+    check_window(name, region, &export, violations);
+    check_signatures(
+        name,
+        &export.signature_infos,
+        &entries.export_bin,
+        &entries.export_sig,
+        public_keys,
+        violations,
+    );
+    file.key_count = Some(export.keys.len() as u64);
+    file.keys = check_keys(key, &export.keys, violations);
+    if !export.revised_keys.is_empty() {
+        violations.push(format!(
+            "{key}: export.bin holds {} revised_keys; this server never publishes revised keys",
+            export.revised_keys.len()
+        ));
+    }
+    file
+}
+
+fn shown<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "absent".to_owned(), |value| value.to_string())
+}
+
+/// Start, end, region and batch as DESIGN §4.1 requires for this name.
+fn check_window(
+    name: &ObjectName,
+    region: &Region,
+    export: &TemporaryExposureKeyExport,
+    violations: &mut Vec<String>,
+) {
+    let key = &name.key;
+    if export.start_timestamp != Some(name.start) {
+        violations.push(format!(
+            "{key}: start_timestamp is {}, the name says {}",
+            shown(export.start_timestamp),
+            name.start
+        ));
+    }
+    let expected_end = name.part.end_timestamp(name.end);
+    if export.end_timestamp != Some(expected_end) {
+        violations.push(format!(
+            "{key}: end_timestamp is {}, expected {expected_end} (the named end {} + part {} − 1)",
+            shown(export.end_timestamp),
+            name.end,
+            name.part.get()
+        ));
+    }
+    if export.region.as_deref() != Some(region.as_str()) {
+        violations.push(format!(
+            "{key}: region is {}, expected {:?}",
+            shown(export.region.as_ref().map(|region| format!("{region:?}"))),
+            region.as_str()
+        ));
+    }
+    if export.batch_num != Some(1) || export.batch_size != Some(1) {
+        violations.push(format!(
+            "{key}: batch_num/batch_size is {}/{}, expected 1/1",
+            shown(export.batch_num),
+            shown(export.batch_size)
+        ));
+    }
+}
+
+fn describe_info(info: Option<&SignatureInfo>) -> String {
+    match info {
+        None => "absent".to_owned(),
+        Some(info) => format!(
+            "(version {}, id {}, algorithm {})",
+            shown(info.verification_key_version.as_deref()),
+            shown(info.verification_key_id.as_deref()),
+            shown(info.signature_algorithm.as_deref())
+        ),
+    }
+}
+
+/// The signature infos of `export.bin`, `export.sig` against them, and each given public key
+/// against the whole `export.bin` (DESIGN §4.1).
+fn check_signatures(
+    name: &ObjectName,
+    infos: &[SignatureInfo],
+    export_bin: &[u8],
+    export_sig: &[u8],
+    public_keys: &[PublicKey],
+    violations: &mut Vec<String>,
+) {
+    let key = &name.key;
+    if infos.is_empty() {
+        violations.push(format!("{key}: export.bin has no signature_infos"));
+    } else if infos.len() > MAX_SIGNERS {
+        violations.push(format!(
+            "{key}: export.bin has {} signature_infos, at most {MAX_SIGNERS} are allowed",
+            infos.len()
+        ));
+    }
+    for (index, info) in infos.iter().enumerate() {
+        if info.signature_algorithm.as_deref() != Some(SIGNATURE_ALGORITHM) {
+            violations.push(format!(
+                "{key}: signature_infos[{index}] has algorithm {}, expected {SIGNATURE_ALGORITHM}",
+                shown(info.signature_algorithm.as_deref())
+            ));
+        }
+        if let Err(error) = SignerInfo::new(
+            info.verification_key_version.as_deref().unwrap_or_default(),
+            info.verification_key_id.as_deref().unwrap_or_default(),
+        ) {
+            violations.push(format!("{key}: signature_infos[{index}]: {error}"));
+        }
+    }
+
+    let list = match TekSignatureList::decode(export_sig) {
+        Ok(list) => list,
+        Err(error) => {
+            violations.push(format!(
+                "{key}: export.sig is not a TEKSignatureList: {error}"
+            ));
+            return;
+        }
+    };
+    if list.signatures.len() != infos.len() {
+        violations.push(format!(
+            "{key}: export.sig holds {} signatures but export.bin has {} signature_infos (one \
+             signature per signature info, in the same order)",
+            list.signatures.len(),
+            infos.len()
+        ));
+    }
+    for (index, (signature, info)) in list.signatures.iter().zip(infos).enumerate() {
+        if signature.signature_info.as_ref() != Some(info) {
+            violations.push(format!(
+                "{key}: export.sig signature {index} is labelled {}, but export.bin's \
+                 signature_infos[{index}] is {}",
+                describe_info(signature.signature_info.as_ref()),
+                describe_info(Some(info))
+            ));
+        }
+    }
+    for (index, signature) in list.signatures.iter().enumerate() {
+        if signature.batch_num != Some(1) || signature.batch_size != Some(1) {
+            violations.push(format!(
+                "{key}: export.sig signature {index} has batch_num/batch_size {}/{}, expected 1/1",
+                shown(signature.batch_num),
+                shown(signature.batch_size)
+            ));
+        }
+    }
+    // A phone holds one public key per (version, id) and checks the matching signature; the
+    // names a bucket uses for the given keys are not known here, so any signature that
+    // verifies counts. A file also signed by a newer key than those given is fine.
+    for (index, public_key) in public_keys.iter().enumerate() {
+        let verified = list.signatures.iter().any(|signature| {
+            signature
+                .signature
+                .as_deref()
+                .is_some_and(|der| verify_signature(export_bin, der, public_key))
+        });
+        if !verified {
+            violations.push(format!(
+                "{key}: no signature in export.sig verifies over export.bin with public key {} \
+                 of {} ({public_key:?})",
+                index + 1,
+                public_keys.len()
+            ));
+        }
+    }
+}
+
+/// A problem that may repeat for many keys of one file: how often, and where first.
+#[derive(Debug, Default)]
+struct Tally {
+    count: usize,
+    first: usize,
+}
+
+impl Tally {
+    fn record(&mut self, index: usize) {
+        if self.count == 0 {
+            self.first = index;
+        }
+        self.count += 1;
+    }
+
+    fn report(&self, key: &str, what: &str, violations: &mut Vec<String>) {
+        if self.count > 0 {
+            violations.push(format!(
+                "{key}: {} key(s) {what} (first: key {} of the file, counting from 0)",
+                self.count, self.first
+            ));
+        }
+    }
+}
+
+/// The order a phone-side reader would see, with proto defaults for absent fields.
+fn order_of(key: &TemporaryExposureKey) -> (i32, i32, i32, i32, Option<i32>, &[u8]) {
+    (
+        key.rolling_start_interval_number.unwrap_or_default(),
+        key.rolling_period.unwrap_or(DEFAULT_ROLLING_PERIOD),
+        key.transmission_risk_level.unwrap_or_default(),
+        key.report_type.unwrap_or_default(),
+        key.days_since_onset_of_symptoms,
+        key.key_data.as_deref().unwrap_or_default(),
+    )
+}
+
+/// Canonical order, 16-byte key data, no explicit `rolling_period` 144 (DESIGN §4.1).
+fn check_keys(
+    file_key: &str,
+    keys: &[TemporaryExposureKey],
+    violations: &mut Vec<String>,
+) -> Vec<ExportedKey> {
+    let mut out_of_order = Tally::default();
+    let mut bad_key_data = Tally::default();
+    let mut no_start = Tally::default();
+    let mut explicit_default = Tally::default();
+    let mut exported = Vec::with_capacity(keys.len());
+    for (index, key) in keys.iter().enumerate() {
+        if let Some(previous) = index.checked_sub(1).and_then(|previous| keys.get(previous))
+            && order_of(previous) >= order_of(key)
+        {
+            out_of_order.record(index);
+        }
+        if key.rolling_start_interval_number.is_none() {
+            no_start.record(index);
+        }
+        if key.rolling_period == Some(DEFAULT_ROLLING_PERIOD) {
+            explicit_default.record(index);
+        }
+        match key
+            .key_data
+            .as_deref()
+            .and_then(|data| <[u8; KEY_DATA_LEN]>::try_from(data).ok())
+        {
+            Some(key_data) => exported.push(ExportedKey {
+                rolling_start_interval_number: key
+                    .rolling_start_interval_number
+                    .unwrap_or_default(),
+                rolling_period: key.rolling_period.unwrap_or(DEFAULT_ROLLING_PERIOD),
+                transmission_risk_level: key.transmission_risk_level.unwrap_or_default(),
+                report_type: key.report_type.unwrap_or_default(),
+                days_since_onset: key.days_since_onset_of_symptoms,
+                key_data,
+            }),
+            None => bad_key_data.record(index),
+        }
+    }
+    out_of_order.report(
+        file_key,
+        "do not come after the previous key in canonical order (rolling_start_interval_number, \
+         rolling_period, transmission_risk_level, report_type, days_since_onset with unknown \
+         first, key_data), or repeat it",
+        violations,
+    );
+    bad_key_data.report(
+        file_key,
+        "have key_data that is absent or not 16 bytes",
+        violations,
+    );
+    no_start.report(
+        file_key,
+        "have no rolling_start_interval_number",
+        violations,
+    );
+    explicit_default.report(
+        file_key,
+        "write rolling_period 144 explicitly; the default must be omitted",
+        violations,
+    );
+    exported
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::cmp::Ordering;
+
+    use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+    use diagnosis_proto::TekSignature;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::archive::zip_export;
+    use crate::render::{ExportWindow, PartNumber, canonical_cmp, object_key, render_window};
+    use crate::sign::{SigningKey, SigningKeys, sign_export};
+    use crate::verify::names::parse_object_name;
+
+    const KEY_1: &str = include_str!("../../fixtures/test-signing-key.pem");
+    const KEY_2: &str = include_str!("../../fixtures/test-signing-key-2.pem");
+    const START: u64 = 1_764_280_800;
+
+    fn ca() -> Region {
+        Region::parse("CA").unwrap()
+    }
+
+    fn signing_keys() -> SigningKeys {
+        SigningKeys::new(vec![(
+            SigningKey::from_pem(KEY_1).unwrap(),
+            SignerInfo::new("v1", "302").unwrap(),
+        )])
+        .unwrap()
+    }
+
+    fn name(part: u32) -> ObjectName {
+        let key = object_key(&ca(), START, START + 3600, PartNumber::new(part).unwrap());
+        parse_object_name(&ca(), &key).unwrap()
+    }
+
+    fn diagnosis_key(n: u8, rsin: i32, period: i32, dso: Option<i32>) -> DiagnosisKey {
+        DiagnosisKey {
+            key_data: KeyData::from_array([n; 16]),
+            rolling_start_interval_number: rsin,
+            rolling_period: period,
+            transmission_risk_level: 3,
+            report_type: ReportType::ConfirmedTest,
+            days_since_onset: dso,
+        }
+    }
+
+    /// A correct zip for part 1 of the test window.
+    fn good_zip(keys: &mut [DiagnosisKey]) -> Vec<u8> {
+        let window = ExportWindow::new(ca(), START, START + 3600).unwrap();
+        let signing_keys = signing_keys();
+        let part = render_window(window, &signing_keys.signer_infos(), 100, keys)
+            .unwrap()
+            .remove(0);
+        let sig = sign_export(&part.export_bin, &signing_keys).unwrap();
+        zip_export(&part.export_bin, &sig).unwrap()
+    }
+
+    fn check(
+        name: &ObjectName,
+        zip: &[u8],
+        public_keys: &[PublicKey],
+    ) -> (CheckedFile, Vec<String>) {
+        let mut violations = Vec::new();
+        let file = check_export_file(name, &ca(), public_keys, zip, &mut violations);
+        (file, violations)
+    }
+
+    /// Re-signs a hand-made export so that only the property under test is wrong.
+    fn signed_zip(export: &TemporaryExposureKeyExport) -> Vec<u8> {
+        let mut bin = EXPORT_BIN_HEADER.to_vec();
+        bin.extend(export.encode_to_vec());
+        let sig = sign_export(&bin, &signing_keys()).unwrap();
+        zip_export(&bin, &sig).unwrap()
+    }
+
+    fn decoded(zip: &[u8]) -> TemporaryExposureKeyExport {
+        let entries = unzip_export(zip).unwrap();
+        TemporaryExposureKeyExport::decode(&entries.export_bin[16..]).unwrap()
+    }
+
+    #[test]
+    fn a_correct_file_passes_and_yields_its_keys() {
+        let mut keys = vec![
+            diagnosis_key(2, 100, 144, None),
+            diagnosis_key(1, 100, 72, Some(-3)),
+            diagnosis_key(3, 99, 144, Some(2)),
+        ];
+        let zip = good_zip(&mut keys);
+        let public_key = signing_keys().public_keys()[0];
+        let (file, violations) = check(&name(1), &zip, &[public_key]);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(file.key_count, Some(3));
+        assert_eq!(file.bytes, zip.len() as u64);
+        assert_eq!(file.sha256, hex::encode(Sha256::digest(&zip)));
+        let data: Vec<u8> = file.keys.iter().map(|key| key.key_data[0]).collect();
+        assert_eq!(data, [3, 1, 2]);
+        assert_eq!(file.keys[1].rolling_period, 72);
+        assert_eq!(file.keys[2].rolling_period, 144);
+    }
+
+    #[test]
+    fn the_name_decides_start_end_and_part() {
+        let zip = good_zip(&mut []);
+        let (_, violations) = check(&name(2), &zip, &[]);
+        assert_eq!(
+            violations,
+            [format!(
+                "CA/{START}-{}-00002.zip: end_timestamp is {}, expected {} (the named end {} + \
+                 part 2 − 1)",
+                START + 3600,
+                START + 3600,
+                START + 3601,
+                START + 3600
+            )]
+        );
+    }
+
+    #[test]
+    fn header_fields_are_checked() {
+        let mut export = decoded(&good_zip(&mut []));
+        export.start_timestamp = None;
+        export.region = Some("US".to_owned());
+        export.batch_num = Some(2);
+        export.revised_keys = vec![TemporaryExposureKey::default()];
+        let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
+        let key = &name(1).key;
+        assert_eq!(
+            violations,
+            [
+                format!("{key}: start_timestamp is absent, the name says {START}"),
+                format!("{key}: region is \"US\", expected \"CA\""),
+                format!("{key}: batch_num/batch_size is 2/1, expected 1/1"),
+                format!(
+                    "{key}: export.bin holds 1 revised_keys; this server never publishes \
+                     revised keys"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_out_of_order_wrong_length_or_with_explicit_default_are_reported() {
+        let mut export = decoded(&good_zip(&mut [
+            diagnosis_key(1, 100, 144, None),
+            diagnosis_key(2, 100, 144, None),
+            diagnosis_key(3, 101, 144, None),
+        ]));
+        export.keys.swap(0, 1);
+        export.keys[2].rolling_period = Some(144);
+        export.keys.push(TemporaryExposureKey {
+            key_data: Some(vec![9; 15]),
+            rolling_start_interval_number: None,
+            ..export.keys[2].clone()
+        });
+        let (file, violations) = check(&name(1), &signed_zip(&export), &[]);
+        let key = &name(1).key;
+        assert_eq!(file.key_count, Some(4));
+        assert_eq!(file.keys.len(), 3);
+        assert_eq!(
+            violations,
+            [
+                format!(
+                    "{key}: 2 key(s) do not come after the previous key in canonical order \
+                     (rolling_start_interval_number, rolling_period, transmission_risk_level, \
+                     report_type, days_since_onset with unknown first, key_data), or repeat it \
+                     (first: key 1 of the file, counting from 0)"
+                ),
+                format!(
+                    "{key}: 1 key(s) have key_data that is absent or not 16 bytes (first: key 3 \
+                     of the file, counting from 0)"
+                ),
+                format!(
+                    "{key}: 1 key(s) have no rolling_start_interval_number (first: key 3 of the \
+                     file, counting from 0)"
+                ),
+                format!(
+                    "{key}: 2 key(s) write rolling_period 144 explicitly; the default must be \
+                     omitted (first: key 2 of the file, counting from 0)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn signature_problems_are_reported() {
+        let zip = good_zip(&mut []);
+        let entries = unzip_export(&zip).unwrap();
+        let mut export = decoded(&zip);
+        let other_key = SigningKey::from_pem(KEY_2).unwrap().public_key();
+        let key = &name(1).key;
+
+        // Signed by key 1, checked against key 2.
+        let (_, violations) = check(&name(1), &zip, &[other_key]);
+        assert_eq!(
+            violations,
+            [format!(
+                "{key}: no signature in export.sig verifies over export.bin with public key 1 \
+                 of 1 ({other_key:?})"
+            )]
+        );
+
+        // A signature list that disagrees with the signature infos.
+        let mut list = TekSignatureList::decode(entries.export_sig.as_slice()).unwrap();
+        list.signatures[0].batch_size = None;
+        list.signatures.push(TekSignature {
+            signature_info: None,
+            ..list.signatures[0].clone()
+        });
+        let zip = zip_export(&entries.export_bin, &list.encode_to_vec()).unwrap();
+        let (_, violations) = check(&name(1), &zip, &[]);
+        assert_eq!(
+            violations,
+            [
+                format!(
+                    "{key}: export.sig holds 2 signatures but export.bin has 1 signature_infos \
+                     (one signature per signature info, in the same order)"
+                ),
+                format!(
+                    "{key}: export.sig signature 0 has batch_num/batch_size 1/absent, expected 1/1"
+                ),
+                format!(
+                    "{key}: export.sig signature 1 has batch_num/batch_size 1/absent, expected 1/1"
+                ),
+            ]
+        );
+
+        // Infos that break the platform rules.
+        export.signature_infos[0].signature_algorithm = Some("1.2.3".to_owned());
+        export.signature_infos[0].verification_key_id = Some("3/2".to_owned());
+        let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
+        assert_eq!(
+            violations[..2],
+            [
+                format!(
+                    "{key}: signature_infos[0] has algorithm 1.2.3, expected 1.2.840.10045.4.3.2"
+                ),
+                format!(
+                    "{key}: signature_infos[0]: verification_key_id must be 1 to 64 characters \
+                     of [A-Za-z0-9_], got \"3/2\""
+                ),
+            ]
+        );
+        // The signer labels its signature with its own (correct) info, which now differs.
+        assert!(
+            violations[2].contains("export.sig signature 0 is labelled"),
+            "{violations:?}"
+        );
+
+        export.signature_infos = vec![export.signature_infos[0].clone(); MAX_SIGNERS + 1];
+        let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
+        assert!(
+            violations.contains(&format!(
+                "{key}: export.bin has 11 signature_infos, at most 10 are allowed"
+            )),
+            "{violations:?}"
+        );
+        export.signature_infos.clear();
+        let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
+        assert!(
+            violations.contains(&format!("{key}: export.bin has no signature_infos")),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn malformed_files_are_violations() {
+        let key = &name(1).key;
+        let zip = good_zip(&mut []);
+        let entries = unzip_export(&zip).unwrap();
+
+        let (file, violations) = check(&name(1), b"PK not really", &[]);
+        assert_eq!(file.key_count, None);
+        assert_eq!(violations.len(), 1);
+        assert!(
+            violations[0].starts_with(&format!("{key}: not a valid export archive: ")),
+            "{violations:?}"
+        );
+
+        let mut bin = entries.export_bin.clone();
+        bin[0] = b'e';
+        let (_, violations) = check(
+            &name(1),
+            &zip_export(&bin, &entries.export_sig).unwrap(),
+            &[],
+        );
+        assert_eq!(
+            violations,
+            [format!(
+                "{key}: export.bin does not start with the header \"EK Export v1    \""
+            )]
+        );
+
+        let truncated = &entries.export_bin[..entries.export_bin.len() - 1];
+        let (_, violations) = check(
+            &name(1),
+            &zip_export(truncated, &entries.export_sig).unwrap(),
+            &[],
+        );
+        assert_eq!(violations.len(), 1);
+        assert!(
+            violations[0].starts_with(&format!(
+                "{key}: export.bin is not a TemporaryExposureKeyExport: "
+            )),
+            "{violations:?}"
+        );
+
+        let (_, violations) = check(
+            &name(1),
+            &zip_export(&entries.export_bin, b"\xff\xff").unwrap(),
+            &[],
+        );
+        assert_eq!(violations.len(), 1);
+        assert!(
+            violations[0].starts_with(&format!("{key}: export.sig is not a TEKSignatureList: ")),
+            "{violations:?}"
+        );
+    }
+
+    fn any_key() -> impl Strategy<Value = DiagnosisKey> {
+        (
+            any::<[u8; 16]>(),
+            0..3_i32,
+            prop_oneof![Just(144), 1..144_i32],
+            0..3_i32,
+            1..=5_i32,
+            proptest::option::of(-2..2_i32),
+        )
+            .prop_map(
+                |(bytes, rsin, period, trl, report_type, dso)| DiagnosisKey {
+                    key_data: KeyData::from_array(bytes),
+                    rolling_start_interval_number: rsin,
+                    rolling_period: period,
+                    transmission_risk_level: trl,
+                    report_type: ReportType::from_i32(report_type).unwrap(),
+                    days_since_onset: dso,
+                },
+            )
+    }
+
+    fn exported(key: &DiagnosisKey) -> ExportedKey {
+        ExportedKey {
+            rolling_start_interval_number: key.rolling_start_interval_number,
+            rolling_period: key.rolling_period,
+            transmission_risk_level: key.transmission_risk_level,
+            report_type: key.report_type.as_i32(),
+            days_since_onset: key.days_since_onset,
+            key_data: *key.key_data.as_bytes(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn exported_key_order_is_the_canonical_order(a in any_key(), b in any_key()) {
+            prop_assert_eq!(exported(&a).cmp(&exported(&b)), canonical_cmp(&a, &b));
+        }
+
+        #[test]
+        fn rendered_keys_read_back_in_order(mut keys in proptest::collection::vec(any_key(), 0..20)) {
+            keys.sort_unstable_by(canonical_cmp);
+            keys.dedup_by(|a, b| canonical_cmp(a, b) == Ordering::Equal);
+            let zip = good_zip(&mut keys);
+            let (file, violations) = check(&name(1), &zip, &[]);
+            prop_assert!(violations.is_empty(), "{:?}", violations);
+            let expected: Vec<ExportedKey> = keys.iter().map(exported).collect();
+            prop_assert_eq!(file.keys, expected);
+        }
+
+        #[test]
+        fn any_bytes_are_a_verdict_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = check(&name(1), &bytes, &[]);
+            // The same bytes as the entries of a well-formed archive reach the protobuf parsers.
+            let mut bin = EXPORT_BIN_HEADER.to_vec();
+            bin.extend(&bytes);
+            let _ = check(&name(1), &zip_export(&bin, &bytes).unwrap(), &[]);
+        }
+    }
+}

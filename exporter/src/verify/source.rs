@@ -1,0 +1,518 @@
+//! Where `verify` reads a published bucket from: a folder (a `file://` bucket or a copy), a
+//! plain-HTTP server (a CDN or a local static server), or memory (tests).
+//!
+//! A source only fetches bytes by object key; it never judges them. It must never write,
+//! never read outside its root (object keys with `..`, absolute paths or empty segments are
+//! refused), never follow redirects, and never hold an object larger than
+//! [`MAX_OBJECT_BYTES`], so a hostile bucket cannot exhaust memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::AsyncReadExt as _;
+
+use super::VerifyError;
+use crate::storage::Bucket;
+
+/// Largest object a source hands out. The largest legitimate object is a zip of 750 000 keys,
+/// about 14 MB (DESIGN §4.1); anything past this is refused rather than read.
+pub const MAX_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long one HTTP request may take, body included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long connecting to the HTTP server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where published objects are read from.
+///
+/// `get` returns `Ok(None)` when the object does not exist, and an error only when the source
+/// itself fails (I/O, an unexpected HTTP status, a timeout, an oversized object).
+pub trait Source: Send + Sync {
+    /// The object stored under `key` (relative to the bucket root), if any.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>>;
+
+    /// Where the objects come from, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A bucket in a local folder: a `file://` bucket, or a copy of any bucket.
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    root: PathBuf,
+}
+
+impl DirectorySource {
+    /// Reads objects from under `root`; `root` itself is not checked until an object is read.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Reads objects from under `root`, which must be an existing folder.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, VerifyError> {
+        let root = root.into();
+        match std::fs::metadata(&root) {
+            Ok(metadata) if metadata.is_dir() => Ok(Self { root }),
+            Ok(_) => Err(VerifyError::UnsupportedLocation {
+                location: root.display().to_string(),
+                reason: "not a folder".to_owned(),
+            }),
+            Err(source) => Err(VerifyError::Io { path: root, source }),
+        }
+    }
+
+    /// The folder objects are read from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Bytes>, VerifyError> {
+        if !is_safe_key(key) {
+            return Err(VerifyError::UnsafeKey {
+                key: key.to_owned(),
+            });
+        }
+        let path = self.root.join(key);
+        let io_error = |source| VerifyError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error)
+                if matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) =>
+            {
+                return Ok(None);
+            }
+            Err(error) => return Err(io_error(error)),
+        };
+        let metadata = file.metadata().await.map_err(io_error)?;
+        if !metadata.is_file() {
+            // A folder named like an object is not that object.
+            return Ok(None);
+        }
+        let too_large = || VerifyError::TooLarge {
+            location: path.display().to_string(),
+            limit: MAX_OBJECT_BYTES,
+        };
+        if metadata.len() > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+        // The file may grow between the size check and the read.
+        file.take(MAX_OBJECT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(io_error)?;
+        if bytes.len() as u64 > MAX_OBJECT_BYTES {
+            return Err(too_large());
+        }
+        Ok(Some(Bytes::from(bytes)))
+    }
+}
+
+impl Source for DirectorySource {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
+        Box::pin(self.read(key))
+    }
+
+    fn describe(&self) -> String {
+        format!("folder {}", self.root.display())
+    }
+}
+
+/// Object keys are relative paths of plain segments: nothing that could climb out of the
+/// bucket root or mean something else to the file system.
+fn is_safe_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && !segment.contains(['\\', '\0', ':'])
+        })
+}
+
+/// A bucket behind plain HTTP, such as the CDN or a local static server.
+///
+/// `200` is the object, `404` and `403` (what S3-style buckets answer for a missing key
+/// without list permission) are "no such object", anything else is an error. Redirects are
+/// not followed. There is no TLS stack in this build, so `https://` is refused.
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    base_url: String,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpSource {
+    /// A source for objects under `base_url` (`http://host[:port][/prefix]`).
+    pub fn new(base_url: &str) -> Result<Self, VerifyError> {
+        let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
+            location: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|error: hyper::http::uri::InvalidUri| unsupported(&error.to_string()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(unsupported(HTTPS_REFUSED)),
+            _ => return Err(unsupported("only http:// URLs can be fetched")),
+        }
+        if uri
+            .authority()
+            .is_none_or(|authority| authority.host().is_empty())
+        {
+            return Err(unsupported("the URL names no host"));
+        }
+        if uri.query().is_some() {
+            return Err(unsupported(
+                "the URL has a query; give the bucket root, object keys are appended to it",
+            ));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// The bucket root, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL an object key is fetched from.
+    fn url_of(&self, key: &str) -> String {
+        let mut url = String::with_capacity(self.base_url.len() + 1 + key.len());
+        url.push_str(&self.base_url);
+        url.push('/');
+        for byte in key.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+                url.push(char::from(byte));
+            } else {
+                url.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        url
+    }
+
+    async fn fetch(&self, key: &str) -> Result<Option<Bytes>, VerifyError> {
+        let url = self.url_of(key);
+        let failed = |reason: String| VerifyError::Http {
+            url: url.clone(),
+            reason,
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|error: hyper::http::uri::InvalidUri| failed(error.to_string()))?;
+        let request = Request::get(uri)
+            .header(hyper::header::USER_AGENT, "diagnosis-exporter-verify")
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| failed(error.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| failed(error_chain(&error)))?;
+            match response.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
+                status => {
+                    return Err(VerifyError::HttpStatus {
+                        url: url.clone(),
+                        status: status.as_u16(),
+                    });
+                }
+            }
+            let limit = usize::try_from(MAX_OBJECT_BYTES).unwrap_or(usize::MAX);
+            match Limited::new(response.into_body(), limit).collect().await {
+                Ok(body) => Ok(Some(body.to_bytes())),
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                    Err(VerifyError::TooLarge {
+                        location: url.clone(),
+                        limit: MAX_OBJECT_BYTES,
+                    })
+                }
+                Err(error) => Err(failed(error_chain(error.as_ref()))),
+            }
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(failed(format!(
+                    "no complete answer within {} seconds",
+                    HTTP_TIMEOUT.as_secs()
+                )))
+            })
+    }
+}
+
+/// An error and its causes on one line: connection errors say little at the top level.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Source for HttpSource {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
+        Box::pin(self.fetch(key))
+    }
+
+    fn describe(&self) -> String {
+        self.base_url.clone()
+    }
+}
+
+/// A bucket held in memory, for tests.
+#[derive(Clone, Default)]
+pub struct MemorySource(HashMap<String, Bytes>);
+
+impl MemorySource {
+    /// An empty bucket.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `bytes` under `key`, replacing any earlier object.
+    pub fn insert(&mut self, key: impl Into<String>, bytes: impl Into<Bytes>) {
+        self.0.insert(key.into(), bytes.into());
+    }
+
+    /// Deletes the object under `key`, returning it.
+    pub fn remove(&mut self, key: &str) -> Option<Bytes> {
+        self.0.remove(key)
+    }
+
+    /// The object under `key`.
+    pub fn object(&self, key: &str) -> Option<&Bytes> {
+        self.0.get(key)
+    }
+
+    /// Every object key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the bucket holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<HashMap<String, Bytes>> for MemorySource {
+    fn from(objects: HashMap<String, Bytes>) -> Self {
+        Self(objects)
+    }
+}
+
+impl fmt::Debug for MemorySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Object keys only: the content may be large.
+        let mut keys: Vec<&str> = self.keys().collect();
+        keys.sort_unstable();
+        f.debug_tuple("MemorySource").field(&keys).finish()
+    }
+}
+
+impl Source for MemorySource {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
+        Box::pin(std::future::ready(Ok(self.0.get(key).cloned())))
+    }
+
+    fn describe(&self) -> String {
+        format!("memory ({} objects)", self.0.len())
+    }
+}
+
+const HTTPS_REFUSED: &str = "https:// is not supported: this build has no TLS stack; verify \
+                             through an http:// endpoint (such as a local static server) or a \
+                             copy of the bucket in a folder";
+
+/// The source for a `verify` argument (DESIGN §6): `http://…` reads over HTTP, `file:///path`
+/// or a plain path reads a folder, `s3://`, `gs://` and `az://` read the bucket through
+/// object_store with the standard credentials. `https://` is refused with a message saying what
+/// to use instead.
+pub fn source_for(path_or_url: &str) -> Result<Box<dyn Source>, VerifyError> {
+    let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
+        location: path_or_url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Some((scheme, rest)) = split_scheme(path_or_url) else {
+        if path_or_url.is_empty() {
+            return Err(unsupported("empty path"));
+        }
+        return Ok(Box::new(DirectorySource::open(path_or_url)?));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => Ok(Box::new(HttpSource::new(path_or_url)?)),
+        "https" => Err(unsupported(HTTPS_REFUSED)),
+        "file" => {
+            let path = rest
+                .strip_prefix("localhost")
+                .unwrap_or(rest)
+                .strip_prefix('/')
+                .map(|path| format!("/{path}"))
+                .ok_or_else(|| unsupported("a file:// URL must be absolute: file:///path"))?;
+            let path = percent_decode(&path)
+                .ok_or_else(|| unsupported("the file:// URL has an invalid %-escape"))?;
+            Ok(Box::new(DirectorySource::open(path)?))
+        }
+        "s3" | "gs" | "az" => {
+            let bucket = Bucket::from_url(path_or_url).map_err(|e| unsupported(&e.to_string()))?;
+            Ok(Box::new(BucketSource::new(bucket)))
+        }
+        _ => Err(unsupported(
+            "only http:// URLs, s3://, gs:// and az:// buckets, file:// URLs and folders can be \
+             verified",
+        )),
+    }
+}
+
+/// Any bucket the exporter can publish to (`s3://`, `gs://`, `az://`, `memory://`),
+/// read through object_store with the standard credentials.
+#[derive(Debug, Clone)]
+pub struct BucketSource {
+    bucket: Bucket,
+}
+
+impl BucketSource {
+    pub fn new(bucket: Bucket) -> BucketSource {
+        BucketSource { bucket }
+    }
+}
+
+impl Source for BucketSource {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
+        Box::pin(async move {
+            self.bucket
+                .get(key)
+                .await
+                .map_err(|e| VerifyError::Storage {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.bucket.location().to_owned()
+    }
+}
+
+/// `scheme://rest` with an RFC 3986 scheme; `None` for anything else (a path).
+fn split_scheme(text: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    well_formed.then_some((scheme, rest))
+}
+
+fn percent_decode(text: &str) -> Option<PathBuf> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        if byte == b'%' {
+            let hex = bytes.get(index + 1..index + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            decoded.push(byte);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).ok().map(PathBuf::from)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_keys() {
+        for key in [
+            "CA/index.txt",
+            "CA/daily/1764201600-1764288000-00001.zip",
+            "exposure-configuration/CA.json",
+        ] {
+            assert!(is_safe_key(key), "{key}");
+        }
+        for key in [
+            "",
+            "/etc/passwd",
+            "CA/../../etc/passwd",
+            "..",
+            "CA//index.txt",
+            "CA/./index.txt",
+            "CA/index.txt/",
+            "C:/x",
+            "CA\\..\\x",
+            "CA/\0",
+        ] {
+            assert!(!is_safe_key(key), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn http_urls_are_escaped_and_joined() {
+        let source = HttpSource::new("http://127.0.0.1:8080/bucket/").unwrap();
+        assert_eq!(source.base_url(), "http://127.0.0.1:8080/bucket");
+        assert_eq!(
+            source.url_of("CA/index.txt"),
+            "http://127.0.0.1:8080/bucket/CA/index.txt"
+        );
+        assert_eq!(
+            source.url_of("a b/é?#"),
+            "http://127.0.0.1:8080/bucket/a%20b/%C3%A9%3F%23"
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("/tmp/a%20b"),
+            Some(PathBuf::from("/tmp/a b"))
+        );
+        assert_eq!(percent_decode("/tmp/%2"), None);
+        assert_eq!(percent_decode("/tmp/%zz"), None);
+        assert_eq!(percent_decode("/tmp/%FF"), None);
+        assert_eq!(percent_decode("/tmp/%C3%A9"), Some(PathBuf::from("/tmp/é")));
+    }
+
+    #[tokio::test]
+    async fn a_folder_source_refuses_keys_outside_its_root() {
+        let source = DirectorySource::new(std::env::temp_dir());
+        assert!(matches!(
+            source.get("../etc/passwd").await,
+            Err(VerifyError::UnsafeKey { .. })
+        ));
+        assert!(source.get("no-such-object-here/x").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,222 @@
+//! `ExportHarness`: the real export pipeline over a fresh Postgres database and
+//! a real S3-compatible bucket (the moto server started by `infra/dev/test`),
+//! with a manual clock. Keys are stored through the same store functions the
+//! submit service uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use diagnosis_core::domain::{
+    AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
+};
+use diagnosis_core::store::{
+    ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreKeysOutcome,
+};
+use diagnosis_core::time::ManualClock;
+use diagnosis_exporter::config::ExportSettings;
+use diagnosis_exporter::pipeline::{Exporter, RunOutcome, RunReport};
+use diagnosis_exporter::sign::{PublicKey, SigningKeys};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_exporter::verify::{BucketSource, VerifyOptions, VerifyReport, verify_bucket};
+
+use crate::pg::TestDatabase;
+use crate::s3::TestBucket;
+
+/// The exporter's test signing key, committed under `exporter/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../exporter/fixtures")
+        .join(name)
+}
+
+pub fn test_signing_keys() -> SigningKeys {
+    let path = fixture("test-signing-key.pem");
+    SigningKeys::from_env_values(&path.display().to_string(), Some("v1"), Some("302"))
+        .unwrap_or_else(|e| panic!("test signing key: {e}"))
+}
+
+pub fn test_public_keys() -> Vec<PublicKey> {
+    let pem = std::fs::read_to_string(fixture("test-signing-key.pub.pem"))
+        .unwrap_or_else(|e| panic!("test public key: {e}"));
+    vec![PublicKey::from_pem(&pem).unwrap_or_else(|e| panic!("test public key: {e}"))]
+}
+
+/// The exporter's settings as tests start them (the contract's defaults).
+pub fn test_export_settings() -> ExportSettings {
+    ExportSettings {
+        key_region: Region::parse("302").unwrap_or_else(|| panic!("region")),
+        export_region: Region::parse("CA").unwrap_or_else(|| panic!("region")),
+        grace_seconds: 600,
+        max_keys_per_file: 500_000,
+        pad_min_keys: 0,
+        exposure_config_dir: None,
+        retention: RetentionPolicy {
+            one_time_code_expiry: Duration::hours(24),
+            keypair_validity_days: 15,
+            claim_ban_duration: Duration::hours(1),
+        },
+    }
+}
+
+/// A database, a bucket and a clock, and an exporter over them.
+#[derive(Debug)]
+pub struct ExportHarness {
+    pub db: Arc<TestDatabase>,
+    pub store: Store,
+    pub clock: ManualClock,
+    pub bucket: Bucket,
+    pub test_bucket: TestBucket,
+    pub settings: ExportSettings,
+}
+
+impl ExportHarness {
+    pub async fn new(start: DateTime<Utc>) -> ExportHarness {
+        Self::with_settings(start, |_| {}).await
+    }
+
+    pub async fn with_settings(
+        start: DateTime<Utc>,
+        adjust: impl FnOnce(&mut ExportSettings),
+    ) -> ExportHarness {
+        let db = Arc::new(TestDatabase::new().await);
+        let store = Store::from_pool(db.pool().clone());
+        let test_bucket = TestBucket::new().await;
+        let bucket = test_bucket.bucket();
+        let mut settings = test_export_settings();
+        adjust(&mut settings);
+        ExportHarness {
+            db,
+            store,
+            clock: ManualClock::new(start),
+            bucket,
+            test_bucket,
+            settings,
+        }
+    }
+
+    /// An exporter over this harness's store and clock, writing to `bucket`.
+    pub async fn exporter_with(&self, bucket: Bucket) -> Exporter {
+        Exporter::new(
+            self.store.clone(),
+            bucket,
+            Arc::new(self.clock.clone()),
+            self.settings.clone(),
+            test_signing_keys(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("building the exporter: {e}"))
+    }
+
+    pub async fn exporter(&self) -> Exporter {
+        self.exporter_with(self.bucket.clone()).await
+    }
+
+    /// One pass, which must complete.
+    pub async fn run(&self) -> RunReport {
+        match self.exporter().await.run_once().await {
+            Ok(RunOutcome::Completed(report)) => report,
+            Ok(RunOutcome::Skipped) => panic!("the export run was skipped"),
+            Err(e) => panic!("the export run failed: {e}"),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        use diagnosis_core::time::Clock;
+        self.clock.now()
+    }
+
+    /// Stores `keys` as one upload of a freshly claimed keypair, at the clock's time.
+    pub async fn upload(&self, keys: &[DiagnosisKey]) {
+        let region = Region::parse("302").unwrap_or_else(|| panic!("region"));
+        let label = OriginatorLabel::parse("ON").unwrap_or_else(|| panic!("label"));
+        let now = self.now();
+        let new = NewCode {
+            region: &region,
+            originator: &label,
+            hash_id: None,
+            initial_remaining_keys: 1000,
+        };
+        let IssueOutcome::Issued { code, .. } = self
+            .store
+            .issue_one_time_code(&new, now, [OneTimeCode::generate()])
+            .await
+            .unwrap_or_else(|e| panic!("issue: {e}"))
+        else {
+            panic!("no code issued")
+        };
+        let mut app = [0_u8; 32];
+        rand::fill(&mut app[..]);
+        let client = ClientIdentifier::from_ip(std::net::IpAddr::from([192, 0, 2, 1]));
+        let ClaimOutcome::Claimed(server) = self
+            .store
+            .claim_one_time_code(
+                Some(&code),
+                &AppPublicKey::from_array(app),
+                &client,
+                now,
+                Duration::hours(24),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("claim: {e}"))
+        else {
+            panic!("not claimed")
+        };
+        let outcome = self
+            .store
+            .store_diagnosis_keys(&server, keys, &region, now, 15)
+            .await
+            .unwrap_or_else(|e| panic!("store keys: {e}"));
+        assert!(
+            matches!(outcome, StoreKeysOutcome::Stored { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    /// Verifies the published bucket with the test public key.
+    pub async fn verify(&self) -> VerifyReport {
+        let source = BucketSource::new(self.bucket.clone());
+        verify_bucket(
+            &source,
+            &VerifyOptions {
+                region: "CA".into(),
+                public_keys: test_public_keys(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("verify: {e}"))
+    }
+
+    /// The lines of an index object.
+    pub async fn index(&self, key: &str) -> Vec<String> {
+        let bytes = self
+            .bucket
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"))
+            .unwrap_or_else(|| panic!("{key} does not exist"));
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A random key with the given metadata.
+pub fn key(rolling_start_interval_number: i64, transmission_risk_level: i32) -> DiagnosisKey {
+    let mut data = [0_u8; 16];
+    rand::fill(&mut data[..]);
+    DiagnosisKey {
+        key_data: KeyData::from_array(data),
+        rolling_start_interval_number: i32::try_from(rolling_start_interval_number)
+            .unwrap_or(i32::MAX),
+        rolling_period: 144,
+        transmission_risk_level,
+        report_type: ReportType::ConfirmedTest,
+        days_since_onset: None,
+    }
+}

@@ -1,0 +1,447 @@
+//! The export pipeline end to end against real PostgreSQL and a real
+//! S3-compatible server (DESIGN §2, §4): publication order, outage catch-up,
+//! crash recovery, the single-exporter lock, the embargo, padding, retention,
+//! exposure configurations and a failing object store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::Duration;
+use diagnosis_core::time::{hour_number, interval_number};
+use diagnosis_exporter::archive::unzip_export;
+use diagnosis_exporter::pipeline::RunOutcome;
+use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
+use diagnosis_tests::app::test_start_time;
+use diagnosis_tests::export::{ExportHarness, key};
+
+fn hour_key(hour: i64) -> String {
+    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
+}
+
+/// The keys of a published zip, as key_data.
+async fn keys_in(harness: &ExportHarness, object: &str) -> Vec<Vec<u8>> {
+    let zip = harness
+        .bucket
+        .get(object)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{object} missing"));
+    let entries = unzip_export(&zip).unwrap();
+    let export =
+        TemporaryExposureKeyExport::decode(&entries.export_bin[EXPORT_BIN_HEADER.len()..]).unwrap();
+    export.keys.iter().map(|k| k.key_data().to_vec()).collect()
+}
+
+async fn all_objects(harness: &ExportHarness) -> BTreeMap<String, Bytes> {
+    let mut objects = BTreeMap::new();
+    for key in harness.bucket.list("").await.unwrap() {
+        let bytes = harness.bucket.get(&key).await.unwrap().unwrap();
+        objects.insert(key, bytes);
+    }
+    objects
+}
+
+#[tokio::test]
+async fn every_closed_hour_is_published_in_order_empty_ones_too() {
+    let start = test_start_time(); // 15:20
+    let h = ExportHarness::new(start).await;
+    let now_hour = hour_number(start.timestamp());
+    let expired = interval_number(start.timestamp()) / 144 * 144 - 3 * 144;
+    let keys = vec![key(expired, 1), key(expired + 144, 2), key(expired, 5)];
+    h.upload(&keys).await;
+
+    // 15:20: only 14:00–15:00 is closed, and it holds no key yet.
+    let report = h.run().await;
+    assert_eq!(report.hours, vec![now_hour - 1]);
+    assert_eq!(h.index("CA/index.txt").await, vec![hour_key(now_hour - 1)]);
+    assert!(keys_in(&h, &hour_key(now_hour - 1)).await.is_empty());
+
+    // 16:20: the keys' hour is closed and published; then three empty hours.
+    h.advance(Duration::hours(1));
+    assert_eq!(h.run().await.hours, vec![now_hour]);
+    let mut published = keys_in(&h, &hour_key(now_hour)).await;
+    published.sort();
+    let mut uploaded: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| k.key_data.as_bytes().to_vec())
+        .collect();
+    uploaded.sort();
+    assert_eq!(published, uploaded);
+
+    h.advance(Duration::hours(3));
+    assert_eq!(
+        h.run().await.hours,
+        vec![now_hour + 1, now_hour + 2, now_hour + 3]
+    );
+    let expected: Vec<String> = (now_hour - 1..=now_hour + 3).map(hour_key).collect();
+    assert_eq!(h.index("CA/index.txt").await, expected);
+
+    // Within the grace period of the next hour nothing more is published.
+    h.advance(Duration::minutes(49)); // 20:09
+    assert!(h.run().await.hours.is_empty());
+
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+    let attributes = h
+        .bucket
+        .attributes(&hour_key(now_hour))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attributes.0.as_deref(), Some("application/zip"));
+    assert_eq!(
+        attributes.1.as_deref(),
+        Some("public, max-age=1209600, immutable")
+    );
+    let attributes = h.bucket.attributes("CA/index.txt").await.unwrap().unwrap();
+    assert_eq!(attributes.0.as_deref(), Some("text/plain; charset=utf-8"));
+    assert_eq!(attributes.1.as_deref(), Some("public, max-age=300"));
+}
+
+#[tokio::test]
+async fn a_thirty_hour_outage_is_caught_up_hour_by_hour_with_daily_files() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 2 * 144, 1)]).await;
+    h.run().await;
+    let last = hour_number(start.timestamp()) - 1;
+
+    h.advance(Duration::hours(30));
+    h.upload(&[key(today - 144, 3), key(today - 144, 4)]).await;
+    let report = h.run().await;
+    let expected: Vec<i64> = (last + 1..=last + 30).collect();
+    assert_eq!(report.hours, expected);
+    // 2026-11-28 became complete during the outage.
+    let day = start.timestamp().div_euclid(86_400);
+    assert_eq!(report.days, vec![day]);
+    assert_eq!(
+        h.index("CA/daily/index.txt").await,
+        vec![format!(
+            "CA/daily/{}-{}-00001.zip",
+            day * 86_400,
+            (day + 1) * 86_400
+        )]
+    );
+    let index = h.index("CA/index.txt").await;
+    assert_eq!(index.len(), 31);
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}
+
+#[tokio::test]
+async fn a_crash_between_upload_and_ledger_is_finished_by_the_next_run() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 2)]).await;
+    h.run().await;
+    h.advance(Duration::hours(12));
+    h.upload(&[key(today - 144, 6)]).await;
+    h.advance(Duration::hours(2));
+    h.run().await;
+    let before = all_objects(&h).await;
+
+    // The objects of the last five hours and the new day exist, but their
+    // ledger rows never committed.
+    let client = h.db.client().await;
+    let forgotten = client
+        .execute(
+            "DELETE FROM exports WHERE object_key IN
+                (SELECT object_key FROM exports WHERE kind = 'hourly' ORDER BY start_ts DESC LIMIT 5)
+             OR kind = 'daily'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 6);
+
+    let report = h.run().await;
+    assert_eq!(report.hours.len(), 5);
+    assert_eq!(report.days.len(), 1);
+    let after = all_objects(&h).await;
+    let keys_before: Vec<&String> = before.keys().collect();
+    let keys_after: Vec<&String> = after.keys().collect();
+    assert_eq!(
+        keys_after, keys_before,
+        "no object appeared twice or went missing"
+    );
+    for (key, bytes) in &before {
+        if key.ends_with(".zip") {
+            assert_eq!(&after[key], bytes, "{key} was rebuilt with different bytes");
+        }
+    }
+    let ledger: i64 = client
+        .query_one("SELECT count(*) FROM exports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let zips = after.keys().filter(|k| k.ends_with(".zip")).count();
+    assert_eq!(ledger, i64::try_from(zips).unwrap());
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}
+
+#[tokio::test]
+async fn a_second_exporter_skips_while_one_is_at_work() {
+    let h = ExportHarness::new(test_start_time()).await;
+    let lock = h
+        .store
+        .try_lock_exporter("CA")
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    let outcome = h.exporter().await.run_once().await.unwrap();
+    assert_eq!(outcome, RunOutcome::Skipped);
+    assert!(
+        h.bucket.list("").await.unwrap().is_empty(),
+        "a skipped run published nothing"
+    );
+    lock.release().await.unwrap();
+
+    let (first, second) = (h.exporter().await, h.exporter().await);
+    let (a, b) = tokio::join!(first.run_once(), second.run_once());
+    let completed = [a.unwrap(), b.unwrap()]
+        .iter()
+        .filter(|o| matches!(o, RunOutcome::Completed(r) if !r.hours.is_empty()))
+        .count();
+    assert_eq!(
+        completed, 1,
+        "exactly one of two concurrent exporters published the hour"
+    );
+    assert_eq!(h.index("CA/index.txt").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_uploaded_today_stays_embargoed_until_two_hours_after_it_expires() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    let todays_key = key(today, 1);
+    h.upload(std::slice::from_ref(&todays_key)).await;
+    let midnight_hour = (today + 144) * 600 / 3600;
+
+    // Through the rest of today and until 02:00 tomorrow the key is in no file.
+    h.advance(Duration::hours(11)); // 02:20 tomorrow
+    h.run().await;
+    for object in h.index("CA/index.txt").await {
+        assert!(
+            !keys_in(&h, &object)
+                .await
+                .contains(&todays_key.key_data.as_bytes().to_vec()),
+            "{object} published a key that is still valid"
+        );
+    }
+    assert_eq!(
+        h.index("CA/index.txt").await.last().unwrap(),
+        &hour_key(midnight_hour + 1)
+    );
+
+    // 03:10 tomorrow: the 02:00 hour is closed and carries the key.
+    h.advance(Duration::minutes(50));
+    assert_eq!(h.run().await.hours, vec![midnight_hour + 2]);
+    assert_eq!(
+        keys_in(&h, &hour_key(midnight_hour + 2)).await,
+        vec![todays_key.key_data.as_bytes().to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn padding_hides_the_count_and_keeps_daily_equal_to_the_union_of_hours() {
+    let start = test_start_time();
+    let h = ExportHarness::with_settings(start, |s| s.pad_min_keys = 20).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 4)]).await;
+    h.run().await;
+    h.advance(Duration::hours(10)); // 01:20 tomorrow: today is complete
+    let report = h.run().await;
+    assert_eq!(report.days.len(), 1);
+    let mut counts = Vec::new();
+    for object in h.index("CA/index.txt").await {
+        let n = keys_in(&h, &object).await.len();
+        assert!((20..=25).contains(&n), "{object} has {n} keys");
+        counts.push(n);
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    assert!(counts.len() > 1, "padded counts vary: {counts:?}");
+    // verify checks that each complete day equals the union of its hours.
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+
+    // A rebuild reproduces the padded files byte for byte.
+    let before = all_objects(&h).await;
+    let client = h.db.client().await;
+    client.execute("DELETE FROM exports", &[]).await.unwrap();
+    h.run().await;
+    let after = all_objects(&h).await;
+    for (key, bytes) in before.iter().filter(|(k, _)| k.ends_with(".zip")) {
+        assert_eq!(&after[key], bytes, "{key} changed on rebuild");
+    }
+}
+
+#[tokio::test]
+async fn retention_removes_files_from_the_indexes_before_deleting_them() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    h.run().await;
+    let first = hour_key(hour_number(start.timestamp()) - 1);
+    assert_eq!(h.index("CA/index.txt").await, vec![first.clone()]);
+
+    // Fourteen days and an hour later the first file leaves the index...
+    h.advance(Duration::days(14) + Duration::hours(1));
+    h.run().await;
+    let index = h.index("CA/index.txt").await;
+    assert!(!index.contains(&first));
+    assert!(
+        h.bucket.exists(&first).await.unwrap(),
+        "the object outlives its index entry"
+    );
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+
+    // ...and the object goes on a later run.
+    h.advance(Duration::minutes(5));
+    let report = h.run().await;
+    assert!(report.deleted_objects >= 1);
+    assert!(!h.bucket.exists(&first).await.unwrap());
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}
+
+#[tokio::test]
+async fn an_invalid_exposure_configuration_is_refused_and_the_old_one_stays() {
+    let dir = std::env::temp_dir().join(format!("diagnosis-config-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let valid = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/exposure-configuration/CA.json"
+    ))
+    .unwrap();
+    std::fs::write(dir.join("CA.json"), &valid).unwrap();
+    let config_dir = dir.clone();
+    let h = ExportHarness::with_settings(test_start_time(), move |s| {
+        s.exposure_config_dir = Some(config_dir)
+    })
+    .await;
+    let report = h.run().await;
+    assert_eq!(report.configs_published, 1);
+    assert_eq!(
+        h.bucket
+            .get("exposure-configuration/CA.json")
+            .await
+            .unwrap()
+            .unwrap(),
+        Bytes::from(valid.clone())
+    );
+    let attributes = h
+        .bucket
+        .attributes("exposure-configuration/CA.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attributes.1.as_deref(), Some("public, max-age=3600"));
+
+    let mut invalid: serde_json::Value = serde_json::from_slice(&valid).unwrap();
+    invalid["attenuationLevelValues"][3] = serde_json::json!(9);
+    std::fs::write(dir.join("CA.json"), serde_json::to_vec(&invalid).unwrap()).unwrap();
+    h.advance(Duration::minutes(5));
+    let report = h.run().await;
+    assert_eq!(report.configs_published, 0);
+    assert_eq!(report.refused_configs.len(), 1);
+    let reason = &report.refused_configs[0].reason;
+    assert!(
+        reason.contains("CA.json") && reason.contains("attenuationLevelValues"),
+        "{reason}"
+    );
+    assert_eq!(
+        h.bucket
+            .get("exposure-configuration/CA.json")
+            .await
+            .unwrap()
+            .unwrap(),
+        Bytes::from(valid)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn verify_rejects_a_changed_byte_and_a_deleted_object_of_a_real_export() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    let shared = key(today - 144, 2);
+    h.upload(&[shared.clone(), key(today - 288, 1)]).await;
+    h.advance(Duration::hours(2));
+    h.run().await;
+    assert!(h.verify().await.is_ok());
+    let index = h.index("CA/index.txt").await;
+    let with_keys = hour_key(hour_number(start.timestamp()));
+    assert!(index.contains(&with_keys));
+
+    // One byte of one file changed.
+    let original = h.bucket.get(&with_keys).await.unwrap().unwrap();
+    let mut tampered = original.to_vec();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    h.bucket
+        .put(
+            &with_keys,
+            Bytes::from(tampered),
+            diagnosis_exporter::storage::ObjectKind::ExportFile,
+        )
+        .await
+        .unwrap();
+    let report = h.verify().await;
+    assert!(!report.is_ok(), "a changed byte went unnoticed");
+    h.bucket
+        .put(
+            &with_keys,
+            original.clone(),
+            diagnosis_exporter::storage::ObjectKind::ExportFile,
+        )
+        .await
+        .unwrap();
+    assert!(h.verify().await.is_ok());
+
+    // One object deleted.
+    h.bucket.delete(&index[0]).await.unwrap();
+    assert!(!h.verify().await.is_ok(), "a deleted object went unnoticed");
+}
+
+#[tokio::test]
+async fn a_store_that_fails_midway_leaves_indexes_naming_only_existing_objects() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    h.run().await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1)]).await;
+    h.advance(Duration::hours(5));
+
+    // Two objects go through, then every write is refused.
+    let failing = diagnosis_exporter::storage::Bucket::from_store(
+        std::sync::Arc::new(diagnosis_tests::failing_store::FailingStore::new(
+            h.test_bucket.store(),
+            2,
+        )),
+        "",
+    );
+    let error = h.exporter_with(failing).await.run_once().await.unwrap_err();
+    assert!(error.to_string().contains("refused"), "{error}");
+    let report = h.verify().await;
+    assert!(report.is_ok(), "after a failed run: {report}");
+    assert_eq!(
+        h.index("CA/index.txt").await.len(),
+        1,
+        "the index still names only the first run's file"
+    );
+
+    // The next run with a working store finishes the work.
+    let report = h.run().await;
+    assert_eq!(report.hours.len(), 3);
+    assert_eq!(h.index("CA/index.txt").await.len(), 6);
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}

@@ -1,0 +1,202 @@
+//! The `diagnosis-exporter` binary as an operator runs it: `keygen`, `run-once`
+//! against real PostgreSQL into a `file://` bucket, `verify` (accepting the
+//! result, rejecting a changed byte), and clear failures for bad configuration
+//! and a store that refuses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use diagnosis_tests::pg::TestDatabase;
+
+/// The binary built next to this test (`cargo test --workspace` builds it).
+fn exporter_binary() -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let target = test_exe.parent().and_then(Path::parent).unwrap();
+    let binary = target.join("diagnosis-exporter");
+    assert!(
+        binary.exists(),
+        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
+        binary.display()
+    );
+    binary
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(exporter_binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn keygen_run_once_and_verify_work_together() {
+    let dir = temp_dir("cli");
+    let key = dir.join("signing-key.pem");
+    let keygen = exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let public_pem = text(&keygen.stdout);
+    assert!(
+        public_pem.starts_with("-----BEGIN PUBLIC KEY-----"),
+        "{public_pem}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let public_key = dir.join("signing-key.pub.pem");
+    std::fs::write(&public_key, &public_pem).unwrap();
+    let again = exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    assert!(!again.status.success(), "an existing key was overwritten");
+
+    let db = TestDatabase::new().await;
+    let bucket = dir.join("bucket");
+    let configs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/exposure-configuration"
+    );
+    let env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("BUCKET_URL", format!("file://{}", bucket.display())),
+        ("SIGNING_KEY_FILE", key.display().to_string()),
+        ("EXPOSURE_CONFIG_DIR", configs.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ];
+    let run = exporter(&["run-once"], &env);
+    assert!(
+        run.status.success(),
+        "run-once failed: {}",
+        text(&run.stderr)
+    );
+    assert!(bucket.join("CA/index.txt").exists());
+    assert!(bucket.join("CA/index.json").exists());
+    assert!(bucket.join("exposure-configuration/CA.json").exists());
+
+    let verify = exporter(
+        &[
+            "verify",
+            bucket.to_str().unwrap(),
+            "--public-key",
+            public_key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    // Without --public-key, the public halves of SIGNING_KEY_FILE are used.
+    let verify_env = exporter(&["verify", &format!("file://{}", bucket.display())], &env);
+    assert!(
+        verify_env.status.success(),
+        "{}{}",
+        text(&verify_env.stdout),
+        text(&verify_env.stderr)
+    );
+
+    let index = std::fs::read_to_string(bucket.join("CA/index.txt")).unwrap();
+    let first = bucket.join(index.lines().next().unwrap());
+    let mut bytes = std::fs::read(&first).unwrap();
+    let last = bytes.len() - 30;
+    bytes[last] ^= 0xff;
+    std::fs::write(&first, bytes).unwrap();
+    let tampered = exporter(
+        &[
+            "verify",
+            bucket.to_str().unwrap(),
+            "--public-key",
+            public_key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !tampered.status.success(),
+        "a tampered bucket passed verification"
+    );
+    assert!(
+        text(&tampered.stdout).contains("violation"),
+        "{}",
+        text(&tampered.stdout)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn bad_configuration_and_a_refusing_store_fail_clearly() {
+    let dir = temp_dir("cli-bad");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    let base = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("BUCKET_URL", format!("file://{}", dir.display())),
+        ("SIGNING_KEY_FILE", key.to_owned()),
+    ];
+    for (name, value) in [
+        ("EXPORT_GRACE_SECONDS", "soon"),
+        ("EXPORT_REGION", "not a region"),
+        ("SIGNING_KEY_FILE", "/nonexistent/key.pem"),
+        ("MAX_KEYS_PER_FILE", "0"),
+    ] {
+        let mut env = base.clone();
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value.to_owned()));
+        let run = exporter(&["run-once"], &env);
+        assert!(!run.status.success(), "{name}={value} was accepted");
+        assert!(
+            text(&run.stderr).contains(name),
+            "{name}: {}",
+            text(&run.stderr)
+        );
+    }
+
+    let endpoint = std::env::var(diagnosis_tests::s3::S3_ENDPOINT_VARIABLE)
+        .expect("run the tests through infra/dev/test");
+    let mut env = base.clone();
+    env.retain(|(n, _)| *n != "BUCKET_URL");
+    env.extend([
+        ("BUCKET_URL", "s3://no-such-bucket-here/exports".to_owned()),
+        ("AWS_ENDPOINT", endpoint),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]);
+    let run = exporter(&["run-once"], &env);
+    assert!(
+        !run.status.success(),
+        "a refusing store did not fail the run"
+    );
+    assert!(
+        text(&run.stderr).contains("no-such-bucket-here")
+            || text(&run.stderr).contains("object store"),
+        "{}",
+        text(&run.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
