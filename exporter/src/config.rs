@@ -28,6 +28,9 @@ pub struct ExportSettings {
     pub pad_min_keys: u64,
     /// `EXPOSURE_CONFIG_DIR`: exposure configurations to validate and publish.
     pub exposure_config_dir: Option<PathBuf>,
+    /// `COMPAT_REGION_PATH`: the MCC in the deployed apps' retrieval path
+    /// (`retrieve/{MCC}/…`, DESIGN §4.3), default `302`.
+    pub compat_region_path: String,
     /// Database retention, with the submit service's limits.
     pub retention: RetentionPolicy,
 }
@@ -77,6 +80,18 @@ impl SigningConfig {
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 
+fn compat_region_path(env: &dyn Env) -> Result<String, ConfigError> {
+    let value: String = optional(env, "COMPAT_REGION_PATH", "302".to_owned())?;
+    if value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            "COMPAT_REGION_PATH",
+            "must be the three-digit MCC the apps send, such as 302",
+        ))
+    }
+}
+
 impl ExportSettings {
     pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
         let max_keys = integer_var(
@@ -93,6 +108,7 @@ impl ExportSettings {
             pad_min_keys: integer_var(env, "PAD_MIN_KEYS", 0, 0..=1_000_000)?,
             exposure_config_dir: optional_opt::<String>(env, "EXPOSURE_CONFIG_DIR")?
                 .map(PathBuf::from),
+            compat_region_path: compat_region_path(env)?,
             retention: SubmissionLimits::from_env(env)?.retention(),
         })
     }
@@ -160,6 +176,7 @@ mod tests {
             (&[("EXPORT_GRACE_SECONDS", "5")], "EXPORT_GRACE_SECONDS"),
             (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
             (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
+            (&[("COMPAT_REGION_PATH", "30")], "COMPAT_REGION_PATH"),
         ];
         for (vars, variable) in cases {
             let mut vars_env = env(vars);

@@ -177,6 +177,15 @@ impl ExportWindow {
         Ok(Self { region, start, end })
     }
 
+    /// A window that may still be empty (`end == start`): the current day's
+    /// retrieval object before any of its hours has closed (DESIGN §4.3).
+    pub fn growing(region: Region, start: u64, end: u64) -> Result<Self, RenderError> {
+        if end < start {
+            return Err(RenderError::EmptyWindow { start, end });
+        }
+        Ok(Self { region, start, end })
+    }
+
     /// The export region written into `export.bin` and the object key.
     pub fn region(&self) -> &Region {
         &self.region

@@ -51,6 +51,7 @@ pub fn test_export_settings() -> ExportSettings {
         max_keys_per_file: 500_000,
         pad_min_keys: 0,
         exposure_config_dir: None,
+        compat_region_path: "302".to_owned(),
         retention: RetentionPolicy {
             one_time_code_expiry: Duration::hours(24),
             keypair_validity_days: 15,

@@ -168,8 +168,9 @@ async fn a_crash_between_upload_and_ledger_is_finished_by_the_next_run() {
         keys_after, keys_before,
         "no object appeared twice or went missing"
     );
+    let is_export = |key: &str| key.ends_with(".zip") || key.starts_with("retrieve/");
     for (key, bytes) in &before {
-        if key.ends_with(".zip") {
+        if is_export(key) {
             assert_eq!(&after[key], bytes, "{key} was rebuilt with different bytes");
         }
     }
@@ -178,7 +179,7 @@ async fn a_crash_between_upload_and_ledger_is_finished_by_the_next_run() {
         .await
         .unwrap()
         .get(0);
-    let zips = after.keys().filter(|k| k.ends_with(".zip")).count();
+    let zips = after.keys().filter(|k| is_export(k)).count();
     assert_eq!(ledger, i64::try_from(zips).unwrap());
     let report = h.verify().await;
     assert!(report.is_ok(), "{report}");
@@ -442,6 +443,113 @@ async fn a_store_that_fails_midway_leaves_indexes_naming_only_existing_objects()
     let report = h.run().await;
     assert_eq!(report.hours.len(), 3);
     assert_eq!(h.index("CA/index.txt").await.len(), 6);
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}
+
+/// `(start, end, key_data…)` of a retrieval object, read the way iOS does:
+/// unzip, `export.bin` and `export.sig` at the root, signature checked.
+async fn retrieval(h: &ExportHarness, object: &str) -> (u64, u64, Vec<Vec<u8>>) {
+    let zip = h
+        .bucket
+        .get(object)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{object} missing"));
+    let entries = unzip_export(&zip).unwrap();
+    let public = &diagnosis_tests::export::test_public_keys()[0];
+    let signatures =
+        diagnosis_proto::TekSignatureList::decode(entries.export_sig.as_slice()).unwrap();
+    assert!(
+        diagnosis_exporter::sign::verify_signature(
+            &entries.export_bin,
+            signatures.signatures[0].signature(),
+            public
+        ),
+        "{object}: bad signature"
+    );
+    let export =
+        TemporaryExposureKeyExport::decode(&entries.export_bin[EXPORT_BIN_HEADER.len()..]).unwrap();
+    assert_eq!(export.region(), "CA");
+    let keys = export.keys.iter().map(|k| k.key_data().to_vec()).collect();
+    (export.start_timestamp(), export.end_timestamp(), keys)
+}
+
+#[tokio::test]
+async fn the_deployed_apps_retrieval_objects_follow_the_closed_hours() {
+    let start = test_start_time(); // 15:20
+    let h = ExportHarness::new(start).await;
+    let day = start.timestamp().div_euclid(86_400);
+    let day_start = u64::try_from(day * 86_400).unwrap();
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    let early = key(today - 144, 1);
+    h.upload(std::slice::from_ref(&early)).await; // published in hour 15
+    h.run().await;
+
+    // Today's object exists at once, up to the last closed hour (14:00–15:00).
+    let today_key = format!("retrieve/302/{day:05}");
+    let (s, e, keys) = retrieval(&h, &today_key).await;
+    assert_eq!((s, e), (day_start, day_start + 15 * 3600));
+    assert!(keys.is_empty());
+    let headers = h.bucket.attributes(&today_key).await.unwrap().unwrap();
+    assert_eq!(
+        headers.1.as_deref(),
+        Some("public, max-age=3600, max-stale=600")
+    );
+    let (_, _, bundle) = retrieval(&h, "retrieve/302/00000").await;
+    assert!(
+        bundle.is_empty(),
+        "the bundle always exists, empty at first"
+    );
+
+    // After 15:00–16:00 closes, today's object is rebuilt with a new end and the key.
+    h.advance(Duration::hours(1));
+    h.run().await;
+    let (_, e, keys) = retrieval(&h, &today_key).await;
+    assert_eq!(e, day_start + 16 * 3600);
+    assert_eq!(keys, vec![early.key_data.as_bytes().to_vec()]);
+
+    // 00:05 tomorrow: 23:00 is not closed yet; tomorrow's object already exists, empty.
+    h.advance(Duration::hours(8) - Duration::minutes(15));
+    h.run().await;
+    let tomorrow_key = format!("retrieve/302/{:05}", day + 1);
+    let (s, e, keys) = retrieval(&h, &tomorrow_key).await;
+    assert_eq!((s, e), (day_start + 86_400, day_start + 86_400));
+    assert!(keys.is_empty());
+    let (_, e, _) = retrieval(&h, &today_key).await;
+    assert_eq!(e, day_start + 23 * 3600);
+
+    // 00:15: the day is complete, final and immutable; the bundle now holds it.
+    h.advance(Duration::minutes(10));
+    h.run().await;
+    let (_, e, keys) = retrieval(&h, &today_key).await;
+    assert_eq!(e, day_start + 86_400);
+    assert_eq!(keys, vec![early.key_data.as_bytes().to_vec()]);
+    let headers = h.bucket.attributes(&today_key).await.unwrap().unwrap();
+    assert_eq!(
+        headers.1.as_deref(),
+        Some("public, max-age=1209600, immutable")
+    );
+    let (s, e, bundle) = retrieval(&h, "retrieve/302/00000").await;
+    assert_eq!(
+        (s, e),
+        (day_start + 86_400 - 15 * 86_400, day_start + 86_400)
+    );
+    assert_eq!(bundle, vec![early.key_data.as_bytes().to_vec()]);
+    let headers = h
+        .bucket
+        .attributes("retrieve/302/00000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        headers.1.as_deref(),
+        Some("public, max-age=3600, max-stale=600")
+    );
+
+    // Nothing changes without a newly closed hour: the ledger shows them current.
+    let report = h.run().await;
+    assert_eq!(report.retrieval_objects, 0);
     let report = h.verify().await;
     assert!(report.is_ok(), "{report}");
 }

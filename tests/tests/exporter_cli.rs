@@ -200,3 +200,54 @@ async fn bad_configuration_and_a_refusing_store_fail_clearly() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn the_scheduled_mode_publishes_on_its_schedule_and_stops_on_sigterm() {
+    let dir = temp_dir("cli-scheduled");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    let bucket = dir.join("bucket");
+    let child = Command::new(exporter_binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("BUCKET_URL", format!("file://{}", bucket.display()))
+        .env("SIGNING_KEY_FILE", key)
+        .env("EXPORT_SCHEDULE", "*/1 * * * * *")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first pass runs at start; the schedule then fires every second.
+    let index = bucket.join("CA/index.txt");
+    let mut waited = 0;
+    while !index.exists() && waited < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert!(index.exists(), "nothing was published within 30 s");
+    let first = std::fs::metadata(bucket.join("CA/index.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let later = std::fs::metadata(bucket.join("CA/index.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(later > first, "the schedule did not run again");
+
+    let pid = i32::try_from(child.id()).unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -203,6 +203,17 @@ const CANONICAL_ORDER: &str = "rolling_start_interval_number, rolling_period, \
      transmission_risk_level, report_type, days_since_onset NULLS FIRST, key_data";
 
 fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<String, StoreError> {
+    publishable_at(region, first_hour, last_hour, None)
+}
+
+/// As [`publishable`], and with `relevant_at` also still relevant at that
+/// instant (a file spanning many days, built later than its keys' hours).
+fn publishable_at(
+    region: &Region,
+    first_hour: i64,
+    last_hour: i64,
+    relevant_at: Option<i64>,
+) -> Result<String, StoreError> {
     // COPY takes no parameters: the region is spliced in, so insist on the
     // characters `Region` already guarantees.
     if !region
@@ -212,10 +223,16 @@ fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<Strin
     {
         return Err(StoreError::InvalidRow("region"));
     }
-    Ok(PUBLISHABLE
+    let mut condition = PUBLISHABLE
         .replace("{region}", region.as_str())
         .replace("{first_hour}", &first_hour.to_string())
-        .replace("{last_hour}", &last_hour.to_string()))
+        .replace("{last_hour}", &last_hour.to_string());
+    if let Some(at) = relevant_at {
+        condition.push_str(&format!(
+            " AND (rolling_start_interval_number + rolling_period)::int8 * 600 > {at} - 1209600"
+        ));
+    }
+    Ok(condition)
 }
 
 /// The metadata of keys and how many keys carry it (for padding that follows
@@ -232,10 +249,26 @@ pub struct KeyMetadataCount {
 
 /// A stream of keys read with a binary `COPY`, holding its connection until
 /// it ends. Memory stays at one row whatever the number of keys.
+///
+/// The connection runs with export-sized settings (no statement timeout, a
+/// large sort memory), so it is closed when the stream is dropped rather than
+/// returned to the pool with those settings.
 pub struct KeyStream {
     rows: Pin<Box<BinaryCopyOutStream>>,
-    _connection: Object,
+    connection: Option<Object>,
 }
+
+impl Drop for KeyStream {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(Object::take(connection));
+        }
+    }
+}
+
+/// A whole window is sorted in one statement: it may take longer than the
+/// request path's statement timeout and wants more than the default sort memory.
+const EXPORT_SESSION: &str = "SET statement_timeout = '30min'; SET work_mem = '256MB'";
 
 impl std::fmt::Debug for KeyStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -282,26 +315,37 @@ impl Stream for KeyStream {
 
 impl Store {
     /// Streams the publishable keys of `region` whose publish hour lies in
-    /// `first_hour..=last_hour`, in canonical order.
+    /// `first_hour..=last_hour`, in canonical order; with `relevant_at`, only
+    /// those still relevant at that instant.
     pub async fn stream_publishable_keys(
         &self,
         region: &Region,
         first_hour: i64,
         last_hour: i64,
+        relevant_at: Option<i64>,
     ) -> Result<KeyStream, StoreError> {
         let connection = self.pool.get().await?;
+        if let Err(e) = connection.batch_execute(EXPORT_SESSION).await {
+            drop(Object::take(connection));
+            return Err(e.into());
+        }
         let query = format!(
             "COPY (SELECT key_data, rolling_start_interval_number, rolling_period,
                           transmission_risk_level, report_type, days_since_onset
                      FROM diagnosis_keys WHERE {} ORDER BY {CANONICAL_ORDER})
              TO STDOUT (FORMAT binary)",
-            publishable(region, first_hour, last_hour)?
+            publishable_at(region, first_hour, last_hour, relevant_at)?
         );
-        let copy = connection.copy_out(query.as_str()).await?;
-        Ok(KeyStream {
-            rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
-            _connection: connection,
-        })
+        match connection.copy_out(query.as_str()).await {
+            Ok(copy) => Ok(KeyStream {
+                rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
+                connection: Some(connection),
+            }),
+            Err(e) => {
+                drop(Object::take(connection));
+                Err(e.into())
+            }
+        }
     }
 
     /// How the publishable keys of the hours are spread over their metadata.

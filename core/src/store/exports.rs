@@ -177,6 +177,22 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// The window `(start_ts, end_ts)` an object was last published with.
+    pub async fn published_window(
+        &self,
+        object_key: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT start_ts, end_ts FROM exports WHERE object_key = $1 AND deleted_at IS NULL",
+                &[&object_key],
+            )
+            .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+
     /// Whether a window of `kind` starting at `start_ts` was published.
     pub async fn is_published(
         &self,

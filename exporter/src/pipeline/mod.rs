@@ -12,6 +12,7 @@
 mod configs;
 mod indexes;
 mod plan;
+mod retrieval;
 mod window;
 
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct RunReport {
     pub deleted_objects: usize,
     pub retention: RetentionReport,
     pub configs_published: usize,
+    /// Retrieval objects for the deployed apps rebuilt (§4.3).
+    pub retrieval_objects: usize,
     pub refused_configs: Vec<RefusedConfig>,
 }
 
@@ -219,6 +222,8 @@ impl Exporter {
                     report.days.push(day);
                 }
             }
+            self.publish_retrieval(day_number(now_unix), first_hour, last_hour, &mut report)
+                .await?;
         }
 
         self.write_indexes(region, now).await?;
@@ -296,6 +301,11 @@ impl Exporter {
             .await?;
         self.store
             .mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
+            .await?;
+        // The apps' per-day objects go with the daily files (the edge answers
+        // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
+        self.store
+            .mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
             .await?;
         Ok(())
     }

@@ -1,0 +1,50 @@
+//! The objects the deployed COVID Alert apps fetch (DESIGN §4.3), built from the
+//! same windows as everything else: `retrieve/{MCC}/{DDDDD}` for each of the
+//! last 14 days and today (today's rebuilt after each of its hours closes, and
+//! present, empty, from 00:00), and `retrieve/{MCC}/00000` with the 15 days
+//! before today, rebuilt once those days are all published.
+
+use diagnosis_core::time::RELEVANCE_DAYS;
+
+use super::{ExportError, Exporter, RunReport, Window};
+
+impl Exporter {
+    /// Brings every retrieval object up to date with the hours published so
+    /// far. `first_hour` is the oldest indexed hourly window, `last_hour` the
+    /// newest published one.
+    pub(super) async fn publish_retrieval(
+        &self,
+        today: i64,
+        first_hour: i64,
+        last_hour: i64,
+        report: &mut RunReport,
+    ) -> Result<(), ExportError> {
+        let first_day = (today - RELEVANCE_DAYS).max(first_hour.div_euclid(24));
+        for day in first_day..=today {
+            self.refresh(Window::retrieve_day(day, last_hour), report)
+                .await?;
+        }
+        self.refresh(Window::retrieve_bundle(today, last_hour), report)
+            .await
+    }
+
+    /// Publishes `window` unless the ledger shows the same window already.
+    async fn refresh(&self, window: Window, report: &mut RunReport) -> Result<(), ExportError> {
+        let key = self.retrieval_key(window);
+        let current = self.store.published_window(&key).await?;
+        if current == Some((window.start(), window.end())) {
+            return Ok(());
+        }
+        self.publish(window, report).await?;
+        report.retrieval_objects += 1;
+        Ok(())
+    }
+
+    fn retrieval_key(&self, window: Window) -> String {
+        let compat = &self.settings.compat_region_path;
+        match window.kind {
+            super::WindowKind::RetrieveBundle => format!("retrieve/{compat}/00000"),
+            _ => format!("retrieve/{compat}/{:05}", window.first_hour.div_euclid(24)),
+        }
+    }
+}
