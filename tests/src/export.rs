@@ -81,6 +81,15 @@ impl ExportHarness {
         adjust: impl FnOnce(&mut ExportSettings),
     ) -> ExportHarness {
         let db = Arc::new(TestDatabase::new().await);
+        Self::sharing(db, ManualClock::new(start), adjust).await
+    }
+
+    /// An exporter over an existing database and clock (for example a `TestApp`'s).
+    pub async fn sharing(
+        db: Arc<TestDatabase>,
+        clock: ManualClock,
+        adjust: impl FnOnce(&mut ExportSettings),
+    ) -> ExportHarness {
         let store = Store::from_pool(db.pool().clone());
         let test_bucket = TestBucket::new().await;
         let bucket = test_bucket.bucket();
@@ -89,7 +98,7 @@ impl ExportHarness {
         ExportHarness {
             db,
             store,
-            clock: ManualClock::new(start),
+            clock,
             bucket,
             test_bucket,
             settings,

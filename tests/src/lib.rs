@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
+pub mod cdn;
 pub mod export;
 pub mod failing_store;
 pub mod http_client;

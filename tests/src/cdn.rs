@@ -1,0 +1,282 @@
+//! A stand-in for the CDN: serves a bucket over HTTP on localhost with the
+//! Content-Type and Cache-Control the exporter set (or, for a bucket that keeps
+//! no headers, those its object key implies), and answers the deployed apps'
+//! `GET /retrieve/{MCC}/{P}/{hmac}` with the edge function's checks and
+//! rewrite (DESIGN §4.3): HMAC for the current hour ±1 (401), GET only (405),
+//! no future day (404), nothing older than today − 14 (410), then the object
+//! `retrieve/{MCC}/{P}`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use diagnosis_core::time::{Clock, day_number, hour_number};
+use diagnosis_exporter::storage::{Bucket, kind_for_key};
+use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+
+/// What the edge function is configured with.
+#[derive(Clone)]
+pub struct Edge {
+    /// The apps' shared HMAC key (hex-decoded).
+    pub hmac_key: Vec<u8>,
+    /// The MCC in the path (`COMPAT_REGION_PATH`).
+    pub region_path: String,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("region_path", &self.region_path)
+            .finish()
+    }
+}
+
+/// The lowercase hex HMAC the apps send for day `p` in hour `hour`.
+pub fn retrieve_hmac(key: &[u8], region_path: &str, p: &str, hour: i64) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{region_path}:{p}:{hour}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The edge's answer: an error status, or the object key to serve.
+pub fn edge_rewrite(
+    edge: &Edge,
+    method: &Method,
+    path: &str,
+    now_unix: i64,
+) -> Result<String, StatusCode> {
+    let Some(rest) = path.strip_prefix("/retrieve/") else {
+        return Err(StatusCode::NOT_FOUND);
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [mcc, p, mac] = parts[..] else {
+        return Err(StatusCode::NOT_FOUND);
+    };
+    if mcc != edge.region_path || p.len() != 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let hour = hour_number(now_unix);
+    let valid = (hour - 1..=hour + 1).any(|h| {
+        let expected = retrieve_hmac(&edge.hmac_key, mcc, p, h);
+        !expected.is_empty() && subtle_eq(expected.as_bytes(), mac.as_bytes())
+    });
+    if !valid {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    if method != Method::GET {
+        return Err(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    if p != "00000" {
+        let day: i64 = p.parse().map_err(|_| StatusCode::NOT_FOUND)?;
+        let today = day_number(now_unix);
+        if day > today {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        if day < today - 14 {
+            return Err(StatusCode::GONE);
+        }
+    }
+    Ok(format!("retrieve/{mcc}/{p}"))
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+async fn answer(
+    bucket: &Bucket,
+    edge: Option<&Edge>,
+    clock: &dyn Clock,
+    request: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let key = if path.starts_with("/retrieve/") {
+        let Some(edge) = edge else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        match edge_rewrite(edge, request.method(), path, clock.now().timestamp()) {
+            Ok(key) => key,
+            Err(code) => return status(code),
+        }
+    } else if request.method() != Method::GET {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    } else {
+        path.trim_start_matches('/').to_owned()
+    };
+    let bytes = match bucket.get(&key).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) | Err(_) => return status(StatusCode::NOT_FOUND),
+    };
+    let stored = bucket.attributes(&key).await.ok().flatten();
+    let implied = kind_for_key(&key);
+    let content_type = stored
+        .as_ref()
+        .and_then(|(ct, _)| ct.clone())
+        .or_else(|| implied.map(|k| k.content_type().to_owned()));
+    let cache_control = stored
+        .as_ref()
+        .and_then(|(_, cc)| cc.clone())
+        .or_else(|| implied.map(|k| k.cache_control().to_owned()));
+    let mut response = Response::new(Full::new(bytes));
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, cache_control),
+    ] {
+        if let Some(value) = value.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Serves `bucket` on 127.0.0.1 (port 0) until the runtime ends; returns the address.
+pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding the CDN stand-in: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("CDN stand-in address: {e}"));
+    let state = Arc::new((bucket, edge, clock));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = Arc::clone(&state);
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move {
+                    let (bucket, edge, clock) = &*state;
+                    Ok::<_, Infallible>(
+                        answer(bucket, edge.as_ref(), clock.as_ref(), &request).await,
+                    )
+                }
+            });
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge() -> Edge {
+        Edge {
+            hmac_key: vec![0x11; 32],
+            region_path: "302".into(),
+        }
+    }
+
+    #[test]
+    fn the_edge_checks_in_the_contracts_order() {
+        let now = 1_795_883_804; // 2026-11-28
+        let today = day_number(now);
+        let hour = hour_number(now);
+        let path = |p: &str, h: i64| {
+            format!(
+                "/retrieve/302/{p}/{}",
+                retrieve_hmac(&[0x11; 32], "302", p, h)
+            )
+        };
+        let p = format!("{today:05}");
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::GET, &path(&p, hour), now),
+            Ok(format!("retrieve/302/{p}"))
+        );
+        assert!(edge_rewrite(&edge(), &Method::GET, &path(&p, hour - 1), now).is_ok());
+        assert!(edge_rewrite(&edge(), &Method::GET, &path(&p, hour + 1), now).is_ok());
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::GET, &path(&p, hour + 2), now),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::POST, &path(&p, hour + 2), now),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::POST, &path(&p, hour), now),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let future = format!("{:05}", today + 1);
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::GET, &path(&future, hour), now),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let old = format!("{:05}", today - 15);
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::GET, &path(&old, hour), now),
+            Err(StatusCode::GONE)
+        );
+        let oldest = format!("{:05}", today - 14);
+        assert!(edge_rewrite(&edge(), &Method::GET, &path(&oldest, hour), now).is_ok());
+        assert!(edge_rewrite(&edge(), &Method::GET, &path("00000", hour), now).is_ok());
+        assert_eq!(
+            edge_rewrite(&edge(), &Method::GET, "/retrieve/302/abc", now),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+}
+
+#[cfg(test)]
+mod vectors {
+    use super::retrieve_hmac;
+
+    /// The stand-in computes the same HMACs as the deployed edge function: both
+    /// are checked against vectors produced independently (Python's `hmac`).
+    #[test]
+    fn hmacs_match_the_independent_vectors() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/cdn/vectors.json"
+        ))
+        .unwrap_or_else(|e| panic!("infra/cdn/vectors.json: {e}"));
+        let vectors: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let secrets = &vectors["secrets"];
+        let list = vectors["vectors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no vectors"));
+        assert!(list.len() > 50);
+        for vector in list {
+            let secret_name = vector["secret"].as_str().unwrap_or_default();
+            let secret_hex = secrets[secret_name]
+                .as_str()
+                .or_else(|| secrets[secret_name]["hex"].as_str())
+                .unwrap_or_else(|| panic!("secret {secret_name}"));
+            let key = hex::decode(secret_hex).unwrap_or_else(|e| panic!("{e}"));
+            let hour = vector["hour"].as_i64().unwrap_or_default();
+            let expected = vector["hmac"].as_str().unwrap_or_default();
+            let mcc = vector["mcc"].as_str().unwrap_or_default();
+            let period = vector["period"].as_str().unwrap_or_default();
+            assert_eq!(retrieve_hmac(&key, mcc, period, hour), expected, "{vector}");
+        }
+    }
+}
