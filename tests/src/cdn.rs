@@ -158,6 +158,12 @@ pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) ->
     let addr = listener
         .local_addr()
         .unwrap_or_else(|e| panic!("CDN stand-in address: {e}"));
+    serve_on(listener, bucket, edge, clock);
+    addr
+}
+
+/// Serves `bucket` on `listener` from a background task until the runtime ends.
+pub fn serve_on(listener: TcpListener, bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) {
     let state = Arc::new((bucket, edge, clock));
     tokio::spawn(async move {
         loop {
@@ -181,7 +187,6 @@ pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) ->
             });
         }
     });
-    addr
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `diagnosis-simulator`: plays health portals and phones against a running
 //! `diagnosis-submit`, through the real HTTP API, exactly as the COVID Alert
-//! apps do. Used by `infra/dev/run` to demonstrate the submission path.
+//! apps do; downloads and checks what a phone would from the CDN; and fills a
+//! database with a labelled, synthetic history for demonstrations.
 
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -16,12 +17,6 @@ use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
     about = "Simulated health portal and phones"
 )]
 struct Cli {
-    /// Base URL of diagnosis-submit, e.g. http://127.0.0.1:8000
-    #[arg(long, env = "SUBMIT_URL")]
-    url: String,
-    /// A portal bearer token configured in KEY_CLAIM_TOKEN.
-    #[arg(long, env = "PORTAL_TOKEN")]
-    token: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,9 +26,40 @@ enum Command {
     /// Diagnosed phones: the portal issues a code per phone, each phone claims
     /// it and uploads its last 14 days of keys.
     Demo {
+        /// Base URL of diagnosis-submit, e.g. http://127.0.0.1:8000
+        #[arg(long, env = "SUBMIT_URL")]
+        url: String,
+        /// A portal bearer token configured in KEY_CLAIM_TOKEN.
+        #[arg(long, env = "PORTAL_TOKEN")]
+        token: String,
         /// How many diagnosed phones to simulate.
         #[arg(long, default_value_t = 10)]
         phones: usize,
+    },
+    /// Inserts SYNTHETIC keys (originator label `SYNTHETIC`) published in each
+    /// hour of the last DAYS days, so an export has a history to show.
+    Backfill {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 14)]
+        days: i64,
+        #[arg(long, default_value_t = 40)]
+        keys_per_hour: i64,
+        /// The region the submit service stores keys under.
+        #[arg(long, default_value = "302")]
+        region: String,
+    },
+    /// What a phone does: fetch the indexes and files from the CDN, check every
+    /// signature, count the keys.
+    Download {
+        /// Base URL of the CDN (or the local stand-in).
+        #[arg(long)]
+        cdn: String,
+        /// The signing key's public half (PEM).
+        #[arg(long)]
+        public_key: std::path::PathBuf,
+        #[arg(long, default_value = "CA")]
+        region: String,
     },
 }
 
@@ -47,7 +73,18 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Demo { phones } => runtime.block_on(demo(&cli.url, &cli.token, phones)),
+        Command::Demo { url, token, phones } => runtime.block_on(demo(&url, &token, phones)),
+        Command::Backfill {
+            database_url,
+            days,
+            keys_per_hour,
+            region,
+        } => runtime.block_on(backfill(&database_url, days, keys_per_hour, &region)),
+        Command::Download {
+            cdn,
+            public_key,
+            region,
+        } => runtime.block_on(download(&cdn, &public_key, &region)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,5 +136,77 @@ async fn demo(url: &str, token: &str, phones: usize) -> anyhow::Result<()> {
         "{phones} diagnosed phones uploaded {keys_uploaded} keys in {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn backfill(
+    database_url: &str,
+    days: i64,
+    keys_per_hour: i64,
+    region: &str,
+) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    tokio::spawn(connection);
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+    let last_hour = now / 3600 - 1;
+    let first_hour = last_hour - days * 24 + 1;
+    let started = Instant::now();
+    for day in 0..days {
+        let from = i32::try_from(first_hour + day * 24)?;
+        let to = from + 23;
+        // Keys of whole days 2 to 13 days before their publish hour (expired,
+        // still relevant), risk and onset spread like real uploads, random key data.
+        let inserted = client
+            .execute(
+                "INSERT INTO diagnosis_keys
+                     (key_data, rolling_start_interval_number, rolling_period, transmission_risk_level,
+                      report_type, days_since_onset, region, originator, hour_of_submission, publish_hour)
+                 SELECT decode(md5(random()::text || clock_timestamp()::text || h::text || i::text), 'hex'),
+                        ((h / 24) - 2 - (random() * 11)::int) * 144, 144, (random() * 8)::int,
+                        1, CASE WHEN random() < 0.3 THEN NULL ELSE (random() * 28)::int - 14 END,
+                        $3, 'SYNTHETIC', h, h
+                   FROM generate_series($1::int, $2::int) h, generate_series(1, $4::int) i
+                 ON CONFLICT (key_data) DO NOTHING",
+                &[&from, &to, &region, &i32::try_from(keys_per_hour)?],
+            )
+            .await
+            .context("inserting synthetic keys")?;
+        println!(
+            "  backfill: day {:>2}/{days}: {inserted} synthetic keys",
+            day + 1
+        );
+    }
+    println!(
+        "backfilled {days} days of SYNTHETIC keys ({keys_per_hour} per hour) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyhow::Result<()> {
+    use diagnosis_exporter::verify::{HttpSource, VerifyOptions, verify_bucket};
+    let pem = std::fs::read_to_string(public_key)
+        .with_context(|| format!("reading {}", public_key.display()))?;
+    let key = diagnosis_exporter::sign::PublicKey::from_pem(&pem)?;
+    let started = Instant::now();
+    let source = HttpSource::new(cdn)?;
+    let report = verify_bucket(
+        &source,
+        &VerifyOptions {
+            region: region.to_owned(),
+            public_keys: vec![key],
+        },
+    )
+    .await?;
+    println!("{report}");
+    println!(
+        "downloaded and checked in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !report.is_ok() {
+        bail!("the published files did not pass the phone's checks");
+    }
     Ok(())
 }
