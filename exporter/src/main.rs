@@ -179,6 +179,7 @@ async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
 
     let (exporter, config, telemetry) = exporter(no_migrate).await?;
     let exporter = Arc::new(exporter);
+    let _pool_metrics = exporter.spawn_pool_metrics();
     if let Some(handle) = telemetry.prometheus_handle().cloned() {
         let listener = tokio::net::TcpListener::bind(config.common.metrics_addr)
             .await

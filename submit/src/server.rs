@@ -32,12 +32,15 @@ enum Kind {
 }
 
 /// Serves both listeners until `shutdown` completes, then stops accepting and
-/// waits (up to the configured grace) for in-flight requests to finish.
+/// waits (up to the configured grace) for in-flight requests to finish. Samples
+/// the connection-pool gauges (`db_pool_*`) while it runs.
 pub async fn run(
     state: Arc<AppState>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Pool gauges for `/metrics`, sampled until the listeners have stopped.
+    let _pool_metrics = state.store.spawn_pool_metrics();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

@@ -79,6 +79,14 @@ impl TestApp {
         Self::spawn_on(Arc::clone(&self.db), self.clock.clone(), |_| {}).await
     }
 
+    /// A service with default settings on a fresh database, whose shared state `adjust` may
+    /// change before it starts (for example to serve a test's metrics recorder on `/metrics`).
+    pub async fn spawn_with_state(adjust: impl FnOnce(&mut AppState)) -> TestApp {
+        let db = Arc::new(TestDatabase::new().await);
+        let clock = ManualClock::new(test_start_time());
+        Self::start(db, clock, test_settings(), adjust).await
+    }
+
     pub async fn spawn_on(
         db: Arc<TestDatabase>,
         clock: ManualClock,
@@ -86,18 +94,29 @@ impl TestApp {
     ) -> TestApp {
         let mut settings = test_settings();
         adjust(&mut settings);
+        Self::start(db, clock, settings, |_| {}).await
+    }
+
+    async fn start(
+        db: Arc<TestDatabase>,
+        clock: ManualClock,
+        settings: Settings,
+        adjust_state: impl FnOnce(&mut AppState),
+    ) -> TestApp {
         let store = Store::from_pool(db.pool().clone());
         let api = bind().await;
         let internal = bind().await;
         let addr = local_addr(&api);
         let internal_addr = local_addr(&internal);
-        let state = Arc::new(AppState {
+        let mut state = AppState {
             store: store.clone(),
             clock: Arc::new(clock.clone()),
             settings,
             version: Version::of_build(),
             prometheus: None,
-        });
+        };
+        adjust_state(&mut state);
+        let state = Arc::new(state);
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(diagnosis_submit::run(
             state,

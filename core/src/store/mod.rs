@@ -12,6 +12,7 @@ mod encryption_keys;
 mod events;
 mod exports;
 mod failed_claims;
+mod metrics;
 mod retention;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock};
 pub use failed_claims::{BanPolicy, ClientIdentifier, ban_remaining};
+pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
 
 mod embedded {

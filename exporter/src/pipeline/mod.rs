@@ -18,7 +18,7 @@ mod window;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diagnosis_core::store::{RetentionReport, Store, StoreError};
+use diagnosis_core::store::{PoolMetricsTask, RetentionReport, Store, StoreError};
 use diagnosis_core::time::{Clock, day_number, last_closed_hour};
 
 pub use configs::RefusedConfig;
@@ -132,14 +132,23 @@ impl Exporter {
         &self.bucket
     }
 
+    /// Samples the connection-pool gauges (`db_pool_*`) until the returned guard is dropped.
+    pub fn spawn_pool_metrics(&self) -> PoolMetricsTask {
+        self.store.spawn_pool_metrics()
+    }
+
     /// One full pass: retention, exposure configurations, every closed hour not
     /// yet published (in order), every completed day, then the indexes. Skips
     /// when another exporter is at work.
     pub async fn run_once(&self) -> Result<RunOutcome, ExportError> {
+        let started = std::time::Instant::now();
         let region = self.settings.export_region.as_str().to_owned();
         let Some(lock) = self.store.try_lock_exporter(&region).await? else {
             tracing::info!("another exporter holds the lock; skipping this run");
             metrics::counter!("exporter_runs_total", "outcome" => "skipped").increment(1);
+            metrics::histogram!("exporter_run_duration_seconds", "outcome" => "skipped")
+                .record(started.elapsed().as_secs_f64());
+            self.record_export_lag(&region).await;
             return Ok(RunOutcome::Skipped);
         };
         let result = self.run_locked(&region).await;
@@ -150,7 +159,38 @@ impl Exporter {
             "failed"
         };
         metrics::counter!("exporter_runs_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("exporter_run_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            metrics::gauge!("exporter_last_success_timestamp_seconds")
+                .set(self.clock.now().timestamp() as f64);
+        }
+        self.record_export_lag(&region).await;
         result.map(RunOutcome::Completed)
+    }
+
+    /// Sets `exporter_last_published_hour` and `exporter_export_lag_hours` (the last closed
+    /// hour minus the last published one) from the ledger, whoever published: a pass that
+    /// failed or skipped reports the lag too. Leaves both as they were when the ledger cannot
+    /// be read or holds no hour yet.
+    async fn record_export_lag(&self, region: &str) {
+        let last_published = match self
+            .store
+            .last_published_end(region, WindowKind::Hourly.as_str())
+            .await
+        {
+            Ok(Some(end)) => end.div_euclid(3600) - 1,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the ledger for the export lag");
+                return;
+            }
+        };
+        let last_closed =
+            last_closed_hour(self.clock.now().timestamp(), self.settings.grace_seconds);
+        metrics::gauge!("exporter_last_published_hour").set(last_published as f64);
+        metrics::gauge!("exporter_export_lag_hours")
+            .set(last_closed.saturating_sub(last_published).max(0) as f64);
     }
 
     async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
@@ -227,9 +267,6 @@ impl Exporter {
         }
 
         self.write_indexes(region, now).await?;
-        if let Some(hour) = report.hours.last() {
-            metrics::gauge!("exporter_last_published_hour").set(*hour as f64);
-        }
         tracing::info!(
             hours = report.hours.len(),
             days = report.days.len(),

@@ -21,6 +21,29 @@ pub async fn claim_key(
     body: Incoming,
     client: &ClientIdentifier,
 ) -> Result<Response<Body>, ClaimError> {
+    let result = claim(state, body, client).await;
+    metrics::counter!("submit_claims_total", "outcome" => claim_outcome(&result)).increment(1);
+    result
+}
+
+/// The `outcome` label of `submit_claims_total`: a fixed set of names, never
+/// anything the client sent.
+fn claim_outcome(result: &Result<Response<Body>, ClaimError>) -> &'static str {
+    match result {
+        Ok(_) => "claimed",
+        Err(ClaimError::InvalidCode { .. }) => "invalid_code",
+        Err(ClaimError::Banned { .. }) => "banned",
+        Err(ClaimError::AppKeyAlreadyRegistered) => "app_key_registered",
+        Err(ClaimError::BadRequest | ClaimError::InvalidKey) => "bad_request",
+        Err(ClaimError::Store(_)) => "server_error",
+    }
+}
+
+async fn claim(
+    state: &AppState,
+    body: Incoming,
+    client: &ClientIdentifier,
+) -> Result<Response<Body>, ClaimError> {
     let settings = &state.settings;
     let now = state.clock.now();
     if let Some(remaining) = state.store.active_ban(client, now, settings.ban).await? {

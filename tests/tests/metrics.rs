@@ -1,0 +1,467 @@
+//! Prometheus metrics of both binaries, rendered exactly as `/metrics` serves them: the
+//! submit service's request, claim, upload and pool metrics after a real portal → claim →
+//! upload exchange, and the exporter's run metrics over completed, skipped and failed passes.
+//! DESIGN §7: no label value carries a client address, code, token or key.
+//!
+//! This binary installs one global recorder (a process holds only one), shared by its tests;
+//! each test reads only metrics that no other test here records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine;
+use diagnosis_core::store::Store;
+use diagnosis_core::telemetry::{Telemetry, prometheus_builder};
+use diagnosis_core::time::{Clock, ManualClock, hour_number};
+use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_proto::{KeyClaimRequest, Message};
+use diagnosis_tests::app::{PORTAL_TOKEN, TestApp, test_start_time};
+use diagnosis_tests::export::{test_export_settings, test_signing_keys};
+use diagnosis_tests::failing_store::FailingStore;
+use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::simulator::{app_keys, upload_of};
+
+/// The process-wide recorder, installed by the first test that asks for it.
+fn telemetry() -> Telemetry {
+    static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+    TELEMETRY
+        .get_or_init(|| {
+            let handle = prometheus_builder()
+                .install_recorder()
+                .expect("installing the global metrics recorder");
+            Telemetry::from_prometheus_handle(handle)
+        })
+        .clone()
+}
+
+/// One sample of the text exposition.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The samples of a Prometheus text exposition (the recorder's own output: no escapes in the
+/// label values this service writes, which the privacy test checks as well).
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let inside = rest.strip_suffix('}').expect("labels end with }");
+                    let labels = inside
+                        .split("\",")
+                        .filter(|pair| !pair.is_empty())
+                        .map(|pair| {
+                            let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
+                            (key.to_owned(), value.trim_end_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            let value = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                other => other.parse().unwrap_or(f64::NAN),
+            };
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The value of the series `name{labels}` (exactly those labels), if it exists.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .iter()
+        .find(|s| s.name == name && s.labels == wanted)
+        .map(|s| s.value)
+}
+
+fn require(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(samples, name, labels).unwrap_or_else(|| {
+        let present: Vec<String> = samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .collect();
+        panic!("{name}{labels:?} is missing; present: {present:#?}")
+    })
+}
+
+/// Every way a secret could be spelled in the exposition.
+fn spellings(bytes: &[u8]) -> Vec<String> {
+    vec![
+        hex::encode(bytes),
+        hex::encode_upper(bytes),
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+    ]
+}
+
+async fn post_claim(app: &TestApp, body: Vec<u8>) -> u16 {
+    app.phone()
+        .client
+        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
+        .await
+        .unwrap()
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_claim_and_an_upload_are_counted_without_client_data() {
+    let telemetry = telemetry();
+    let handle = telemetry.prometheus_handle().cloned().unwrap();
+    let app = TestApp::spawn_with_state(|state| {
+        state.prometheus = Some(handle);
+        state.settings.ban.max_failures = 2;
+    })
+    .await;
+    let portal = app.portal();
+
+    // claimed
+    let code = portal.issue_code().await.unwrap();
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    // app_key_registered: a second code claimed with the same app key.
+    let second_code = portal.issue_code().await.unwrap();
+    let again = KeyClaimRequest {
+        one_time_code: Some(second_code.clone()),
+        app_public_key: Some(phone.app_public.as_bytes().to_vec()),
+    };
+    assert_eq!(post_claim(&app, again.encode_to_vec()).await, 401);
+    // bad_request: not a KeyClaimRequest, and a key of the wrong length.
+    assert_eq!(post_claim(&app, vec![0xff; 40]).await, 400);
+    let short_key = KeyClaimRequest {
+        one_time_code: Some(second_code.clone()),
+        app_public_key: Some(vec![7; 31]),
+    };
+    assert_eq!(post_claim(&app, short_key.encode_to_vec()).await, 400);
+    // invalid_code twice (the second bans this client), then banned.
+    let wrong = "AEF245HJKL";
+    assert_eq!(app.phone().claim(wrong).await.unwrap().status, 401);
+    assert_eq!(app.phone().claim(wrong).await.unwrap().status, 401);
+    assert_eq!(app.phone().claim(&second_code).await.unwrap().status, 429);
+
+    // An upload of 14 keys.
+    let now = app.now_unix();
+    let keys = app_keys(now, 14);
+    let reply = phone.upload(&upload_of(keys.clone(), now)).await.unwrap();
+    assert_eq!(reply.status, 200);
+
+    // server_error: the database refuses the ban check.
+    app.db
+        .client()
+        .await
+        .batch_execute("DROP TABLE failed_key_claim_attempts")
+        .await
+        .unwrap();
+    assert_eq!(app.phone().claim(&second_code).await.unwrap().status, 500);
+
+    let reply = app
+        .phone()
+        .client
+        .get(&format!("{}/metrics", app.internal_url))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    let all = samples(&text);
+
+    // Claims by outcome: one line per outcome, static labels only.
+    for (outcome, expected) in [
+        ("claimed", 1.0),
+        ("app_key_registered", 1.0),
+        ("bad_request", 2.0),
+        ("invalid_code", 2.0),
+        ("banned", 1.0),
+        ("server_error", 1.0),
+    ] {
+        assert_eq!(
+            require(&all, "submit_claims_total", &[("outcome", outcome)]),
+            expected,
+            "submit_claims_total{{outcome={outcome:?}}}"
+        );
+    }
+    let claim_outcomes: BTreeSet<&str> = all
+        .iter()
+        .filter(|s| s.name == "submit_claims_total")
+        .map(|s| s.labels["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        claim_outcomes,
+        BTreeSet::from([
+            "claimed",
+            "app_key_registered",
+            "bad_request",
+            "invalid_code",
+            "banned",
+            "server_error"
+        ])
+    );
+    assert_eq!(require(&all, "submit_claim_bans_total", &[]), 1.0);
+
+    // Codes, keys, the upload's key count.
+    assert_eq!(
+        require(
+            &all,
+            "submit_codes_issued_total",
+            &[("regenerated", "false")]
+        ),
+        2.0
+    );
+    assert_eq!(require(&all, "submit_keys_stored_total", &[]), 14.0);
+    assert_eq!(require(&all, "submit_upload_keys_count", &[]), 1.0);
+    assert_eq!(require(&all, "submit_upload_keys_sum", &[]), 14.0);
+
+    // Requests by endpoint, status and outcome; latency histograms with buckets.
+    let request = |endpoint: &str, status: &str, outcome: &str| {
+        require(
+            &all,
+            "submit_requests_total",
+            &[
+                ("listener", "api"),
+                ("endpoint", endpoint),
+                ("status", status),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(request("upload", "200", "NONE"), 1.0);
+    assert_eq!(request("claim-key", "200", "NONE"), 1.0);
+    assert_eq!(request("claim-key", "429", "TEMPORARY_BAN"), 1.0);
+    assert_eq!(request("claim-key", "500", "SERVER_ERROR"), 1.0);
+    assert_eq!(
+        require(
+            &all,
+            "submit_request_duration_seconds_count",
+            &[("endpoint", "claim-key")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        require(
+            &all,
+            "submit_request_duration_seconds_bucket",
+            &[("endpoint", "upload"), ("le", "+Inf")]
+        ),
+        1.0
+    );
+
+    // The pool gauges, sampled since the service started.
+    let max = require(&all, "db_pool_max_connections", &[]);
+    let idle = require(&all, "db_pool_connections", &[("state", "idle")]);
+    let in_use = require(&all, "db_pool_connections", &[("state", "in_use")]);
+    let waiting = require(&all, "db_pool_waiting", &[]);
+    assert!(max >= 1.0, "db_pool_max_connections {max}");
+    assert!(idle >= 0.0 && in_use >= 0.0 && idle + in_use <= max);
+    assert!(waiting >= 0.0);
+
+    // Privacy: label names come from a fixed set, and nothing the clients sent or were given
+    // appears anywhere in the exposition, in any spelling.
+    let label_names: BTreeSet<&str> = all
+        .iter()
+        .flat_map(|s| s.labels.keys().map(String::as_str))
+        .collect();
+    let allowed = BTreeSet::from([
+        "listener",
+        "endpoint",
+        "status",
+        "outcome",
+        "regenerated",
+        "state",
+        "kind",
+        "le",
+        "quantile",
+    ]);
+    assert!(
+        label_names.is_subset(&allowed),
+        "unexpected label names: {:?}",
+        label_names.difference(&allowed).collect::<Vec<_>>()
+    );
+    for sample in &all {
+        for value in sample.labels.values() {
+            assert!(
+                value.len() <= 32
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-+./{}".contains(c)),
+                "label value {value:?} of {} is not a fixed name",
+                sample.name
+            );
+        }
+    }
+    let mut secrets = vec![
+        code.clone(),
+        code.to_lowercase(),
+        second_code.clone(),
+        wrong.to_owned(),
+        PORTAL_TOKEN.to_owned(),
+        app.addr.ip().to_string(),
+    ];
+    secrets.extend(spellings(phone.app_public.as_bytes()));
+    if let Some(server) = &phone.server_public {
+        secrets.extend(spellings(server.as_bytes()));
+    }
+    for key in &keys {
+        secrets.extend(spellings(key.key_data()));
+    }
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "the metrics contain {secret:?}"
+        );
+    }
+
+    app.stop().await;
+}
+
+/// An exporter over `db`, publishing to `bucket`, on `clock`.
+async fn exporter(db: &TestDatabase, clock: &ManualClock, bucket: Bucket) -> Exporter {
+    Exporter::new(
+        Store::from_pool(db.pool().clone()),
+        bucket,
+        Arc::new(clock.clone()),
+        test_export_settings(),
+        test_signing_keys(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn export_runs_report_duration_lag_and_last_success() {
+    let telemetry = telemetry();
+    let db = TestDatabase::new().await;
+    let store = Store::from_pool(db.pool().clone());
+    let clock = ManualClock::new(test_start_time());
+    let started = clock.now().timestamp();
+    // 15:20 with 10 minutes of grace: 14:00–15:00 is the last closed hour.
+    let first_hour = hour_number(started) - 1;
+    let render = || samples(&telemetry.render_prometheus().unwrap());
+
+    // A first pass publishes the last closed hour: no lag.
+    let bucket = Bucket::in_memory();
+    let outcome = exporter(&db, &clock, bucket.clone())
+        .await
+        .run_once()
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RunOutcome::Completed(_)), "{outcome:?}");
+    let all = render();
+    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 0.0);
+    assert_eq!(
+        require(&all, "exporter_last_published_hour", &[]),
+        first_hour as f64
+    );
+    assert_eq!(
+        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        started as f64
+    );
+
+    // Three hours later another exporter holds the lock: this one skips, and reports the lag.
+    clock.advance(chrono::Duration::hours(3));
+    let lock = store.try_lock_exporter("CA").await.unwrap().unwrap();
+    let outcome = exporter(&db, &clock, bucket.clone())
+        .await
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(outcome, RunOutcome::Skipped);
+    lock.release().await.unwrap();
+    let all = render();
+    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 3.0);
+
+    // A pass whose bucket refuses every write fails: the lag stays, the last success too.
+    let refusing = Bucket::from_store(
+        Arc::new(FailingStore::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            0,
+        )),
+        "",
+    );
+    assert!(
+        exporter(&db, &clock, refusing)
+            .await
+            .run_once()
+            .await
+            .is_err()
+    );
+    let all = render();
+    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 3.0);
+    assert_eq!(
+        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        started as f64
+    );
+
+    // The next good pass catches up the three hours.
+    let outcome = exporter(&db, &clock, bucket.clone())
+        .await
+        .run_once()
+        .await
+        .unwrap();
+    let RunOutcome::Completed(report) = outcome else {
+        panic!("the catch-up pass did not complete: {outcome:?}");
+    };
+    assert_eq!(report.hours.len(), 3);
+    let all = render();
+    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 0.0);
+    assert_eq!(
+        require(&all, "exporter_last_published_hour", &[]),
+        (first_hour + 3) as f64
+    );
+    assert_eq!(
+        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        (started + 3 * 3600) as f64
+    );
+
+    // Runs by outcome, and their durations.
+    for (outcome, expected) in [("completed", 2.0), ("skipped", 1.0), ("failed", 1.0)] {
+        assert_eq!(
+            require(&all, "exporter_runs_total", &[("outcome", outcome)]),
+            expected,
+            "exporter_runs_total{{outcome={outcome:?}}}"
+        );
+        assert_eq!(
+            require(
+                &all,
+                "exporter_run_duration_seconds_count",
+                &[("outcome", outcome)]
+            ),
+            expected,
+            "exporter_run_duration_seconds_count{{outcome={outcome:?}}}"
+        );
+        assert_eq!(
+            require(
+                &all,
+                "exporter_run_duration_seconds_bucket",
+                &[("outcome", outcome), ("le", "+Inf")]
+            ),
+            expected
+        );
+    }
+    assert!(
+        require(
+            &all,
+            "exporter_files_published_total",
+            &[("kind", "hourly")]
+        ) >= 4.0
+    );
+}
