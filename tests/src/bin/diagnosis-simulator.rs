@@ -36,6 +36,21 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         phones: usize,
     },
+    /// Load: N concurrent diagnosed phones, each in a loop issuing a code,
+    /// claiming it and uploading 14 keys, for a fixed time; prints the rates
+    /// and latency percentiles of claims and uploads.
+    Load {
+        #[arg(long, env = "SUBMIT_URL")]
+        url: String,
+        #[arg(long, env = "PORTAL_TOKEN")]
+        token: String,
+        /// Concurrent phones.
+        #[arg(long, default_value_t = 8)]
+        phones: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Inserts SYNTHETIC keys (originator label `SYNTHETIC`) published in each
     /// hour of the last DAYS days, so an export has a history to show.
     Backfill {
@@ -74,6 +89,12 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo { url, token, phones } => runtime.block_on(demo(&url, &token, phones)),
+        Command::Load {
+            url,
+            token,
+            phones,
+            seconds,
+        } => runtime.block_on(load(&url, &token, phones, seconds)),
         Command::Backfill {
             database_url,
             days,
@@ -207,6 +228,95 @@ async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyh
     );
     if !report.is_ok() {
         bail!("the published files did not pass the phone's checks");
+    }
+    Ok(())
+}
+
+/// Latencies of one kind of request, in microseconds.
+#[derive(Debug, Default)]
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        self.0.sort_unstable();
+        let rank = ((p / 100.0) * (self.0.len() - 1) as f64).round() as usize;
+        self.0[rank.min(self.0.len() - 1)] as f64 / 1000.0
+    }
+}
+
+async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..phones {
+        let portal = Portal::new(url, token);
+        let url = url.to_owned();
+        workers.push(tokio::spawn(async move {
+            let mut claims = Latencies::default();
+            let mut uploads = Latencies::default();
+            let mut failures = 0_u64;
+            while Instant::now() < deadline {
+                let Ok(code) = portal.issue_code().await else {
+                    failures += 1;
+                    continue;
+                };
+                let mut phone = Phone::new(&url);
+                let t = Instant::now();
+                match phone.claim(&code).await {
+                    Ok(reply) if reply.status.is_success() => {
+                        claims
+                            .0
+                            .push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    }
+                    _ => {
+                        failures += 1;
+                        continue;
+                    }
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+                    .unwrap_or(0);
+                let upload = upload_of(app_keys(now, 14), now);
+                let t = Instant::now();
+                match phone.upload(&upload).await {
+                    Ok(reply) if reply.response.error() == ErrorCode::None => {
+                        uploads
+                            .0
+                            .push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    }
+                    _ => failures += 1,
+                }
+            }
+            (claims, uploads, failures)
+        }));
+    }
+    let mut claims = Latencies::default();
+    let mut uploads = Latencies::default();
+    let mut failures = 0;
+    for worker in workers {
+        let (c, u, f) = worker.await?;
+        claims.0.extend(c.0);
+        uploads.0.extend(u.0);
+        failures += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{phones} phones for {elapsed:.1} s: {} claims ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {} uploads of 14 keys ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {failures} failures",
+        claims.0.len(),
+        claims.0.len() as f64 / elapsed,
+        claims.percentile(50.0),
+        claims.percentile(99.0),
+        uploads.0.len(),
+        uploads.0.len() as f64 / elapsed,
+        uploads.percentile(50.0),
+        uploads.percentile(99.0),
+    );
+    if failures > 0 {
+        bail!("{failures} requests failed");
     }
     Ok(())
 }
