@@ -108,6 +108,14 @@ impl MapEnv {
         self.0.insert(name.into(), value.into());
     }
 
+    /// The same variables with `overrides` set on top (tests build variants this way).
+    pub fn with(mut self, overrides: &[(&str, &str)]) -> Self {
+        for (name, value) in overrides {
+            self.set(*name, *value);
+        }
+        self
+    }
+
     /// Removes `name`.
     pub fn remove(&mut self, name: &str) {
         self.0.remove(name);

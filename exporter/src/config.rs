@@ -144,14 +144,11 @@ mod tests {
     use diagnosis_core::config::MapEnv;
 
     fn env(extra: &[(&str, &str)]) -> MapEnv {
-        let mut env = MapEnv::new([
+        MapEnv::new([
             ("DATABASE_URL", "postgres://u:secret@localhost/db"),
             ("BUCKET_URL", "memory://"),
-        ]);
-        for (name, value) in extra {
-            env.set(*name, *value);
-        }
-        env
+        ])
+        .with(extra)
     }
 
     #[test]

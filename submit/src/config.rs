@@ -117,14 +117,11 @@ mod tests {
     const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz0123";
 
     fn env(extra: &[(&str, &str)]) -> MapEnv {
-        let mut env = MapEnv::new([
+        MapEnv::new([
             ("DATABASE_URL", "postgres://u:secret@localhost/db"),
             ("KEY_CLAIM_TOKEN", "abcdefghijklmnopqrstuvwxyz0123=ON"),
-        ]);
-        for (name, value) in extra {
-            env.set(*name, *value);
-        }
-        env
+        ])
+        .with(extra)
     }
 
     #[test]
