@@ -20,18 +20,9 @@ fn hour_key(hour: i64) -> String {
     format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
 }
 
-/// The keys of a published zip, as key_data.
+/// The keys of a published zip, as key_data (its signature checked).
 async fn keys_in(harness: &ExportHarness, object: &str) -> Vec<Vec<u8>> {
-    let zip = harness
-        .bucket
-        .get(object)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{object} missing"));
-    let entries = unzip_export(&zip).unwrap();
-    let export =
-        TemporaryExposureKeyExport::decode(&entries.export_bin[EXPORT_BIN_HEADER.len()..]).unwrap();
-    export.keys.iter().map(|k| k.key_data().to_vec()).collect()
+    retrieval(harness, object).await.2
 }
 
 async fn all_objects(harness: &ExportHarness) -> BTreeMap<String, Bytes> {
