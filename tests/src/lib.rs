@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
+pub mod bench;
 pub mod cdn;
 pub mod export;
 pub mod failing_store;

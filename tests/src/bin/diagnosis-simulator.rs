@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
+use diagnosis_tests::bench::Latencies;
 use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
 
 #[derive(Debug, Parser)]
@@ -232,21 +233,6 @@ async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyh
     Ok(())
 }
 
-/// Latencies of one kind of request, in microseconds.
-#[derive(Debug, Default)]
-struct Latencies(Vec<u64>);
-
-impl Latencies {
-    fn percentile(&mut self, p: f64) -> f64 {
-        if self.0.is_empty() {
-            return 0.0;
-        }
-        self.0.sort_unstable();
-        let rank = ((p / 100.0) * (self.0.len() - 1) as f64).round() as usize;
-        self.0[rank.min(self.0.len() - 1)] as f64 / 1000.0
-    }
-}
-
 async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
     let started = Instant::now();
@@ -267,9 +253,7 @@ async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Re
                 let t = Instant::now();
                 match phone.claim(&code).await {
                     Ok(reply) if reply.status.is_success() => {
-                        claims
-                            .0
-                            .push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        claims.record(t);
                     }
                     _ => {
                         failures += 1;
@@ -284,9 +268,7 @@ async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Re
                 let t = Instant::now();
                 match phone.upload(&upload).await {
                     Ok(reply) if reply.response.error() == ErrorCode::None => {
-                        uploads
-                            .0
-                            .push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        uploads.record(t);
                     }
                     _ => failures += 1,
                 }
@@ -308,12 +290,12 @@ async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Re
         "{phones} phones for {elapsed:.1} s: {} claims ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {} uploads of 14 keys ({:.0}/s, p50 {:.2} ms, p99 {:.2} ms), {failures} failures",
         claims.0.len(),
         claims.0.len() as f64 / elapsed,
-        claims.percentile(50.0),
-        claims.percentile(99.0),
+        claims.percentile_ms(50.0),
+        claims.percentile_ms(99.0),
         uploads.0.len(),
         uploads.0.len() as f64 / elapsed,
-        uploads.percentile(50.0),
-        uploads.percentile(99.0),
+        uploads.percentile_ms(50.0),
+        uploads.percentile_ms(99.0),
     );
     if failures > 0 {
         bail!("{failures} requests failed");

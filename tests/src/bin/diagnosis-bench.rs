@@ -1,0 +1,492 @@
+//! `diagnosis-bench`: the measuring instruments of `infra/dev/bench`
+//! (tests/bench/README.md). Each subcommand does one measurement, or prepares one,
+//! and prints its result as one JSON object on the last line of its output.
+
+use std::collections::VecDeque;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use diagnosis_core::domain::{DiagnosisKey, Region};
+use diagnosis_core::store::{Store, StoreConfig};
+use diagnosis_core::time::{ManualClock, publish_hour};
+use diagnosis_exporter::archive::zip_export;
+use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
+use diagnosis_exporter::render::{ExportWindow, SignerInfo, render_window};
+use diagnosis_exporter::sign::{SigningKey, SigningKeys, sign_export};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_proto::encrypted_upload_response::ErrorCode;
+use diagnosis_proto::{
+    EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey, TemporaryExposureKeyExport,
+};
+use diagnosis_tests::bench::{Latencies, Rng, catch_up, population};
+use diagnosis_tests::export::{test_export_settings, test_signing_keys};
+use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
+use serde_json::json;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+#[derive(Debug, Parser)]
+#[command(name = "diagnosis-bench", about = "Benchmark instruments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stores `keys` synthetic keys (whole cases of 28) uploaded during the 24 hours of
+    /// UTC day `day`, spread evenly over its hours, with a binary COPY.
+    Seed {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long)]
+        keys: usize,
+        /// UTC day number (days since 1970-01-01).
+        #[arg(long)]
+        day: i64,
+        #[arg(long, default_value = "302")]
+        region: String,
+        #[arg(long, default_value_t = 2020)]
+        seed: u64,
+    },
+    /// Bytes per key of one published hour of `keys` keys, canonical order against random order.
+    Size {
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 2020)]
+        seed: u64,
+    },
+    /// The fewest requests with which a phone offline for 14 days obtains every key it can
+    /// still match, at every hour of one UTC day, with the exporter running each hour.
+    Catchup {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 20)]
+        keys_per_hour: usize,
+    },
+    /// Concurrent phones against a running diagnosis-submit: codes issued beforehand (not
+    /// timed), then a claim phase and an upload phase of `seconds` each.
+    Load {
+        #[arg(long, env = "SUBMIT_URL")]
+        url: String,
+        #[arg(long, env = "PORTAL_TOKEN")]
+        token: String,
+        #[arg(long)]
+        phones: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Codes issued before the clock starts; the phases stop early if they run out.
+        #[arg(long, default_value_t = 10_000)]
+        codes: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("diagnosis-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Seed {
+                database_url,
+                keys,
+                day,
+                region,
+                seed,
+            } => seed_command(&database_url, keys, day, &region, seed).await,
+            Command::Size { keys, seed } => size(keys, seed),
+            Command::Catchup {
+                database_url,
+                keys_per_hour,
+            } => catchup(&database_url, keys_per_hour).await,
+            Command::Load {
+                url,
+                token,
+                phones,
+                seconds,
+                codes,
+            } => load(&url, &token, phones, seconds, codes).await,
+        }
+    });
+    match result {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("diagnosis-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `(submission hour, key)` pairs into `diagnosis_keys` with a binary COPY and
+/// returns the number of rows written.
+async fn copy_keys(
+    client: &tokio_postgres::Client,
+    region: &str,
+    keys: impl Iterator<Item = (i64, DiagnosisKey)>,
+) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in(
+            "COPY diagnosis_keys (key_data, rolling_start_interval_number, rolling_period,
+                                  transmission_risk_level, report_type, days_since_onset,
+                                  region, originator, hour_of_submission, publish_hour)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::BYTEA,
+        Type::INT4,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT4,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    let small = |v: i32| i16::try_from(v).context("a value out of SMALLINT range");
+    for (hour, key) in keys {
+        let published = publish_hour(hour, key.rolling_start_interval_number, key.rolling_period);
+        let row: [&(dyn ToSql + Sync); 10] = [
+            &key.key_data.as_bytes().as_slice(),
+            &key.rolling_start_interval_number,
+            &small(key.rolling_period)?,
+            &small(key.transmission_risk_level)?,
+            &small(key.report_type.as_i32())?,
+            &key.days_since_onset.map(small).transpose()?,
+            &region,
+            &"BENCH",
+            &i32::try_from(hour)?,
+            &i32::try_from(published)?,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn connect(database_url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn seed_command(
+    database_url: &str,
+    keys: usize,
+    day: i64,
+    region: &str,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let client = connect(database_url).await?;
+    let mut rng = Rng::new(seed);
+    // Cases are generated hour by hour so that memory stays small at 10 million keys.
+    let per_hour = keys / 24;
+    let mut written = 0;
+    let mut all = Vec::new();
+    for h in 0..24_usize {
+        let count = if h == 23 {
+            keys - per_hour * 23
+        } else {
+            per_hour
+        };
+        let hour = day * 24 + i64::try_from(h)?;
+        all.clear();
+        all.extend(
+            population(&mut rng, day, count)
+                .into_iter()
+                .map(|k| (hour, k)),
+        );
+        written += copy_keys(&client, region, all.drain(..)).await?;
+    }
+    client.batch_execute("ANALYZE diagnosis_keys").await?;
+    Ok(json!({
+        "keys": written,
+        "day": day,
+        "first_hour": day * 24,
+        "last_hour": day * 24 + 23,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// One hour of keys, rendered and zipped exactly as the exporter publishes it, and the
+/// same keys in random order (the baseline) through the same zip step.
+fn size(keys: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
+    let mut rng = Rng::new(seed);
+    let day = 20_400;
+    let mut shuffled = population(&mut rng, day, keys);
+    // Fisher-Yates: the population comes case by case, which is itself an order.
+    for i in (1..shuffled.len()).rev() {
+        let j = usize::try_from(rng.next_u64() % (i as u64 + 1))?;
+        shuffled.swap(i, j);
+    }
+    let (private_pem, _) = diagnosis_exporter::sign::generate_signing_key()?;
+    let signer = SignerInfo::new("v1", "302")?;
+    let signing = SigningKeys::new(vec![(SigningKey::from_pem(&private_pem)?, signer.clone())])?;
+    let start = u64::try_from(day * 86_400)?;
+    let window = ExportWindow::new(Region::parse("CA").context("region")?, start, start + 3600)?;
+
+    let mut canonical = shuffled.clone();
+    let parts = render_window(
+        window.clone(),
+        std::slice::from_ref(&signer),
+        750_000,
+        &mut canonical,
+    )?;
+    let [part] = parts.as_slice() else {
+        bail!(
+            "one hour of {keys} keys rendered into {} parts",
+            parts.len()
+        );
+    };
+    let canonical_zip = zip_export(&part.export_bin, &sign_export(&part.export_bin, &signing)?)?;
+
+    let message = TemporaryExposureKeyExport {
+        start_timestamp: Some(window.start()),
+        end_timestamp: Some(window.end()),
+        region: Some("CA".to_owned()),
+        batch_num: Some(1),
+        batch_size: Some(1),
+        signature_infos: vec![signer.to_signature_info()],
+        keys: shuffled
+            .iter()
+            .map(|k| TemporaryExposureKey {
+                key_data: Some(k.key_data.as_bytes().to_vec()),
+                transmission_risk_level: Some(k.transmission_risk_level),
+                rolling_start_interval_number: Some(k.rolling_start_interval_number),
+                rolling_period: (k.rolling_period != 144).then_some(k.rolling_period),
+                report_type: Some(k.report_type.as_i32()),
+                days_since_onset_of_symptoms: k.days_since_onset,
+            })
+            .collect(),
+        revised_keys: Vec::new(),
+    };
+    let mut random_bin = EXPORT_BIN_HEADER.to_vec();
+    random_bin.extend(message.encode_to_vec());
+    if random_bin.len() != part.export_bin.len() {
+        bail!("the two orders encode to different sizes");
+    }
+    let random_zip = zip_export(&random_bin, &sign_export(&random_bin, &signing)?)?;
+    let per_key = |bytes: usize| bytes as f64 / keys as f64;
+    Ok(json!({
+        "keys": keys,
+        "export_bin_bytes_per_key": per_key(part.export_bin.len()),
+        "canonical_bytes_per_key": per_key(canonical_zip.len()),
+        "random_bytes_per_key": per_key(random_zip.len()),
+    }))
+}
+
+async fn catchup(database_url: &str, keys_per_hour: usize) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let store = Store::connect(&StoreConfig {
+        database_url: database_url.to_owned(),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(300),
+        application_name: "diagnosis-bench",
+    })?;
+    store.migrate().await?;
+    // A fixed day, so that every run measures the same thing.
+    let today = 20_400_i64;
+    let mut rng = Rng::new(14);
+    let client = connect(database_url).await?;
+    let settings = test_export_settings();
+    for hour in (today - 15) * 24..(today + 1) * 24 {
+        let keys = population(&mut rng, hour.div_euclid(24), keys_per_hour);
+        copy_keys(
+            &client,
+            settings.key_region.as_str(),
+            keys.into_iter().map(|k| (hour, k)),
+        )
+        .await?;
+    }
+    let at = |hour: i64| -> anyhow::Result<DateTime<Utc>> {
+        DateTime::from_timestamp(hour * 3600 + 900, 0).context("time out of range")
+    };
+    let clock = ManualClock::new(at(today * 24)?);
+    let bucket = Bucket::in_memory();
+    let exporter = Exporter::new(
+        store,
+        bucket.clone(),
+        Arc::new(clock.clone()),
+        settings.clone(),
+        test_signing_keys(),
+    )
+    .await?;
+    let mut per_hour = Vec::new();
+    let mut worst = 0;
+    for hour in today * 24..(today + 1) * 24 {
+        clock.set(at(hour)?);
+        match exporter.run_once().await? {
+            RunOutcome::Completed(_) => {}
+            RunOutcome::Skipped => bail!("the exporter skipped a run"),
+        }
+        let now = hour * 3600 + 900;
+        let result = catch_up(
+            &bucket,
+            settings.export_region.as_str(),
+            &settings.compat_region_path,
+            now,
+        )
+        .await?;
+        worst = worst.max(result.requests());
+        per_hour.push(json!({
+            "utc_hour": hour - today * 24,
+            "keys": result.keys,
+            "requests": result.requests(),
+            "retrieval_requests": result.retrieval_requests,
+            "index_requests": result.index_requests,
+        }));
+    }
+    Ok(json!({
+        "catchup_requests_14d": worst,
+        "keys_per_hour": keys_per_hour,
+        "day": today,
+        "per_hour": per_hour,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Work shared by the phones of one phase: take the next item until none is left or
+/// the phase is over.
+type Queue<T> = Arc<Mutex<VecDeque<T>>>;
+
+fn take<T>(queue: &Queue<T>) -> Option<T> {
+    queue.lock().ok()?.pop_front()
+}
+
+async fn load(
+    url: &str,
+    token: &str,
+    phones: usize,
+    seconds: u64,
+    codes: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let phones = phones.max(1);
+    // Codes are issued first, by as many portals as there are phones, and not timed.
+    let mut issuers = Vec::new();
+    for i in 0..phones {
+        let portal = Portal::new(url, token);
+        let count = codes / phones + usize::from(i < codes % phones);
+        issuers.push(tokio::spawn(async move {
+            let mut issued = Vec::with_capacity(count);
+            for _ in 0..count {
+                issued.push(portal.issue_code().await?);
+            }
+            anyhow::Ok(issued)
+        }));
+    }
+    let codes: Queue<String> = Arc::new(Mutex::new(VecDeque::new()));
+    for issuer in issuers {
+        let issued = issuer.await??;
+        codes
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .extend(issued);
+    }
+
+    // Claim phase.
+    let claimed: Queue<Phone> = Arc::new(Mutex::new(VecDeque::new()));
+    let phase = Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..phones {
+        let (codes, claimed, url) = (codes.clone(), claimed.clone(), url.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut failures = 0_u64;
+            while started.elapsed() < phase {
+                let Some(code) = take(&codes) else { break };
+                let mut phone = Phone::new(&url);
+                let t = Instant::now();
+                match phone.claim(&code).await {
+                    Ok(reply) if reply.status.is_success() => {
+                        latencies.record(t);
+                        if let Ok(mut claimed) = claimed.lock() {
+                            claimed.push_back(phone);
+                        }
+                    }
+                    _ => failures += 1,
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let (mut claims, claim_failures, claim_seconds) = gather(workers, started).await?;
+
+    // Upload phase: each claimed keypair uploads 14 keys once.
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..phones {
+        let claimed = claimed.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            let mut failures = 0_u64;
+            while started.elapsed() < phase {
+                let Some(phone) = take(&claimed) else { break };
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+                    .unwrap_or(0);
+                let upload = upload_of(app_keys(now, 14), now);
+                let t = Instant::now();
+                match phone.upload(&upload).await {
+                    Ok(reply) if reply.response.error() == ErrorCode::None => latencies.record(t),
+                    _ => failures += 1,
+                }
+            }
+            (latencies, failures)
+        }));
+    }
+    let (mut uploads, upload_failures, upload_seconds) = gather(workers, started).await?;
+    if claim_failures + upload_failures > 0 {
+        bail!("{claim_failures} claims and {upload_failures} uploads failed");
+    }
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    Ok(json!({
+        "phones": phones,
+        "claims": claims.0.len(),
+        "claim_seconds": claim_seconds,
+        "claim_per_s": rate(claims.0.len(), claim_seconds),
+        "claim_p50_ms": claims.percentile_ms(50.0),
+        "claim_p99_ms": claims.percentile_ms(99.0),
+        "uploads": uploads.0.len(),
+        "upload_seconds": upload_seconds,
+        "upload_per_s": rate(uploads.0.len(), upload_seconds),
+        "upload_p50_ms": uploads.percentile_ms(50.0),
+        "upload_p99_ms": uploads.percentile_ms(99.0),
+    }))
+}
+
+/// Joins a phase's workers: their latencies, failures, and the phase's wall time.
+async fn gather(
+    workers: Vec<tokio::task::JoinHandle<(Latencies, u64)>>,
+    started: Instant,
+) -> anyhow::Result<(Latencies, u64, f64)> {
+    let mut all = Latencies::default();
+    let mut failures = 0;
+    for worker in workers {
+        let (latencies, f) = worker.await?;
+        all.0.extend(latencies.0);
+        failures += f;
+    }
+    Ok((all, failures, started.elapsed().as_secs_f64()))
+}
