@@ -590,6 +590,25 @@ pub struct DiagnosisKey {
 }
 
 impl DiagnosisKey {
+    /// The canonical key order of DESIGN §4.1: rolling_start_interval_number, rolling_period,
+    /// transmission_risk_level, report_type, days_since_onset (unknown first), key_data.
+    ///
+    /// Grouping identical metadata is what lets deflate compress everything but the 16 random
+    /// key bytes, and the order says nothing about which keys were uploaded together.
+    pub fn canonical_cmp(&self, other: &DiagnosisKey) -> std::cmp::Ordering {
+        self.rolling_start_interval_number
+            .cmp(&other.rolling_start_interval_number)
+            .then(self.rolling_period.cmp(&other.rolling_period))
+            .then(
+                self.transmission_risk_level
+                    .cmp(&other.transmission_risk_level),
+            )
+            .then(self.report_type.as_i32().cmp(&other.report_type.as_i32()))
+            // `None < Some(_)` for `Option`, which is "unknown first".
+            .then(self.days_since_onset.cmp(&other.days_since_onset))
+            .then(self.key_data.cmp(&other.key_data))
+    }
+
     /// Unix second at which the key stops being valid (DESIGN §2).
     pub fn expiry_unix(&self) -> i64 {
         time::key_expiry(self.rolling_start_interval_number, self.rolling_period)

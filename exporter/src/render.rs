@@ -264,23 +264,11 @@ pub fn daily_object_key(region: &Region, start: u64, end: u64, part: PartNumber)
     format!("{region}/daily/{start}-{end}-{part}.zip")
 }
 
-/// The canonical key order of DESIGN §4.1: rolling_start_interval_number, rolling_period,
-/// transmission_risk_level, report_type, days_since_onset (unknown first), key_data.
-///
-/// Grouping identical metadata is what lets deflate compress everything but the 16 random key
-/// bytes, and the order says nothing about which keys were uploaded together. The SQL that
-/// feeds a window must produce the same order: `ORDER BY rolling_start_interval_number,
-/// rolling_period, transmission_risk_level, report_type, days_since_onset NULLS FIRST,
-/// key_data` (bytea compares bytewise, as [`diagnosis_core::domain::KeyData`] does).
+/// The canonical key order of DESIGN §4.1 ([`DiagnosisKey::canonical_cmp`]). The key source
+/// must deliver keys in this order: the store sorts each window
+/// ([`diagnosis_core::store::Store::stream_publishable_keys`]).
 pub fn canonical_cmp(a: &DiagnosisKey, b: &DiagnosisKey) -> Ordering {
-    a.rolling_start_interval_number
-        .cmp(&b.rolling_start_interval_number)
-        .then(a.rolling_period.cmp(&b.rolling_period))
-        .then(a.transmission_risk_level.cmp(&b.transmission_risk_level))
-        .then(a.report_type.as_i32().cmp(&b.report_type.as_i32()))
-        // `None < Some(_)` for `Option`, which is "unknown first".
-        .then(a.days_since_onset.cmp(&b.days_since_onset))
-        .then(a.key_data.cmp(&b.key_data))
+    a.canonical_cmp(b)
 }
 
 /// Sorts keys into the canonical order of DESIGN §4.1 (see [`canonical_cmp`]).

@@ -9,10 +9,12 @@ use std::collections::HashSet;
 
 use anyhow::Context as _;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
-use diagnosis_core::time::{RELEVANCE_DAYS, day_number, key_expiry};
+use diagnosis_core::time::{RELEVANCE_DAYS, day_number, key_expiry, publish_hour};
 use diagnosis_exporter::archive::unzip_export;
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message as _, TemporaryExposureKeyExport};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 
 /// Keys uploaded per diagnosed case: two for each of the 14 days before the upload,
 /// the most the COVID Alert apps send (28).
@@ -100,6 +102,55 @@ pub fn population(rng: &mut Rng, upload_day: i64, count: usize) -> Vec<Diagnosis
     }
     keys.truncate(count);
     keys
+}
+
+/// Writes `(submission hour, key)` pairs into `diagnosis_keys` with a binary COPY and
+/// returns the number of rows written.
+pub async fn copy_keys(
+    client: &tokio_postgres::Client,
+    region: &str,
+    keys: impl Iterator<Item = (i64, DiagnosisKey)>,
+) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in(
+            "COPY diagnosis_keys (key_data, rolling_start_interval_number, rolling_period,
+                                  transmission_risk_level, report_type, days_since_onset,
+                                  region, originator, hour_of_submission, publish_hour)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let types = [
+        Type::BYTEA,
+        Type::INT4,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT4,
+        Type::INT4,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    let small = |v: i32| i16::try_from(v).context("a value out of SMALLINT range");
+    for (hour, key) in keys {
+        let published = publish_hour(hour, key.rolling_start_interval_number, key.rolling_period);
+        let row: [&(dyn ToSql + Sync); 10] = [
+            &key.key_data.as_bytes().as_slice(),
+            &key.rolling_start_interval_number,
+            &small(key.rolling_period)?,
+            &small(key.transmission_risk_level)?,
+            &small(key.report_type.as_i32())?,
+            &key.days_since_onset.map(small).transpose()?,
+            &region,
+            &"BENCH",
+            &i32::try_from(hour)?,
+            &i32::try_from(published)?,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    Ok(writer.finish().await?)
 }
 
 /// Latencies of one kind of request, in microseconds.

@@ -286,3 +286,69 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     let again = store.purge_expired(now, retention_policy()).await.unwrap();
     assert_eq!(again, diagnosis_core::store::RetentionReport::default());
 }
+
+/// Postgres sorts a window only by start interval; the store sorts each run of equal start
+/// intervals by the rest of DESIGN §4.1's order. Whatever the metadata, the stream must come out
+/// exactly as a full sort would put it, with every key of the window and no other.
+#[tokio::test]
+async fn publishable_keys_stream_in_canonical_order() {
+    use diagnosis_tests::bench::{Rng, copy_keys, population};
+    use futures::TryStreamExt as _;
+
+    let db = TestDatabase::new().await;
+    let store = store_for(&db);
+    let day = hour_number(test_start_time().timestamp()) / 24 - 1;
+    let hour = day * 24 + 5;
+    let mut rng = Rng::new(99);
+    let mut keys = population(&mut rng, day, 3_000);
+    // The edges of every field, in several start intervals.
+    for (i, (period, risk, onset)) in [
+        (1, 0, Some(-14)),
+        (144, 8, Some(14)),
+        (144, 0, None),
+        (72, 3, Some(0)),
+        (143, 8, Some(-1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for days_before in [1, 7, 14] {
+            keys.push(DiagnosisKey {
+                key_data: rng.key_data(),
+                rolling_start_interval_number: i32::try_from((day - days_before) * 144).unwrap(),
+                rolling_period: period,
+                transmission_risk_level: risk,
+                report_type: if i % 2 == 0 {
+                    ReportType::ConfirmedTest
+                } else {
+                    ReportType::SelfReport
+                },
+                days_since_onset: onset,
+            });
+        }
+    }
+    let client = db.client().await;
+    copy_keys(&client, "302", keys.iter().cloned().map(|k| (hour, k)))
+        .await
+        .unwrap();
+    // A neighbouring hour's keys stay out of the window.
+    let other = population(&mut rng, day, 50);
+    copy_keys(&client, "302", other.into_iter().map(|k| (hour + 1, k)))
+        .await
+        .unwrap();
+
+    let region = Region::parse("302").unwrap();
+    let streamed: Vec<DiagnosisKey> = store
+        .stream_publishable_keys(&region, hour, hour, None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    // Only keys still relevant at the end of their publish hour belong to it (DESIGN §2).
+    keys.retain(|k| k.expiry_unix() > (hour + 1) * 3600 - 14 * 86_400);
+    assert!(keys.len() > 3_000, "{}", keys.len());
+    keys.sort_unstable_by(DiagnosisKey::canonical_cmp);
+    assert_eq!(streamed.len(), keys.len());
+    assert!(streamed == keys, "the stream is not the canonical order");
+}

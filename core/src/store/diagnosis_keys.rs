@@ -199,9 +199,6 @@ const PUBLISHABLE: &str = "region = '{region}'
        AND (rolling_start_interval_number + rolling_period)::int8 * 600
            > (publish_hour::int8 + 1) * 3600 - 1209600";
 
-const CANONICAL_ORDER: &str = "rolling_start_interval_number, rolling_period, \
-     transmission_risk_level, report_type, days_since_onset NULLS FIRST, key_data";
-
 fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<String, StoreError> {
     publishable_at(region, first_hour, last_hour, None)
 }
@@ -247,8 +244,14 @@ pub struct KeyMetadataCount {
     pub count: i64,
 }
 
-/// A stream of keys read with a binary `COPY`, holding its connection until
-/// it ends. Memory stays at one row whatever the number of keys.
+/// A stream of keys read with a binary `COPY`, in the canonical order of DESIGN §4.1,
+/// holding its connection until it ends.
+///
+/// Postgres sorts only by `rolling_start_interval_number`, an integer, which it does fast;
+/// each run of equal start intervals is then sorted here by the rest of the canonical order
+/// (packed into 20 bytes per key). Sorting by `key_data` in Postgres costs about five times
+/// the read itself (tests/bench/README.md). Memory is one run of keys: with keys spread over
+/// 14 days of start intervals, about a fourteenth of the window.
 ///
 /// The connection runs with export-sized settings (no statement timeout, a
 /// large sort memory), so it is closed when the stream is dropped rather than
@@ -256,6 +259,59 @@ pub struct KeyMetadataCount {
 pub struct KeyStream {
     rows: Pin<Box<BinaryCopyOutStream>>,
     connection: Option<Object>,
+    /// The current run: its start interval and its keys; once `sorted`, yielded from `next`.
+    run_start: i32,
+    run: Vec<PackedKey>,
+    sorted: bool,
+    next: usize,
+    /// The first key of the following run, read before the current run was sorted.
+    lookahead: Option<DiagnosisKey>,
+    finished: bool,
+}
+
+/// A key without its start interval, ordered as DESIGN §4.1 orders keys of one start
+/// interval: `meta` packs rolling period, transmission risk, report type and days since
+/// onset (unknown first) from the most significant byte down, then the key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PackedKey {
+    meta: u32,
+    key_data: [u8; 16],
+}
+
+impl PackedKey {
+    fn pack(key: &DiagnosisKey) -> Result<PackedKey, StoreError> {
+        let byte =
+            |v: i32, what: &'static str| u8::try_from(v).map_err(|_| StoreError::InvalidRow(what));
+        let onset = match key.days_since_onset {
+            None => 0,
+            Some(days) => byte(days + 15, "diagnosis_keys.days_since_onset")?,
+        };
+        Ok(PackedKey {
+            meta: u32::from_be_bytes([
+                byte(key.rolling_period, "diagnosis_keys.rolling_period")?,
+                byte(
+                    key.transmission_risk_level,
+                    "diagnosis_keys.transmission_risk_level",
+                )?,
+                byte(key.report_type.as_i32(), "diagnosis_keys.report_type")?,
+                onset,
+            ]),
+            key_data: *key.key_data.as_bytes(),
+        })
+    }
+
+    fn unpack(&self, rolling_start_interval_number: i32) -> Result<DiagnosisKey, StoreError> {
+        let [period, risk, report, onset] = self.meta.to_be_bytes();
+        Ok(DiagnosisKey {
+            key_data: KeyData::from_array(self.key_data),
+            rolling_start_interval_number,
+            rolling_period: i32::from(period),
+            transmission_risk_level: i32::from(risk),
+            report_type: ReportType::from_i32(i32::from(report))
+                .ok_or(StoreError::InvalidRow("diagnosis_keys.report_type"))?,
+            days_since_onset: (onset != 0).then(|| i32::from(onset) - 15),
+        })
+    }
 }
 
 impl Drop for KeyStream {
@@ -304,12 +360,57 @@ impl Stream for KeyStream {
     type Item = Result<DiagnosisKey, StoreError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rows.as_mut().poll_next(cx).map(|row| {
-            row.map(|row| {
-                row.map_err(StoreError::from)
-                    .and_then(|row| key_from_row(&row))
-            })
-        })
+        let this = &mut *self;
+        loop {
+            if this.sorted {
+                if let Some(packed) = this.run.get(this.next) {
+                    this.next += 1;
+                    return Poll::Ready(Some(packed.unpack(this.run_start)));
+                }
+                if this.finished {
+                    return Poll::Ready(None);
+                }
+                // The run is spent: the lookahead key opens the next one.
+                this.run.clear();
+                this.next = 0;
+                this.sorted = false;
+                if let Some(first) = this.lookahead.take() {
+                    this.run_start = first.rolling_start_interval_number;
+                    match PackedKey::pack(&first) {
+                        Ok(packed) => this.run.push(packed),
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+            }
+            // Read the run until its start interval changes or the rows end.
+            let key = match this.rows.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    this.run.sort_unstable();
+                    this.sorted = true;
+                    continue;
+                }
+                Poll::Ready(Some(Ok(row))) => match key_from_row(&row) {
+                    Ok(key) => key,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                },
+            };
+            if this.run.is_empty() {
+                this.run_start = key.rolling_start_interval_number;
+            }
+            if key.rolling_start_interval_number == this.run_start {
+                match PackedKey::pack(&key) {
+                    Ok(packed) => this.run.push(packed),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            } else {
+                this.lookahead = Some(key);
+                this.run.sort_unstable();
+                this.sorted = true;
+            }
+        }
     }
 }
 
@@ -332,7 +433,7 @@ impl Store {
         let query = format!(
             "COPY (SELECT key_data, rolling_start_interval_number, rolling_period,
                           transmission_risk_level, report_type, days_since_onset
-                     FROM diagnosis_keys WHERE {} ORDER BY {CANONICAL_ORDER})
+                     FROM diagnosis_keys WHERE {} ORDER BY rolling_start_interval_number)
              TO STDOUT (FORMAT binary)",
             publishable_at(region, first_hour, last_hour, relevant_at)?
         );
@@ -340,6 +441,12 @@ impl Store {
             Ok(copy) => Ok(KeyStream {
                 rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
                 connection: Some(connection),
+                run_start: 0,
+                run: Vec::new(),
+                sorted: false,
+                next: 0,
+                lookahead: None,
+                finished: false,
             }),
             Err(e) => {
                 drop(Object::take(connection));

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use diagnosis_core::domain::{DiagnosisKey, Region};
+use diagnosis_core::domain::Region;
 use diagnosis_core::store::{Store, StoreConfig};
-use diagnosis_core::time::{ManualClock, publish_hour};
+use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::archive::zip_export;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
 use diagnosis_exporter::render::{ExportWindow, SignerInfo, render_window};
@@ -22,12 +22,10 @@ use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_proto::{
     EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey, TemporaryExposureKeyExport,
 };
-use diagnosis_tests::bench::{Latencies, Rng, catch_up, population};
+use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
 use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
 use serde_json::json;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
 
 #[derive(Debug, Parser)]
 #[command(name = "diagnosis-bench", about = "Benchmark instruments")]
@@ -130,55 +128,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Writes `(submission hour, key)` pairs into `diagnosis_keys` with a binary COPY and
-/// returns the number of rows written.
-async fn copy_keys(
-    client: &tokio_postgres::Client,
-    region: &str,
-    keys: impl Iterator<Item = (i64, DiagnosisKey)>,
-) -> anyhow::Result<u64> {
-    let sink = client
-        .copy_in(
-            "COPY diagnosis_keys (key_data, rolling_start_interval_number, rolling_period,
-                                  transmission_risk_level, report_type, days_since_onset,
-                                  region, originator, hour_of_submission, publish_hour)
-             FROM STDIN (FORMAT binary)",
-        )
-        .await?;
-    let types = [
-        Type::BYTEA,
-        Type::INT4,
-        Type::INT2,
-        Type::INT2,
-        Type::INT2,
-        Type::INT2,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT4,
-        Type::INT4,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
-    let small = |v: i32| i16::try_from(v).context("a value out of SMALLINT range");
-    for (hour, key) in keys {
-        let published = publish_hour(hour, key.rolling_start_interval_number, key.rolling_period);
-        let row: [&(dyn ToSql + Sync); 10] = [
-            &key.key_data.as_bytes().as_slice(),
-            &key.rolling_start_interval_number,
-            &small(key.rolling_period)?,
-            &small(key.transmission_risk_level)?,
-            &small(key.report_type.as_i32())?,
-            &key.days_since_onset.map(small).transpose()?,
-            &region,
-            &"BENCH",
-            &i32::try_from(hour)?,
-            &i32::try_from(published)?,
-        ];
-        writer.as_mut().write(&row).await?;
-    }
-    Ok(writer.finish().await?)
 }
 
 async fn connect(database_url: &str) -> anyhow::Result<tokio_postgres::Client> {
