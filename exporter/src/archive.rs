@@ -10,11 +10,11 @@
 //! larger than [`MAX_ENTRY_BYTES`] when it unpacks one: the `verify` command reads files from
 //! a bucket that anyone with write access could have tampered with.
 
-use std::io::{Cursor, Read as _, Write as _};
+use std::io::{Cursor, Read as _};
 
+use libdeflater::{CompressionLvl, Compressor};
 use thiserror::Error;
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
+use zip::ZipArchive;
 
 /// Name of the first entry (DESIGN §4.1).
 pub const EXPORT_BIN_NAME: &str = "export.bin";
@@ -25,11 +25,13 @@ pub const EXPORT_SIG_NAME: &str = "export.sig";
 /// (about 60 bytes each) fit with room to spare.
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Deflate level of published files. Files are written once and downloaded by every phone,
-/// so the smallest output wins: for 100 000 keys of one hour, level 9 gives 17.97 bytes per
-/// key against 18.06 at the default level 6 (random key order: 20.51 and 20.83); see
-/// `tests/compression.rs`.
-pub const COMPRESSION_LEVEL: i64 = 9;
+/// Deflate level of published files (libdeflate, 1–12). Files are written once and downloaded by
+/// every phone, so size matters most, but the exporter also writes every key three or four
+/// times (hourly, daily, retrieval objects), so speed matters too. On one hour of 100 000
+/// realistic keys (`infra/dev/bench`), libdeflate at this level is both smaller and several
+/// times faster than zlib at level 9; levels above it gain a few hundredths of a byte per key
+/// at a fraction of the speed (tests/bench/README.md).
+pub const COMPRESSION_LEVEL: i32 = 6;
 
 /// Why an export archive could not be built or read.
 #[derive(Debug, Error)]
@@ -51,6 +53,12 @@ pub enum ArchiveError {
         /// The entry names found, in order.
         found: Vec<String>,
     },
+    /// The compression level is not one libdeflate knows.
+    #[error("deflate level {COMPRESSION_LEVEL} is not one of 1 to 12")]
+    Level,
+    /// libdeflate could not compress an entry into its own bound.
+    #[error("zip entry {0}: compression failed")]
+    Compress(String),
     /// An entry is larger than [`MAX_ENTRY_BYTES`].
     #[error("zip entry {name} is larger than {limit} bytes")]
     TooLarge {
@@ -70,31 +78,109 @@ pub struct ExportEntries {
     pub export_sig: Vec<u8>,
 }
 
-fn entry_options() -> SimpleFileOptions {
-    SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Deflated)
-        .compression_level(Some(COMPRESSION_LEVEL))
-        // Fixed, so that the bytes depend on the content only.
-        .last_modified_time(DateTime::DEFAULT)
-        .system(zip::System::Unix)
-        .unix_permissions(0o644)
-        .large_file(false)
+/// `PK\x03\x04`, `PK\x01\x02` and `PK\x05\x06`: local header, central directory entry, end of
+/// central directory.
+const LOCAL_HEADER: u32 = 0x0403_4b50;
+const CENTRAL_HEADER: u32 = 0x0201_4b50;
+const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
+/// Version 2.0 of the format (deflate), written by a Unix system.
+const VERSION_NEEDED: u16 = 20;
+const VERSION_MADE_BY: u16 = (3 << 8) | 20;
+const METHOD_DEFLATE: u16 = 8;
+/// 1980-01-01 00:00:00 in MS-DOS form: the earliest the format can say, fixed so that the
+/// bytes depend on the content only.
+const DOS_TIME: u16 = 0;
+const DOS_DATE: u16 = (1 << 5) | 1;
+/// A regular file, mode 0644.
+const UNIX_FILE_ATTRIBUTES: u32 = 0o100_644 << 16;
+
+/// Builds the published archive: `export.bin` then `export.sig`, deflated by libdeflate at
+/// [`COMPRESSION_LEVEL`], deterministic: fixed time and attributes, no extra field, no comment,
+/// no data descriptor.
+pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, ArchiveError> {
+    let level = CompressionLvl::new(COMPRESSION_LEVEL).map_err(|_| ArchiveError::Level)?;
+    let mut compressor = Compressor::new(level);
+    let entries = [(EXPORT_BIN_NAME, export_bin), (EXPORT_SIG_NAME, export_sig)];
+    // Compressed straight into the archive. The first allocation is zeroed, which the system
+    // maps lazily: only the pages libdeflate writes cost memory, not the whole bound.
+    let mut zip = vec![
+        0_u8;
+        30 + EXPORT_BIN_NAME.len()
+            + compressor.deflate_compress_bound(export_bin.len())
+    ];
+    let mut first = true;
+    let mut central = Vec::with_capacity(2 * (46 + EXPORT_BIN_NAME.len()));
+    for (name, data) in entries {
+        let too_large = || ArchiveError::TooLarge {
+            name: name.to_owned(),
+            limit: u64::from(u32::MAX),
+        };
+        let size = u32::try_from(data.len()).map_err(|_| too_large())?;
+        let crc = libdeflater::crc32(data);
+        let name_len = u16::try_from(name.len()).map_err(|_| too_large())?;
+        let header_at = if first { 0 } else { zip.len() };
+        let data_at = header_at + 30 + name.len();
+        if !first {
+            zip.resize(data_at + compressor.deflate_compress_bound(data.len()), 0);
+        }
+        first = false;
+        let compressed_len = compressor
+            .deflate_compress(data, &mut zip[data_at..])
+            .map_err(|_| ArchiveError::Compress(name.to_owned()))?;
+        zip.truncate(data_at + compressed_len);
+        let compressed = u32::try_from(compressed_len).map_err(|_| too_large())?;
+
+        let mut header = Vec::with_capacity(30 + name.len());
+        header.extend(LOCAL_HEADER.to_le_bytes());
+        header.extend(VERSION_NEEDED.to_le_bytes());
+        put_entry_fields(&mut header, crc, compressed, size, name_len);
+        header.extend(0_u16.to_le_bytes()); // extra field length
+        header.extend(name.as_bytes());
+        zip[header_at..data_at].copy_from_slice(&header);
+
+        central.extend(CENTRAL_HEADER.to_le_bytes());
+        central.extend(VERSION_MADE_BY.to_le_bytes());
+        central.extend(VERSION_NEEDED.to_le_bytes());
+        put_entry_fields(&mut central, crc, compressed, size, name_len);
+        central.extend(0_u16.to_le_bytes()); // extra field length
+        central.extend(0_u16.to_le_bytes()); // comment length
+        central.extend(0_u16.to_le_bytes()); // disk number
+        central.extend(0_u16.to_le_bytes()); // internal attributes
+        central.extend(UNIX_FILE_ATTRIBUTES.to_le_bytes());
+        central.extend(
+            u32::try_from(header_at)
+                .map_err(|_| too_large())?
+                .to_le_bytes(),
+        );
+        central.extend(name.as_bytes());
+    }
+    let central_at = u32::try_from(zip.len()).map_err(|_| ArchiveError::TooLarge {
+        name: EXPORT_SIG_NAME.to_owned(),
+        limit: u64::from(u32::MAX),
+    })?;
+    let central_len = u32::try_from(central.len()).unwrap_or(u32::MAX);
+    zip.extend(&central);
+    zip.extend(END_OF_CENTRAL_DIRECTORY.to_le_bytes());
+    zip.extend(0_u16.to_le_bytes()); // this disk
+    zip.extend(0_u16.to_le_bytes()); // disk with the central directory
+    zip.extend(2_u16.to_le_bytes()); // entries on this disk
+    zip.extend(2_u16.to_le_bytes()); // entries in all
+    zip.extend(central_len.to_le_bytes());
+    zip.extend(central_at.to_le_bytes());
+    zip.extend(0_u16.to_le_bytes()); // comment length
+    Ok(zip)
 }
 
-/// Builds the published archive: `export.bin` then `export.sig`, deflated, deterministic.
-pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, ArchiveError> {
-    let capacity = export_bin.len() + export_sig.len() + 512;
-    let mut writer = ZipWriter::new(Cursor::new(Vec::with_capacity(capacity)));
-    for (name, bytes) in [(EXPORT_BIN_NAME, export_bin), (EXPORT_SIG_NAME, export_sig)] {
-        writer.start_file(name, entry_options())?;
-        writer
-            .write_all(bytes)
-            .map_err(|source| ArchiveError::Read {
-                name: name.to_owned(),
-                source,
-            })?;
-    }
-    Ok(writer.finish()?.into_inner())
+/// The fields local and central headers share, from the flags to the file name length.
+fn put_entry_fields(out: &mut Vec<u8>, crc: u32, compressed: u32, size: u32, name_len: u16) {
+    out.extend(0_u16.to_le_bytes()); // flags: no data descriptor, no encryption
+    out.extend(METHOD_DEFLATE.to_le_bytes());
+    out.extend(DOS_TIME.to_le_bytes());
+    out.extend(DOS_DATE.to_le_bytes());
+    out.extend(crc.to_le_bytes());
+    out.extend(compressed.to_le_bytes());
+    out.extend(size.to_le_bytes());
+    out.extend(name_len.to_le_bytes());
 }
 
 /// Unpacks an export archive, insisting on exactly `export.bin` then `export.sig` and on
@@ -158,6 +244,11 @@ fn read_entry(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::io::Write as _;
+
+    use zip::write::SimpleFileOptions;
+    use zip::{CompressionMethod, ZipWriter};
+
     use super::*;
 
     fn entries_of(zip: &[u8]) -> Vec<(String, CompressionMethod, u64)> {
@@ -229,7 +320,10 @@ mod tests {
     fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
         for (name, bytes) in entries {
-            writer.start_file(*name, entry_options()).unwrap();
+            let options = SimpleFileOptions::default()
+                .compression_method(CompressionMethod::Deflated)
+                .last_modified_time(zip::DateTime::DEFAULT);
+            writer.start_file(*name, options).unwrap();
             writer.write_all(bytes).unwrap();
         }
         writer.finish().unwrap().into_inner()

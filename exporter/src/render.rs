@@ -482,6 +482,11 @@ impl WindowRenderer {
     }
 
     /// The window being rendered.
+    /// Bytes of the part being rendered so far.
+    pub fn part_bytes(&self) -> usize {
+        self.current.len_bytes()
+    }
+
     pub fn window(&self) -> &ExportWindow {
         &self.window
     }

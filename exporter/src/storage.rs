@@ -354,6 +354,19 @@ impl Bucket {
             .map_err(|error| self.request_error("get", key, &error))
     }
 
+    /// The bytes `range` of the object at `key` (the range must lie within the object).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        let path = object_path(key)?;
+        self.store
+            .get_range(&path, range)
+            .await
+            .map_err(|error| self.request_error("get", key, &error))
+    }
+
     /// Whether an object exists at `key`.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = object_path(key)?;

@@ -544,3 +544,69 @@ async fn the_deployed_apps_retrieval_objects_follow_the_closed_hours() {
     let report = h.verify().await;
     assert!(report.is_ok(), "{report}");
 }
+
+/// Daily files and retrieval objects are merged from the hourly files already published; when
+/// the ledger lacks one of their hourly files they are read from Postgres instead. Both ways give
+/// the same bytes.
+#[tokio::test]
+async fn files_merged_from_hourly_files_equal_files_read_from_postgres() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(
+        &(0..13)
+            .map(|i| key(today - 144 * (i + 1), 1 + (i % 8) as i32))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    h.run().await;
+    h.advance(Duration::hours(3));
+    h.upload(
+        &(0..13)
+            .map(|i| key(today - 144 * (i + 2), 8 - (i % 8) as i32))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    h.advance(Duration::hours(7)); // 01:20 tomorrow: today is complete
+    let report = h.run().await;
+    assert_eq!(report.days.len(), 1);
+    let merged = all_objects(&h).await;
+    let day = start.timestamp().div_euclid(86_400);
+    let derived = [
+        format!("CA/daily/{}-{}-00001.zip", day * 86_400, (day + 1) * 86_400),
+        format!("retrieve/302/{day:05}"),
+        "retrieve/302/00000".to_owned(),
+    ];
+    for object in &derived {
+        let n = keys_in(&h, object).await.len();
+        assert!(n >= 25, "{object}: {n}");
+    }
+
+    // One hourly file of the day leaves the ledger: the same windows now come from Postgres.
+    let client = h.db.client().await;
+    let first_hour = hour_number(start.timestamp()) - 1;
+    client
+        .execute(
+            "UPDATE exports SET deleted_at = now() WHERE kind = 'hourly' AND start_ts = $1",
+            &[&(first_hour * 3600)],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("DELETE FROM exports WHERE kind <> 'hourly'", &[])
+        .await
+        .unwrap();
+    for object in &derived {
+        h.bucket.delete(object).await.unwrap();
+    }
+    let report = h.run().await;
+    assert_eq!(report.days.len(), 1);
+    let from_postgres = all_objects(&h).await;
+    for object in &derived {
+        assert_eq!(
+            from_postgres.get(object),
+            merged.get(object),
+            "{object} differs between the two ways of building it"
+        );
+    }
+}

@@ -167,10 +167,20 @@ impl Store {
         region: &str,
         kind: &str,
     ) -> Result<Option<i64>, StoreError> {
+        self.ledger_aggregate("max(end_ts)", region, kind).await
+    }
+
+    /// `SELECT {aggregate} FROM exports` over every window of `kind` published for `region`.
+    async fn ledger_aggregate(
+        &self,
+        aggregate: &'static str,
+        region: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT max(end_ts) FROM exports WHERE region = $1 AND kind = $2",
+                &format!("SELECT {aggregate} FROM exports WHERE region = $1 AND kind = $2"),
                 &[&region, &kind],
             )
             .await?;
@@ -210,6 +220,49 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Every object of `kind` not deleted whose window starts in `from_ts..to_ts`, oldest first
+    /// (by start, then part).
+    pub async fn live_exports(
+        &self,
+        region: &str,
+        kind: &str,
+        from_ts: i64,
+        to_ts: i64,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        self.records(
+            "region = $1 AND kind = $2 AND start_ts >= $3 AND start_ts < $4 AND deleted_at IS NULL",
+            &[&region, &kind, &from_ts, &to_ts],
+        )
+        .await
+    }
+
+    /// The ledger rows matching `condition`, oldest first (by start, then part).
+    async fn records(
+        &self,
+        condition: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM exports WHERE {condition} ORDER BY start_ts, part"
+                ),
+                params,
+            )
+            .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// The start of the oldest window of `kind` ever published for `region`, deleted or not.
+    pub async fn first_published_start(
+        &self,
+        region: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.ledger_aggregate("min(start_ts)", region, kind).await
+    }
+
     /// Every object of `kind` still in the indexes whose window starts at or
     /// after `since_ts`, oldest first (by start, then part).
     pub async fn indexed_exports(
@@ -218,18 +271,11 @@ impl Store {
         kind: &str,
         since_ts: i64,
     ) -> Result<Vec<ExportRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM exports
-                      WHERE region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL
-                      ORDER BY start_ts, part"
-                ),
-                &[&region, &kind, &since_ts],
-            )
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        self.records(
+            "region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL",
+            &[&region, &kind, &since_ts],
+        )
+        .await
     }
 
     /// Marks objects of `kind` whose window starts before `before_ts` as gone

@@ -10,6 +10,7 @@
 //! never log key material.
 
 mod configs;
+mod derive;
 mod indexes;
 mod plan;
 mod retrieval;
@@ -51,6 +52,12 @@ pub enum ExportError {
     Window(i64),
     #[error("EXPOSURE_CONFIG_DIR: cannot read {0}: {1}")]
     ConfigDir(String, std::io::Error),
+    /// A published file could not be read back to build a bigger window from it.
+    #[error("reading back a published file: {0}")]
+    Derive(String),
+    /// The upload step ended (after an error of its own) or its signing thread died.
+    #[error("the upload step stopped before every part was published")]
+    UploadStopped,
 }
 
 /// What one pass did.
@@ -235,15 +242,16 @@ impl Exporter {
                     .await?
             }
         };
-        for hour in hours_to_publish(
+        let hours: Vec<i64> = hours_to_publish(
             now_unix,
             self.settings.grace_seconds,
             last_published_hour,
             earliest_key_hour,
-        ) {
-            self.publish(Window::hour(hour), &mut report).await?;
-            report.hours.push(hour);
-        }
+        )
+        .collect();
+        let windows: Vec<Window> = hours.iter().copied().map(Window::hour).collect();
+        self.publish_all(&windows, &mut report).await?;
+        report.hours = hours;
 
         let hourly_indexed = self
             .store
@@ -252,16 +260,19 @@ impl Exporter {
         if let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) {
             let first_hour = first.start_ts.div_euclid(3600);
             let last_hour = last.start_ts.div_euclid(3600);
+            let mut days = Vec::new();
             for day in complete_days(now_unix, first_hour, last_hour) {
                 if !self
                     .store
                     .is_published(region, WindowKind::Daily.as_str(), day * 86_400)
                     .await?
                 {
-                    self.publish(Window::day(day), &mut report).await?;
-                    report.days.push(day);
+                    days.push(day);
                 }
             }
+            let windows: Vec<Window> = days.iter().copied().map(Window::day).collect();
+            self.publish_all(&windows, &mut report).await?;
+            report.days = days;
             self.publish_retrieval(day_number(now_unix), first_hour, last_hour, &mut report)
                 .await?;
         }
@@ -280,18 +291,50 @@ impl Exporter {
         Ok(report)
     }
 
-    async fn publish(&self, window: Window, report: &mut RunReport) -> Result<(), ExportError> {
-        let records = self.publish_window(window).await?;
-        // The ledger is written after every part of the window is uploaded.
-        self.store
-            .record_exports(&records, self.clock.now())
-            .await?;
-        for record in &records {
-            report.files += 1;
-            report.keys += record.key_count;
-            report.bytes += record.bytes;
-        }
-        Ok(())
+    /// Publishes `windows` in order, as two concurrent steps joined by a one-part queue: one
+    /// streams keys and renders parts, the other signs, compresses (on a blocking thread) and
+    /// uploads them, and writes a window's ledger rows once all its parts are uploaded. So the
+    /// database read, the rendering and the compression overlap, and at most two parts are in
+    /// memory, within `PART_MEMORY_MIB` together unless one part alone is larger. When either step fails, the other stops after its current part: nothing
+    /// after a failed part is uploaded, and the ledger names only uploaded windows.
+    async fn publish_all(
+        &self,
+        windows: &[Window],
+        report: &mut RunReport,
+    ) -> Result<(), ExportError> {
+        let (parts, mut queue) = tokio::sync::mpsc::channel::<window::PartJob>(1);
+        let memory = Arc::new(tokio::sync::Semaphore::new(
+            window::PART_MEMORY_MIB as usize,
+        ));
+        let render = async move {
+            for &window in windows {
+                self.render_window(window, &parts, &memory).await?;
+            }
+            Ok::<(), ExportError>(())
+        };
+        // Moved in, so that the queue closes when this step ends, even on an error.
+        let upload = async move {
+            let mut records = Vec::new();
+            while let Some(job) = queue.recv().await {
+                let last = job.last;
+                records.push(self.upload_job(job).await?);
+                if last {
+                    // The ledger is written after every part of the window is uploaded.
+                    self.store
+                        .record_exports(&records, self.clock.now())
+                        .await?;
+                    for record in records.drain(..) {
+                        report.files += 1;
+                        report.keys += record.key_count;
+                        report.bytes += record.bytes;
+                    }
+                }
+            }
+            Ok::<(), ExportError>(())
+        };
+        let (rendered, uploaded) = tokio::join!(render, upload);
+        // The upload step's own error explains a render step stopped by it.
+        uploaded.and(rendered)
     }
 
     /// Rewrites the indexes from the ledger, then marks the files that fell out

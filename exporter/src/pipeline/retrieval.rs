@@ -20,24 +20,22 @@ impl Exporter {
         report: &mut RunReport,
     ) -> Result<(), ExportError> {
         let first_day = (today - RELEVANCE_DAYS).max(first_hour.div_euclid(24));
-        for day in first_day..=today {
-            self.refresh(Window::retrieve_day(day, last_hour), report)
+        let mut stale = Vec::new();
+        for window in (first_day..=today)
+            .map(|day| Window::retrieve_day(day, last_hour))
+            .chain([Window::retrieve_bundle(today, last_hour)])
+        {
+            // Rebuilt only when the ledger shows another window under the same key.
+            let current = self
+                .store
+                .published_window(&self.retrieval_key(window))
                 .await?;
+            if current != Some((window.start(), window.end())) {
+                stale.push(window);
+            }
         }
-        self.refresh(Window::retrieve_bundle(today, last_hour), report)
-            .await
-    }
-
-    /// Publishes `window` unless the ledger shows the same window already.
-    async fn refresh(&self, window: Window, report: &mut RunReport) -> Result<(), ExportError> {
-        let key = self.retrieval_key(window);
-        let current = self.store.published_window(&key).await?;
-        if current == Some((window.start(), window.end())) {
-            return Ok(());
-        }
-        self.publish(window, report).await?;
-        report.retrieval_objects += 1;
-        Ok(())
+        report.retrieval_objects += stale.len();
+        self.publish_all(&stale, report).await
     }
 
     fn retrieval_key(&self, window: Window) -> String {

@@ -4,13 +4,16 @@
 //! time, whatever the number of keys.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::DiagnosisKey;
 use diagnosis_core::store::{ExportRecord, KeyStream, StoreError};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::derive::{MergedFiles, SourceObject};
 use super::{ExportError, Exporter};
 use crate::archive::zip_export;
 use crate::render::{
@@ -152,26 +155,66 @@ impl Merged {
     }
 }
 
+/// Where a window's keys come from.
+enum Keys {
+    /// Postgres, merged with the window's padding.
+    Database(Box<Merged>),
+    /// Files already published, which carry their padding (module `derive`).
+    Files(MergedFiles),
+}
+
+impl Keys {
+    async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {
+        match self {
+            Keys::Database(merged) => Ok(merged.next().await?),
+            Keys::Files(merged) => merged.next().await,
+        }
+    }
+}
+
+/// A rendered part on its way to the bucket; `last` closes its window.
+pub(super) struct PartJob {
+    window: Window,
+    part: RenderedPart,
+    pub(super) last: bool,
+    /// The part's share of [`PART_MEMORY_MIB`], given back once it is uploaded.
+    memory: Option<OwnedSemaphorePermit>,
+}
+
+/// Parts in memory at once, in MiB of `export.bin`: the part being signed, compressed and
+/// uploaded and the next one being rendered share it, so rendering waits when a big part is
+/// still being compressed. A single part larger than this is rendered alone.
+pub(super) const PART_MEMORY_MIB: u32 = 24;
+
 impl Exporter {
-    /// Publishes every part of `window` and returns their ledger records.
-    pub(super) async fn publish_window(
+    /// Renders every part of `window` in order and hands each to the upload step
+    /// ([`Exporter::publish_all`]), the last one marked as closing the window.
+    pub(super) async fn render_window(
         &self,
         window: Window,
-    ) -> Result<Vec<ExportRecord>, ExportError> {
+        parts: &tokio::sync::mpsc::Sender<PartJob>,
+        memory: &Arc<Semaphore>,
+    ) -> Result<(), ExportError> {
+        let stopped = |_| ExportError::UploadStopped;
         let settings = &self.settings;
-        let fakes = self.padding_for(window).await?;
         // A file spanning many days keeps only keys still relevant at its end.
         let relevant_at = (window.kind == WindowKind::RetrieveBundle).then(|| window.end());
-        let stream = self
-            .store
-            .stream_publishable_keys(
-                &settings.key_region,
-                window.first_hour,
-                window.last_hour,
-                relevant_at,
-            )
-            .await?;
-        let mut keys = Merged::new(stream, fakes).await?;
+        let mut keys = match self.published_sources(window).await? {
+            Some(sources) => Keys::Files(MergedFiles::new(&self.bucket, sources, relevant_at)),
+            None => {
+                let fakes = self.padding_for(window).await?;
+                let stream = self
+                    .store
+                    .stream_publishable_keys(
+                        &settings.key_region,
+                        window.first_hour,
+                        window.last_hour,
+                        relevant_at,
+                    )
+                    .await?;
+                Keys::Database(Box::new(Merged::new(stream, fakes).await?))
+            }
+        };
         let start =
             u64::try_from(window.start()).map_err(|_| ExportError::Window(window.start()))?;
         let end = u64::try_from(window.end()).map_err(|_| ExportError::Window(window.end()))?;
@@ -193,9 +236,31 @@ impl Exporter {
         };
         let mut renderer =
             WindowRenderer::new(export_window, &self.signing.signer_infos(), max_keys)?;
-        let mut records = Vec::new();
+        // A part is rendered only once the queue has room, and grows only within the memory
+        // it holds: at most two parts are in memory, within PART_MEMORY_MIB together.
+        let mut permit = parts.reserve().await.map_err(stopped)?;
+        let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(key) = keys.next().await? {
+            let needed = u32::try_from(renderer.part_bytes() >> 20)
+                .unwrap_or(u32::MAX)
+                .saturating_add(1)
+                .min(PART_MEMORY_MIB);
+            let holding = held
+                .as_ref()
+                .map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(0));
+            if needed > holding {
+                let more = memory
+                    .clone()
+                    .acquire_many_owned(needed - holding)
+                    .await
+                    .map_err(|_| ExportError::UploadStopped)?;
+                match held.as_mut() {
+                    Some(permits) => permits.merge(more),
+                    None => held = Some(more),
+                }
+            }
             if let Some(part) = renderer.push(&key)? {
+                let memory = held.take();
                 if single_object {
                     // More keys than the platforms accept in one file: publish
                     // the first part (the hourly and daily files carry them all).
@@ -204,14 +269,110 @@ impl Exporter {
                         "a retrieval object reached the platform ceiling of 750 000 keys; the rest are left out of it"
                     );
                     metrics::counter!("exporter_retrieval_keys_left_out_total").increment(1);
-                    records.push(self.upload_part(window, part).await?);
-                    return Ok(records);
+                    permit.send(PartJob {
+                        window,
+                        part,
+                        last: true,
+                        memory,
+                    });
+                    return Ok(());
                 }
-                records.push(self.upload_part(window, part).await?);
+                permit.send(PartJob {
+                    window,
+                    part,
+                    last: false,
+                    memory,
+                });
+                permit = parts.reserve().await.map_err(stopped)?;
             }
         }
-        records.push(self.upload_part(window, renderer.finish()).await?);
-        Ok(records)
+        permit.send(PartJob {
+            window,
+            part: renderer.finish(),
+            last: true,
+            memory: held,
+        });
+        Ok(())
+    }
+
+    /// The published files a window is the union of (DESIGN §4, §4.3), one source per hour or
+    /// per day, or `None` when it must be read from Postgres: an hourly window, or one with an
+    /// hour the ledger shows no live file for. Without padding, hours before the first hour ever
+    /// published hold no key (publishing starts at the earliest hour holding one, §4.2) and
+    /// are skipped. The `00000` bundle
+    /// starts with day today − 15, whose keys can no longer be relevant at its end (every key
+    /// is published after it expires), so its sources start a day later; each of its days is
+    /// read from the daily file when there is one.
+    async fn published_sources(
+        &self,
+        window: Window,
+    ) -> Result<Option<Vec<Vec<SourceObject>>>, ExportError> {
+        let region = self.settings.export_region.as_str();
+        let hourly = WindowKind::Hourly.as_str();
+        let first_hour = match window.kind {
+            WindowKind::Hourly => return Ok(None),
+            WindowKind::Daily | WindowKind::RetrieveDay => window.first_hour,
+            WindowKind::RetrieveBundle => window.first_hour + 24,
+        };
+        if window.last_hour < first_hour {
+            return Ok(Some(Vec::new()));
+        }
+        let Some(first_published) = self.store.first_published_start(region, hourly).await? else {
+            return Ok(None);
+        };
+        let first_published_hour = first_published.div_euclid(3600);
+        let hours = self
+            .store
+            .live_exports(
+                region,
+                hourly,
+                first_hour * 3600,
+                (window.last_hour + 1) * 3600,
+            )
+            .await?;
+        let dailies = if window.kind == WindowKind::RetrieveBundle {
+            self.store
+                .live_exports(
+                    region,
+                    WindowKind::Daily.as_str(),
+                    first_hour * 3600,
+                    (window.last_hour + 1) * 3600,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        let mut sources = Vec::new();
+        let mut hour = first_hour;
+        while hour <= window.last_hour {
+            let start = hour * 3600;
+            let daily: Vec<SourceObject> = dailies
+                .iter()
+                .filter(|r| r.start_ts == start && r.end_ts == start + 86_400)
+                .map(SourceObject::from)
+                .collect();
+            if hour % 24 == 0 && hour + 23 <= window.last_hour && !daily.is_empty() {
+                sources.push(daily);
+                hour += 24;
+                continue;
+            }
+            let parts: Vec<SourceObject> = hours
+                .iter()
+                .filter(|r| r.start_ts == start && r.end_ts == start + 3600)
+                .map(SourceObject::from)
+                .collect();
+            if parts.is_empty() {
+                // Padding puts fake keys in every hour, published or not: only a window whose
+                // every hour has its file can be merged, or a rebuild would differ.
+                if hour >= first_published_hour || self.padding.is_some() {
+                    return Ok(None);
+                }
+            } else {
+                sources.push(parts);
+            }
+            hour += 1;
+        }
+        Ok(Some(sources))
     }
 
     /// The fake keys of every hour of the window (each hour's own, so a daily
@@ -232,11 +393,14 @@ impl Exporter {
     }
 
     /// Sign → zip → upload one part; the record is returned for the ledger.
-    async fn upload_part(
-        &self,
-        window: Window,
-        part: RenderedPart,
-    ) -> Result<ExportRecord, ExportError> {
+    pub(super) async fn upload_job(&self, job: PartJob) -> Result<ExportRecord, ExportError> {
+        // The part's memory is given back when this returns, after the upload.
+        let PartJob {
+            window,
+            part,
+            memory: _memory,
+            ..
+        } = job;
         let region = &self.settings.export_region;
         let start =
             u64::try_from(window.start()).map_err(|_| ExportError::Window(window.start()))?;
@@ -267,9 +431,16 @@ impl Exporter {
                 ObjectKind::GrowingExport,
             ),
         };
-        let signature = sign_export(&part.export_bin, &self.signing)?;
-        let zip = zip_export(&part.export_bin, &signature)?;
-        drop(part.export_bin);
+        let signing = self.signing.clone();
+        let export_bin = part.export_bin;
+        // Signing and compressing are the costly steps: they run on a blocking thread while
+        // the next part is read and rendered.
+        let zip = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ExportError> {
+            let signature = sign_export(&export_bin, &signing)?;
+            Ok(zip_export(&export_bin, &signature)?)
+        })
+        .await
+        .map_err(|_| ExportError::UploadStopped)??;
         let sha256 = hex::encode(Sha256::digest(&zip));
         let bytes = i64::try_from(zip.len()).unwrap_or(i64::MAX);
         self.bucket.put(&key, Bytes::from(zip), object_kind).await?;

@@ -1,0 +1,525 @@
+//! Files built from published files (DESIGN §4, §4.3): a daily file is exactly the union of its
+//! hourly files, and the retrieval objects are unions of hourly and daily files, so once those
+//! are uploaded the bigger windows are merged from them instead of being read from Postgres
+//! again. Each source file is already in canonical order, so a k-way merge of their keys is in
+//! canonical order too; the renderer still checks every key.
+//!
+//! A source is read in chunks of [`CHUNK_BYTES`] with ranged reads and inflated as it goes:
+//! memory is a few hundred kilobytes per source, whatever the size of the files. Only files the
+//! exporter wrote itself are read, at the sizes its ledger recorded; anything unexpected in
+//! them is an error, never a guess.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+
+use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+use diagnosis_core::store::ExportRecord;
+use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_proto::{EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey};
+use flate2::{Decompress, FlushDecompress, Status};
+
+use super::ExportError;
+use crate::archive::EXPORT_BIN_NAME;
+use crate::storage::Bucket;
+
+/// Bytes fetched per ranged read.
+pub(super) const CHUNK_BYTES: u64 = 64 * 1024;
+
+/// Field 7 of `TemporaryExposureKeyExport`: one key.
+const KEYS_FIELD: u64 = 7;
+
+/// Why a published file could not be read back.
+fn unreadable(key: &str, what: &str) -> ExportError {
+    ExportError::Derive(format!("{key}: {what}"))
+}
+
+/// One object to read: its key and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SourceObject {
+    pub key: String,
+    pub bytes: u64,
+}
+
+impl From<&ExportRecord> for SourceObject {
+    fn from(record: &ExportRecord) -> SourceObject {
+        SourceObject {
+            key: record.object_key.clone(),
+            bytes: u64::try_from(record.bytes).unwrap_or(0),
+        }
+    }
+}
+
+/// The keys of one or more published files read one after the other (the parts of one window,
+/// which are consecutive stretches of the canonical order).
+struct FileKeys {
+    bucket: Bucket,
+    chunk: u64,
+    pending: VecDeque<SourceObject>,
+    current: Option<OpenFile>,
+}
+
+/// The state of the file being read.
+struct OpenFile {
+    object: SourceObject,
+    /// Next byte of the object to fetch.
+    offset: u64,
+    /// Where the deflated `export.bin` ends in the object.
+    data_end: u64,
+    input: bytes::Bytes,
+    input_pos: usize,
+    inflate: Decompress,
+    inflated_all: bool,
+    crc: libdeflater::Crc,
+    expected_crc: u32,
+    expected_len: u64,
+    /// Inflated bytes of `export.bin` not parsed yet start at `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    header_checked: bool,
+}
+
+/// One protobuf field read from the inflated bytes.
+enum Field {
+    Key(DiagnosisKey),
+    Other,
+}
+
+impl FileKeys {
+    fn new(bucket: Bucket, objects: Vec<SourceObject>, chunk: u64) -> FileKeys {
+        FileKeys {
+            bucket,
+            chunk,
+            pending: objects.into(),
+            current: None,
+        }
+    }
+
+    /// The next key, or `None` after the last key of the last file.
+    async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {
+        loop {
+            let Some(file) = self.current.as_mut() else {
+                let Some(object) = self.pending.pop_front() else {
+                    return Ok(None);
+                };
+                self.current = Some(OpenFile::open(&self.bucket, object, self.chunk).await?);
+                continue;
+            };
+            match file.parse_field()? {
+                Some(Field::Key(key)) => return Ok(Some(key)),
+                Some(Field::Other) => continue,
+                None if file.inflated_all => {
+                    if file.out_pos != file.out.len() {
+                        return Err(unreadable(&file.object.key, "export.bin ends mid-field"));
+                    }
+                    self.current = None;
+                }
+                None => file.inflate_more(&self.bucket, self.chunk).await?,
+            }
+        }
+    }
+}
+
+impl OpenFile {
+    /// Reads the zip's local header, which must be the exporter's own: `export.bin`, deflated.
+    async fn open(
+        bucket: &Bucket,
+        object: SourceObject,
+        chunk: u64,
+    ) -> Result<OpenFile, ExportError> {
+        let first = bucket
+            .get_range(&object.key, 0..object.bytes.min(chunk.max(64)))
+            .await?;
+        let field = |at: usize, len: usize| -> Result<u64, ExportError> {
+            let bytes = first
+                .get(at..at + len)
+                .ok_or_else(|| unreadable(&object.key, "truncated zip header"))?;
+            Ok(bytes
+                .iter()
+                .rev()
+                .fold(0_u64, |value, &byte| (value << 8) | u64::from(byte)))
+        };
+        if field(0, 4)? != 0x0403_4b50 || field(8, 2)? != 8 {
+            return Err(unreadable(&object.key, "not a deflated zip entry"));
+        }
+        let name_len = usize::try_from(field(26, 2)?).unwrap_or(usize::MAX);
+        let extra_len = usize::try_from(field(28, 2)?).unwrap_or(usize::MAX);
+        if first.get(30..30 + name_len) != Some(EXPORT_BIN_NAME.as_bytes()) {
+            return Err(unreadable(&object.key, "the first entry is not export.bin"));
+        }
+        let data_start = 30 + name_len + extra_len;
+        let data_end = data_start as u64 + field(18, 4)?;
+        if data_end > object.bytes || data_start > first.len() {
+            return Err(unreadable(&object.key, "entry larger than the object"));
+        }
+        let expected_crc = u32::try_from(field(14, 4)?).unwrap_or(0);
+        let expected_len = field(22, 4)?;
+        let fetched = first.len() as u64;
+        let input = first.slice(
+            data_start
+                ..first
+                    .len()
+                    .min(usize::try_from(data_end).unwrap_or(usize::MAX)),
+        );
+        Ok(OpenFile {
+            object,
+            offset: fetched.min(data_end),
+            data_end,
+            input,
+            input_pos: 0,
+            inflate: Decompress::new(false),
+            inflated_all: false,
+            crc: libdeflater::Crc::new(),
+            expected_crc,
+            expected_len,
+            out: Vec::new(),
+            out_pos: 0,
+            header_checked: false,
+        })
+    }
+
+    /// Inflates more of `export.bin`, fetching the next chunk when the current one is spent,
+    /// and checks the entry's CRC-32 and size once the stream ends.
+    async fn inflate_more(&mut self, bucket: &Bucket, chunk: u64) -> Result<(), ExportError> {
+        // Keep only the unparsed tail.
+        self.out.drain(..self.out_pos);
+        self.out_pos = 0;
+        if self.input_pos >= self.input.len() {
+            if self.offset >= self.data_end {
+                return Err(unreadable(&self.object.key, "deflate stream ends early"));
+            }
+            let end = (self.offset + chunk).min(self.data_end);
+            self.input = bucket.get_range(&self.object.key, self.offset..end).await?;
+            self.input_pos = 0;
+            self.offset = end;
+        }
+        let before_in = self.inflate.total_in();
+        let before_out = self.out.len();
+        self.out.reserve(2 * chunk as usize);
+        let status = self
+            .inflate
+            .decompress_vec(
+                &self.input[self.input_pos..],
+                &mut self.out,
+                FlushDecompress::None,
+            )
+            .map_err(|_| unreadable(&self.object.key, "corrupt deflate stream"))?;
+        self.input_pos += usize::try_from(self.inflate.total_in() - before_in).unwrap_or(0);
+        self.crc.update(&self.out[before_out..]);
+        if status == Status::StreamEnd {
+            if self.crc.sum() != self.expected_crc || self.inflate.total_out() != self.expected_len
+            {
+                return Err(unreadable(
+                    &self.object.key,
+                    "export.bin fails its CRC-32 or size",
+                ));
+            }
+            self.inflated_all = true;
+        }
+        Ok(())
+    }
+
+    /// Parses the next field of `export.bin` from the inflated bytes; `None` when they end
+    /// before the field does.
+    fn parse_field(&mut self) -> Result<Option<Field>, ExportError> {
+        let bytes = &self.out[self.out_pos..];
+        if !self.header_checked {
+            if bytes.len() < EXPORT_BIN_HEADER.len() {
+                return Ok(None);
+            }
+            if !bytes.starts_with(EXPORT_BIN_HEADER.as_slice()) {
+                return Err(unreadable(
+                    &self.object.key,
+                    "export.bin without its header",
+                ));
+            }
+            self.out_pos += EXPORT_BIN_HEADER.len();
+            self.header_checked = true;
+            return Ok(Some(Field::Other));
+        }
+        let Some((tag, tag_len)) = varint(bytes) else {
+            return Ok(None);
+        };
+        let rest = &bytes[tag_len..];
+        let (body, used) = match tag & 7 {
+            0 => match varint(rest) {
+                Some((_, len)) => (None, len),
+                None => return Ok(None),
+            },
+            1 => (None, 8),
+            5 => (None, 4),
+            2 => {
+                let Some((len, len_len)) = varint(rest) else {
+                    return Ok(None);
+                };
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                match rest.get(len_len..len_len.saturating_add(len)) {
+                    Some(body) => (Some(body), len_len + len),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Err(unreadable(&self.object.key, "unknown protobuf wire type")),
+        };
+        if rest.len() < used {
+            return Ok(None);
+        }
+        let field = match body {
+            Some(body) if tag >> 3 == KEYS_FIELD => Field::Key(
+                decode_key(body).ok_or_else(|| unreadable(&self.object.key, "malformed key"))?,
+            ),
+            _ => Field::Other,
+        };
+        self.out_pos += tag_len + used;
+        Ok(Some(field))
+    }
+}
+
+/// A protobuf varint and its length; `None` when the bytes end first.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0_u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn decode_key(body: &[u8]) -> Option<DiagnosisKey> {
+    let key = TemporaryExposureKey::decode(body).ok()?;
+    Some(DiagnosisKey {
+        key_data: KeyData::try_from(key.key_data.as_deref()?).ok()?,
+        rolling_start_interval_number: key.rolling_start_interval_number?,
+        rolling_period: key.rolling_period(),
+        transmission_risk_level: key.transmission_risk_level.unwrap_or(0),
+        report_type: ReportType::from_i32(key.report_type?)?,
+        days_since_onset: key.days_since_onset_of_symptoms,
+    })
+}
+
+/// A key at the head of one source, ordered canonically (then by source, for a total order).
+struct Head {
+    key: DiagnosisKey,
+    source: usize,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key
+            .canonical_cmp(&other.key)
+            .then(self.source.cmp(&other.source))
+    }
+}
+
+/// The canonical-order merge of several sources, optionally keeping only keys still relevant
+/// at an instant (the `00000` bundle, DESIGN §4.3).
+pub(super) struct MergedFiles {
+    sources: Vec<FileKeys>,
+    heap: BinaryHeap<Reverse<Head>>,
+    relevant_at: Option<i64>,
+    started: bool,
+}
+
+impl MergedFiles {
+    /// Each inner list is one source: objects read one after the other.
+    pub(super) fn new(
+        bucket: &Bucket,
+        sources: Vec<Vec<SourceObject>>,
+        relevant_at: Option<i64>,
+    ) -> MergedFiles {
+        Self::with_chunk(bucket, sources, relevant_at, CHUNK_BYTES)
+    }
+
+    fn with_chunk(
+        bucket: &Bucket,
+        sources: Vec<Vec<SourceObject>>,
+        relevant_at: Option<i64>,
+        chunk: u64,
+    ) -> MergedFiles {
+        MergedFiles {
+            sources: sources
+                .into_iter()
+                .map(|objects| FileKeys::new(bucket.clone(), objects, chunk))
+                .collect(),
+            heap: BinaryHeap::new(),
+            relevant_at,
+            started: false,
+        }
+    }
+
+    pub(super) async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {
+        if !self.started {
+            self.started = true;
+            for source in 0..self.sources.len() {
+                self.refill(source).await?;
+            }
+        }
+        let Some(Reverse(Head { key, source })) = self.heap.pop() else {
+            return Ok(None);
+        };
+        self.refill(source).await?;
+        Ok(Some(key))
+    }
+
+    /// Pushes the next relevant key of `source`, if any.
+    async fn refill(&mut self, source: usize) -> Result<(), ExportError> {
+        while let Some(key) = self.sources[source].next().await? {
+            let relevant = self
+                .relevant_at
+                .is_none_or(|at| key.expiry_unix() > at - RELEVANCE_DAYS * 86_400);
+            if relevant {
+                self.heap.push(Reverse(Head { key, source }));
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+    use diagnosis_core::domain::Region;
+
+    use super::*;
+    use crate::archive::zip_export;
+    use crate::render::{ExportWindow, SignerInfo, render_window};
+    use crate::storage::ObjectKind;
+
+    fn keys(seed: u8, count: usize, start: i32) -> Vec<DiagnosisKey> {
+        (0..count)
+            .map(|i| {
+                let mut data = [seed; 16];
+                data[..8]
+                    .copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+                DiagnosisKey {
+                    key_data: KeyData::from_array(data),
+                    rolling_start_interval_number: start - 144 * (i % 14) as i32,
+                    rolling_period: if i % 7 == 0 { 100 } else { 144 },
+                    transmission_risk_level: (i % 9) as i32,
+                    report_type: ReportType::ConfirmedTest,
+                    days_since_onset: (i % 3 != 0).then_some((i % 29) as i32 - 14),
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes `keys` as files of at most `max` keys; returns the source objects in order.
+    async fn publish(
+        bucket: &Bucket,
+        name: &str,
+        keys: &mut [DiagnosisKey],
+        max: usize,
+    ) -> Vec<SourceObject> {
+        let window = ExportWindow::new(Region::parse("CA").unwrap(), 1_000_000, 1_003_600).unwrap();
+        let parts =
+            render_window(window, &[SignerInfo::new("v1", "302").unwrap()], max, keys).unwrap();
+        let mut objects = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let zip = zip_export(&part.export_bin, b"not checked here").unwrap();
+            let key = format!("CA/{name}-{i}.zip");
+            objects.push(SourceObject {
+                key: key.clone(),
+                bytes: zip.len() as u64,
+            });
+            bucket
+                .put(&key, Bytes::from(zip), ObjectKind::ExportFile)
+                .await
+                .unwrap();
+        }
+        objects
+    }
+
+    async fn drain(mut merged: MergedFiles) -> Vec<DiagnosisKey> {
+        let mut out = Vec::new();
+        while let Some(key) = merged.next().await.unwrap() {
+            out.push(key);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_merge_of_published_files_is_the_sorted_union_of_their_keys() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 3_000, 2_940_480);
+        let mut b = keys(2, 2_000, 2_940_480);
+        let mut c = keys(3, 10, 2_940_480 - 144);
+        let sources = vec![
+            publish(&bucket, "a", &mut a, 1_000).await,
+            publish(&bucket, "b", &mut b, 2_000).await,
+            publish(&bucket, "c", &mut c, 5).await,
+            Vec::new(),
+        ];
+        assert_eq!(sources[0].len(), 3);
+        // Small chunks, so that fields and varints straddle every kind of boundary.
+        for chunk in [7, 64, 1_000, CHUNK_BYTES] {
+            let merged = MergedFiles::with_chunk(&bucket, sources.clone(), None, chunk);
+            let mut expected: Vec<DiagnosisKey> = a.iter().chain(&b).chain(&c).cloned().collect();
+            expected.sort_unstable_by(DiagnosisKey::canonical_cmp);
+            assert!(drain(merged).await == expected, "chunk {chunk}");
+        }
+        // The bundle keeps only the keys still relevant at its end.
+        let at = (2_940_480_i64 - 144 * 5) * 600 + RELEVANCE_DAYS * 86_400;
+        let kept = drain(MergedFiles::new(&bucket, sources, Some(at))).await;
+        assert!(!kept.is_empty() && kept.len() < 5_010);
+        assert!(
+            kept.iter()
+                .all(|k| k.expiry_unix() > at - RELEVANCE_DAYS * 86_400)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_an_error_never_a_guess() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 500, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 1_000).await;
+        let zip = bucket.get(&objects[0].key).await.unwrap().unwrap();
+        let mut damaged = zip.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0xff;
+        damaged[middle + 1] ^= 0xff;
+        bucket
+            .put(
+                "CA/damaged.zip",
+                Bytes::from(damaged),
+                ObjectKind::ExportFile,
+            )
+            .await
+            .unwrap();
+        let source = vec![SourceObject {
+            key: "CA/damaged.zip".into(),
+            bytes: zip.len() as u64,
+        }];
+        let mut merged = MergedFiles::new(&bucket, vec![source], None);
+        let mut result = Ok(Some(a[0].clone()));
+        while let Ok(Some(_)) = result {
+            result = merged.next().await;
+        }
+        assert!(result.is_err(), "a flipped byte went unnoticed");
+
+        let mut not_zip = MergedFiles::new(
+            &bucket,
+            vec![vec![SourceObject {
+                key: objects[0].key.clone(),
+                bytes: 20,
+            }]],
+            None,
+        );
+        assert!(not_zip.next().await.is_err());
+    }
+}
