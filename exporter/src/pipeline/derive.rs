@@ -15,7 +15,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
 use diagnosis_core::time::RELEVANCE_DAYS;
-use diagnosis_proto::{EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey};
+use diagnosis_proto::EXPORT_BIN_HEADER;
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::ExportError;
@@ -285,15 +285,49 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-fn decode_key(body: &[u8]) -> Option<DiagnosisKey> {
-    let key = TemporaryExposureKey::decode(body).ok()?;
+/// Decodes one `TemporaryExposureKey` (DESIGN §3) without allocating: this runs once per key
+/// of every merged window. Unknown fields are refused, as the exporter never writes any.
+fn decode_key(mut body: &[u8]) -> Option<DiagnosisKey> {
+    let mut key_data = None;
+    let mut risk = 0;
+    let mut start = None;
+    let mut period = 144;
+    let mut report = None;
+    let mut onset = None;
+    while !body.is_empty() {
+        let (tag, used) = varint(body)?;
+        body = &body[used..];
+        if tag == (1 << 3) | 2 {
+            let (len, used) = varint(body)?;
+            let data = body.get(used..used + usize::try_from(len).ok()?)?;
+            key_data = Some(KeyData::try_from(data).ok()?);
+            body = &body[used + data.len()..];
+            continue;
+        }
+        if tag & 7 != 0 {
+            return None;
+        }
+        let (value, used) = varint(body)?;
+        body = &body[used..];
+        // int32 fields travel as 64-bit two's complement varints; truncation is the decoding.
+        let int32 = value as i32;
+        match tag >> 3 {
+            2 => risk = int32,
+            3 => start = Some(int32),
+            4 => period = int32,
+            5 => report = ReportType::from_i32(int32),
+            // sint32: zigzag.
+            6 => onset = Some(((value >> 1) as i32) ^ -((value & 1) as i32)),
+            _ => return None,
+        }
+    }
     Some(DiagnosisKey {
-        key_data: KeyData::try_from(key.key_data.as_deref()?).ok()?,
-        rolling_start_interval_number: key.rolling_start_interval_number?,
-        rolling_period: key.rolling_period(),
-        transmission_risk_level: key.transmission_risk_level.unwrap_or(0),
-        report_type: ReportType::from_i32(key.report_type?)?,
-        days_since_onset: key.days_since_onset_of_symptoms,
+        key_data: key_data?,
+        rolling_start_interval_number: start?,
+        rolling_period: period,
+        transmission_risk_level: risk,
+        report_type: report?,
+        days_since_onset: onset,
     })
 }
 
@@ -480,6 +514,29 @@ mod tests {
         assert!(
             kept.iter()
                 .all(|k| k.expiry_unix() > at - RELEVANCE_DAYS * 86_400)
+        );
+    }
+
+    #[test]
+    fn keys_decode_as_prost_decodes_them() {
+        use diagnosis_proto::{Message as _, TemporaryExposureKey};
+        for key in keys(9, 300, 2_940_480) {
+            let wire = TemporaryExposureKey {
+                key_data: Some(key.key_data.as_bytes().to_vec()),
+                transmission_risk_level: Some(key.transmission_risk_level),
+                rolling_start_interval_number: Some(key.rolling_start_interval_number),
+                rolling_period: (key.rolling_period != 144).then_some(key.rolling_period),
+                report_type: Some(key.report_type.as_i32()),
+                days_since_onset_of_symptoms: key.days_since_onset,
+            }
+            .encode_to_vec();
+            assert_eq!(decode_key(&wire), Some(key));
+        }
+        assert_eq!(decode_key(&[0x0a, 0x02, 1, 2]), None, "a short key");
+        assert_eq!(
+            decode_key(&[0x18, 0x01, 0x38, 0x01]),
+            None,
+            "an unknown field"
         );
     }
 

@@ -270,11 +270,16 @@ impl Exporter {
                     days.push(day);
                 }
             }
-            let windows: Vec<Window> = days.iter().copied().map(Window::day).collect();
+            // The days and the retrieval objects go through one pipeline: both are merged
+            // from the hourly files published above, and none of them needs another.
+            let mut windows: Vec<Window> = days.iter().copied().map(Window::day).collect();
+            let retrieval = self
+                .stale_retrieval(day_number(now_unix), first_hour, last_hour)
+                .await?;
+            report.retrieval_objects = retrieval.len();
+            windows.extend(retrieval);
             self.publish_all(&windows, &mut report).await?;
             report.days = days;
-            self.publish_retrieval(day_number(now_unix), first_hour, last_hour, &mut report)
-                .await?;
         }
 
         self.write_indexes(region, now).await?;

@@ -6,26 +6,24 @@
 
 use diagnosis_core::time::RELEVANCE_DAYS;
 
-use super::{ExportError, Exporter, RunReport, Window};
+use super::{ExportError, Exporter, Window};
 
 impl Exporter {
-    /// Brings every retrieval object up to date with the hours published so
-    /// far. `first_hour` is the oldest indexed hourly window, `last_hour` the
-    /// newest published one.
-    pub(super) async fn publish_retrieval(
+    /// The retrieval objects that are behind the hours published so far: each is rebuilt
+    /// when the ledger shows another window under its key. `first_hour` is the oldest indexed
+    /// hourly window, `last_hour` the newest published one.
+    pub(super) async fn stale_retrieval(
         &self,
         today: i64,
         first_hour: i64,
         last_hour: i64,
-        report: &mut RunReport,
-    ) -> Result<(), ExportError> {
+    ) -> Result<Vec<Window>, ExportError> {
         let first_day = (today - RELEVANCE_DAYS).max(first_hour.div_euclid(24));
         let mut stale = Vec::new();
         for window in (first_day..=today)
             .map(|day| Window::retrieve_day(day, last_hour))
             .chain([Window::retrieve_bundle(today, last_hour)])
         {
-            // Rebuilt only when the ledger shows another window under the same key.
             let current = self
                 .store
                 .published_window(&self.retrieval_key(window))
@@ -34,8 +32,7 @@ impl Exporter {
                 stale.push(window);
             }
         }
-        report.retrieval_objects += stale.len();
-        self.publish_all(&stale, report).await
+        Ok(stale)
     }
 
     fn retrieval_key(&self, window: Window) -> String {
