@@ -158,13 +158,9 @@ pub fn prometheus_builder() -> PrometheusBuilder {
 
 /// Libraries whose verbose levels print query parameters or peer addresses
 /// (tokio-postgres logs every statement's parameters at `debug`, which would
-/// be codes and keys). They are capped whatever `RUST_LOG` asks for (DESIGN §7).
-const PRIVACY_CAPS: &[&str] = &[
-    "tokio_postgres=info",
-    "postgres=info",
-    "hyper_util=info",
-    "hyper=info",
-];
+/// be codes and keys). They are capped at `info` whatever `RUST_LOG` asks for
+/// (DESIGN §7), and never raised above the most verbose level it asks for.
+const PRIVACY_CAPS: &[&str] = &["tokio_postgres", "postgres", "hyper_util", "hyper"];
 
 /// The `RUST_LOG` filter the binaries use: the operator's directives, then the
 /// privacy caps, which override any directive for the same target.
@@ -173,8 +169,13 @@ pub fn log_filter(spec: &str) -> Result<EnvFilter, TelemetryError> {
         .with_regex(false)
         .parse(spec)
         .map_err(|err| TelemetryError::InvalidLogFilter(err.to_string()))?;
-    for cap in PRIVACY_CAPS {
-        let directive = cap
+    // `None` from the hint means nothing is enabled at all.
+    let level = match filter.max_level_hint() {
+        Some(hint) => hint.min(filter::LevelFilter::INFO),
+        None => filter::LevelFilter::OFF,
+    };
+    for target in PRIVACY_CAPS {
+        let directive = format!("{target}={level}")
             .parse()
             .map_err(|err: filter::ParseError| TelemetryError::InvalidLogFilter(err.to_string()))?;
         filter = filter.add_directive(directive);
@@ -473,6 +474,24 @@ fn format_value(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privacy_caps_lower_verbose_levels_and_never_raise_quiet_ones() {
+        let hint = |spec: &str| log_filter(spec).unwrap().max_level_hint();
+        // Asking for error everywhere leaves tokio_postgres at error too.
+        assert_eq!(hint("error"), Some(filter::LevelFilter::ERROR));
+        assert_eq!(
+            hint("warn,diagnosis_core=error"),
+            Some(filter::LevelFilter::WARN)
+        );
+        // Trace elsewhere is kept; the capped libraries stay at info (checked end to end by
+        // the privacy test of the submit service).
+        assert_eq!(hint("trace"), Some(filter::LevelFilter::TRACE));
+        let capped = log_filter("tokio_postgres=trace,info").unwrap().to_string();
+        assert!(capped.contains("tokio_postgres=info"), "{capped}");
+        let quiet = log_filter("off").unwrap().to_string();
+        assert!(quiet.contains("tokio_postgres=off"), "{quiet}");
+    }
 
     const EXPOSITION: &str = r#"# TYPE http_requests_total counter
 http_requests_total{route="upload",status="200"} 3
