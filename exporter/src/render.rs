@@ -17,7 +17,10 @@ use std::fmt;
 use std::num::NonZeroUsize;
 
 use diagnosis_core::domain::{DiagnosisKey, Region};
-use diagnosis_proto::{EXPORT_BIN_HEADER, SIGNATURE_ALGORITHM, SignatureInfo};
+use diagnosis_proto::{
+    EXPORT_BIN_HEADER, Message as _, SIGNATURE_ALGORITHM, SignatureInfo, TemporaryExposureKey,
+    TemporaryExposureKeyExport,
+};
 use prost::encoding::{self, WireType};
 use thiserror::Error;
 
@@ -421,6 +424,41 @@ impl fmt::Debug for RenderedPart {
     }
 }
 
+/// `export.bin` for `keys` in the order given, encoded the ordinary way: one whole message by
+/// prost. It is the reference the streaming writer is tested against and the random-order
+/// baseline of the size benchmark; the exporter itself writes with [`WindowRenderer`].
+pub fn export_bin_in_order(
+    window: &ExportWindow,
+    part: PartNumber,
+    signers: &[SignerInfo],
+    keys: &[DiagnosisKey],
+) -> Vec<u8> {
+    let message = TemporaryExposureKeyExport {
+        start_timestamp: Some(window.start()),
+        end_timestamp: Some(part.end_timestamp(window.end())),
+        region: Some(window.region().as_str().to_owned()),
+        batch_num: Some(BATCH_NUM),
+        batch_size: Some(BATCH_SIZE),
+        signature_infos: signers.iter().map(SignerInfo::to_signature_info).collect(),
+        keys: keys
+            .iter()
+            .map(|k| TemporaryExposureKey {
+                key_data: Some(k.key_data.as_bytes().to_vec()),
+                transmission_risk_level: Some(k.transmission_risk_level),
+                rolling_start_interval_number: Some(k.rolling_start_interval_number),
+                rolling_period: (k.rolling_period != DEFAULT_ROLLING_PERIOD)
+                    .then_some(k.rolling_period),
+                report_type: Some(k.report_type.as_i32()),
+                days_since_onset_of_symptoms: k.days_since_onset,
+            })
+            .collect(),
+        revised_keys: Vec::new(),
+    };
+    let mut bytes = EXPORT_BIN_HEADER.to_vec();
+    bytes.extend(message.encode_to_vec());
+    bytes
+}
+
 /// Renders a whole window as one or more parts of at most `MAX_KEYS_PER_FILE` keys each
 /// (DESIGN §4.1), from keys fed one at a time in canonical order.
 ///
@@ -523,7 +561,6 @@ pub fn render_window(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use diagnosis_core::domain::{KeyData, ReportType};
-    use diagnosis_proto::{Message as _, TemporaryExposureKey, TemporaryExposureKeyExport};
     use proptest::prelude::*;
 
     use super::*;
@@ -554,38 +591,6 @@ mod tests {
         }
     }
 
-    /// The same content built the ordinary way: a whole message encoded by prost.
-    fn prost_export_bin(
-        window: &ExportWindow,
-        part: PartNumber,
-        signers: &[SignerInfo],
-        keys: &[DiagnosisKey],
-    ) -> Vec<u8> {
-        let message = TemporaryExposureKeyExport {
-            start_timestamp: Some(window.start()),
-            end_timestamp: Some(part.end_timestamp(window.end())),
-            region: Some(window.region().as_str().to_owned()),
-            batch_num: Some(1),
-            batch_size: Some(1),
-            signature_infos: signers.iter().map(SignerInfo::to_signature_info).collect(),
-            keys: keys
-                .iter()
-                .map(|k| TemporaryExposureKey {
-                    key_data: Some(k.key_data.as_bytes().to_vec()),
-                    transmission_risk_level: Some(k.transmission_risk_level),
-                    rolling_start_interval_number: Some(k.rolling_start_interval_number),
-                    rolling_period: (k.rolling_period != 144).then_some(k.rolling_period),
-                    report_type: Some(k.report_type.as_i32()),
-                    days_since_onset_of_symptoms: k.days_since_onset,
-                })
-                .collect(),
-            revised_keys: Vec::new(),
-        };
-        let mut bytes = EXPORT_BIN_HEADER.to_vec();
-        bytes.extend(message.encode_to_vec());
-        bytes
-    }
-
     fn written(
         window: &ExportWindow,
         part: PartNumber,
@@ -606,7 +611,7 @@ mod tests {
     #[test]
     fn empty_export_matches_prost() {
         let window = window();
-        let expected = prost_export_bin(&window, PartNumber::FIRST, &signers(), &[]);
+        let expected = export_bin_in_order(&window, PartNumber::FIRST, &signers(), &[]);
         assert_eq!(
             written(&window, PartNumber::FIRST, &signers(), &[]),
             expected
@@ -621,7 +626,7 @@ mod tests {
         let bytes = written(&window, PartNumber::FIRST, &signers()[..1], &keys);
         assert_eq!(
             bytes,
-            prost_export_bin(&window, PartNumber::FIRST, &signers()[..1], &keys)
+            export_bin_in_order(&window, PartNumber::FIRST, &signers()[..1], &keys)
         );
         let decoded = TemporaryExposureKeyExport::decode(&bytes[16..]).unwrap();
         assert_eq!(decoded.keys.len(), 1);
@@ -655,7 +660,7 @@ mod tests {
         let part = PartNumber::new(3).unwrap();
         assert_eq!(
             written(&window, part, &signers(), &keys),
-            prost_export_bin(&window, part, &signers(), &keys)
+            export_bin_in_order(&window, part, &signers(), &keys)
         );
     }
 
@@ -809,7 +814,7 @@ mod tests {
             let chunk = &keys[index * 3..(index * 3 + 3).min(keys.len())];
             assert_eq!(
                 part.export_bin,
-                prost_export_bin(&window, part.part, &signers(), chunk)
+                export_bin_in_order(&window, part.part, &signers(), chunk)
             );
         }
 
@@ -824,7 +829,7 @@ mod tests {
         assert_eq!(parts[0].key_count, 0);
         assert_eq!(
             parts[0].export_bin,
-            prost_export_bin(&window, PartNumber::FIRST, &signers(), &[])
+            export_bin_in_order(&window, PartNumber::FIRST, &signers(), &[])
         );
     }
 
@@ -910,7 +915,7 @@ mod tests {
                 .map(|v| SignerInfo::new(v, "302").unwrap())
                 .collect();
             let streamed = written(&window, part, &signers, &keys);
-            prop_assert_eq!(&streamed, &prost_export_bin(&window, part, &signers, &keys));
+            prop_assert_eq!(&streamed, &export_bin_in_order(&window, part, &signers, &keys));
             let decoded = TemporaryExposureKeyExport::decode(&streamed[16..]).unwrap();
             prop_assert_eq!(decoded.keys.len(), keys.len());
         }

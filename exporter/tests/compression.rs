@@ -8,9 +8,8 @@
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
 use diagnosis_exporter::archive::{COMPRESSION_LEVEL, zip_export};
-use diagnosis_exporter::render::{ExportWindow, SignerInfo, render_window};
-use diagnosis_proto::{
-    EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey, TemporaryExposureKeyExport,
+use diagnosis_exporter::render::{
+    ExportWindow, PartNumber, SignerInfo, export_bin_in_order, render_window,
 };
 
 const KEYS: usize = 100_000;
@@ -73,36 +72,6 @@ fn signers() -> Vec<SignerInfo> {
     vec![SignerInfo::new("v1", "302").unwrap()]
 }
 
-/// The same message in the given (non-canonical) key order, encoded by prost.
-fn export_bin_in_given_order(keys: &[DiagnosisKey]) -> Vec<u8> {
-    let message = TemporaryExposureKeyExport {
-        start_timestamp: Some(window().start()),
-        end_timestamp: Some(window().end()),
-        region: Some("CA".to_owned()),
-        batch_num: Some(1),
-        batch_size: Some(1),
-        signature_infos: signers()
-            .iter()
-            .map(SignerInfo::to_signature_info)
-            .collect(),
-        keys: keys
-            .iter()
-            .map(|k| TemporaryExposureKey {
-                key_data: Some(k.key_data.as_bytes().to_vec()),
-                transmission_risk_level: Some(k.transmission_risk_level),
-                rolling_start_interval_number: Some(k.rolling_start_interval_number),
-                rolling_period: (k.rolling_period != 144).then_some(k.rolling_period),
-                report_type: Some(k.report_type.as_i32()),
-                days_since_onset_of_symptoms: k.days_since_onset,
-            })
-            .collect(),
-        revised_keys: Vec::new(),
-    };
-    let mut bytes = EXPORT_BIN_HEADER.to_vec();
-    bytes.extend(message.encode_to_vec());
-    bytes
-}
-
 #[test]
 fn canonical_order_compresses_to_about_the_key_bytes() {
     let mut rng = Rng(2020);
@@ -111,7 +80,7 @@ fn canonical_order_compresses_to_about_the_key_bytes() {
     let parts = render_window(window(), &signers(), 500_000, &mut canonical).unwrap();
     assert_eq!(parts.len(), 1);
     let canonical_bin = &parts[0].export_bin;
-    let random_bin = export_bin_in_given_order(&random_order);
+    let random_bin = export_bin_in_order(&window(), PartNumber::FIRST, &signers(), &random_order);
     assert_eq!(canonical_bin.len(), random_bin.len());
 
     let per_key = |bytes: usize| bytes as f64 / KEYS as f64;

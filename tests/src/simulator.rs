@@ -202,6 +202,16 @@ pub fn app_keys(now_unix: i64, days: usize) -> Vec<TemporaryExposureKey> {
         .collect()
 }
 
+/// What a phone uploads right now: its keys of the last `days` days, stamped with the
+/// system clock.
+pub fn upload_now(days: usize) -> Upload {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0);
+    upload_of(app_keys(now, days), now)
+}
+
 /// An `Upload` of `keys` stamped with `now_unix`.
 pub fn upload_of(keys: Vec<TemporaryExposureKey>, now_unix: i64) -> Upload {
     Upload {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
@@ -15,16 +15,15 @@ use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::archive::zip_export;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
-use diagnosis_exporter::render::{ExportWindow, SignerInfo, render_window};
+use diagnosis_exporter::render::{
+    ExportWindow, PartNumber, SignerInfo, export_bin_in_order, render_window,
+};
 use diagnosis_exporter::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_proto::{
-    EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey, TemporaryExposureKeyExport,
-};
 use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
-use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
+use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -209,28 +208,12 @@ fn size(keys: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
     };
     let canonical_zip = zip_export(&part.export_bin, &sign_export(&part.export_bin, &signing)?)?;
 
-    let message = TemporaryExposureKeyExport {
-        start_timestamp: Some(window.start()),
-        end_timestamp: Some(window.end()),
-        region: Some("CA".to_owned()),
-        batch_num: Some(1),
-        batch_size: Some(1),
-        signature_infos: vec![signer.to_signature_info()],
-        keys: shuffled
-            .iter()
-            .map(|k| TemporaryExposureKey {
-                key_data: Some(k.key_data.as_bytes().to_vec()),
-                transmission_risk_level: Some(k.transmission_risk_level),
-                rolling_start_interval_number: Some(k.rolling_start_interval_number),
-                rolling_period: (k.rolling_period != 144).then_some(k.rolling_period),
-                report_type: Some(k.report_type.as_i32()),
-                days_since_onset_of_symptoms: k.days_since_onset,
-            })
-            .collect(),
-        revised_keys: Vec::new(),
-    };
-    let mut random_bin = EXPORT_BIN_HEADER.to_vec();
-    random_bin.extend(message.encode_to_vec());
+    let random_bin = export_bin_in_order(
+        &window,
+        PartNumber::FIRST,
+        std::slice::from_ref(&signer),
+        &shuffled,
+    );
     if random_bin.len() != part.export_bin.len() {
         bail!("the two orders encode to different sizes");
     }
@@ -391,11 +374,7 @@ async fn load(
             let mut failures = 0_u64;
             while started.elapsed() < phase {
                 let Some(phone) = take(&claimed) else { break };
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-                    .unwrap_or(0);
-                let upload = upload_of(app_keys(now, 14), now);
+                let upload = upload_now(14);
                 let t = Instant::now();
                 match phone.upload(&upload).await {
                     Ok(reply) if reply.response.error() == ErrorCode::None => latencies.record(t),

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_tests::bench::Latencies;
-use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
+use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -137,10 +137,7 @@ async fn demo(url: &str, token: &str, phones: usize) -> anyhow::Result<()> {
                 claim.response.error()
             );
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let now = i64::try_from(now)?;
-        let keys = app_keys(now, 14);
-        let reply = phone.upload(&upload_of(keys, now)).await?;
+        let reply = phone.upload(&upload_now(14)).await?;
         if reply.response.error() != ErrorCode::None {
             bail!(
                 "phone {n}: upload answered {} {:?}",
@@ -260,11 +257,7 @@ async fn load(url: &str, token: &str, phones: usize, seconds: u64) -> anyhow::Re
                         continue;
                     }
                 }
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
-                    .unwrap_or(0);
-                let upload = upload_of(app_keys(now, 14), now);
+                let upload = upload_now(14);
                 let t = Instant::now();
                 match phone.upload(&upload).await {
                     Ok(reply) if reply.response.error() == ErrorCode::None => {
