@@ -222,8 +222,9 @@ async fn the_scheduled_mode_publishes_on_its_schedule_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The first pass runs at start; the schedule then fires every second.
-    let index = bucket.join("CA/index.txt");
+    // The first pass runs at start; the schedule then fires every second. index.json is the
+    // last index a pass writes.
+    let index = bucket.join("CA/index.json");
     let mut waited = 0;
     while !index.exists() && waited < 300 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
