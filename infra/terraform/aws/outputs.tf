@@ -19,8 +19,13 @@ output "bucket_url" {
 }
 
 output "db_endpoint" {
-  description = "Host name and port of the database, for DATABASE_URL (postgres://USER:PASSWORD@ENDPOINT/diagnosis)."
+  description = "Host name and port of the database, for DATABASE_URL (see database_url_template)."
   value       = aws_db_instance.db.endpoint
+}
+
+output "database_url_template" {
+  description = "DATABASE_URL for both binaries, TLS verified against the RDS CA bundle in the image; replace USER and PASSWORD with the binary's own role (infra/DEPLOYMENT.md)."
+  value       = "postgres://USER:PASSWORD@${aws_db_instance.db.endpoint}/diagnosis?sslmode=verify-full&sslrootcert=/etc/diagnosis/db-ca/rds-global-bundle.pem"
 }
 
 output "db_master_user_secret_arn" {

@@ -3,10 +3,12 @@
 # deletion. The master password is generated and kept by RDS in Secrets Manager (output
 # db_master_user_secret_arn), never in the Terraform state; build DATABASE_URL from it.
 #
-# The binaries connect to PostgreSQL without TLS (inside the VPC, reachable only from the
-# client security groups). RDS for PostgreSQL 15 and later refuses such connections by default
-# (rds.force_ssl = 1), so the parameter group below turns that off; the binaries cannot connect
-# to this database with it on.
+# Both binaries reach the database over TLS and authenticate it (DESIGN §6, §7): DATABASE_URL
+# carries sslmode=verify-full and sslrootcert naming the RDS CA bundle that the container image
+# ships (/etc/diagnosis/db-ca/rds-global-bundle.pem, fetched when the image is built: see
+# infra/docker/Dockerfile). The parameter group states rds.force_ssl = 1, the default of
+# PostgreSQL 15 on RDS, so that nothing can later connect in plain text; output
+# database_url_template gives the connection string without its password.
 
 resource "aws_db_subnet_group" "db" {
   name        = "${var.name}-db"
@@ -16,12 +18,12 @@ resource "aws_db_subnet_group" "db" {
 
 resource "aws_db_parameter_group" "db" {
   name        = "${var.name}-db"
-  description = "Diagnosis Server database: the binaries connect without TLS"
+  description = "Diagnosis Server database: TLS required"
   family      = "postgres${split(".", var.db_engine_version)[0]}"
 
   parameter {
     name  = "rds.force_ssl"
-    value = "0"
+    value = "1"
   }
 }
 
