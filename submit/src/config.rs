@@ -10,6 +10,7 @@ use diagnosis_core::config::{
 use diagnosis_core::domain::KeyClaimTokens;
 use diagnosis_core::store::BanPolicy;
 
+use crate::client::{ForwardedFor, TrustedProxies};
 use crate::state::{MetricsCredentials, Settings, Timeouts};
 
 /// Everything `diagnosis-submit` reads from its environment.
@@ -77,7 +78,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     Ok(Settings {
         key_claim_tokens,
         region,
-        trust_x_forwarded_for: bool_var(env, "TRUST_X_FORWARDED_FOR", false)?,
+        forwarded_for: forwarded_for_var(env)?,
         initial_remaining_keys: integer_var(env, "INITIAL_REMAINING_KEYS", 43, 1..=1000)?,
         one_time_code_expiry: limits.one_time_code_expiry,
         encryption_key_validity_days: limits.encryption_key_validity_days,
@@ -99,6 +100,25 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             )?,
         },
     })
+}
+
+/// `TRUST_X_FORWARDED_FOR` and `TRUSTED_PROXIES` (DESIGN §3.2). Both at once
+/// would leave it unclear which proxies are believed, so that is refused.
+fn forwarded_for_var(env: &dyn Env) -> Result<ForwardedFor, ConfigError> {
+    let one_hop = bool_var(env, "TRUST_X_FORWARDED_FOR", false)?;
+    let list: String = optional(env, "TRUSTED_PROXIES", String::new())?;
+    let trusted =
+        TrustedProxies::parse(&list).map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?;
+    match (one_hop, trusted) {
+        (false, None) => Ok(ForwardedFor::Ignored),
+        (true, None) => Ok(ForwardedFor::OneHop),
+        (false, Some(trusted)) => Ok(ForwardedFor::TrustedProxies(trusted)),
+        (true, Some(_)) => Err(ConfigError::new(
+            "TRUSTED_PROXIES",
+            "cannot be combined with TRUST_X_FORWARDED_FOR=true; list the proxies in \
+             TRUSTED_PROXIES and set TRUST_X_FORWARDED_FOR=false",
+        )),
+    }
 }
 
 fn non_empty(value: &str) -> Result<String, &'static str> {
@@ -136,7 +156,7 @@ mod tests {
         assert_eq!(s.ban.max_failures, 50);
         assert_eq!(s.ban.ban_duration, chrono::Duration::hours(1));
         assert_eq!(s.cors_allow_origin, "*");
-        assert!(!s.trust_x_forwarded_for);
+        assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
         assert_eq!(
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
@@ -171,6 +191,18 @@ mod tests {
                 &[("CLAIM_KEY_BAN_DURATION_MINUTES", "0")],
                 "CLAIM_KEY_BAN_DURATION_MINUTES",
             ),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
+            (
+                &[("TRUSTED_PROXIES", "10.0.0.0/8,proxy")],
+                "TRUSTED_PROXIES",
+            ),
+            (
+                &[
+                    ("TRUSTED_PROXIES", "10.0.0.0/8"),
+                    ("TRUST_X_FORWARDED_FOR", "true"),
+                ],
+                "TRUSTED_PROXIES",
+            ),
             (&[("CORS_ALLOW_ORIGIN", "bad\nvalue")], "CORS_ALLOW_ORIGIN"),
             (&[("METRICS_USERNAME", "ops")], "METRICS_PASSWORD"),
             (&[("METRICS_PASSWORD", "pw")], "METRICS_USERNAME"),
@@ -186,6 +218,29 @@ mod tests {
                 "{vars:?}: expected an error naming {variable}, got {error}"
             );
         }
+    }
+
+    #[test]
+    fn forwarded_for_follows_the_two_variables() {
+        let rule =
+            |vars: &[(&str, &str)]| Config::from_env(&env(vars)).unwrap().settings.forwarded_for;
+        assert_eq!(rule(&[("TRUSTED_PROXIES", "")]), ForwardedFor::Ignored);
+        assert_eq!(
+            rule(&[("TRUST_X_FORWARDED_FOR", "true")]),
+            ForwardedFor::OneHop
+        );
+        assert_eq!(
+            rule(&[("TRUST_X_FORWARDED_FOR", "true"), ("TRUSTED_PROXIES", " ")]),
+            ForwardedFor::OneHop
+        );
+        assert_eq!(
+            rule(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1")]),
+            ForwardedFor::TrustedProxies(
+                TrustedProxies::parse("10.0.0.0/8,192.168.1.1")
+                    .unwrap()
+                    .unwrap()
+            )
+        );
     }
 
     #[test]

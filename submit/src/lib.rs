@@ -9,6 +9,7 @@
 //! The binary only reads configuration and calls [`run`]; tests call the same
 //! [`run`] on port 0.
 
+pub mod client;
 pub mod config;
 mod error;
 mod handlers;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use diagnosis_core::config::ProcessEnv;
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry;
-use diagnosis_core::time::SystemClock;
+use diagnosis_core::time::{Clock, SystemClock};
 use diagnosis_submit::config::Config;
 use diagnosis_submit::{AppState, Listeners, Version};
 use tokio::net::TcpListener;
@@ -81,6 +81,11 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     if migrate_only {
         return Ok(());
     }
+    let clock = SystemClock;
+    let client_identity = store
+        .client_identity_key(clock.now())
+        .await
+        .context("while loading the client-identity secret from submit_secrets")?;
     let api = TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
@@ -95,8 +100,9 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     );
     let state = Arc::new(AppState {
         store,
-        clock: Arc::new(SystemClock),
+        clock: Arc::new(clock),
         settings: config.settings,
+        client_identity,
         version: Version::of_build(),
         prometheus: telemetry.prometheus_handle().cloned(),
     });

@@ -1,7 +1,7 @@
 //! Every route of the service, in one place (DESIGN §3). Paths are matched
 //! exactly: no trailing slashes, unknown paths are 404.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use diagnosis_core::domain::HashId;
@@ -9,6 +9,7 @@ use diagnosis_core::store::ClientIdentifier;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::client::client_address;
 use crate::handlers::events::EventReport;
 use crate::handlers::{claim_key, events, new_key_claim, services, upload};
 use crate::http::{Body, Outcome, empty, text};
@@ -150,22 +151,12 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-/// The client a failed claim is counted against: the peer address, or behind a
-/// trusted load balancer the last `X-Forwarded-For` entry (the one the balancer
-/// appended; earlier entries are client-controlled).
+/// The client a failed claim is counted against: its address as
+/// [`client_address`] finds it, as a keyed hash (DESIGN §3.2). The address goes
+/// no further than this function.
 fn client_identifier(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> ClientIdentifier {
-    let forwarded = state
-        .settings
-        .trust_x_forwarded_for
-        .then(|| last_forwarded_for(headers))
-        .flatten();
-    ClientIdentifier::from_ip(forwarded.unwrap_or_else(|| peer.ip()))
-}
-
-fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let last_header = headers.get_all("x-forwarded-for").iter().next_back()?;
-    let last_entry = last_header.to_str().ok()?.rsplit(',').next()?;
-    last_entry.trim().parse().ok()
+    let address = client_address(&state.settings.forwarded_for, headers, peer.ip());
+    ClientIdentifier::new(&state.client_identity, address)
 }
 
 /// Request metrics and one log line per request: endpoint, status and outcome
@@ -200,24 +191,4 @@ fn observe(
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_last_forwarded_for_entry_counts() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("10.0.0.1, 198.51.100.4"),
-        );
-        assert_eq!(last_forwarded_for(&headers), "198.51.100.4".parse().ok());
-        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        assert_eq!(last_forwarded_for(&headers), "203.0.113.9".parse().ok());
-        let mut garbage = HeaderMap::new();
-        garbage.append("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
-        assert_eq!(last_forwarded_for(&garbage), None);
-    }
 }

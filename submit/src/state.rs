@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diagnosis_core::domain::{KeyClaimTokens, Region};
-use diagnosis_core::store::{BanPolicy, Store};
+use diagnosis_core::store::{BanPolicy, ClientIdentityKey, Store};
 use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::client::ForwardedFor;
 
 /// The submit service's behaviour, parsed from the environment by
 /// [`crate::config`] or built directly by tests.
@@ -15,7 +17,9 @@ pub struct Settings {
     pub key_claim_tokens: KeyClaimTokens,
     /// Stored with each code and key (`REGION`, the MCC, default `302`).
     pub region: Region,
-    pub trust_x_forwarded_for: bool,
+    /// Which `X-Forwarded-For` entries name the claiming client
+    /// (`TRUST_X_FORWARDED_FOR`, `TRUSTED_PROXIES`).
+    pub forwarded_for: ForwardedFor,
     pub initial_remaining_keys: i32,
     pub one_time_code_expiry: chrono::Duration,
     pub encryption_key_validity_days: u32,
@@ -30,7 +34,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("key_claim_tokens", &self.key_claim_tokens)
             .field("region", &self.region)
-            .field("trust_x_forwarded_for", &self.trust_x_forwarded_for)
+            .field("forwarded_for", &self.forwarded_for)
             .field("initial_remaining_keys", &self.initial_remaining_keys)
             .field("one_time_code_expiry", &self.one_time_code_expiry)
             .field(
@@ -102,6 +106,9 @@ pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    /// Keys the identifiers of claiming clients; loaded at start with
+    /// [`Store::client_identity_key`].
+    pub client_identity: ClientIdentityKey,
     pub version: Version,
     pub prometheus: Option<PrometheusHandle>,
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use diagnosis_core::domain::{KeyClaimTokens, Region};
 use diagnosis_core::store::{BanPolicy, Store};
+use diagnosis_core::time::Clock;
 use diagnosis_core::time::ManualClock;
+use diagnosis_submit::client::ForwardedFor;
 use diagnosis_submit::{AppState, Listeners, Settings, Timeouts, Version};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -27,7 +29,7 @@ pub fn test_settings() -> Settings {
         key_claim_tokens: KeyClaimTokens::parse(&format!("{PORTAL_TOKEN}={PORTAL_LABEL}"))
             .unwrap_or_else(|e| panic!("test token: {e}")),
         region: Region::parse("302").unwrap_or_else(|| panic!("test region")),
-        trust_x_forwarded_for: false,
+        forwarded_for: ForwardedFor::Ignored,
         initial_remaining_keys: 43,
         one_time_code_expiry: chrono::Duration::hours(24),
         encryption_key_validity_days: 15,
@@ -104,6 +106,11 @@ impl TestApp {
         adjust_state: impl FnOnce(&mut AppState),
     ) -> TestApp {
         let store = Store::from_pool(db.pool().clone());
+        // As the binary does at start: the first instance creates the secret.
+        let client_identity = store
+            .client_identity_key(clock.now())
+            .await
+            .unwrap_or_else(|e| panic!("loading the client-identity secret: {e}"));
         let api = bind().await;
         let internal = bind().await;
         let addr = local_addr(&api);
@@ -112,6 +119,7 @@ impl TestApp {
             store: store.clone(),
             clock: Arc::new(clock.clone()),
             settings,
+            client_identity,
             version: Version::of_build(),
             prometheus: None,
         };
@@ -162,7 +170,6 @@ impl TestApp {
     }
 
     pub fn now_unix(&self) -> i64 {
-        use diagnosis_core::time::Clock;
         self.clock.now().timestamp()
     }
 

@@ -11,7 +11,8 @@ use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
 };
 use diagnosis_core::store::{
-    ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreKeysOutcome,
+    BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode,
+    RetentionPolicy, Store, StoreKeysOutcome,
 };
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
@@ -161,7 +162,8 @@ impl ExportHarness {
         };
         let mut app = [0_u8; 32];
         rand::fill(&mut app[..]);
-        let client = ClientIdentifier::from_ip(std::net::IpAddr::from([192, 0, 2, 1]));
+        let key = ClientIdentityKey::from_secret(&[1; 32]).unwrap_or_else(|| panic!("test key"));
+        let client = ClientIdentifier::new(&key, std::net::IpAddr::from([192, 0, 2, 1]));
         let ClaimOutcome::Claimed(server) = self
             .store
             .claim_one_time_code(
@@ -170,6 +172,10 @@ impl ExportHarness {
                 &client,
                 now,
                 Duration::hours(24),
+                BanPolicy {
+                    max_failures: 50,
+                    ban_duration: Duration::hours(1),
+                },
             )
             .await
             .unwrap_or_else(|e| panic!("claim: {e}"))

@@ -2,9 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
+use diagnosis_core::store::CLIENT_IDENTITY_SECRET;
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
+use diagnosis_submit::client::{ForwardedFor, TrustedProxies};
 use diagnosis_tests::app::TestApp;
+use diagnosis_tests::http_client::HttpClient;
+use tokio::sync::Barrier;
 
 fn code_of(response: &KeyClaimResponse) -> ErrorCode {
     ErrorCode::try_from(response.error.expect("error field present")).expect("known error code")
@@ -255,7 +261,7 @@ async fn two_replicas_share_one_ban() {
 async fn forwarded_for_is_used_only_when_trusted() {
     let app = TestApp::spawn_with(|s| {
         s.ban.max_failures = 1;
-        s.trust_x_forwarded_for = true;
+        s.forwarded_for = ForwardedFor::OneHop;
     })
     .await;
     let send = |forwarded: &'static str| {
@@ -280,4 +286,237 @@ async fn forwarded_for_is_used_only_when_trusted() {
     assert_eq!(send("192.0.2.99, 198.51.100.1").await, 429);
     // Another client behind the same balancer is not.
     assert_eq!(send("198.51.100.2").await, 401);
+}
+
+/// The test client connects from loopback: trusting it makes the test a proxy.
+fn behind_a_trusted_loopback_proxy() -> ForwardedFor {
+    ForwardedFor::TrustedProxies(TrustedProxies::parse("127.0.0.1/32").unwrap().unwrap())
+}
+
+/// A wrong claim sent with these `X-Forwarded-For` lines; its status.
+async fn wrong_claim_forwarded_for(app: &TestApp, forwarded: &[&str]) -> u16 {
+    let headers: Vec<(&str, &str)> = forwarded.iter().map(|v| ("x-forwarded-for", *v)).collect();
+    app.phone()
+        .client
+        .send(
+            hyper::Method::POST,
+            &format!("{}/claim-key", app.base_url),
+            &headers,
+            claim_body("AEF-245-HJKL", 32),
+        )
+        .await
+        .unwrap()
+        .status
+        .as_u16()
+}
+
+#[tokio::test]
+async fn clients_behind_a_trusted_proxy_are_banned_separately_whatever_they_prepend() {
+    let app = TestApp::spawn_with(|s| {
+        s.ban.max_failures = 2;
+        s.forwarded_for = behind_a_trusted_loopback_proxy();
+    })
+    .await;
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["198.51.100.1"]).await,
+        401
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["198.51.100.1:4711"]).await,
+        401
+    );
+    // Banned, however the client dresses up the entries left of its own.
+    for forged in [
+        &["198.51.100.1"][..],
+        &["203.0.113.50, 198.51.100.1"],
+        &["127.0.0.1, 198.51.100.1"],
+        &["203.0.113.50", "198.51.100.1"],
+        &["198.51.100.1, 127.0.0.1"],
+        &["::ffff:198.51.100.1"],
+    ] {
+        assert_eq!(
+            wrong_claim_forwarded_for(&app, forged).await,
+            429,
+            "{forged:?}"
+        );
+    }
+    // Another client behind the same proxy is not banned.
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["198.51.100.2"]).await,
+        401
+    );
+
+    // One IPv6 /64 is one client; the next /64 is another.
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["2001:db8:1:2::1"]).await,
+        401
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["[2001:db8:1:2::2]:80"]).await,
+        401
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["2001:db8:1:2:ffff::9"]).await,
+        429
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["2001:db8:1:3::1"]).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_choose_its_identity() {
+    let proxies_elsewhere =
+        ForwardedFor::TrustedProxies(TrustedProxies::parse("10.0.0.0/8").unwrap().unwrap());
+    for rule in [ForwardedFor::Ignored, proxies_elsewhere] {
+        let app = TestApp::spawn_with(|s| {
+            s.ban.max_failures = 1;
+            s.forwarded_for = rule.clone();
+        })
+        .await;
+        assert_eq!(
+            wrong_claim_forwarded_for(&app, &["198.51.100.1"]).await,
+            401
+        );
+        assert_eq!(
+            wrong_claim_forwarded_for(&app, &["198.51.100.2"]).await,
+            429,
+            "{rule:?}"
+        );
+        assert_eq!(wrong_claim_forwarded_for(&app, &[]).await, 429, "{rule:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_stored_identifier_is_a_keyed_hash_made_with_the_stored_secret() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    let app = TestApp::spawn_with(|s| s.forwarded_for = behind_a_trusted_loopback_proxy()).await;
+    let db = app.db.client().await;
+    let secret_of = || async {
+        db.query(
+            "SELECT secret FROM submit_secrets WHERE name = $1",
+            &[&CLIENT_IDENTITY_SECRET],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, Vec<u8>>(0))
+        .collect::<Vec<_>>()
+    };
+    let secrets = secret_of().await;
+    assert_eq!(secrets.len(), 1, "the secret is created at start");
+    let secret = secrets[0].clone();
+    assert_eq!(secret.len(), 32);
+    assert_ne!(secret, vec![0; 32]);
+
+    assert_eq!(wrong_claim_forwarded_for(&app, &["203.0.113.7"]).await, 401);
+    let stored: Vec<String> = db
+        .query("SELECT identifier FROM failed_key_claim_attempts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    let identifier = &stored[0];
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(b"203.0.113.7/32");
+    assert_eq!(identifier, &hex::encode(mac.finalize().into_bytes()));
+    assert!(!identifier.contains("203.0.113"));
+    for unkeyed in ["203.0.113.7", "203.0.113.7/32"] {
+        assert_ne!(identifier, &hex::encode(Sha256::digest(unkeyed.as_bytes())));
+    }
+
+    // A second replica reads the same secret instead of making its own, so a
+    // client is one client on every replica.
+    let replica = app.replica().await;
+    assert_eq!(secret_of().await, vec![secret]);
+    let _ = replica;
+}
+
+/// Sends `bodies` to `/claim-key` all at once, each on a connection of its own;
+/// the statuses in order.
+async fn concurrent_claims(app: &TestApp, bodies: Vec<Vec<u8>>) -> Vec<u16> {
+    let url = format!("{}/claim-key", app.base_url);
+    let start = Arc::new(Barrier::new(bodies.len()));
+    let claims: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let client = HttpClient::new();
+            let (url, start) = (url.clone(), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                client
+                    .post_protobuf(&url, body)
+                    .await
+                    .unwrap()
+                    .status
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for claim in claims {
+        statuses.push(claim.await.unwrap());
+    }
+    statuses
+}
+
+async fn failures_stored(app: &TestApp) -> Vec<i32> {
+    app.db
+        .client()
+        .await
+        .query("SELECT failures FROM failed_key_claim_attempts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_ban_holds_under_concurrency() {
+    let app = TestApp::spawn_with(|s| s.ban.max_failures = 5).await;
+    for _ in 0..3 {
+        let (status, _) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+        assert_eq!(status, 401);
+    }
+    let statuses = concurrent_claims(&app, vec![claim_body("AEF-245-HJKL", 32); 20]).await;
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!((count(401), count(429)), (2, 18), "{statuses:?}");
+    assert_eq!(
+        failures_stored(&app).await,
+        vec![5],
+        "only two more codes were checked"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_right_codes_of_a_client_with_failures_all_succeed() {
+    let app = TestApp::spawn_with(|s| s.ban.max_failures = 5).await;
+    for _ in 0..4 {
+        let (status, _) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+        assert_eq!(status, 401);
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..8 {
+        let code = app.portal().issue_code().await.unwrap();
+        bodies.push(
+            KeyClaimRequest {
+                one_time_code: Some(code),
+                app_public_key: Some(app.phone().app_public.as_bytes().to_vec()),
+            }
+            .encode_to_vec(),
+        );
+    }
+    let statuses = concurrent_claims(&app, bodies).await;
+    assert_eq!(statuses, vec![200; 8]);
+    assert_eq!(
+        failures_stored(&app).await,
+        Vec::<i32>::new(),
+        "a success clears the count"
+    );
 }

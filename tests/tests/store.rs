@@ -144,15 +144,29 @@ async fn claimed_keypair(
         panic!("not issued")
     };
     let app = AppPublicKey::from_array([app_byte; 32]);
-    let client = ClientIdentifier::from_ip("192.0.2.1".parse().unwrap());
+    let client = ClientIdentifier::new(&test_identity_key(), "192.0.2.1".parse().unwrap());
     match store
-        .claim_one_time_code(Some(&code), &app, &client, at, Duration::hours(24))
+        .claim_one_time_code(
+            Some(&code),
+            &app,
+            &client,
+            at,
+            Duration::hours(24),
+            diagnosis_core::store::BanPolicy {
+                max_failures: 50,
+                ban_duration: Duration::hours(1),
+            },
+        )
         .await
         .unwrap()
     {
         ClaimOutcome::Claimed(server) => server,
         other => panic!("claim failed: {other:?}"),
     }
+}
+
+fn test_identity_key() -> diagnosis_core::store::ClientIdentityKey {
+    diagnosis_core::store::ClientIdentityKey::from_secret(&[1; 32]).unwrap()
 }
 
 fn retention_policy() -> RetentionPolicy {
@@ -228,8 +242,8 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
         max_failures: 50,
         ban_duration: Duration::hours(1),
     };
-    let old_client = ClientIdentifier::from_ip("192.0.2.10".parse().unwrap());
-    let new_client = ClientIdentifier::from_ip("192.0.2.11".parse().unwrap());
+    let old_client = ClientIdentifier::new(&test_identity_key(), "192.0.2.10".parse().unwrap());
+    let new_client = ClientIdentifier::new(&test_identity_key(), "192.0.2.11".parse().unwrap());
     store
         .record_failed_claim(&old_client, now - Duration::minutes(61), policy)
         .await

@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 use tokio_postgres::error::SqlState;
 
 use super::events::{Event, record_event, record_otk_duration};
-use super::failed_claims::{ClientIdentifier, clear_failed_claims};
+use super::failed_claims::{
+    BanPolicy, ClientIdentifier, clear_failed_claims, count_failed_claim, lock_claim_attempts,
+};
 use super::{Store, StoreError, utc_date};
 use crate::crypto::generate_server_keypair;
 use crate::domain::{
@@ -43,10 +45,24 @@ pub enum IssueOutcome {
 #[derive(Debug)]
 pub enum ClaimOutcome {
     Claimed(ServerPublicKey),
+    /// The client is banned for this much longer; nothing was checked.
+    Banned {
+        remaining: Duration,
+    },
     /// The app public key is already bound to another keypair.
     AppKeyAlreadyRegistered,
-    /// Unknown, expired or already claimed code.
-    InvalidCode,
+    /// Unknown, expired or already claimed code, counted against the client:
+    /// `failures` is its count including this one.
+    InvalidCode {
+        failures: u32,
+    },
+}
+
+/// What binding an app key to a code found, before the client's count is touched.
+enum Binding {
+    Bound(ServerPublicKey),
+    AppKeyAlreadyRegistered,
+    WrongCode,
 }
 
 /// What an upload needs to open its box.
@@ -149,9 +165,15 @@ impl Store {
         Ok(IssueOutcome::CodeCollisions)
     }
 
-    /// Claims a code for an app key in one transaction (DESIGN §3.2). Of two
-    /// concurrent claims of one code exactly one wins: the row lock taken by the
-    /// `UPDATE` makes the loser re-check `one_time_code`, which is then NULL.
+    /// Claims a code for an app key in one transaction (DESIGN §3.2), in the
+    /// contract's order: a banned client is refused, then a registered app key,
+    /// then a wrong code, which is counted against the client.
+    ///
+    /// The transaction first takes the client's claim lock
+    /// ([`lock_claim_attempts`]), so the ban holds however many claims of one
+    /// client run at once. Of two concurrent claims of one code exactly one
+    /// wins: the row lock taken by the `UPDATE` makes the loser re-check
+    /// `one_time_code`, which is then NULL.
     ///
     /// `code` is `None` when the typed code cannot be one of ours; the app key is
     /// still checked first, as the contract orders. A successful claim clears the
@@ -163,51 +185,27 @@ impl Store {
         client: &ClientIdentifier,
         now: DateTime<Utc>,
         code_expiry: Duration,
+        ban: BanPolicy,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
-        let app_key = app_public.as_bytes().as_slice();
-        let taken = tx
-            .query_opt(
-                "SELECT 1 FROM encryption_keys WHERE app_public_key = $1",
-                &[&app_key],
-            )
-            .await?;
-        if taken.is_some() {
-            return Ok(ClaimOutcome::AppKeyAlreadyRegistered);
+        if let Some(remaining) = lock_claim_attempts(&tx, client, now, ban).await? {
+            return Ok(ClaimOutcome::Banned { remaining });
         }
-        let Some(code) = code else {
-            return Ok(ClaimOutcome::InvalidCode);
-        };
-        let claimed = tx
-            .query_opt(
-                "UPDATE encryption_keys
-                    SET one_time_code = NULL, app_public_key = $2, claimed = $3
-                  WHERE one_time_code = $1 AND created > $4
-              RETURNING server_public_key, originator, created",
-                &[&code.as_str(), &app_key, &now, &(now - code_expiry)],
-            )
-            .await;
-        let row = match claimed {
-            Ok(Some(row)) => row,
-            Ok(None) => return Ok(ClaimOutcome::InvalidCode),
-            // A concurrent claim bound the same app key to another code first.
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Ok(ClaimOutcome::AppKeyAlreadyRegistered);
+        match bind_app_key(&tx, code, app_public, now, code_expiry).await? {
+            Binding::Bound(server_public) => {
+                clear_failed_claims(&tx, client).await?;
+                tx.commit().await?;
+                Ok(ClaimOutcome::Claimed(server_public))
             }
-            Err(e) => return Err(e.into()),
-        };
-        let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
-            .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
-        let originator: String = row.try_get(1)?;
-        let created: DateTime<Utc> = row.try_get(2)?;
-        let today = utc_date(now);
-        record_event(&tx, Event::OtkClaimed, &originator, today, 1).await?;
-        let hours = i32::try_from((now - created).num_hours().max(0)).unwrap_or(i32::MAX);
-        record_otk_duration(&tx, &originator, today, hours).await?;
-        clear_failed_claims(&tx, client).await?;
-        tx.commit().await?;
-        Ok(ClaimOutcome::Claimed(server_public))
+            // Rolled back: a registered app key is no failure.
+            Binding::AppKeyAlreadyRegistered => Ok(ClaimOutcome::AppKeyAlreadyRegistered),
+            Binding::WrongCode => {
+                let failures = count_failed_claim(&tx, client, now, ban).await?;
+                tx.commit().await?;
+                Ok(ClaimOutcome::InvalidCode { failures })
+            }
+        }
     }
 
     /// The keypair an upload is addressed to, if it is claimed and still valid.
@@ -243,6 +241,57 @@ impl Store {
             app_public,
         }))
     }
+}
+
+/// Binds the app key to the code's keypair and records the claim's events;
+/// the caller commits.
+async fn bind_app_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    code: Option<&OneTimeCode>,
+    app_public: &AppPublicKey,
+    now: DateTime<Utc>,
+    code_expiry: Duration,
+) -> Result<Binding, StoreError> {
+    let app_key = app_public.as_bytes().as_slice();
+    let taken = tx
+        .query_opt(
+            "SELECT 1 FROM encryption_keys WHERE app_public_key = $1",
+            &[&app_key],
+        )
+        .await?;
+    if taken.is_some() {
+        return Ok(Binding::AppKeyAlreadyRegistered);
+    }
+    let Some(code) = code else {
+        return Ok(Binding::WrongCode);
+    };
+    let claimed = tx
+        .query_opt(
+            "UPDATE encryption_keys
+                SET one_time_code = NULL, app_public_key = $2, claimed = $3
+              WHERE one_time_code = $1 AND created > $4
+          RETURNING server_public_key, originator, created",
+            &[&code.as_str(), &app_key, &now, &(now - code_expiry)],
+        )
+        .await;
+    let row = match claimed {
+        Ok(Some(row)) => row,
+        Ok(None) => return Ok(Binding::WrongCode),
+        // A concurrent claim bound the same app key to another code first.
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Ok(Binding::AppKeyAlreadyRegistered);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
+        .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
+    let originator: String = row.try_get(1)?;
+    let created: DateTime<Utc> = row.try_get(2)?;
+    let today = utc_date(now);
+    record_event(tx, Event::OtkClaimed, &originator, today, 1).await?;
+    let hours = i32::try_from((now - created).num_hours().max(0)).unwrap_or(i32::MAX);
+    record_otk_duration(tx, &originator, today, hours).await?;
+    Ok(Binding::Bound(server_public))
 }
 
 #[cfg(test)]

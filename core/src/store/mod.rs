@@ -14,6 +14,7 @@ mod exports;
 mod failed_claims;
 mod metrics;
 mod retention;
+mod submit_secrets;
 
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock};
-pub use failed_claims::{BanPolicy, ClientIdentifier, ban_remaining};
+pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
+pub use submit_secrets::CLIENT_IDENTITY_SECRET;
 
 mod embedded {
     refinery::embed_migrations!("../sql");

@@ -1,6 +1,11 @@
 //! `POST /claim-key`: an app trades a one-time code for the server's public key
 //! (DESIGN §3.2). Checks run in the contract's order; only wrong codes count
 //! towards the client's ban.
+//!
+//! A banned client is refused twice over: first by a quick read before its
+//! body is read, then by the claim transaction itself, which serialises the
+//! claims of one client so that concurrent wrong codes cannot slip past the ban
+//! (see `Store::claim_one_time_code`).
 
 use diagnosis_core::domain::{AppPublicKey, OneTimeCode};
 use diagnosis_core::store::{ClaimOutcome, ClientIdentifier};
@@ -46,6 +51,7 @@ async fn claim(
 ) -> Result<Response<Body>, ClaimError> {
     let settings = &state.settings;
     let now = state.clock.now();
+    // Spares a banned client's body the read; the transaction below decides.
     if let Some(remaining) = state.store.active_ban(client, now, settings.ban).await? {
         return Err(ClaimError::Banned { remaining });
     }
@@ -65,6 +71,7 @@ async fn claim(
             client,
             now,
             settings.one_time_code_expiry,
+            settings.ban,
         )
         .await?;
     match outcome {
@@ -81,12 +88,11 @@ async fn claim(
                 ErrorCode::None.as_str_name(),
             ))
         }
+        ClaimOutcome::Banned { remaining } => Err(ClaimError::Banned { remaining }),
         ClaimOutcome::AppKeyAlreadyRegistered => Err(ClaimError::AppKeyAlreadyRegistered),
-        ClaimOutcome::InvalidCode => {
-            let failures = state
-                .store
-                .record_failed_claim(client, now, settings.ban)
-                .await?;
+        ClaimOutcome::InvalidCode { failures } => {
+            // Claims of one client are serialised, so exactly one failure
+            // reaches the limit and starts the ban.
             let banned_now = failures >= settings.ban.max_failures;
             if banned_now {
                 metrics::counter!("submit_claim_bans_total").increment(1);

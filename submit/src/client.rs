@@ -1,0 +1,434 @@
+//! Who is claiming (DESIGN §3.2): the address a failed `/claim-key` is counted
+//! against, taken from the TCP peer or, behind proxies the operator trusts,
+//! from `X-Forwarded-For`.
+//!
+//! Every proxy appends the address it received the request from, so only the
+//! entries appended by trusted proxies are facts; anything further left was
+//! written by the client and may be forged. The walk therefore starts at the
+//! right and stops at the first address that no trusted proxy could have
+//! written. This module must never log an address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// How many `X-Forwarded-For` entries the walk looks at, from the right. No
+/// real chain of proxies is this long; the cap keeps a huge header cheap.
+pub const MAX_FORWARDED_ENTRIES: usize = 32;
+
+/// Which `X-Forwarded-For` entries are believed (`TRUST_X_FORWARDED_FOR`,
+/// `TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// The peer is the client; `X-Forwarded-For` is ignored (the default).
+    #[default]
+    Ignored,
+    /// `TRUST_X_FORWARDED_FOR=true`: the peer is a proxy, and the last entry
+    /// (the one it appended) is the client when it is an address.
+    OneHop,
+    /// `TRUSTED_PROXIES`: walk the header from the right past trusted proxies.
+    TrustedProxies(TrustedProxies),
+}
+
+/// A non-empty list of networks whose proxies are trusted to append the address
+/// they received a request from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses `TRUSTED_PROXIES`: comma-separated CIDRs, or bare addresses (one
+    /// host, /32 or /128). `None` when the list is empty. The error names the
+    /// entry that is wrong.
+    pub fn parse(list: &str) -> Result<Option<TrustedProxies>, String> {
+        if list.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut networks = Vec::new();
+        for (index, entry) in list.split(',').enumerate() {
+            let entry = entry.trim();
+            let network = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "entry {} ({entry:?}) is not a CIDR such as 10.0.0.0/8 or an address",
+                        index + 1
+                    )
+                })?;
+            if let IpNet::V6(v6) = network
+                && v6.addr().to_ipv4_mapped().is_some()
+            {
+                // Peers and forwarded addresses are compared in their IPv4 form.
+                return Err(format!(
+                    "entry {} ({entry:?}) is an IPv4-mapped IPv6 range; write it as IPv4",
+                    index + 1
+                ));
+            }
+            networks.push(network.trunc());
+        }
+        Ok(Some(TrustedProxies(networks)))
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(&ip))
+    }
+}
+
+/// The client's address: the peer unless `rule` says which forwarded entry to
+/// believe. IPv4-mapped IPv6 addresses come back as IPv4.
+pub fn client_address(rule: &ForwardedFor, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    let peer = peer.to_canonical();
+    match rule {
+        ForwardedFor::Ignored => peer,
+        ForwardedFor::OneHop => forwarded_from_right(headers)
+            .next()
+            .flatten()
+            .unwrap_or(peer),
+        ForwardedFor::TrustedProxies(trusted) => {
+            if !trusted.contains(peer) {
+                return peer;
+            }
+            // The nearest hop known to be honest so far: where the walk ends
+            // when the chain runs out or stops making sense.
+            let mut last_trusted = peer;
+            for entry in forwarded_from_right(headers).take(MAX_FORWARDED_ENTRIES) {
+                match entry {
+                    Some(ip) if trusted.contains(ip) => last_trusted = ip,
+                    Some(ip) => return ip,
+                    None => return last_trusted,
+                }
+            }
+            last_trusted
+        }
+    }
+}
+
+/// Every `X-Forwarded-For` entry, all header lines in order, from the right;
+/// `None` for an entry that is not an address.
+fn forwarded_from_right(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|line| {
+            let entries: Box<dyn Iterator<Item = Option<IpAddr>>> = match line.to_str() {
+                Ok(line) => Box::new(line.rsplit(',').map(parse_entry)),
+                Err(_) => Box::new(std::iter::once(None)),
+            };
+            entries
+        })
+}
+
+/// One entry: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]`
+/// or `[2001:db8::1]:4711`. Anything else (`unknown`, obfuscated RFC 7239
+/// names, an empty entry) is not an address.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(socket) = entry.parse::<SocketAddr>() {
+        return Some(socket.ip().to_canonical());
+    }
+    let bracketed = entry.strip_prefix('[')?.strip_suffix(']')?;
+    bracketed
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|v6| IpAddr::V6(v6).to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn trusted(list: &str) -> ForwardedFor {
+        ForwardedFor::TrustedProxies(
+            TrustedProxies::parse(list)
+                .expect("valid list")
+                .expect("non-empty list"),
+        )
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn the_walk_finds_the_first_untrusted_address_from_the_right() {
+        let proxies = trusted("10.0.0.0/8, 192.168.1.1, 2001:db8:ffff::/48");
+        // (rule, peer, X-Forwarded-For lines, expected client)
+        let cases: &[(&ForwardedFor, &str, &[&str], &str)] = &[
+            // No header: the peer, trusted or not.
+            (&proxies, "203.0.113.9", &[], "203.0.113.9"),
+            (&proxies, "10.0.0.1", &[], "10.0.0.1"),
+            // An untrusted peer's header is ignored, however it looks.
+            (&proxies, "203.0.113.9", &["198.51.100.1"], "203.0.113.9"),
+            (
+                &proxies,
+                "203.0.113.9",
+                &["198.51.100.1, 10.0.0.2"],
+                "203.0.113.9",
+            ),
+            // One trusted hop.
+            (&proxies, "10.0.0.1", &["198.51.100.1"], "198.51.100.1"),
+            // Two trusted hops: the inner proxy's entry is skipped.
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, 10.0.0.2"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, 192.168.1.1"],
+                "198.51.100.1",
+            ),
+            // Spoofed prefixes: the client's own entries stay left of its address.
+            (
+                &proxies,
+                "10.0.0.1",
+                &["1.1.1.1, 10.9.9.9, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["10.3.3.3", "198.51.100.1, 10.0.0.2"],
+                "198.51.100.1",
+            ),
+            // A trusted-looking forged entry left of the real client changes nothing.
+            (
+                &proxies,
+                "10.0.0.1",
+                &["10.0.0.7, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            // Several header lines count in order, the last line rightmost.
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1", "10.0.0.2"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["10.0.0.2", "198.51.100.1"],
+                "198.51.100.1",
+            ),
+            // Every entry trusted: the farthest trusted hop.
+            (&proxies, "10.0.0.1", &["10.0.0.3, 10.0.0.2"], "10.0.0.3"),
+            // A malformed entry ends the walk at the last trusted hop.
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, garbage, 10.0.0.2"],
+                "10.0.0.2",
+            ),
+            (&proxies, "10.0.0.1", &["198.51.100.1, unknown"], "10.0.0.1"),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1,, 10.0.0.2"],
+                "10.0.0.2",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, 1.2.3.4.5"],
+                "10.0.0.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, [1.2.3.4]"],
+                "10.0.0.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, 2001:db8::1:99999"],
+                "10.0.0.1",
+            ),
+            (&proxies, "10.0.0.1", &[""], "10.0.0.1"),
+            // Ports and brackets.
+            (&proxies, "10.0.0.1", &["198.51.100.1:4711"], "198.51.100.1"),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, 10.0.0.2:443"],
+                "198.51.100.1",
+            ),
+            (&proxies, "10.0.0.1", &["[2001:db8::7]"], "2001:db8::7"),
+            (&proxies, "10.0.0.1", &["[2001:db8::7]:4711"], "2001:db8::7"),
+            // IPv6 peers, proxies and clients.
+            (
+                &proxies,
+                "2001:db8:ffff::1",
+                &["2001:db8::7"],
+                "2001:db8::7",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["2001:db8::7, [2001:db8:ffff::2]:80"],
+                "2001:db8::7",
+            ),
+            (
+                &proxies,
+                "2001:db8:fffe::1",
+                &["2001:db8::7"],
+                "2001:db8:fffe::1",
+            ),
+            // IPv4-mapped IPv6 is IPv4: a mapped peer in a trusted IPv4 range is
+            // trusted, and a mapped client comes back as IPv4.
+            (
+                &proxies,
+                "::ffff:10.0.0.1",
+                &["198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["::ffff:198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &["198.51.100.1, ::ffff:10.0.0.2"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "::ffff:203.0.113.9",
+                &["198.51.100.1"],
+                "203.0.113.9",
+            ),
+            // The one-hop shorthand: the rightmost entry if it parses, else the peer.
+            (&ForwardedFor::OneHop, "203.0.113.9", &[], "203.0.113.9"),
+            (
+                &ForwardedFor::OneHop,
+                "203.0.113.9",
+                &["198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &ForwardedFor::OneHop,
+                "203.0.113.9",
+                &["10.0.0.1, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &ForwardedFor::OneHop,
+                "203.0.113.9",
+                &["198.51.100.1", "192.0.2.5:80"],
+                "192.0.2.5",
+            ),
+            (
+                &ForwardedFor::OneHop,
+                "203.0.113.9",
+                &["198.51.100.1, nope"],
+                "203.0.113.9",
+            ),
+            // Ignored: the peer, whatever the header says.
+            (
+                &ForwardedFor::Ignored,
+                "203.0.113.9",
+                &["198.51.100.1"],
+                "203.0.113.9",
+            ),
+            (
+                &ForwardedFor::Ignored,
+                "::ffff:203.0.113.9",
+                &[],
+                "203.0.113.9",
+            ),
+        ];
+        for (rule, peer, lines, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for line in *lines {
+                headers.append("x-forwarded-for", HeaderValue::from_static(line));
+            }
+            assert_eq!(
+                client_address(rule, &headers, ip(peer)),
+                ip(expected),
+                "{rule:?}, peer {peer}, X-Forwarded-For {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_line_that_is_not_text_ends_the_walk() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff198.51.100.2").expect("opaque header value"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(
+            client_address(&trusted("10.0.0.0/8"), &headers, ip("10.0.0.1")),
+            ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn a_huge_header_is_walked_only_so_far() {
+        let chain = vec!["10.0.0.2"; 10_000].join(", ");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_str(&format!("198.51.100.1, {chain}")).expect("header value"),
+        );
+        // The client is beyond the cap, so the walk ends at the farthest trusted hop seen.
+        assert_eq!(
+            client_address(&trusted("10.0.0.0/8"), &headers, ip("10.0.0.1")),
+            ip("10.0.0.2")
+        );
+        let short = vec!["10.0.0.2"; MAX_FORWARDED_ENTRIES - 1].join(", ");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_str(&format!("198.51.100.1, {short}")).expect("header value"),
+        );
+        assert_eq!(
+            client_address(&trusted("10.0.0.0/8"), &headers, ip("10.0.0.1")),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_cidrs_and_bare_addresses() {
+        let list = TrustedProxies::parse(" 10.0.0.0/8 ,192.168.1.1, 2001:db8::/32,::1")
+            .expect("valid")
+            .expect("non-empty");
+        for inside in ["10.255.0.1", "192.168.1.1", "2001:db8:5::1", "::1"] {
+            assert!(list.contains(ip(inside)), "{inside}");
+        }
+        for outside in ["11.0.0.1", "192.168.1.2", "2001:db9::1", "::2"] {
+            assert!(!list.contains(ip(outside)), "{outside}");
+        }
+        // A host part in a CIDR is allowed and means the network.
+        let loose = TrustedProxies::parse("10.1.2.3/16")
+            .expect("valid")
+            .expect("non-empty");
+        assert!(loose.contains(ip("10.1.200.1")));
+        assert_eq!(TrustedProxies::parse(""), Ok(None));
+        assert_eq!(TrustedProxies::parse("  "), Ok(None));
+        for bad in [
+            "10.0.0.0/33",
+            "proxy.internal",
+            "10.0.0.0/8,",
+            "10.0.0.0/8,,192.168.0.0/16",
+            "::ffff:10.0.0.0/104",
+            "10.0.0.1:80",
+        ] {
+            assert!(TrustedProxies::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
