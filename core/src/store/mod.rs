@@ -89,8 +89,21 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 impl From<refinery::Error> for StoreError {
+    /// refinery's text says which step failed but not why; the Postgres error
+    /// under it (e.g. `permission denied for schema public` when a runtime role
+    /// meets a pending migration) is appended in its safe form.
     fn from(error: refinery::Error) -> Self {
-        StoreError::Migration(error.to_string())
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
+                text.push_str(": ");
+                text.push_str(&describe_postgres(postgres));
+                break;
+            }
+            source = cause.source();
+        }
+        StoreError::Migration(text)
     }
 }
 
