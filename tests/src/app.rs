@@ -89,6 +89,22 @@ impl TestApp {
         Self::start(db, clock, test_settings(), adjust).await
     }
 
+    /// A service on `db` whose queries all run through `store`, for example a store connected
+    /// as the submit service's least-privilege role.
+    pub async fn spawn_on_store(
+        db: Arc<TestDatabase>,
+        store: Store,
+        clock: ManualClock,
+    ) -> TestApp {
+        let service_store = store.clone();
+        let mut app = Self::start(db, clock, test_settings(), move |state| {
+            state.store = service_store;
+        })
+        .await;
+        app.store = store;
+        app
+    }
+
     pub async fn spawn_on(
         db: Arc<TestDatabase>,
         clock: ManualClock,

@@ -14,5 +14,6 @@ pub mod export;
 pub mod failing_store;
 pub mod http_client;
 pub mod pg;
+pub mod roles;
 pub mod s3;
 pub mod simulator;

@@ -91,8 +91,21 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 impl From<refinery::Error> for StoreError {
+    /// refinery's text says which step failed but not why; the Postgres error
+    /// under it (e.g. `permission denied for schema public` when a runtime role
+    /// meets a pending migration) is appended in its safe form.
     fn from(error: refinery::Error) -> Self {
-        StoreError::Migration(error.to_string())
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
+                text.push_str(": ");
+                text.push_str(&describe_postgres(postgres));
+                break;
+            }
+            source = cause.source();
+        }
+        StoreError::Migration(text)
     }
 }
 
@@ -190,20 +203,29 @@ impl Store {
 
 /// Applies the embedded migrations of `sql/` on `client`, holding a session
 /// advisory lock so that processes starting together apply each migration once.
+///
+/// When the history already records exactly the embedded migrations, nothing
+/// else is run: a binary connected as its least-privilege runtime role (DESIGN
+/// §7), which may read the history but not create tables, then starts without
+/// `--no-migrate`. refinery alone would fail there, because its first statement
+/// is a `CREATE TABLE IF NOT EXISTS` of the history, which PostgreSQL refuses
+/// without CREATE on the schema even when the table exists.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
-    let result = embedded::migrations::runner()
-        .set_abort_divergent(true)
-        .run_async(client)
-        .await;
+    let runner = embedded::migrations::runner().set_abort_divergent(true);
+    let result = if schema_is_current(&runner, client).await {
+        Ok(None)
+    } else {
+        runner.run_async(client).await.map(Some)
+    };
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
         .await;
     let report = result?;
     unlock?;
-    for migration in report.applied_migrations() {
+    for migration in report.iter().flat_map(|report| report.applied_migrations()) {
         tracing::info!(
             version = migration.version(),
             name = migration.name(),
@@ -211,6 +233,20 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreErr
         );
     }
     Ok(())
+}
+
+/// True when the migration history holds exactly the embedded migrations, with
+/// the same names and checksums. Anything else (no history yet, a pending, a
+/// changed or an unknown migration, or an error reading the history) is left to
+/// refinery, which applies what is pending or reports the problem.
+async fn schema_is_current(runner: &refinery::Runner, client: &mut tokio_postgres::Client) -> bool {
+    let Ok(mut applied) = runner.get_applied_migrations_async(client).await else {
+        return false;
+    };
+    let mut embedded = runner.get_migrations().clone();
+    applied.sort();
+    embedded.sort();
+    applied == embedded
 }
 
 /// The UTC calendar date of an instant, as stored in the event tables.

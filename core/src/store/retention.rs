@@ -46,10 +46,13 @@ impl Store {
         let today = utc_date(now);
         let mut events: BTreeMap<(String, Event), i32> = BTreeMap::new();
 
+        // A row is an unclaimed code until its claim erases the code and stamps
+        // `claimed` in the same UPDATE, so `claimed` tells the two states apart
+        // without reading codes: the exporter's role may not (sql/V4__roles.sql).
         let unclaimed = tx
             .query(
                 "DELETE FROM encryption_keys
-                  WHERE one_time_code IS NOT NULL AND created <= $1
+                  WHERE claimed IS NULL AND created <= $1
               RETURNING originator",
                 &[&(now - policy.one_time_code_expiry)],
             )
@@ -63,7 +66,7 @@ impl Store {
         let keypairs = tx
             .query(
                 "DELETE FROM encryption_keys
-                  WHERE one_time_code IS NULL
+                  WHERE claimed IS NOT NULL
                     AND (created < $1 OR remaining_keys = 0)
               RETURNING originator, uploaded, remaining_keys = 0",
                 &[&keypair_valid_since(now, policy.keypair_validity_days)],

@@ -1,7 +1,9 @@
 # PostgreSQL 15, the only shared state of submit and exporter. Private (in var.private_subnet_ids,
 # reachable only from var.db_client_security_group_ids), encrypted at rest, protected from
 # deletion. The master password is generated and kept by RDS in Secrets Manager (output
-# db_master_user_secret_arn), never in the Terraform state; build DATABASE_URL from it.
+# db_master_user_secret_arn), never in the Terraform state. The master user owns the schema: it
+# runs `migrate` and creates the services' login users (infra/DEPLOYMENT.md, "Database roles");
+# the services' DATABASE_URL names those users, never the master user.
 #
 # Both binaries reach the database over TLS and authenticate it (DESIGN §6, §7): DATABASE_URL
 # carries sslmode=verify-full and sslrootcert naming the RDS CA bundle that the container image
