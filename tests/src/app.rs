@@ -84,7 +84,16 @@ impl TestApp {
     pub async fn spawn_with_state(adjust: impl FnOnce(&mut AppState)) -> TestApp {
         let db = Arc::new(TestDatabase::new().await);
         let clock = ManualClock::new(test_start_time());
-        Self::start(db, clock, test_settings(), adjust).await
+        let store = Store::from_pool(db.pool().clone());
+        Self::start(db, store, clock, test_settings(), adjust).await
+    }
+
+    /// A service with default settings over `store`, which reaches `db` some other way than the
+    /// test's own pool (for example through a proxy, built by `Store::connect` as the binary
+    /// builds it).
+    pub async fn spawn_with_store(db: Arc<TestDatabase>, store: Store) -> TestApp {
+        let clock = ManualClock::new(test_start_time());
+        Self::start(db, store, clock, test_settings(), |_| {}).await
     }
 
     pub async fn spawn_on(
@@ -94,16 +103,17 @@ impl TestApp {
     ) -> TestApp {
         let mut settings = test_settings();
         adjust(&mut settings);
-        Self::start(db, clock, settings, |_| {}).await
+        let store = Store::from_pool(db.pool().clone());
+        Self::start(db, store, clock, settings, |_| {}).await
     }
 
     async fn start(
         db: Arc<TestDatabase>,
+        store: Store,
         clock: ManualClock,
         settings: Settings,
         adjust_state: impl FnOnce(&mut AppState),
     ) -> TestApp {
-        let store = Store::from_pool(db.pool().clone());
         let api = bind().await;
         let internal = bind().await;
         let addr = local_addr(&api);

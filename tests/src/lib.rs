@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod black_hole;
 pub mod cdn;
 pub mod export;
 pub mod failing_store;
@@ -16,3 +17,4 @@ pub mod http_client;
 pub mod pg;
 pub mod s3;
 pub mod simulator;
+pub mod tls_pg;
