@@ -440,6 +440,9 @@ pub struct CommonConfig {
     /// `DATABASE_STATEMENT_TIMEOUT_MS`: Postgres `statement_timeout` for every pooled
     /// connection, 1 to 3 600 000 ms, default 5000.
     pub database_statement_timeout: Duration,
+    /// `DATABASE_CONNECT_TIMEOUT_SECONDS`: bounds opening a connection (TCP, TLS and
+    /// authentication), waiting for a pooled one, and paces TCP keepalive; 1 to 300 s, default 5.
+    pub database_connect_timeout: Duration,
     /// `METRIC_PROVIDER`: `prometheus`, `stdout`, `pretty` or unset.
     pub metric_provider: MetricProvider,
     /// `METRICS_ADDR`: the internal listener (metrics and operational endpoints), default
@@ -459,6 +462,8 @@ impl CommonConfig {
     pub const DEFAULT_POOL_SIZE: usize = 16;
     /// Default `DATABASE_STATEMENT_TIMEOUT_MS`.
     pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+    /// Default `DATABASE_CONNECT_TIMEOUT_SECONDS`.
+    pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
     /// Default `METRICS_ADDR`.
     pub const DEFAULT_METRICS_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2222);
@@ -479,6 +484,13 @@ impl CommonConfig {
                 TimeUnit::Milliseconds,
                 Self::DEFAULT_STATEMENT_TIMEOUT_MS,
                 1..=3_600_000,
+            )?,
+            database_connect_timeout: duration_var(
+                env,
+                "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                TimeUnit::Seconds,
+                Self::DEFAULT_CONNECT_TIMEOUT_SECONDS,
+                1..=300,
             )?,
             metric_provider: choice_var(
                 env,
@@ -519,6 +531,7 @@ impl fmt::Debug for CommonConfig {
                 "database_statement_timeout",
                 &self.database_statement_timeout,
             )
+            .field("database_connect_timeout", &self.database_connect_timeout)
             .field("metric_provider", &self.metric_provider)
             .field("metrics_addr", &self.metrics_addr)
             .field("tracer_provider", &self.tracer_provider)
@@ -528,7 +541,9 @@ impl fmt::Debug for CommonConfig {
     }
 }
 
-/// A required PostgreSQL URL. Errors never quote the URL: it usually holds a password.
+/// A required PostgreSQL URL, with `sslmode` and `sslrootcert` read as libpq reads them
+/// ([`crate::store::tls`]; the certificate file itself is read when the store is built). Errors
+/// never quote the URL: it usually holds a password.
 pub fn database_url_var(env: &dyn Env, name: &'static str) -> Result<String, ConfigError> {
     let url = env.get(name).ok_or_else(|| ConfigError::missing(name))?;
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -538,28 +553,10 @@ pub fn database_url_var(env: &dyn Env, name: &'static str) -> Result<String, Con
              (the value is not shown: it may hold a password)",
         ));
     }
-    url.parse::<tokio_postgres::Config>().map_err(|err| {
-        // Only the parser's "invalid value for option `port`" names a fixed option; its other
-        // messages may quote parts of the URL (an unknown parameter's name), so they are not
-        // passed on.
-        let mut cause: Option<&dyn std::error::Error> = Some(&err);
-        let mut detail = None;
-        while let Some(inner) = cause {
-            let message = inner.to_string();
-            if message.starts_with("invalid value for option `") {
-                detail = Some(message);
-            }
-            cause = inner.source();
-        }
-        let detail = detail.unwrap_or_else(|| {
-            "check the user, host, port, database name and query parameters".to_owned()
-        });
+    crate::store::tls::DatabaseUrl::parse(&url).map_err(|message| {
         ConfigError::new(
             name,
-            format!(
-                "is not a valid PostgreSQL URL: {detail} \
-                 (the value is not shown: it may hold a password)"
-            ),
+            format!("{message} (the value is not shown: it may hold a password)"),
         )
     })?;
     Ok(url)
@@ -639,6 +636,7 @@ mod tests {
         assert_eq!(config.database_url, URL);
         assert_eq!(config.database_pool_size, 16);
         assert_eq!(config.database_statement_timeout, Duration::from_secs(5));
+        assert_eq!(config.database_connect_timeout, Duration::from_secs(5));
         assert_eq!(config.metric_provider, MetricProvider::None);
         assert_eq!(
             config.metrics_addr,
@@ -655,6 +653,7 @@ mod tests {
             ("DATABASE_URL", "postgresql://u@localhost/db"),
             ("DATABASE_POOL_SIZE", "1000"),
             ("DATABASE_STATEMENT_TIMEOUT_MS", "250"),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", "300"),
             ("METRIC_PROVIDER", "Prometheus"),
             ("METRICS_ADDR", "[::1]:9000"),
             ("TRACER_PROVIDER", "pretty"),
@@ -668,6 +667,7 @@ mod tests {
             config.database_statement_timeout,
             Duration::from_millis(250)
         );
+        assert_eq!(config.database_connect_timeout, Duration::from_secs(300));
         assert_eq!(config.metric_provider, MetricProvider::Prometheus);
         assert_eq!(config.metrics_addr, "[::1]:9000".parse().unwrap());
         assert_eq!(config.tracer_provider, Some(TracerProvider::Pretty));
@@ -727,8 +727,18 @@ mod tests {
             (
                 "DATABASE_URL",
                 Some("postgres://u:hunter2@db/x?sslmode=sometimes"),
-                "is not a valid PostgreSQL URL: invalid value for option `sslmode` \
-                 (the value is not shown: it may hold a password)",
+                "sslmode must be one of disable, prefer, require, verify-ca, verify-full, \
+                 got \"sometimes\" (the value is not shown: it may hold a password)",
+            ),
+            (
+                "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                Some("0"),
+                "must be a whole number of seconds from 1 to 300, got \"0\"",
+            ),
+            (
+                "DATABASE_CONNECT_TIMEOUT_SECONDS",
+                Some("5s"),
+                "must be a whole number of seconds from 1 to 300, got \"5s\"",
             ),
             (
                 "DATABASE_URL",
@@ -826,6 +836,8 @@ mod tests {
             "mysql://root:hunter2@db/x",
             "postgres://root:hunter2@db:notaport/x",
             "postgres://root:hunter2@db/x?hunter2=1",
+            "postgres://root:hunter2@db/x?sslmode=hunter",
+            "postgres://root:hunter2@db/x?sslmode=require&sslrootcert=system",
         ] {
             let err = CommonConfig::from_env(&env(&[("DATABASE_URL", url)])).unwrap_err();
             assert!(!err.to_string().contains("hunter2"), "{err}");

@@ -95,6 +95,7 @@ fn store_config(common: &CommonConfig) -> StoreConfig {
         database_url: common.database_url.clone(),
         pool_size: common.database_pool_size,
         statement_timeout: common.database_statement_timeout,
+        connect_timeout: common.database_connect_timeout,
         application_name: "diagnosis-exporter",
     }
 }
@@ -102,7 +103,9 @@ fn store_config(common: &CommonConfig) -> StoreConfig {
 async fn migrate() -> anyhow::Result<ExitCode> {
     let common = CommonConfig::from_env(&ProcessEnv).context("configuration")?;
     telemetry::init(&TelemetryConfig::from_common(&common, "diagnosis-exporter"))?;
-    Store::connect(&store_config(&common))?
+    let store = Store::connect(&store_config(&common))?;
+    store.check_connection().await?;
+    store
         .migrate()
         .await
         .context("while applying database migrations")?;
@@ -122,6 +125,7 @@ async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemet
         "diagnosis-exporter",
     ))?;
     let store = Store::connect(&store_config(&config.common))?;
+    store.check_connection().await?;
     if !no_migrate {
         store
             .migrate()

@@ -70,8 +70,10 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         database_url: config.common.database_url.clone(),
         pool_size: config.common.database_pool_size,
         statement_timeout: config.common.database_statement_timeout,
+        connect_timeout: config.common.database_connect_timeout,
         application_name: "diagnosis-submit",
     })?;
+    store.check_connection().await?;
     if !no_migrate {
         store
             .migrate()

@@ -86,7 +86,16 @@ impl TestApp {
     pub async fn spawn_with_state(adjust: impl FnOnce(&mut AppState)) -> TestApp {
         let db = Arc::new(TestDatabase::new().await);
         let clock = ManualClock::new(test_start_time());
-        Self::start(db, clock, test_settings(), adjust).await
+        let store = Store::from_pool(db.pool().clone());
+        Self::start(db, store, clock, test_settings(), adjust).await
+    }
+
+    /// A service with default settings over `store`, which reaches `db` some other way than the
+    /// test's own pool (for example through a proxy, built by `Store::connect` as the binary
+    /// builds it).
+    pub async fn spawn_with_store(db: Arc<TestDatabase>, store: Store) -> TestApp {
+        let clock = ManualClock::new(test_start_time());
+        Self::start(db, store, clock, test_settings(), |_| {}).await
     }
 
     /// A service on `db` whose queries all run through `store`, for example a store connected
@@ -96,13 +105,7 @@ impl TestApp {
         store: Store,
         clock: ManualClock,
     ) -> TestApp {
-        let service_store = store.clone();
-        let mut app = Self::start(db, clock, test_settings(), move |state| {
-            state.store = service_store;
-        })
-        .await;
-        app.store = store;
-        app
+        Self::start(db, store, clock, test_settings(), |_| {}).await
     }
 
     pub async fn spawn_on(
@@ -112,16 +115,17 @@ impl TestApp {
     ) -> TestApp {
         let mut settings = test_settings();
         adjust(&mut settings);
-        Self::start(db, clock, settings, |_| {}).await
+        let store = Store::from_pool(db.pool().clone());
+        Self::start(db, store, clock, settings, |_| {}).await
     }
 
     async fn start(
         db: Arc<TestDatabase>,
+        store: Store,
         clock: ManualClock,
         settings: Settings,
         adjust_state: impl FnOnce(&mut AppState),
     ) -> TestApp {
-        let store = Store::from_pool(db.pool().clone());
         // As the binary does at start: the first instance creates the secret.
         let client_identity = store
             .client_identity_key(clock.now())

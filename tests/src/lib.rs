@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod black_hole;
 pub mod cdn;
 pub mod export;
 pub mod failing_store;
@@ -17,3 +18,4 @@ pub mod pg;
 pub mod roles;
 pub mod s3;
 pub mod simulator;
+pub mod tls_pg;

@@ -57,6 +57,7 @@ impl RoleUser {
             database_url: self.url.clone(),
             pool_size: 4,
             statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
             application_name: "diagnosis-tests",
         })
         .unwrap_or_else(|err| panic!("cannot build a pool for {}: {err}", self.name))

@@ -29,6 +29,7 @@ async fn processes_starting_together_apply_each_migration_once() {
                 database_url: url,
                 pool_size: 2,
                 statement_timeout: std::time::Duration::from_secs(30),
+                connect_timeout: std::time::Duration::from_secs(5),
                 application_name: "migration-test",
             })
             .unwrap();

@@ -5,9 +5,10 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Object;
+use deadpool_postgres::ClientWrapper;
 use futures::Stream;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
@@ -253,12 +254,13 @@ pub struct KeyMetadataCount {
 /// the read itself (tests/bench/README.md). Memory is one run of keys: with keys spread over
 /// 14 days of start intervals, about a fourteenth of the window.
 ///
-/// The connection runs with export-sized settings (no statement timeout, a
-/// large sort memory), so it is closed when the stream is dropped rather than
-/// returned to the pool with those settings.
+/// The connection runs with export-sized settings (a long statement timeout, a
+/// large sort memory), so it is a connection of its own ([`Store::long_session`]),
+/// closed when the stream is dropped rather than returned to the pool.
 pub struct KeyStream {
     rows: Pin<Box<BinaryCopyOutStream>>,
-    connection: Option<Object>,
+    /// Held, never read: the COPY runs on it, and dropping it closes it.
+    _connection: ClientWrapper,
     /// The current run: its start interval and its keys; once `sorted`, yielded from `next`.
     run_start: i32,
     run: Vec<PackedKey>,
@@ -314,17 +316,16 @@ impl PackedKey {
     }
 }
 
-impl Drop for KeyStream {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            drop(Object::take(connection));
-        }
-    }
-}
-
 /// A whole window is sorted in one statement: it may take longer than the
 /// request path's statement timeout and wants more than the default sort memory.
-const EXPORT_SESSION: &str = "SET statement_timeout = '30min'; SET work_mem = '256MB'";
+pub(super) const EXPORT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn export_session() -> String {
+    format!(
+        "SET statement_timeout = {}; SET work_mem = '256MB'",
+        EXPORT_STATEMENT_TIMEOUT.as_millis()
+    )
+}
 
 impl std::fmt::Debug for KeyStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -425,11 +426,8 @@ impl Store {
         last_hour: i64,
         relevant_at: Option<i64>,
     ) -> Result<KeyStream, StoreError> {
-        let connection = self.pool.get().await?;
-        if let Err(e) = connection.batch_execute(EXPORT_SESSION).await {
-            drop(Object::take(connection));
-            return Err(e.into());
-        }
+        let connection = self.long_session().await?;
+        connection.batch_execute(&export_session()).await?;
         let query = format!(
             "COPY (SELECT key_data, rolling_start_interval_number, rolling_period,
                           transmission_risk_level, report_type, days_since_onset
@@ -440,7 +438,7 @@ impl Store {
         match connection.copy_out(query.as_str()).await {
             Ok(copy) => Ok(KeyStream {
                 rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
-                connection: Some(connection),
+                _connection: connection,
                 run_start: 0,
                 run: Vec::new(),
                 sorted: false,
@@ -448,10 +446,7 @@ impl Store {
                 lookahead: None,
                 finished: false,
             }),
-            Err(e) => {
-                drop(Object::take(connection));
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -85,6 +85,7 @@ mod tests {
             database_url: "postgres://nobody@127.0.0.1:9/none".to_owned(),
             pool_size,
             statement_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
             application_name: "pool-metrics-test",
         })
         .unwrap_or_else(|e| panic!("building the pool: {e}"))

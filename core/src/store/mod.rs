@@ -7,6 +7,7 @@
 //!
 //! This module must never log key material, codes, tokens or client addresses.
 
+mod connect;
 mod diagnosis_keys;
 mod encryption_keys;
 mod events;
@@ -15,11 +16,20 @@ mod failed_claims;
 mod metrics;
 mod retention;
 mod submit_secrets;
+pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{
+    ClientWrapper, Connect, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+    Status, TimeoutType,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use self::connect::Connector;
+use self::tls::{DatabaseUrl, TlsSettings};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
@@ -48,6 +58,10 @@ const MIGRATION_LOCK_ID: i64 = 0x6469_6167_6d69_6772; // "diagmigr"
 pub enum StoreError {
     #[error("database connection pool: {0}")]
     Pool(String),
+    /// The database cannot be reached as `DATABASE_URL` says; the text starts with
+    /// `DATABASE_URL:` and gives the reason.
+    #[error("{0}")]
+    Connect(String),
     #[error("database: {0}")]
     Postgres(String),
     #[error("database migration: {0}")]
@@ -81,10 +95,10 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
         match &error {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Pool(describe_postgres(e)),
+            PoolError::Backend(e) => StoreError::Pool(describe_postgres(e)),
             other => StoreError::Pool(other.to_string()),
         }
     }
@@ -117,8 +131,17 @@ pub struct StoreConfig {
     /// Applied to every session; must stay below the exporter's grace period
     /// (DESIGN §2) so that no late transaction writes into a closed hour.
     pub statement_timeout: Duration,
+    /// `DATABASE_CONNECT_TIMEOUT_SECONDS` (DESIGN §6): bounds opening a connection (TCP, TLS and
+    /// authentication together), waiting for a pooled one, and paces TCP keepalive.
+    pub connect_timeout: Duration,
     pub application_name: &'static str,
 }
+
+/// How long past its `statement_timeout` a statement's answer may take to arrive before the
+/// connection counts as dead. The server cancels a statement at its timeout and answers at
+/// once, so this only covers the round trip and a busy server; it keeps the defaults (5 s
+/// statement timeout) well inside the 10 s a request may take (DESIGN §6).
+pub const RESPONSE_GRACE: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +149,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("database_url", &"<redacted>")
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
             .finish()
     }
@@ -134,7 +158,41 @@ impl std::fmt::Debug for StoreConfig {
 /// A handle on the database: a connection pool plus the queries of the system.
 #[derive(Clone)]
 pub struct Store {
+    pool: Connections,
+    /// Where connections for export-sized statements come from ([`Store::long_session`]);
+    /// `None` for a store built on a test's pool.
+    long_sessions: Option<Arc<LongSessions>>,
+    /// The TLS settings of `DATABASE_URL`, quoted when a connection fails.
+    tls: Option<Arc<TlsSettings>>,
+}
+
+/// The pool with one bound on a whole checkout. deadpool bounds waiting for a slot and creating
+/// a connection separately; one after the other they could take twice the connect timeout.
+#[derive(Clone)]
+struct Connections {
     pool: Pool,
+    checkout_timeout: Option<Duration>,
+}
+
+impl Connections {
+    async fn get(&self) -> Result<Object, PoolError> {
+        match self.checkout_timeout {
+            None => self.pool.get().await,
+            Some(limit) => tokio::time::timeout(limit, self.pool.get())
+                .await
+                .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait))),
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.pool.status()
+    }
+}
+
+/// Dedicated connections whose watchdog allows the export session's statement timeout.
+struct LongSessions {
+    connector: Connector,
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,43 +206,113 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Builds the pool. No connection is opened until the first query.
+    /// Builds the pool. No connection is opened until the first query
+    /// ([`Store::check_connection`] opens one at start).
+    ///
+    /// Reads the `sslrootcert` file of `DATABASE_URL` (or the system's trusted certificates);
+    /// a bad URL or certificate file is a [`StoreError::Config`] naming `DATABASE_URL`.
     pub fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut pg: tokio_postgres::Config = config
-            .database_url
-            .parse()
-            .map_err(|_| StoreError::Config("DATABASE_URL is not a valid postgres URL".into()))?;
+        let url = DatabaseUrl::parse(&config.database_url)
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        let tls = url
+            .tls
+            .client_config()
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e} ({})", url.tls)))?
+            .map(MakeRustlsConnect::new);
+        let mut pg = url.config;
         pg.application_name(config.application_name);
         pg.options(format!(
             "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
             config.statement_timeout.as_millis(),
             config.statement_timeout.as_millis().saturating_mul(2),
         ));
-        pg.connect_timeout(Duration::from_secs(10));
-        let manager = Manager::from_config(
+        let connector = Connector {
+            tls,
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.statement_timeout.saturating_add(RESPONSE_GRACE),
+        };
+        let long_sessions = LongSessions {
+            connector: Connector {
+                response_timeout: diagnosis_keys::EXPORT_STATEMENT_TIMEOUT
+                    .saturating_add(RESPONSE_GRACE),
+                ..connector.clone()
+            },
+            config: pg.clone(),
+        };
+        let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let manager = Manager::from_connect(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
-            .wait_timeout(Some(config.statement_timeout))
-            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout.saturating_mul(hosts)))
+            .recycle_timeout(Some(config.connect_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool: Connections {
+                pool,
+                checkout_timeout: Some(config.connect_timeout.saturating_mul(hosts)),
+            },
+            long_sessions: Some(Arc::new(long_sessions)),
+            tls: Some(Arc::new(url.tls)),
+        })
     }
 
     /// Wraps an existing pool (tests build one per database).
     pub fn from_pool(pool: Pool) -> Store {
-        Store { pool }
+        Store {
+            pool: Connections {
+                pool,
+                checkout_timeout: None,
+            },
+            long_sessions: None,
+            tls: None,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.pool.pool
+    }
+
+    /// Opens a connection and runs a query, so that a binary that cannot reach its database
+    /// stops at start with the reason (DESIGN §6): the error reads
+    /// `DATABASE_URL: the server's certificate is not trusted (sslmode=verify-full, …)`.
+    pub async fn check_connection(&self) -> Result<(), StoreError> {
+        let outcome = match self.pool.get().await {
+            Ok(client) => match client.simple_query("SELECT 1").await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(connect_failure_reason(&e)),
+            },
+            Err(PoolError::Backend(e)) => Err(connect_failure_reason(&e)),
+            Err(PoolError::Timeout(_)) => Err("no answer within the connect timeout \
+                                                (DATABASE_CONNECT_TIMEOUT_SECONDS)"
+                .to_owned()),
+            Err(other) => Err(other.to_string()),
+        };
+        outcome.map_err(|reason| match &self.tls {
+            Some(tls) => StoreError::Connect(format!("DATABASE_URL: {reason} ({tls})")),
+            None => StoreError::Connect(format!("DATABASE_URL: {reason}")),
+        })
+    }
+
+    /// A connection of its own for statements that may run up to the export session's
+    /// statement timeout. It never returns to the pool (its session settings differ), and it is
+    /// opened outside it, so it is one connection more than `DATABASE_POOL_SIZE`.
+    pub(crate) async fn long_session(&self) -> Result<ClientWrapper, StoreError> {
+        match &self.long_sessions {
+            Some(long) => {
+                let (client, task) = long.connector.connect(&long.config).await?;
+                Ok(ClientWrapper::new(client, task))
+            }
+            None => Ok(Object::take(self.pool.get().await?)),
+        }
     }
 
     /// Applies the migrations of `sql/` that are not applied yet.
@@ -247,6 +375,64 @@ async fn schema_is_current(runner: &refinery::Runner, client: &mut tokio_postgre
     applied.sort();
     embedded.sort();
     applied == embedded
+}
+
+/// Why a connection could not be opened, in an operator's words; never row data.
+fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(tls) = tls_error(current) {
+            return describe_tls_failure(tls);
+        }
+        cause = current.source();
+    }
+    if let Some(db) = error.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return "the server refuses this connection: no pg_hba.conf rule allows it \
+                    (a server that accepts only TLS refuses sslmode=disable)"
+                .to_owned();
+        }
+        if *code == SqlState::INVALID_PASSWORD {
+            return "the server refuses the user name or password".to_owned();
+        }
+    }
+    let text = describe_postgres(error);
+    if text.contains("server does not support TLS") {
+        return "the server does not offer TLS, which the sslmode requires".to_owned();
+    }
+    text
+}
+
+/// The rustls error behind an error, if any. tokio-rustls wraps it in an `io::Error`, whose
+/// `source()` skips the wrapped error itself, so the wrapper is looked into.
+fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+fn describe_tls_failure(error: &rustls::Error) -> String {
+    use rustls::CertificateError;
+    match error {
+        rustls::Error::InvalidCertificate(certificate) => match certificate {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                "the server's certificate is not trusted".to_owned()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate does not name the host of DATABASE_URL".to_owned()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired".to_owned()
+            }
+            other => format!("the server's certificate is refused: {other:?}"),
+        },
+        other => format!("the TLS handshake failed: {other}"),
+    }
 }
 
 /// The UTC calendar date of an instant, as stored in the event tables.

@@ -6,6 +6,7 @@
 #   port="$(pg_free_port)"      # a port in 20000-40000 that nothing listens on
 #   pg_start DIR PORT           # initdb DIR/data (once) and start; returns when it accepts connections
 #   pg_stop DIR                 # stop it (immediately: the data is disposable)
+#   pg_enable_tls DIR PORT      # a started cluster then accepts only TLS on TCP (restarts it)
 #
 # The cluster trusts every local connection (user `postgres`, no password), listens only on
 # 127.0.0.1 and a unix socket inside DIR, and runs without fsync: it is for tests and must never
@@ -146,6 +147,59 @@ EOF
     done
     _pg_log "PostgreSQL started but does not accept connections on 127.0.0.1:$port after ${waited} tries"
     return 1
+}
+
+# pg_enable_tls DIR PORT: turns the cluster of DIR (started with pg_start on PORT) into one that
+# accepts TCP connections only over TLS, and restarts it. openssl generates, in DIR/tls:
+#   ca.crt        the test CA, which signed the server certificate
+#   server.crt    the server certificate: SAN IP:127.0.0.1 and DNS:localhost
+#   server.key    its key (mode 0600, owned by the cluster's user, as PostgreSQL insists)
+#   other-ca.crt  an unrelated CA, which a client must refuse
+# pg_hba.conf then holds `hostssl all all 127.0.0.1/32 trust` and refuses every plain TCP
+# connection (`hostnossl ... reject`); local (unix socket) connections stay trusted.
+pg_enable_tls() {
+    local dir="$1" port="$2" tls="$1/tls"
+    command -v openssl >/dev/null 2>&1 || { _pg_log "pg_enable_tls: openssl is needed"; return 1; }
+    mkdir -p "$tls"
+    local log="$tls/openssl.log"
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3 \
+            -subj "/CN=Diagnosis Server test CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" &&
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3 \
+                -subj "/CN=Unrelated test CA" -keyout "$tls/other-ca.key" -out "$tls/other-ca.crt" &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" &&
+            printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+                "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" >"$tls/server.ext" &&
+            openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" \
+                -CAcreateserial -days 3 -extfile "$tls/server.ext" -out "$tls/server.crt"
+    } >"$log" 2>&1 || {
+        _pg_log "pg_enable_tls: openssl failed:"
+        cat "$log" >&2
+        return 1
+    }
+    chmod 0600 "$tls/server.key" "$tls/ca.key" "$tls/other-ca.key"
+    chmod 0644 "$tls/ca.crt" "$tls/other-ca.crt" "$tls/server.crt"
+    if _pg_is_root; then
+        chown -R postgres: "$tls"
+    fi
+    # Quoted for postgresql.conf: a single quote is doubled.
+    local quoted="${tls//\'/\'\'}"
+    _pg_run tee -a "$dir/data/postgresql.conf" >/dev/null <<EOF
+
+# TLS only on TCP (pg_enable_tls).
+ssl = on
+ssl_cert_file = '$quoted/server.crt'
+ssl_key_file = '$quoted/server.key'
+EOF
+    _pg_run tee "$dir/data/pg_hba.conf" >/dev/null <<'EOF'
+# TYPE    DATABASE  USER  ADDRESS       METHOD
+local     all       all                 trust
+hostssl   all       all   127.0.0.1/32  trust
+hostnossl all       all   0.0.0.0/0     reject
+EOF
+    pg_stop "$dir"
+    pg_start "$dir" "$port"
 }
 
 # pg_stop DIR: stops the cluster in DIR if it runs. Never fails.

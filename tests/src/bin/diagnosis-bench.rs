@@ -233,6 +233,7 @@ async fn catchup(database_url: &str, keys_per_hour: usize) -> anyhow::Result<ser
         database_url: database_url.to_owned(),
         pool_size: 4,
         statement_timeout: Duration::from_secs(300),
+        connect_timeout: Duration::from_secs(5),
         application_name: "diagnosis-bench",
     })?;
     store.migrate().await?;

@@ -1,0 +1,401 @@
+//! TLS to PostgreSQL as DESIGN §6 and §7 ask: `sslmode` and `sslrootcert` honoured as libpq
+//! does, against a real cluster that accepts only TLS (started by `infra/dev/test`), through the
+//! store and through both binaries as an operator runs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use diagnosis_core::store::Store;
+use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN};
+use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::simulator::Portal;
+use diagnosis_tests::tls_pg::{TlsCluster, session_is_tls};
+use tokio::process::Command;
+
+/// A binary built next to this test (`cargo test --workspace` builds it).
+fn binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let target = test_exe.parent().and_then(Path::parent).unwrap();
+    let binary = target.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
+        binary.display()
+    );
+    binary
+}
+
+fn command(name: &str, args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(binary(name));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Runs a command that must end by itself; fails the test if it runs for a minute.
+async fn finish(mut command: Command) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the binary did not stop within 60 s")
+        .unwrap()
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn submit_env(database_url: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url),
+        ("KEY_CLAIM_TOKEN", format!("{PORTAL_TOKEN}={PORTAL_LABEL}")),
+        ("BIND_ADDR", free_addr()),
+        ("METRICS_ADDR", free_addr()),
+    ]
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The environment of `diagnosis-exporter run-once` into a fresh `file://` bucket, with a
+/// fresh signing key.
+async fn exporter_env(database_url: String) -> Vec<(&'static str, String)> {
+    let dir = temp_dir("tls-exporter");
+    let key = dir.join("signing-key.pem");
+    let keygen = finish(command(
+        "diagnosis-exporter",
+        &["keygen", "--out", key.to_str().unwrap()],
+        &[],
+    ))
+    .await;
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    vec![
+        ("DATABASE_URL", database_url),
+        (
+            "BUCKET_URL",
+            format!("file://{}", dir.join("bucket").display()),
+        ),
+        ("SIGNING_KEY_FILE", key.display().to_string()),
+        (
+            "EXPOSURE_CONFIG_DIR",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../infra/exposure-configuration"
+            )
+            .to_owned(),
+        ),
+    ]
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts `diagnosis-submit`, waits until it answers, issues a code through it (which writes
+/// to the database) and stops it.
+async fn submit_serves(env: &[(&str, String)]) {
+    let bind = env
+        .iter()
+        .find(|(name, _)| *name == "BIND_ADDR")
+        .map(|(_, value)| value.clone())
+        .unwrap();
+    let mut child = command("diagnosis-submit", &[], env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base_url = format!("http://{bind}");
+    let portal = Portal::new(&base_url, PORTAL_TOKEN);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().await.unwrap();
+            panic!(
+                "diagnosis-submit stopped ({status}): {}",
+                text(&output.stderr)
+            );
+        }
+        match portal.issue_code().await {
+            Ok(code) => break code,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("diagnosis-submit did not serve within 60 s: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(!code.is_empty());
+    child.kill().await.unwrap();
+}
+
+/// Every session the server holds for `application` on `database`, and whether all are TLS.
+async fn sessions(cluster: &TlsCluster, database: &str, application: &str) -> (i64, bool) {
+    let admin = TlsCluster::store(&cluster.url("postgres", &cluster.verify_full())).unwrap();
+    let client = admin.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(bool_and(s.ssl), false)
+               FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+              WHERE a.datname = $1 AND a.application_name = $2",
+            &[&database, &application],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn verify_full_works_end_to_end_for_both_binaries() {
+    let cluster = TlsCluster::from_env();
+    let database = cluster.create_database().await;
+    let url = cluster.url(&database, &cluster.verify_full());
+
+    // The server sees the submit service's sessions as TLS while it serves.
+    let env = submit_env(url.clone());
+    let bind = env[2].1.clone();
+    let mut child = command("diagnosis-submit", &[], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let portal = Portal::new(&format!("http://{bind}"), PORTAL_TOKEN);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "diagnosis-submit stopped"
+        );
+        if portal.issue_code().await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "diagnosis-submit did not serve within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (count, all_tls) = sessions(&cluster, &database, "diagnosis-submit").await;
+    assert!(count >= 1, "no session of diagnosis-submit on {database}");
+    assert!(all_tls, "a session of diagnosis-submit is not TLS");
+    child.kill().await.unwrap();
+
+    let run = finish(command(
+        "diagnosis-exporter",
+        &["run-once"],
+        &exporter_env(url).await,
+    ))
+    .await;
+    assert!(
+        run.status.success(),
+        "run-once failed: {}",
+        text(&run.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_server_confirms_each_mode_encrypts() {
+    let cluster = TlsCluster::from_env();
+    for query in [
+        cluster.verify_full(),
+        format!("sslmode=verify-ca&sslrootcert={}", cluster.ca),
+        format!("sslmode=require&sslrootcert={}", cluster.ca),
+        "sslmode=require".to_owned(),
+        "sslmode=prefer".to_owned(),
+        String::new(),
+    ] {
+        let store = TlsCluster::store(&cluster.url("postgres", &query)).unwrap();
+        store
+            .check_connection()
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(session_is_tls(&store).await, "{query}: not TLS");
+    }
+}
+
+#[tokio::test]
+async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
+    let cluster = TlsCluster::from_env();
+    let port = cluster.authority().rsplit(':').next().unwrap().to_owned();
+    // The certificate names 127.0.0.1 and localhost, not this name; hostaddr still reaches it.
+    let other_name = |query: &str| {
+        format!("postgres://postgres@db.example.invalid:{port}/postgres?hostaddr=127.0.0.1&{query}")
+    };
+    let full = TlsCluster::store(&other_name(&cluster.verify_full())).unwrap();
+    let error = full
+        .check_connection()
+        .await
+        .expect_err("wrong name accepted");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("DATABASE_URL: the server's certificate does not name the host"),
+        "{message}"
+    );
+    assert!(message.contains("sslmode=verify-full"), "{message}");
+
+    let chain_only = TlsCluster::store(&other_name(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        cluster.ca
+    )))
+    .unwrap();
+    chain_only.check_connection().await.unwrap();
+    assert!(session_is_tls(&chain_only).await);
+
+    // The DNS name in the certificate passes verify-full.
+    let by_name = TlsCluster::store(&format!(
+        "postgres://postgres@localhost:{port}/postgres?{}",
+        cluster.verify_full()
+    ))
+    .unwrap();
+    by_name.check_connection().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_refused_in_every_checking_mode() {
+    let cluster = TlsCluster::from_env();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let store = TlsCluster::store(&cluster.url(
+            "postgres",
+            &format!("sslmode={mode}&sslrootcert={}", cluster.other_ca),
+        ))
+        .unwrap();
+        let message = store
+            .check_connection()
+            .await
+            .expect_err("a certificate from another CA was accepted")
+            .to_string();
+        assert!(
+            message.starts_with("DATABASE_URL: the server's certificate is not trusted"),
+            "{mode}: {message}"
+        );
+        assert!(message.contains(&format!("sslmode={mode}")), "{message}");
+        assert!(message.contains(&cluster.other_ca), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn both_binaries_stop_at_start_on_a_wrong_ca() {
+    let cluster = TlsCluster::from_env();
+    let url = cluster.url(
+        "postgres",
+        &format!("sslmode=verify-full&sslrootcert={}", cluster.other_ca),
+    );
+    let submit = finish(command("diagnosis-submit", &[], &submit_env(url.clone()))).await;
+    let exporter = finish(command(
+        "diagnosis-exporter",
+        &["run-once"],
+        &exporter_env(url).await,
+    ))
+    .await;
+    for (name, output) in [("submit", submit), ("exporter", exporter)] {
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{name} started: {stderr}");
+        assert!(
+            stderr.contains("DATABASE_URL: the server's certificate is not trusted (sslmode=verify-full, sslrootcert="),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn both_binaries_stop_at_start_when_the_server_wants_tls_and_sslmode_is_disable() {
+    let cluster = TlsCluster::from_env();
+    let url = cluster.url("postgres", "sslmode=disable");
+    let submit = finish(command("diagnosis-submit", &[], &submit_env(url.clone()))).await;
+    let exporter = finish(command(
+        "diagnosis-exporter",
+        &["run-once"],
+        &exporter_env(url).await,
+    ))
+    .await;
+    for (name, output) in [("submit", submit), ("exporter", exporter)] {
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{name} started: {stderr}");
+        assert!(
+            stderr.contains("DATABASE_URL: the server refuses this connection")
+                && stderr.contains("sslmode=disable"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_root_certificate_file_stops_the_binary_naming_database_url() {
+    let cluster = TlsCluster::from_env();
+    let dir = temp_dir("tls-bad-ca");
+    let not_pem = dir.join("not-a-certificate.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (query, expected) in [
+        (
+            format!("sslmode=verify-full&sslrootcert={}", not_pem.display()),
+            "holds no certificate",
+        ),
+        (
+            format!(
+                "sslmode=verify-full&sslrootcert={}",
+                dir.join("missing.pem").display()
+            ),
+            "cannot read sslrootcert",
+        ),
+        ("sslmode=sometimes".to_owned(), "sslmode must be one of"),
+    ] {
+        let url = cluster
+            .url("postgres", &query)
+            .replace("postgres@", "postgres:pw-hunter2@");
+        let output = finish(command("diagnosis-submit", &[], &submit_env(url))).await;
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{query}: started");
+        assert!(stderr.contains("DATABASE_URL: "), "{query}: {stderr}");
+        assert!(stderr.contains(expected), "{query}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{query}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn prefer_still_connects_to_a_server_without_tls() {
+    let db = TestDatabase::new().await;
+    for query in ["?sslmode=prefer", ""] {
+        let store = TlsCluster::store(&format!("{}{query}", db.url)).unwrap();
+        store
+            .check_connection()
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(!session_is_tls(&store).await, "{query}");
+    }
+    // A mode that needs TLS does not fall back.
+    let store = TlsCluster::store(&format!("{}?sslmode=require", db.url)).unwrap();
+    let message = store
+        .check_connection()
+        .await
+        .expect_err("plain accepted")
+        .to_string();
+    assert!(
+        message.starts_with("DATABASE_URL: the server does not offer TLS"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_store_serves_queries_over_verify_full() {
+    let cluster = TlsCluster::from_env();
+    let database = cluster.create_database().await;
+    let store: Store = TlsCluster::store(&cluster.url(&database, &cluster.verify_full())).unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(session_is_tls(&store).await);
+    let env = submit_env(cluster.url(&database, &cluster.verify_full()));
+    submit_serves(&env).await;
+}
