@@ -390,10 +390,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            if buf.filled().len() > before {
-                this.awaiting = false;
-            }
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            this.awaiting = false;
         }
         result
     }
@@ -407,12 +407,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = result {
-            if written > 0 {
-                this.awaiting = true;
-                let deadline = Instant::now() + this.response_timeout;
-                this.deadline.as_mut().reset(deadline);
-            }
+        if let Poll::Ready(Ok(written)) = result
+            && written > 0
+        {
+            this.awaiting = true;
+            let deadline = Instant::now() + this.response_timeout;
+            this.deadline.as_mut().reset(deadline);
         }
         result
     }

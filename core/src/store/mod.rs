@@ -384,6 +384,10 @@ fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
         if let Some(tls) = tls_error(current) {
             return describe_tls_failure(tls);
         }
+        // A socket error (refused, unreachable, no answer) says it all on its own.
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
         cause = current.source();
     }
     if let Some(db) = error.as_db_error() {
