@@ -11,7 +11,6 @@ use diagnosis_core::telemetry;
 use diagnosis_core::time::SystemClock;
 use diagnosis_submit::config::Config;
 use diagnosis_submit::{AppState, Listeners, Version};
-use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: diagnosis-submit [migrate] [--no-migrate]
 
@@ -82,15 +81,12 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     if migrate_only {
         return Ok(());
     }
-    let api = TcpListener::bind(config.bind_addr)
-        .await
+    let api = diagnosis_submit::bind(config.bind_addr)
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
     let internal = if config.serves_internal_listener() {
-        let listener = TcpListener::bind(config.common.metrics_addr)
-            .await
-            .with_context(|| {
-                format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
-            })?;
+        let listener = diagnosis_submit::bind(config.common.metrics_addr).with_context(|| {
+            format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
+        })?;
         Some(listener)
     } else {
         None

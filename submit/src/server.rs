@@ -11,7 +11,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::router;
@@ -26,6 +28,23 @@ pub struct Listeners {
     /// opened when it serves something (DESIGN §3.4), so that services started
     /// with the default `METRICS_ADDR` on one host do not fight over it.
     pub internal: Option<TcpListener>,
+}
+
+/// The kernel's accept queue per listener. Clients beyond `MAX_CONNECTIONS`
+/// wait here, so it is longer than the 128 that `TcpListener::bind` asks for;
+/// Linux caps it at `net.core.somaxconn` (4096 by default).
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds a listener with an [`ACCEPT_BACKLOG`]-long accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted service can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 #[derive(Debug, Clone, Copy)]
