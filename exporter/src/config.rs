@@ -2,10 +2,11 @@
 //! Every error names the variable; key material is never echoed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, SubmissionLimits, integer_var, optional, optional_opt,
-    region_var,
+    CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, duration_var,
+    integer_var, optional, optional_opt, region_var,
 };
 use diagnosis_core::domain::Region;
 use diagnosis_core::store::RetentionPolicy;
@@ -44,6 +45,10 @@ pub struct Config {
     /// `EXPORT_SCHEDULE`: six-field cron (seconds first), default every 5 minutes.
     pub schedule: String,
     pub settings: ExportSettings,
+    /// `HTTP_READ_TIMEOUT_SECONDS`: time a client of the internal listener gets
+    /// to send its request head, and the longest its connection may sit idle
+    /// (default 10, as on the submit service's listeners).
+    pub http_read_timeout: Duration,
 }
 
 /// `SIGNING_KEY_FILE`, `SIGNING_KEY_VERSION`, `SIGNING_KEY_ID` as read, before
@@ -134,7 +139,25 @@ impl Config {
             bucket_url,
             schedule: optional(env, "EXPORT_SCHEDULE", DEFAULT_SCHEDULE.to_owned())?,
             settings,
+            http_read_timeout: duration_var(
+                env,
+                "HTTP_READ_TIMEOUT_SECONDS",
+                TimeUnit::Seconds,
+                10,
+                1..=300,
+            )?,
         })
+    }
+
+    /// Whether the scheduled exporter opens its internal listener
+    /// (`METRICS_ADDR`): only to serve Prometheus `/metrics` (DESIGN §3.4), so
+    /// that it and a submit service started with the default `METRICS_ADDR`
+    /// on one host both run.
+    pub fn serves_internal_listener(&self) -> bool {
+        match self.common.metric_provider {
+            MetricProvider::Prometheus => true,
+            MetricProvider::Stdout | MetricProvider::Pretty | MetricProvider::None => false,
+        }
     }
 }
 
@@ -162,6 +185,18 @@ mod tests {
         assert_eq!(s.pad_min_keys, 0);
         assert_eq!(config.schedule, "0 */5 * * * *");
         assert!(s.exposure_config_dir.is_none());
+        assert_eq!(config.http_read_timeout, Duration::from_secs(10));
+        assert!(!config.serves_internal_listener());
+    }
+
+    #[test]
+    fn the_internal_listener_serves_only_prometheus() {
+        for (provider, expected) in [("prometheus", true), ("stdout", false), ("pretty", false)] {
+            let config = Config::from_env(&env(&[("METRIC_PROVIDER", provider)])).unwrap();
+            assert_eq!(config.serves_internal_listener(), expected, "{provider}");
+        }
+        let config = Config::from_env(&env(&[("HTTP_READ_TIMEOUT_SECONDS", "2")])).unwrap();
+        assert_eq!(config.http_read_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -174,6 +209,10 @@ mod tests {
             (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
             (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
             (&[("COMPAT_REGION_PATH", "30")], "COMPAT_REGION_PATH"),
+            (
+                &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
+                "HTTP_READ_TIMEOUT_SECONDS",
+            ),
         ];
         for (vars, variable) in cases {
             let mut vars_env = env(vars);

@@ -184,15 +184,34 @@ async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
     let (exporter, config, telemetry) = exporter(no_migrate).await?;
     let exporter = Arc::new(exporter);
     let _pool_metrics = exporter.spawn_pool_metrics();
-    if let Some(handle) = telemetry.prometheus_handle().cloned() {
+    // The internal listener only when it has `/metrics` to serve (DESIGN §3.4).
+    if config.serves_internal_listener() {
+        let handle = telemetry
+            .prometheus_handle()
+            .cloned()
+            .context("METRIC_PROVIDER: the Prometheus recorder is not installed")?;
         let listener = tokio::net::TcpListener::bind(config.common.metrics_addr)
             .await
             .with_context(|| {
                 format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
             })?;
+        let metrics_addr = listener
+            .local_addr()
+            .context("while reading METRICS_ADDR's address")?;
+        tracing::info!(
+            %metrics_addr,
+            "diagnosis-exporter serving /metrics on the internal listener"
+        );
         tokio::spawn(diagnosis_exporter::metrics_listener::serve(
-            listener, handle,
+            listener,
+            handle,
+            config.http_read_timeout,
         ));
+    } else {
+        tracing::info!(
+            "diagnosis-exporter opens no listener: the internal listener (METRICS_ADDR) \
+             serves only METRIC_PROVIDER=prometheus"
+        );
     }
     let mut scheduler = JobScheduler::new()
         .await

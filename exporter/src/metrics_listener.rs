@@ -1,22 +1,36 @@
 //! The exporter's internal listener (`METRICS_ADDR`): Prometheus `/metrics`
-//! while it runs on its schedule. Serves nothing else.
+//! while it runs on its schedule. Serves nothing else, and is only opened with
+//! `METRIC_PROVIDER=prometheus` (DESIGN §3.4).
+//!
+//! Like the submit service's listeners it bounds how long a client may take to
+//! send its headers, and how long a keep-alive connection may sit idle: hyper's
+//! header timer runs from accept and again after every response (DESIGN §7).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-/// Serves `GET /metrics` until the process ends.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+/// Serves `GET /metrics` until the process ends. A connection that does not
+/// send a complete request head within `header_read_timeout`
+/// (`HTTP_READ_TIMEOUT_SECONDS`) of being accepted or of its previous response
+/// is closed.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, header_read_timeout: Duration) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(16 * 1024);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let handle = handle.clone();
@@ -34,10 +48,9 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
                 Ok::<_, Infallible>(response)
             }
         });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = connection.await;
         });
     }
 }

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, SubmissionLimits, TimeUnit, bool_var, duration_var,
-    integer_var, optional, region_var, secret_optional, secret_required, socket_addr_var,
+    CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, bool_var,
+    duration_var, integer_var, optional, region_var, secret_optional, secret_required,
+    socket_addr_var,
 };
 use diagnosis_core::domain::KeyClaimTokens;
 use diagnosis_core::store::BanPolicy;
@@ -37,7 +38,23 @@ impl Config {
             settings: settings_from_env(env)?,
         })
     }
+
+    /// Whether the internal listener (`METRICS_ADDR`) has anything to serve:
+    /// Prometheus `/metrics` or the `/events/...` API. Otherwise it is not
+    /// opened (DESIGN §3.4), so a submit service and an exporter started with
+    /// the default `METRICS_ADDR` on one host both run.
+    pub fn serves_internal_listener(&self) -> bool {
+        let prometheus = match self.common.metric_provider {
+            MetricProvider::Prometheus => true,
+            MetricProvider::Stdout | MetricProvider::Pretty | MetricProvider::None => false,
+        };
+        prometheus || self.settings.metrics_credentials.is_some()
+    }
 }
+
+/// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
+/// some memory, and more than this is a typo rather than a plan.
+const MAX_CONNECTIONS_LIMIT: usize = 262_144;
 
 fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
@@ -88,6 +105,12 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
         },
         cors_allow_origin,
         metrics_credentials,
+        max_connections: integer_var(
+            env,
+            "MAX_CONNECTIONS",
+            Settings::DEFAULT_MAX_CONNECTIONS,
+            1..=MAX_CONNECTIONS_LIMIT,
+        )?,
         timeouts: Timeouts {
             header_read: read_timeout,
             body_read: read_timeout,
@@ -158,6 +181,8 @@ mod tests {
         assert_eq!(s.cors_allow_origin, "*");
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
+        assert_eq!(s.max_connections, 4096);
+        assert!(!config.serves_internal_listener());
         assert_eq!(
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
             Some("ON")
@@ -210,6 +235,9 @@ mod tests {
                 &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
                 "HTTP_READ_TIMEOUT_SECONDS",
             ),
+            (&[("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS"),
+            (&[("MAX_CONNECTIONS", "262145")], "MAX_CONNECTIONS"),
+            (&[("MAX_CONNECTIONS", "many")], "MAX_CONNECTIONS"),
         ];
         for (vars, variable) in cases {
             let error = Config::from_env(&env(vars)).unwrap_err();
@@ -241,6 +269,40 @@ mod tests {
                     .unwrap()
             )
         );
+    }
+
+    #[test]
+    fn max_connections_is_read_within_its_range() {
+        for (value, expected) in [("1", 1), ("50", 50), ("262144", 262_144)] {
+            let config = Config::from_env(&env(&[("MAX_CONNECTIONS", value)])).unwrap();
+            assert_eq!(config.settings.max_connections, expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_internal_listener_is_opened_only_when_it_serves_something() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], false),
+            (&[("METRIC_PROVIDER", "stdout")], false),
+            (&[("METRIC_PROVIDER", "pretty")], false),
+            (&[("METRIC_PROVIDER", "prometheus")], true),
+            (
+                &[("METRICS_USERNAME", "ops"), ("METRICS_PASSWORD", "pw")],
+                true,
+            ),
+            (
+                &[
+                    ("METRIC_PROVIDER", "stdout"),
+                    ("METRICS_USERNAME", "ops"),
+                    ("METRICS_PASSWORD", "pw"),
+                ],
+                true,
+            ),
+        ];
+        for (vars, expected) in cases {
+            let config = Config::from_env(&env(vars)).unwrap();
+            assert_eq!(config.serves_internal_listener(), *expected, "{vars:?}");
+        }
     }
 
     #[test]

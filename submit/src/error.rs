@@ -7,7 +7,7 @@ use diagnosis_core::upload::UploadRejection;
 use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
 use diagnosis_proto::key_claim_response::ErrorCode as ClaimCode;
 use diagnosis_proto::{EncryptedUploadResponse, KeyClaimResponse};
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::http::{Body, protobuf, text};
 
@@ -191,4 +191,43 @@ pub fn upload_response(status: StatusCode, code: UploadCode) -> Response<Body> {
         },
         code.as_str_name(),
     )
+}
+
+/// Why a `/events/...` request of the internal listener failed (DESIGN §3.4).
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("missing or wrong Basic credentials, or the events API is not configured")]
+    Unauthorized,
+    #[error("the date is not YYYY-MM-DD")]
+    BadDate,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EventsError {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            EventsError::Unauthorized => {
+                let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"metrics\""),
+                );
+                response
+            }
+            EventsError::BadDate => text(
+                StatusCode::BAD_REQUEST,
+                "date must be YYYY-MM-DD",
+                "bad_request",
+            ),
+            EventsError::Store(e) => {
+                tracing::error!(error = %e, "reading server events failed");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server error",
+                    "server_error",
+                )
+            }
+        }
+    }
 }

@@ -21,5 +21,5 @@ mod state;
 pub use handlers::claim_key::MAX_CLAIM_BODY_BYTES;
 pub use handlers::new_key_claim::MAX_CODE_ATTEMPTS;
 pub use handlers::upload::MAX_UPLOAD_BODY_BYTES;
-pub use server::{Listeners, run};
+pub use server::{ACCEPT_BACKLOG, Listeners, bind, run};
 pub use state::{AppState, MetricsCredentials, Settings, Timeouts, Version};

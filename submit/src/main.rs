@@ -11,11 +11,11 @@ use diagnosis_core::telemetry;
 use diagnosis_core::time::{Clock, SystemClock};
 use diagnosis_submit::config::Config;
 use diagnosis_submit::{AppState, Listeners, Version};
-use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: diagnosis-submit [migrate] [--no-migrate]
 
-  (no command)   apply pending migrations, then serve BIND_ADDR and METRICS_ADDR
+  (no command)   apply pending migrations, then serve BIND_ADDR (and METRICS_ADDR
+                 when METRIC_PROVIDER=prometheus or METRICS_USERNAME is set)
   migrate        apply pending migrations and exit
   --no-migrate   serve without touching the schema
 
@@ -88,18 +88,42 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         .client_identity_key(clock.now())
         .await
         .context("while loading the client-identity secret from submit_secrets")?;
-    let api = TcpListener::bind(config.bind_addr)
-        .await
+    let api = diagnosis_submit::bind(config.bind_addr)
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
-    let internal = TcpListener::bind(config.common.metrics_addr)
-        .await
-        .with_context(|| format!("while binding METRICS_ADDR {}", config.common.metrics_addr))?;
-    tracing::info!(
-        bind_addr = %config.bind_addr,
-        metrics_addr = %config.common.metrics_addr,
-        portals = config.settings.key_claim_tokens.len(),
-        "diagnosis-submit listening"
-    );
+    let internal = if config.serves_internal_listener() {
+        let listener = diagnosis_submit::bind(config.common.metrics_addr).with_context(|| {
+            format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
+        })?;
+        Some(listener)
+    } else {
+        None
+    };
+    // Server addresses only (never a client's), as actually bound.
+    let bind_addr = api
+        .local_addr()
+        .context("while reading BIND_ADDR's address")?;
+    match &internal {
+        Some(internal) => {
+            let metrics_addr = internal
+                .local_addr()
+                .context("while reading METRICS_ADDR's address")?;
+            tracing::info!(
+                %bind_addr,
+                %metrics_addr,
+                max_connections = config.settings.max_connections,
+                portals = config.settings.key_claim_tokens.len(),
+                "diagnosis-submit listening on the public and the internal listener"
+            );
+        }
+        None => tracing::info!(
+            %bind_addr,
+            max_connections = config.settings.max_connections,
+            portals = config.settings.key_claim_tokens.len(),
+            "diagnosis-submit listening on the public listener; the internal listener \
+             (METRICS_ADDR) is not opened: neither METRIC_PROVIDER=prometheus nor \
+             METRICS_USERNAME/METRICS_PASSWORD is set"
+        ),
+    }
     let state = Arc::new(AppState {
         store,
         clock: Arc::new(clock),

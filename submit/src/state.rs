@@ -26,7 +26,15 @@ pub struct Settings {
     pub ban: BanPolicy,
     pub cors_allow_origin: http::HeaderValue,
     pub metrics_credentials: Option<MetricsCredentials>,
+    /// `MAX_CONNECTIONS`: open connections each listener holds at most
+    /// (DESIGN §3.4); further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
     pub timeouts: Timeouts,
+}
+
+impl Settings {
+    /// The default of `MAX_CONNECTIONS`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 }
 
 impl std::fmt::Debug for Settings {
@@ -44,6 +52,7 @@ impl std::fmt::Debug for Settings {
             .field("ban", &self.ban)
             .field("cors_allow_origin", &self.cors_allow_origin)
             .field("metrics_credentials", &self.metrics_credentials)
+            .field("max_connections", &self.max_connections)
             .field("timeouts", &self.timeouts)
             .finish()
     }
@@ -65,7 +74,12 @@ impl std::fmt::Debug for MetricsCredentials {
 /// Bounds on how long a client may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// Time allowed to send the request line and headers.
+    /// Time allowed to send the request line and headers. It is also the
+    /// longest a connection may sit idle (DESIGN §3.4): hyper's HTTP/1 server
+    /// starts this timer when a connection is accepted and again as soon as a
+    /// response has been written, so a client that never sends a first or a
+    /// next request is disconnected and its connection slot freed (pinned by
+    /// the `connections` tests).
     pub header_read: Duration,
     /// Time allowed to send the body once the headers are in.
     pub body_read: Duration,

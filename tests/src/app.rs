@@ -39,6 +39,7 @@ pub fn test_settings() -> Settings {
         },
         cors_allow_origin: http::HeaderValue::from_static("*"),
         metrics_credentials: None,
+        max_connections: Settings::DEFAULT_MAX_CONNECTIONS,
         timeouts: Timeouts::default(),
     }
 }
@@ -148,7 +149,10 @@ impl TestApp {
         let (shutdown, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(diagnosis_submit::run(
             state,
-            Listeners { api, internal },
+            Listeners {
+                api,
+                internal: Some(internal),
+            },
             async move {
                 let _ = stopped.await;
             },

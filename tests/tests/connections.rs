@@ -1,0 +1,546 @@
+//! Bounded connections and the internal listeners (DESIGN §3.4, §7): the
+//! public listener holds at most `MAX_CONNECTIONS` connections and leaves the
+//! rest in the kernel's accept queue, idle and silent connections are closed
+//! after the header timeout, memory stays bounded under a crowd of idle
+//! clients, and `METRICS_ADDR` is opened only when it serves something, so the
+//! binaries started with defaults share a host.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN, TestApp};
+use diagnosis_tests::http_client::HttpClient;
+use diagnosis_tests::pg::TestDatabase;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PING: &[u8] = b"GET /services/ping HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// A binary built next to this test (`cargo test --workspace` builds it).
+fn binary(name: &str) -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let target = test_exe.parent().and_then(Path::parent).unwrap();
+    let binary = target.join(name);
+    assert!(
+        binary.exists(),
+        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
+        binary.display()
+    );
+    binary
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A local port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A spawned binary, killed when the test ends however it ends. Its stderr
+/// (the logs) goes to a file, shown when an assertion about it fails.
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Process {
+        let log = dir.join(format!("{name}-{:08x}.log", rand::random::<u32>()));
+        let mut command = Command::new(binary(name));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap());
+        for (variable, value) in env {
+            command.env(variable, value);
+        }
+        Process {
+            name,
+            child: command.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the logs if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{} exited ({status}); its logs:\n{}",
+                self.name,
+                self.logs()
+            );
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment of a submit service over `db` answering on `bind_port`.
+fn submit_env(db: &TestDatabase, bind_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("DATABASE_POOL_SIZE", "2".to_owned()),
+        ("KEY_CLAIM_TOKEN", format!("{PORTAL_TOKEN}={PORTAL_LABEL}")),
+        ("BIND_ADDR", format!("127.0.0.1:{bind_port}")),
+    ]
+}
+
+/// Waits until `url` answers `expected`, or panics after 60 s with the logs.
+async fn wait_for(process: &mut Process, url: &str, expected: u16) {
+    let client = HttpClient::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        process.assert_running();
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), client.get(url)).await
+            && reply.status == expected
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer {expected} within 60 s; logs of {}:\n{}",
+            process.name,
+            process.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// How many sockets a process has open (listeners, database, clients).
+fn open_sockets(pid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let sockets = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count();
+    u64::try_from(sockets).unwrap()
+}
+
+/// The public listener's open connections as the service reports them.
+async fn open_connections_gauge(client: &HttpClient, metrics_url: &str) -> Option<u64> {
+    let reply = client.get(metrics_url).await.ok()?;
+    reply.text().lines().find_map(|line| {
+        line.strip_prefix("submit_open_connections{listener=\"api\"} ")
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+    })
+}
+
+/// Reads from a connection until the server closes it; panics if it stays
+/// open for `within`.
+async fn assert_closed_by_server(stream: &mut TcpStream, within: Duration, what: &str) {
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "{what}: the server kept the connection open");
+}
+
+/// Sends one keep-alive request and reads its whole response, leaving the
+/// connection open.
+async fn one_keep_alive_ping(stream: &mut TcpStream) {
+    stream.write_all(PING).await.unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    while !response.ends_with(b"\r\n\r\nOK\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+            .await
+            .expect("a ping was answered")
+            .unwrap();
+        assert!(n > 0, "the connection closed before the ping was answered");
+        response.extend_from_slice(&buffer[..n]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let app = TestApp::spawn_with(|s| s.timeouts.header_read = Duration::from_millis(300)).await;
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    assert_closed_by_server(&mut silent, Duration::from_secs(10), "silent connection").await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_left_idle_is_closed() {
+    let app = TestApp::spawn_with(|s| s.timeouts.header_read = Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    one_keep_alive_ping(&mut stream).await;
+    assert_closed_by_server(&mut stream, Duration::from_secs(10), "idle keep-alive").await;
+}
+
+#[tokio::test]
+async fn clients_beyond_max_connections_wait_until_a_slot_is_free() {
+    let app = TestApp::spawn_with(|s| {
+        s.max_connections = 2;
+        s.timeouts.header_read = Duration::from_secs(120);
+    })
+    .await;
+    let mut first = TcpStream::connect(app.addr).await.unwrap();
+    one_keep_alive_ping(&mut first).await;
+    let mut second = TcpStream::connect(app.addr).await.unwrap();
+    one_keep_alive_ping(&mut second).await;
+
+    // Both slots are held by idle connections: a third client is queued, not answered...
+    let client = HttpClient::new();
+    let url = format!("{}/services/ping", app.base_url);
+    let third = tokio::spawn({
+        let client = client.clone();
+        let url = url.clone();
+        async move { client.get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served while two were open with MAX_CONNECTIONS=2"
+    );
+    // ...while the connections the service holds are still answered.
+    one_keep_alive_ping(&mut second).await;
+
+    // Closing one connection frees its slot for the queued client.
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the queued client was served once a slot was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (reply.status.as_u16(), reply.text()),
+        (200, "OK\n".to_owned())
+    );
+}
+
+/// 200 idle clients against `MAX_CONNECTIONS=50`: 50 that completed one
+/// keep-alive request (holding every slot) and 150 that never send a byte. A
+/// new client is answered once the idle ones time out, the service never holds
+/// more than 50 of them, and its memory stays bounded.
+#[tokio::test]
+async fn a_crowd_of_idle_connections_neither_starves_new_clients_nor_grows_memory() {
+    const MAX_CONNECTIONS: u64 = 50;
+    const KEEP_ALIVE: usize = 50;
+    const SILENT: usize = 150;
+
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("connections");
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let mut env = submit_env(&db, api_port);
+    env.extend([
+        ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+        ("METRIC_PROVIDER", "prometheus".to_owned()),
+        ("MAX_CONNECTIONS", MAX_CONNECTIONS.to_string()),
+        ("HTTP_READ_TIMEOUT_SECONDS", "2".to_owned()),
+    ]);
+    let mut submit = Process::spawn("diagnosis-submit", &[], &env, &dir);
+    let ping_url = format!("http://127.0.0.1:{api_port}/services/ping");
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    wait_for(&mut submit, &ping_url, 200).await;
+    let pid = submit.pid();
+    let (rss_before, hwm_before) = memory_kib(pid);
+
+    // Watch the gauge and the process's sockets until the test is done.
+    let done = Arc::new(AtomicBool::new(false));
+    let (most_gauge, most_sockets) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let watcher = tokio::spawn({
+        let (done, most_gauge, most_sockets) = (
+            Arc::clone(&done),
+            Arc::clone(&most_gauge),
+            Arc::clone(&most_sockets),
+        );
+        async move {
+            let client = HttpClient::new();
+            while !done.load(Ordering::SeqCst) {
+                if let Some(open) = open_connections_gauge(&client, &metrics_url).await {
+                    most_gauge.fetch_max(open, Ordering::SeqCst);
+                }
+                most_sockets.fetch_max(open_sockets(pid), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+
+    let address = format!("127.0.0.1:{api_port}");
+    let mut idle = Vec::with_capacity(KEEP_ALIVE + SILENT);
+    for _ in 0..KEEP_ALIVE {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        one_keep_alive_ping(&mut stream).await;
+        idle.push(stream);
+    }
+    for _ in 0..SILENT {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(30), HttpClient::new().get(&ping_url))
+        .await
+        .expect("a new client was answered within 30 s")
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(
+        (reply.status.as_u16(), reply.text()),
+        (200, "OK\n".to_owned())
+    );
+
+    // Every idle connection, kept-alive or silent, was closed by the service.
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert_closed_by_server(stream, Duration::from_secs(30), &format!("idle client {i}")).await;
+    }
+    done.store(true, Ordering::SeqCst);
+    watcher.await.unwrap();
+    submit.assert_running();
+
+    let (rss_after, hwm_after) = memory_kib(pid);
+    let most_gauge = most_gauge.load(Ordering::SeqCst);
+    let most_sockets = most_sockets.load(Ordering::SeqCst);
+    eprintln!(
+        "new client answered after {waited:?}; most open connections {most_gauge}, most sockets \
+         {most_sockets}; VmRSS {rss_before} -> {rss_after} KiB, VmHWM {hwm_before} -> {hwm_after} KiB"
+    );
+    assert_eq!(
+        most_gauge, MAX_CONNECTIONS,
+        "the service held more than MAX_CONNECTIONS connections, or the test never filled them"
+    );
+    // Two listeners, at most two database connections, the watcher's own
+    // connection and a little slack: never the 200 idle clients.
+    assert!(
+        most_sockets <= MAX_CONNECTIONS + 10,
+        "the service had {most_sockets} sockets open"
+    );
+    let bound_kib = 64 * 1024;
+    assert!(
+        rss_after.saturating_sub(rss_before) < bound_kib,
+        "VmRSS grew from {rss_before} to {rss_after} KiB"
+    );
+    assert!(
+        hwm_after.saturating_sub(hwm_before) < bound_kib,
+        "VmHWM grew from {hwm_before} to {hwm_after} KiB"
+    );
+}
+
+/// The shipped defaults on one host: two submit services and a scheduled
+/// exporter, none with `METRIC_PROVIDER`, all on the default `METRICS_ADDR`.
+#[tokio::test]
+async fn services_started_with_defaults_share_a_host() {
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("defaults");
+    let key = dir.join("signing-key.pem");
+    let keygen = Command::new(binary("diagnosis-exporter"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let bucket = dir.join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = Process::spawn("diagnosis-submit", &[], &submit_env(&db, first_port), &dir);
+    wait_for(
+        &mut first,
+        &format!("http://127.0.0.1:{first_port}/services/ping"),
+        200,
+    )
+    .await;
+    let mut second = Process::spawn(
+        "diagnosis-submit",
+        &["--no-migrate"],
+        &submit_env(&db, second_port),
+        &dir,
+    );
+    wait_for(
+        &mut second,
+        &format!("http://127.0.0.1:{second_port}/services/ping"),
+        200,
+    )
+    .await;
+    let mut exporter = Process::spawn(
+        "diagnosis-exporter",
+        &["--no-migrate"],
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("BUCKET_URL", format!("file://{}", bucket.display())),
+            ("SIGNING_KEY_FILE", key.display().to_string()),
+        ],
+        &dir,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first.assert_running();
+    second.assert_running();
+    exporter.assert_running();
+    for port in [first_port, second_port] {
+        let ping = HttpClient::new()
+            .get(&format!("http://127.0.0.1:{port}/services/ping"))
+            .await
+            .unwrap();
+        assert_eq!(ping.status, 200);
+    }
+    for (process, says) in [
+        (&first, "(METRICS_ADDR) is not opened"),
+        (&second, "(METRICS_ADDR) is not opened"),
+        (&exporter, "opens no listener"),
+    ] {
+        let logs = process.logs();
+        assert!(logs.contains(says), "{}: {logs}", process.name);
+    }
+}
+
+/// The internal listener is opened when it serves something: Prometheus
+/// metrics (either binary) or the events API (submit); the exporter's closes a
+/// connection that never completes its headers.
+#[tokio::test]
+async fn the_internal_listener_opens_when_it_serves_something() {
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("internal");
+    let client = HttpClient::new();
+
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let mut env = submit_env(&db, api_port);
+    env.extend([
+        ("METRIC_PROVIDER", "prometheus".to_owned()),
+        ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+    ]);
+    let mut prometheus = Process::spawn("diagnosis-submit", &[], &env, &dir);
+    wait_for(
+        &mut prometheus,
+        &format!("http://127.0.0.1:{metrics_port}/metrics"),
+        200,
+    )
+    .await;
+
+    let (api_port, events_port) = (free_port(), free_port());
+    let mut env = submit_env(&db, api_port);
+    env.extend([
+        ("METRICS_USERNAME", "ops".to_owned()),
+        ("METRICS_PASSWORD", "metrics-password".to_owned()),
+        ("METRICS_ADDR", format!("127.0.0.1:{events_port}")),
+    ]);
+    let mut events = Process::spawn("diagnosis-submit", &["--no-migrate"], &env, &dir);
+    wait_for(
+        &mut events,
+        &format!("http://127.0.0.1:{events_port}/events/2026-11-28"),
+        401,
+    )
+    .await;
+    let authorized = client
+        .send(
+            hyper::Method::GET,
+            &format!("http://127.0.0.1:{events_port}/events/2026-11-28"),
+            &[("authorization", "Basic b3BzOm1ldHJpY3MtcGFzc3dvcmQ=")],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(authorized.status, 200, "{}", authorized.text());
+
+    let key = dir.join("signing-key.pem");
+    let keygen = Command::new(binary("diagnosis-exporter"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let bucket = dir.join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let exporter_port = free_port();
+    let mut exporter = Process::spawn(
+        "diagnosis-exporter",
+        &["--no-migrate"],
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("BUCKET_URL", format!("file://{}", bucket.display())),
+            ("SIGNING_KEY_FILE", key.display().to_string()),
+            ("METRIC_PROVIDER", "prometheus".to_owned()),
+            ("METRICS_ADDR", format!("127.0.0.1:{exporter_port}")),
+            ("HTTP_READ_TIMEOUT_SECONDS", "1".to_owned()),
+        ],
+        &dir,
+    );
+    wait_for(
+        &mut exporter,
+        &format!("http://127.0.0.1:{exporter_port}/metrics"),
+        200,
+    )
+    .await;
+    let mut half_sent = TcpStream::connect(("127.0.0.1", exporter_port))
+        .await
+        .unwrap();
+    half_sent
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert_closed_by_server(
+        &mut half_sent,
+        Duration::from_secs(15),
+        "exporter, half-sent headers",
+    )
+    .await;
+    let mut silent = TcpStream::connect(("127.0.0.1", exporter_port))
+        .await
+        .unwrap();
+    assert_closed_by_server(&mut silent, Duration::from_secs(15), "exporter, silent").await;
+    let logs = exporter.logs();
+    assert!(
+        logs.contains("serving /metrics on the internal listener"),
+        "{logs}"
+    );
+    exporter.assert_running();
+    prometheus.assert_running();
+    events.assert_running();
+}
