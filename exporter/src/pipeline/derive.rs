@@ -11,6 +11,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
+use std::num::NonZeroU64;
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
@@ -23,7 +24,7 @@ use crate::archive::EXPORT_BIN_NAME;
 use crate::storage::Bucket;
 
 /// Bytes fetched per ranged read.
-pub(super) const CHUNK_BYTES: u64 = 64 * 1024;
+pub const CHUNK_BYTES: u64 = 64 * 1024;
 
 /// Field 7 of `TemporaryExposureKeyExport`: one key.
 const KEYS_FIELD: u64 = 7;
@@ -329,6 +330,30 @@ fn decode_key(mut body: &[u8]) -> Option<DiagnosisKey> {
         report_type: report?,
         days_since_onset: onset,
     })
+}
+
+/// Reads back every key of one published object with the reader the merges use: its zip
+/// local header, the inflated `export.bin` and each key, fetched in ranged reads of
+/// `chunk_bytes`. `bytes` is the object's size as the ledger recorded it.
+///
+/// The pipeline only merges; this entry point exists so that the fuzz targets (DESIGN §7) can
+/// hand the reader arbitrary bytes at any chunk size.
+pub async fn read_published_keys(
+    bucket: &Bucket,
+    key: &str,
+    bytes: u64,
+    chunk_bytes: NonZeroU64,
+) -> Result<Vec<DiagnosisKey>, ExportError> {
+    let source = vec![SourceObject {
+        key: key.to_owned(),
+        bytes,
+    }];
+    let mut merged = MergedFiles::with_chunk(bucket, vec![source], None, chunk_bytes.get());
+    let mut keys = Vec::new();
+    while let Some(key) = merged.next().await? {
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// A key at the head of one source, ordered canonically (then by source, for a total order).
