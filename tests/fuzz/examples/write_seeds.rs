@@ -26,9 +26,9 @@ use diagnosis_proto::{
 };
 use sha2::{Digest as _, Sha256};
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+type Fallible<T> = Result<T, Box<dyn Error>>;
 
-fn main() -> Result<()> {
+fn main() -> Fallible<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = root.join("../..");
     let mut seeds = Seeds {
@@ -54,7 +54,7 @@ struct Seeds {
 }
 
 impl Seeds {
-    fn write(&mut self, target: &str, name: &str, bytes: &[u8]) -> Result<()> {
+    fn write(&mut self, target: &str, name: &str, bytes: &[u8]) -> Fallible<()> {
         let dir = self.corpus.join(target);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join(name), bytes)?;
@@ -63,7 +63,7 @@ impl Seeds {
     }
 }
 
-fn check(ok: bool, what: &str) -> Result<()> {
+fn check(ok: bool, what: &str) -> Fallible<()> {
     if ok {
         Ok(())
     } else {
@@ -79,7 +79,7 @@ fn claim(code: &str, app_key: Vec<u8>) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn claim_seeds(seeds: &mut Seeds) -> Result<()> {
+fn claim_seeds(seeds: &mut Seeds) -> Fallible<()> {
     let key = app_public_key().as_bytes().to_vec();
     for (name, code) in [
         ("code-letters", "AEF-245-HJKL"),
@@ -103,7 +103,7 @@ fn claim_seeds(seeds: &mut Seeds) -> Result<()> {
     Ok(())
 }
 
-fn code_seeds(seeds: &mut Seeds) -> Result<()> {
+fn code_seeds(seeds: &mut Seeds) -> Fallible<()> {
     for (name, code) in [
         ("letters", "AEF-245-HJKL"),
         ("digits", "245789 2456"),
@@ -146,7 +146,7 @@ fn upload(keys: Vec<TemporaryExposureKey>) -> Upload {
     }
 }
 
-fn upload_seeds(seeds: &mut Seeds) -> Result<()> {
+fn upload_seeds(seeds: &mut Seeds) -> Fallible<()> {
     let one = upload(vec![key(1, 1)]);
     let fourteen = upload((0..14).map(|i| key(i + 1, i64::from(i))).collect());
     let all = upload((0..28).map(|i| key(i + 1, i64::from(i % 15))).collect());
@@ -241,7 +241,7 @@ fn upload_seeds(seeds: &mut Seeds) -> Result<()> {
     Ok(())
 }
 
-fn record(object_key: &str, kind: &str, zip: &[u8], keys: i64) -> Result<ExportRecord> {
+fn record(object_key: &str, kind: &str, zip: &[u8], keys: i64) -> Fallible<ExportRecord> {
     let (start, end, part) = window_of(object_key)?;
     Ok(ExportRecord {
         object_key: object_key.to_owned(),
@@ -257,7 +257,7 @@ fn record(object_key: &str, kind: &str, zip: &[u8], keys: i64) -> Result<ExportR
 }
 
 /// `{start}-{end}-{part}` of an object key.
-fn window_of(object_key: &str) -> Result<(i64, i64, i32)> {
+fn window_of(object_key: &str) -> Fallible<(i64, i64, i32)> {
     let stem = object_key
         .rsplit('/')
         .next()
@@ -268,7 +268,7 @@ fn window_of(object_key: &str) -> Result<(i64, i64, i32)> {
     Ok((next()?.parse()?, next()?.parse()?, next()?.parse()?))
 }
 
-fn export_seeds(seeds: &mut Seeds, repo: &Path) -> Result<()> {
+fn export_seeds(seeds: &mut Seeds, repo: &Path) -> Fallible<()> {
     let fixtures = repo.join("exporter/fixtures");
     let mut zips = Vec::new();
     for name in ["export-0-keys", "export-1-key", "export-8-keys"] {
@@ -325,7 +325,7 @@ fn export_seeds(seeds: &mut Seeds, repo: &Path) -> Result<()> {
             let key = format!("CA/{start}-{}-00001.zip", start + 3600);
             record(&key, "hourly", &hourly, 1)
         })
-        .collect::<Result<_>>()?;
+        .collect::<Fallible<_>>()?;
     let mut gap = many.clone();
     gap.remove(5);
     seeds.write(
@@ -350,7 +350,7 @@ fn export_seeds(seeds: &mut Seeds, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-fn config_seeds(seeds: &mut Seeds, repo: &Path) -> Result<()> {
+fn config_seeds(seeds: &mut Seeds, repo: &Path) -> Fallible<()> {
     let shipped = repo.join("infra/exposure-configuration");
     for name in ["CA.json", "region.json"] {
         seeds.write("exposure_config", name, &std::fs::read(shipped.join(name))?)?;
