@@ -11,6 +11,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
+use std::num::NonZeroU64;
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
@@ -23,7 +24,7 @@ use crate::archive::EXPORT_BIN_NAME;
 use crate::storage::Bucket;
 
 /// Bytes fetched per ranged read.
-pub(super) const CHUNK_BYTES: u64 = 64 * 1024;
+pub const CHUNK_BYTES: u64 = 64 * 1024;
 
 /// Field 7 of `TemporaryExposureKeyExport`: one key.
 const KEYS_FIELD: u64 = 7;
@@ -299,7 +300,8 @@ fn decode_key(mut body: &[u8]) -> Option<DiagnosisKey> {
         body = &body[used..];
         if tag == (1 << 3) | 2 {
             let (len, used) = varint(body)?;
-            let data = body.get(used..used + usize::try_from(len).ok()?)?;
+            // The length is hostile: a varint near 2^64 must not overflow the bounds.
+            let data = body.get(used..used.checked_add(usize::try_from(len).ok()?)?)?;
             key_data = Some(KeyData::try_from(data).ok()?);
             body = &body[used + data.len()..];
             continue;
@@ -329,6 +331,30 @@ fn decode_key(mut body: &[u8]) -> Option<DiagnosisKey> {
         report_type: report?,
         days_since_onset: onset,
     })
+}
+
+/// Reads back every key of one published object with the reader the merges use: its zip
+/// local header, the inflated `export.bin` and each key, fetched in ranged reads of
+/// `chunk_bytes`. `bytes` is the object's size as the ledger recorded it.
+///
+/// The pipeline only merges; this entry point exists so that the fuzz targets (DESIGN §7) can
+/// hand the reader arbitrary bytes at any chunk size.
+pub async fn read_published_keys(
+    bucket: &Bucket,
+    key: &str,
+    bytes: u64,
+    chunk_bytes: NonZeroU64,
+) -> Result<Vec<DiagnosisKey>, ExportError> {
+    let source = vec![SourceObject {
+        key: key.to_owned(),
+        bytes,
+    }];
+    let mut merged = MergedFiles::with_chunk(bucket, vec![source], None, chunk_bytes.get());
+    let mut keys = Vec::new();
+    while let Some(key) = merged.next().await? {
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// A key at the head of one source, ordered canonically (then by source, for a total order).
@@ -537,6 +563,33 @@ mod tests {
             decode_key(&[0x18, 0x01, 0x38, 0x01]),
             None,
             "an unknown field"
+        );
+    }
+
+    /// Regression: a `key_data` length varint near 2^64 overflowed the bounds arithmetic of
+    /// `decode_key` (a panic with overflow checks on) instead of being a malformed key. Input
+    /// from the `derive_reader` fuzz target's corpus (`regression-key-length-overflow`).
+    #[tokio::test]
+    async fn a_key_length_near_2_pow_64_is_a_malformed_key() {
+        let key = [
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
+        assert_eq!(decode_key(&key), None);
+
+        let mut export_bin = EXPORT_BIN_HEADER.to_vec();
+        export_bin.extend_from_slice(&[0x3a, key.len() as u8]);
+        export_bin.extend_from_slice(&key);
+        let zip = zip_export(&export_bin, b"").unwrap();
+        let bucket = Bucket::in_memory();
+        bucket
+            .put("CA/k.zip", Bytes::from(zip.clone()), ObjectKind::ExportFile)
+            .await
+            .unwrap();
+        let chunk = NonZeroU64::new(CHUNK_BYTES).unwrap();
+        let read = read_published_keys(&bucket, "CA/k.zip", zip.len() as u64, chunk).await;
+        assert!(
+            matches!(&read, Err(ExportError::Derive(why)) if why.ends_with("malformed key")),
+            "{read:?}"
         );
     }
 

@@ -23,6 +23,7 @@ use diagnosis_core::store::{PoolMetricsTask, RetentionReport, Store, StoreError}
 use diagnosis_core::time::{Clock, day_number, last_closed_hour};
 
 pub use configs::RefusedConfig;
+pub use derive::{CHUNK_BYTES, read_published_keys};
 pub use indexes::{index_txt, manifest_json};
 pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
 pub use window::{Window, WindowKind};

@@ -1,0 +1,173 @@
+//! Shared by the fuzz targets (DESIGN §7) and the seed writer: the fixed keys and clock of the
+//! harness, and the request steps of `submit`'s `/claim-key` and `/upload` handlers up to their
+//! first database call.
+//!
+//! The request steps are the handlers' own library calls (`diagnosis_proto` decoding, the
+//! `diagnosis_core` newtypes, `open_upload_payload`, `validate_upload`) in the handlers' order
+//! (DESIGN §3.2, §3.3), with the database replaced by one fixed keypair. Nothing here parses
+//! anything itself: a target that found a bug here would have found a bug in the harness, not
+//! in the service. Keep the order in step with `submit/src/handlers/`.
+
+#![forbid(unsafe_code)]
+
+use std::sync::LazyLock;
+
+use diagnosis_core::crypto::{open_upload_payload, seal_upload_payload};
+use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
+use diagnosis_core::upload::{UploadRejection, ValidatedUpload, validate_upload};
+use diagnosis_exporter::sign::PublicKey;
+use diagnosis_proto::{EncryptedUploadRequest, KeyClaimRequest, Message as _, Upload};
+use diagnosis_submit::{MAX_CLAIM_BODY_BYTES, MAX_UPLOAD_BODY_BYTES};
+
+/// The server's clock in every target: 2025-11-28T00:00:00Z, the day of the export fixtures
+/// in `exporter/fixtures/`.
+pub const NOW_UNIX: i64 = 1_764_288_000;
+
+/// The one server keypair the harness's "database" knows. Fixed so that a sealed seed stays
+/// valid across runs; any 32 bytes are a Curve25519 secret key.
+pub const SERVER_SECRET_KEY: [u8; 32] = [0x5e; 32];
+
+/// The app key that claimed that keypair.
+pub const APP_SECRET_KEY: [u8; 32] = [0xa9; 32];
+
+/// The nonce the harness seals with.
+pub const NONCE: [u8; 24] = [0x17; 24];
+
+/// `SERVER_SECRET_KEY`'s public half.
+pub fn server_public_key() -> ServerPublicKey {
+    static KEY: LazyLock<ServerPublicKey> = LazyLock::new(|| {
+        let secret = crypto_box::SecretKey::from_bytes(SERVER_SECRET_KEY);
+        ServerPublicKey::from_array(secret.public_key().to_bytes())
+    });
+    *KEY
+}
+
+/// `APP_SECRET_KEY`'s public half.
+pub fn app_public_key() -> AppPublicKey {
+    static KEY: LazyLock<AppPublicKey> = LazyLock::new(|| {
+        let secret = crypto_box::SecretKey::from_bytes(APP_SECRET_KEY);
+        AppPublicKey::from_array(secret.public_key().to_bytes())
+    });
+    *KEY
+}
+
+/// Why `/claim-key` refuses a body before the database is asked (DESIGN §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// Oversize or unparsable body: 400 UNKNOWN.
+    BadRequest,
+    /// App key length ≠ 32: 400 INVALID_KEY.
+    InvalidKey,
+}
+
+/// What `/claim-key` takes to the database: the app key and the normalised code (`None` is a
+/// code that cannot be one of ours, which the store treats as a wrong code).
+pub fn claim_request(body: &[u8]) -> Result<(AppPublicKey, Option<OneTimeCode>), ClaimRefusal> {
+    if body.len() > MAX_CLAIM_BODY_BYTES {
+        return Err(ClaimRefusal::BadRequest);
+    }
+    let request = KeyClaimRequest::decode(body).map_err(|_| ClaimRefusal::BadRequest)?;
+    let app_public =
+        AppPublicKey::try_from(request.app_public_key()).map_err(|_| ClaimRefusal::InvalidKey)?;
+    let code = OneTimeCode::from_user_input(request.one_time_code());
+    Ok((app_public, code))
+}
+
+/// Why `/upload` refuses a body before storing keys (DESIGN §3.3), in the contract's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadRefusal {
+    BadRequest,
+    InvalidCryptoParameters,
+    UnknownKeypair,
+    DecryptionFailed,
+    InvalidPayload,
+    Rejected(UploadRejection),
+}
+
+/// Every check of `/upload` before the store transaction, against the harness's one keypair
+/// and clock.
+pub fn upload_request(body: &[u8]) -> Result<ValidatedUpload, UploadRefusal> {
+    if body.len() > MAX_UPLOAD_BODY_BYTES {
+        return Err(UploadRefusal::BadRequest);
+    }
+    let request = EncryptedUploadRequest::decode(body).map_err(|_| UploadRefusal::BadRequest)?;
+    let server_public = ServerPublicKey::try_from(request.server_public_key())
+        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
+    // The keypair lookup: the harness knows one keypair.
+    if server_public != server_public_key() {
+        return Err(UploadRefusal::UnknownKeypair);
+    }
+    let nonce: &[u8; 24] = request
+        .nonce()
+        .try_into()
+        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
+    let app_public = AppPublicKey::try_from(request.app_public_key())
+        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
+    if app_public != app_public_key() {
+        return Err(UploadRefusal::DecryptionFailed);
+    }
+    let plaintext = open_upload_payload(
+        &ServerSecretKey::from_array(SERVER_SECRET_KEY),
+        &app_public,
+        nonce,
+        request.payload(),
+    )
+    .map_err(|_| UploadRefusal::DecryptionFailed)?;
+    let upload = Upload::decode(plaintext.as_slice()).map_err(|_| UploadRefusal::InvalidPayload)?;
+    validate_upload(&upload, NOW_UNIX).map_err(UploadRefusal::Rejected)
+}
+
+/// The body an app sends for `plaintext` (a serialized `Upload`, or any bytes): sealed by the
+/// harness's app key to its server key.
+pub fn sealed_upload_body(plaintext: &[u8]) -> Vec<u8> {
+    EncryptedUploadRequest {
+        server_public_key: Some(server_public_key().as_bytes().to_vec()),
+        app_public_key: Some(app_public_key().as_bytes().to_vec()),
+        nonce: Some(NONCE.to_vec()),
+        payload: Some(seal_upload_payload(
+            &APP_SECRET_KEY,
+            &server_public_key(),
+            &NONCE,
+            plaintext,
+        )),
+    }
+    .encode_to_vec()
+}
+
+/// The object keys of the committed export fixtures: an hourly file and a daily part.
+pub const HOURLY_OBJECT: &str = "CA/1764280800-1764284400-00001.zip";
+pub const DAILY_OBJECT: &str = "CA/daily/1764201600-1764288000-00002.zip";
+
+/// The public half of `exporter/fixtures/test-signing-key.pem`, which signed every fixture.
+pub fn fixture_public_key() -> &'static PublicKey {
+    static KEY: LazyLock<PublicKey> = LazyLock::new(|| {
+        match PublicKey::from_pem(include_str!(
+            "../../../exporter/fixtures/test-signing-key.pub.pem"
+        )) {
+            Ok(key) => key,
+            Err(error) => panic!("the committed fixture public key does not load: {error}"),
+        }
+    });
+    &KEY
+}
+
+/// Separates the objects of a `verify_indexes` input.
+pub const OBJECT_SEPARATOR: u8 = 0;
+
+/// A `verify_indexes` input: `index.txt`, `daily/index.txt` and `index.json`, separated by
+/// [`OBJECT_SEPARATOR`] (which none of them can contain validly). A missing part is a missing
+/// object; an empty part is an empty object.
+pub fn split_index_objects(data: &[u8]) -> [Option<&[u8]>; 3] {
+    let mut parts = data.splitn(3, |&byte| byte == OBJECT_SEPARATOR);
+    [parts.next(), parts.next(), parts.next()]
+}
+
+/// The inverse of [`split_index_objects`], for the seed writer.
+pub fn join_index_objects(hourly: &[u8], daily: &[u8], manifest: &[u8]) -> Vec<u8> {
+    let mut data = hourly.to_vec();
+    data.push(OBJECT_SEPARATOR);
+    data.extend_from_slice(daily);
+    data.push(OBJECT_SEPARATOR);
+    data.extend_from_slice(manifest);
+    data
+}
