@@ -19,6 +19,7 @@ mod server;
 mod state;
 
 pub use handlers::claim_key::MAX_CLAIM_BODY_BYTES;
+pub use handlers::events::basic_auth_admits;
 pub use handlers::new_key_claim::MAX_CODE_ATTEMPTS;
 pub use handlers::upload::MAX_UPLOAD_BODY_BYTES;
 pub use server::{ACCEPT_BACKLOG, Listeners, bind, run};

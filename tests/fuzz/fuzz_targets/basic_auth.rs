@@ -1,0 +1,43 @@
+//! The `Authorization` header of the events API (DESIGN §3.4, §7): HTTP Basic credentials
+//! compared with `METRICS_USERNAME`/`METRICS_PASSWORD` by
+//! `diagnosis_submit::basic_auth_admits`. No input may panic, and only the exact credentials
+//! are admitted.
+
+#![no_main]
+
+use base64::Engine as _;
+use diagnosis_submit::{MetricsCredentials, basic_auth_admits};
+use http::HeaderValue;
+use libfuzzer_sys::fuzz_target;
+
+const USERNAME: &str = "operations";
+const PASSWORD: &str = "a-metrics-password";
+
+fuzz_target!(|input: &[u8]| {
+    let expected = MetricsCredentials {
+        username: USERNAME.to_owned(),
+        password: PASSWORD.to_owned(),
+    };
+    // The raw header as a client may send it.
+    if let Ok(header) = HeaderValue::from_bytes(input) {
+        let admitted = basic_auth_admits(&expected, Some(&header));
+        if admitted {
+            let text = header.to_str().unwrap_or_default();
+            let (_, encoded) = text.split_once(' ').unwrap_or_default();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .unwrap_or_default();
+            assert_eq!(decoded, format!("{USERNAME}:{PASSWORD}").as_bytes());
+        }
+    }
+    // The same bytes as credentials, encoded the way a client encodes them: only the exact
+    // pair is admitted.
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(input)
+    );
+    if let Ok(header) = HeaderValue::from_str(&header) {
+        let admitted = basic_auth_admits(&expected, Some(&header));
+        assert_eq!(admitted, input == format!("{USERNAME}:{PASSWORD}").as_bytes());
+    }
+});
