@@ -86,7 +86,10 @@ async fn report_on(
 /// long the expected values are or how much of them matches; the user and the
 /// password are both compared before the results are combined. A malformed
 /// header is refused at once: that reveals nothing about the credentials.
-pub fn basic_auth_admits(expected: &MetricsCredentials, authorization: Option<&HeaderValue>) -> bool {
+pub fn basic_auth_admits(
+    expected: &MetricsCredentials,
+    authorization: Option<&HeaderValue>,
+) -> bool {
     let Some(encoded) = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))

@@ -38,6 +38,9 @@ fuzz_target!(|input: &[u8]| {
     );
     if let Ok(header) = HeaderValue::from_str(&header) {
         let admitted = basic_auth_admits(&expected, Some(&header));
-        assert_eq!(admitted, input == format!("{USERNAME}:{PASSWORD}").as_bytes());
+        assert_eq!(
+            admitted,
+            input == format!("{USERNAME}:{PASSWORD}").as_bytes()
+        );
     }
 });

@@ -13,12 +13,13 @@ use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
 /// Proxies as a deployment lists them: a pod network, a balancer subnet, one IPv6 range.
-static TRUSTED: LazyLock<TrustedProxies> = LazyLock::new(|| {
-    match TrustedProxies::parse("10.0.0.0/8, 192.168.1.0/24, 2001:db8:aa::/48") {
-        Ok(Some(trusted)) => trusted,
-        other => panic!("the harness's proxy list must parse: {other:?}"),
-    }
-});
+static TRUSTED: LazyLock<TrustedProxies> =
+    LazyLock::new(
+        || match TrustedProxies::parse("10.0.0.0/8, 192.168.1.0/24, 2001:db8:aa::/48") {
+            Ok(Some(trusted)) => trusted,
+            other => panic!("the harness's proxy list must parse: {other:?}"),
+        },
+    );
 
 fuzz_target!(|input: &[u8]| {
     // Byte 0: the rule; byte 1: the peer; the rest: header lines separated by b'\n'.
