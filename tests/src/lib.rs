@@ -15,6 +15,7 @@ pub mod export;
 pub mod failing_store;
 pub mod http_client;
 pub mod pg;
+pub mod process;
 pub mod roles;
 pub mod s3;
 pub mod simulator;

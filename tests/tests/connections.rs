@@ -17,30 +17,11 @@ use std::time::{Duration, Instant};
 use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN, TestApp};
 use diagnosis_tests::http_client::HttpClient;
 use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::process::{built_binary, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PING: &[u8] = b"GET /services/ping HTTP/1.1\r\nHost: x\r\n\r\n";
-
-/// A binary built next to this test (`cargo test --workspace` builds it).
-fn binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let target = test_exe.parent().and_then(Path::parent).unwrap();
-    let binary = target.join(name);
-    assert!(
-        binary.exists(),
-        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
-        binary.display()
-    );
-    binary
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A local port that was free a moment ago.
 fn free_port() -> u16 {
@@ -62,7 +43,7 @@ struct Process {
 impl Process {
     fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Process {
         let log = dir.join(format!("{name}-{:08x}.log", rand::random::<u32>()));
-        let mut command = Command::new(binary(name));
+        let mut command = Command::new(built_binary(name));
         command
             .args(args)
             .env_clear()
@@ -373,7 +354,7 @@ async fn services_started_with_defaults_share_a_host() {
     let db = TestDatabase::new().await;
     let dir = temp_dir("defaults");
     let key = dir.join("signing-key.pem");
-    let keygen = Command::new(binary("diagnosis-exporter"))
+    let keygen = Command::new(built_binary("diagnosis-exporter"))
         .args(["keygen", "--out", key.to_str().unwrap()])
         .env_clear()
         .output()
@@ -486,7 +467,7 @@ async fn the_internal_listener_opens_when_it_serves_something() {
     assert_eq!(authorized.status, 200, "{}", authorized.text());
 
     let key = dir.join("signing-key.pem");
-    let keygen = Command::new(binary("diagnosis-exporter"))
+    let keygen = Command::new(built_binary("diagnosis-exporter"))
         .args(["keygen", "--out", key.to_str().unwrap()])
         .env_clear()
         .output()

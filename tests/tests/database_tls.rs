@@ -4,32 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use diagnosis_core::store::Store;
 use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN};
 use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::process::{built_binary, temp_dir};
 use diagnosis_tests::simulator::Portal;
 use diagnosis_tests::tls_pg::{TlsCluster, session_is_tls};
 use tokio::process::Command;
 
-/// A binary built next to this test (`cargo test --workspace` builds it).
-fn binary(name: &str) -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let target = test_exe.parent().and_then(Path::parent).unwrap();
-    let binary = target.join(name);
-    assert!(
-        binary.exists(),
-        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
-        binary.display()
-    );
-    binary
-}
-
 fn command(name: &str, args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(binary(name));
+    let mut command = Command::new(built_binary(name));
     command
         .args(args)
         .env_clear()
@@ -63,13 +50,6 @@ fn submit_env(database_url: String) -> Vec<(&'static str, String)> {
         ("BIND_ADDR", free_addr()),
         ("METRICS_ADDR", free_addr()),
     ]
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The environment of `diagnosis-exporter run-once` into a fresh `file://` bucket, with a

@@ -5,33 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use diagnosis_tests::pg::TestDatabase;
-
-/// The binary built next to this test (`cargo test --workspace` builds it).
-fn exporter_binary() -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let target = test_exe.parent().and_then(Path::parent).unwrap();
-    let binary = target.join("diagnosis-exporter");
-    assert!(
-        binary.exists(),
-        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
-        binary.display()
-    );
-    binary
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use diagnosis_tests::process::{built_binary, temp_dir};
 
 fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(exporter_binary());
+    let mut command = Command::new(built_binary("diagnosis-exporter"));
     command
         .args(args)
         .env_clear()
@@ -210,7 +190,7 @@ async fn the_scheduled_mode_publishes_on_its_schedule_and_stops_on_sigterm() {
     );
     let db = TestDatabase::new().await;
     let bucket = dir.join("bucket");
-    let child = Command::new(exporter_binary())
+    let child = Command::new(built_binary("diagnosis-exporter"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &db.url)

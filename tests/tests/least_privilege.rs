@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -16,25 +15,13 @@ use diagnosis_core::time::{Clock, ManualClock};
 use diagnosis_tests::app::TestApp;
 use diagnosis_tests::bench::keys_in_file;
 use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::process::built_binary;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser, SUBMIT_ROLE};
 use diagnosis_tests::simulator::{app_keys, upload_of};
 use tokio_postgres::error::SqlState;
 
-/// The binary built next to this test (`cargo test --workspace` builds it).
-fn exporter_binary() -> PathBuf {
-    let test_exe = std::env::current_exe().unwrap();
-    let target = test_exe.parent().and_then(Path::parent).unwrap();
-    let binary = target.join("diagnosis-exporter");
-    assert!(
-        binary.exists(),
-        "{} is not built: run the tests through infra/dev/test (cargo test --workspace)",
-        binary.display()
-    );
-    binary
-}
-
 fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(exporter_binary());
+    let mut command = Command::new(built_binary("diagnosis-exporter"));
     command
         .args(args)
         .env_clear()

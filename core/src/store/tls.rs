@@ -160,7 +160,8 @@ impl TlsSettings {
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match self.roots() {
-            None => Arc::new(EncryptionOnly {
+            None => Arc::new(WithoutName {
+                roots: None,
                 provider: Arc::clone(&provider),
             }),
             Some(roots) => {
@@ -171,8 +172,8 @@ impl TlsSettings {
                             .build()
                             .map_err(|e| format!("cannot use the trusted certificates: {e}"))?
                     }
-                    Verification::Chain | Verification::None => Arc::new(ChainOnly {
-                        roots,
+                    Verification::Chain | Verification::None => Arc::new(WithoutName {
+                        roots: Some(roots),
                         provider: Arc::clone(&provider),
                     }),
                 }
@@ -351,15 +352,18 @@ fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name is not checked. The handshake
-/// signature is still verified, so the server must hold the certificate's key.
+/// A verifier that never checks the host name: `verify-ca` (and `prefer`/`require` with a root
+/// certificate file), whose chain must lead to one of `roots`, and `prefer`/`require` without a
+/// root certificate (`roots: None`), which encrypts against passive listeners only and accepts
+/// any certificate, as in libpq. Either way the handshake signature is verified, so the server
+/// must hold the key of the certificate it presents.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct WithoutName {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for WithoutName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -368,68 +372,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `prefer` and `require` without a root certificate: encryption against passive listeners
-/// only, as in libpq. Any certificate is accepted; the handshake signature is still verified.
-#[derive(Debug)]
-struct EncryptionOnly {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for EncryptionOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
