@@ -374,7 +374,7 @@ async fn the_store_serves_queries_over_verify_full() {
     let database = cluster.create_database().await;
     let store: Store = TlsCluster::store(&cluster.url(&database, &cluster.verify_full())).unwrap();
     store.migrate().await.unwrap();
-    store.ping().await.unwrap();
+    store.check_connection().await.unwrap();
     assert!(session_is_tls(&store).await);
     let env = submit_env(cluster.url(&database, &cluster.verify_full()));
     submit_serves(&env).await;

@@ -265,7 +265,9 @@ impl Store {
         })
     }
 
-    /// Wraps an existing pool (tests build one per database).
+    /// Wraps an existing pool (tests build one per database). Only with the `test-support`
+    /// feature: the binaries always build their pool with [`Store::connect`].
+    #[cfg(feature = "test-support")]
     pub fn from_pool(pool: Pool) -> Store {
         Store {
             pool: Connections {
@@ -277,6 +279,9 @@ impl Store {
         }
     }
 
+    /// The pool itself, for tests that inspect the sessions a store opens (whether they are
+    /// TLS, for instance). Only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
     pub fn pool(&self) -> &Pool {
         &self.pool.pool
     }
@@ -319,13 +324,6 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         migrate(&mut client).await
-    }
-
-    /// Succeeds when a connection can run a query; used by readiness checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
     }
 }
 
