@@ -2,8 +2,6 @@
 //! does, against a real cluster that accepts only TLS (started by `infra/dev/test`), through the
 //! store and through both binaries as an operator runs them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Stdio;
 use std::time::Duration;
 
