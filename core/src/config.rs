@@ -200,19 +200,6 @@ where
     }
 }
 
-/// A required whole number in `range`.
-pub fn required_integer<T>(
-    env: &dyn Env,
-    name: &'static str,
-    range: RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: FromStr + PartialOrd + Display,
-{
-    let value = env.get(name).ok_or_else(|| ConfigError::missing(name))?;
-    parse_integer(name, &value, &range, "")
-}
-
 fn parse_integer<T>(
     name: &'static str,
     value: &str,
@@ -927,13 +914,6 @@ mod tests {
         let env = MapEnv::new([("N", "43"), ("M", "90")]);
         assert_eq!(integer_var(&env, "N", 1u32, 1..=100), Ok(43));
         assert_eq!(integer_var(&env, "UNSET", 5u32, 1..=100), Ok(5));
-        assert_eq!(required_integer(&env, "N", 1u32..=100), Ok(43));
-        assert_eq!(
-            required_integer::<u32>(&env, "UNSET", 1..=100)
-                .unwrap_err()
-                .to_string(),
-            "UNSET: is required but not set"
-        );
         assert_eq!(
             duration_var(&env, "M", TimeUnit::Minutes, 60, 1..=1440),
             Ok(Duration::from_secs(90 * 60))

@@ -9,6 +9,7 @@
 //! Every key and nonce comes from the operating system's CSPRNG. This module must never log
 //! or return key material or plaintext in an error: a failed open says only that it failed.
 
+#[cfg(any(test, feature = "client"))]
 use crypto_box::aead::rand_core::RngCore as _;
 use crypto_box::aead::{Aead as _, OsRng};
 use crypto_box::{Nonce, PublicKey, SalsaBox, SecretKey};
@@ -29,15 +30,19 @@ pub fn generate_server_keypair() -> (ServerPublicKey, ServerSecretKey) {
     (public, ServerSecretKey::from_array(secret.to_bytes()))
 }
 
-/// A fresh app keypair, as the phone makes one before claiming a code. For the app simulator
-/// and tests; the server never holds an app secret key.
+/// A fresh app keypair, as the phone makes one before claiming a code. Only with the `client`
+/// feature (the app simulator, the tests and the fuzz targets): the server never holds an app
+/// secret key.
+#[cfg(any(test, feature = "client"))]
 pub fn generate_app_keypair() -> ([u8; 32], AppPublicKey) {
     let secret = SecretKey::generate(&mut OsRng);
     let public = AppPublicKey::from_array(secret.public_key().to_bytes());
     (secret.to_bytes(), public)
 }
 
-/// A fresh random 24-byte nonce.
+/// A fresh random 24-byte nonce, as the app picks one for its upload. Only with the `client`
+/// feature: the server never seals.
+#[cfg(any(test, feature = "client"))]
 pub fn random_nonce() -> [u8; 24] {
     let mut nonce = [0_u8; 24];
     OsRng.fill_bytes(&mut nonce);
@@ -59,7 +64,8 @@ pub fn open_upload_payload(
 }
 
 /// Seals a payload the way the app does: from the app's secret key to the server's public key.
-/// For the app simulator and tests.
+/// Only with the `client` feature (the app simulator, the tests and the fuzz targets).
+#[cfg(any(test, feature = "client"))]
 pub fn seal_upload_payload(
     app_secret: &[u8; 32],
     server_public: &ServerPublicKey,

@@ -383,8 +383,19 @@ impl fmt::Debug for KeyClaimTokens {
     }
 }
 
-/// The region a code is issued for (`REGION`, default `302`, DESIGN §6) or an export region
-/// (`EXPORT_REGION`, default `CA`): 1 to 16 characters of `[A-Za-z0-9_]`.
+/// The default of `REGION` (DESIGN §6): the region the submit service issues codes for and
+/// stores keys under, which the exporter reads them from. It is the mobile country code (MCC)
+/// the apps in the field send, so it is also the default of the apps' `retrieve/{MCC}/...` path
+/// (`COMPAT_REGION_PATH`).
+pub const DEFAULT_REGION: &str = "302";
+
+/// The default of `EXPORT_REGION` (DESIGN §6): the region written into every export file and
+/// the first segment of the object keys the exporter publishes (`CA/index.txt`).
+pub const DEFAULT_EXPORT_REGION: &str = "CA";
+
+/// The region a code is issued for (`REGION`, default [`DEFAULT_REGION`], DESIGN §6) or an
+/// export region (`EXPORT_REGION`, default [`DEFAULT_EXPORT_REGION`]): 1 to 16 characters of
+/// `[A-Za-z0-9_]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Region(String);
 
@@ -997,6 +1008,8 @@ mod tests {
         }
         check("302", true);
         check("CA", true);
+        check(DEFAULT_REGION, true);
+        check(DEFAULT_EXPORT_REGION, true);
         check("ca_on_2", true);
         check(&"R".repeat(16), true);
         check(&"R".repeat(17), false);

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod error;
 pub mod store;
 pub mod telemetry;
 pub mod time;

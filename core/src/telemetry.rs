@@ -105,6 +105,9 @@ pub struct Telemetry {
 impl Telemetry {
     /// Telemetry that serves the given recorder's metrics on `/metrics`, for tests that build a
     /// local recorder with [`prometheus_builder`] instead of installing a global one.
+    ///
+    /// Only with the `test-support` feature: the binaries install their recorder with [`init`].
+    #[cfg(any(test, feature = "test-support"))]
     pub fn from_prometheus_handle(handle: PrometheusHandle) -> Self {
         Self {
             recorder: Some(handle),

@@ -7,6 +7,7 @@
 //! Nothing here may do I/O.
 
 use std::fmt;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -28,7 +29,7 @@ pub const MAX_UPLOAD_CLOCK_SKEW_SECONDS: i64 = 3600;
 /// the Apple/Google rule).
 const PUBLISH_DELAY_HOURS: i64 = 2;
 
-/// The source of "now". Production uses [`SystemClock`]; tests use [`ManualClock`].
+/// The source of "now". Production uses [`SystemClock`]; tests use `ManualClock`.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
@@ -45,12 +46,15 @@ impl Clock for SystemClock {
 }
 
 /// A clock that moves only when told to. Clones share the same time, so a test can keep one
-/// handle and give another to the code under test.
+/// handle and give another to the code under test. Only with the `test-support` feature: no
+/// binary sets its own time.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     now: Arc<Mutex<DateTime<Utc>>>,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl ManualClock {
     /// A clock stopped at `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
@@ -71,15 +75,11 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The clock's current time in Unix seconds.
-pub fn unix_now(clock: &dyn Clock) -> i64 {
-    clock.now().timestamp()
 }
 
 /// EN interval number containing `unix`: `floor(unix / 600)` (DESIGN §2).
@@ -95,16 +95,6 @@ pub fn hour_number(unix: i64) -> i64 {
 /// UTC day number containing `unix`: `floor(unix / 86400)` (DESIGN §2).
 pub fn day_number(unix: i64) -> i64 {
     unix.div_euclid(SECONDS_PER_DAY)
-}
-
-/// First second of hour `hour`.
-pub fn hour_start(hour: i64) -> i64 {
-    hour.saturating_mul(SECONDS_PER_HOUR)
-}
-
-/// First second (00:00 UTC) of day `day`.
-pub fn day_start(day: i64) -> i64 {
-    day.saturating_mul(SECONDS_PER_DAY)
 }
 
 /// Unix second at which a key stops being valid: `(rsin + rolling_period) × 600` (DESIGN §2).
@@ -137,18 +127,10 @@ pub fn is_relevant(expiry_unix: i64, now_unix: i64) -> bool {
     expiry_unix > now_unix.saturating_sub(RELEVANCE_DAYS * SECONDS_PER_DAY)
 }
 
-/// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
-/// The grace must exceed the submit service's statement timeout, so no transaction that
-/// started inside the hour can still write into it.
-pub fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
-    let closes_at = hour
-        .saturating_add(1)
-        .saturating_mul(SECONDS_PER_HOUR)
-        .saturating_add(grace_seconds);
-    now_unix >= closes_at
-}
-
 /// The latest hour that is closed at `now_unix` (DESIGN §2); every earlier hour is closed too.
+/// Hour `h` is closed once `now ≥ (h + 1) × 3600 + grace`. The grace must exceed the submit
+/// service's statement timeout, so no transaction that started inside the hour can still write
+/// into it.
 pub fn last_closed_hour(now_unix: i64, grace_seconds: i64) -> i64 {
     now_unix
         .saturating_sub(grace_seconds)
@@ -164,6 +146,33 @@ mod tests {
 
     /// 2023-11-14T22:13:20Z.
     const NOW: i64 = 1_700_000_000;
+
+    // The rules below are stated one instant at a time, as DESIGN §2 words them; the tests
+    // check the production functions against them.
+
+    /// The clock's current time in Unix seconds.
+    fn unix_now(clock: &dyn Clock) -> i64 {
+        clock.now().timestamp()
+    }
+
+    /// First second of hour `hour`.
+    fn hour_start(hour: i64) -> i64 {
+        hour.saturating_mul(SECONDS_PER_HOUR)
+    }
+
+    /// First second (00:00 UTC) of day `day`.
+    fn day_start(day: i64) -> i64 {
+        day.saturating_mul(SECONDS_PER_DAY)
+    }
+
+    /// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
+    fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
+        let closes_at = hour
+            .saturating_add(1)
+            .saturating_mul(SECONDS_PER_HOUR)
+            .saturating_add(grace_seconds);
+        now_unix >= closes_at
+    }
 
     #[test]
     fn interval_hour_and_day_numbers() {

@@ -8,7 +8,7 @@ use diagnosis_core::config::{
     CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, duration_var,
     integer_var, optional, optional_opt, region_var,
 };
-use diagnosis_core::domain::Region;
+use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_core::store::RetentionPolicy;
 
 use crate::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
@@ -86,7 +86,7 @@ impl SigningConfig {
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 
 fn compat_region_path(env: &dyn Env) -> Result<String, ConfigError> {
-    let value: String = optional(env, "COMPAT_REGION_PATH", "302".to_owned())?;
+    let value: String = optional(env, "COMPAT_REGION_PATH", DEFAULT_REGION.to_owned())?;
     if value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()) {
         Ok(value)
     } else {
@@ -106,8 +106,8 @@ impl ExportSettings {
             1..=PLATFORM_MAX_KEYS_PER_FILE,
         )?;
         Ok(ExportSettings {
-            key_region: region_var(env, "REGION", "302")?,
-            export_region: region_var(env, "EXPORT_REGION", "CA")?,
+            key_region: region_var(env, "REGION", DEFAULT_REGION)?,
+            export_region: region_var(env, "EXPORT_REGION", DEFAULT_EXPORT_REGION)?,
             grace_seconds: integer_var(env, "EXPORT_GRACE_SECONDS", 600, 1..=86_400)?,
             max_keys_per_file: max_keys,
             pad_min_keys: integer_var(env, "PAD_MIN_KEYS", 0, 0..=1_000_000)?,

@@ -688,14 +688,12 @@ fn validate_key(key: &str) -> Result<(), &'static str> {
 /// URL's query string cut.
 fn describe(error: &object_store::Error) -> String {
     let mut message = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        let text = inner.to_string();
+    for cause in diagnosis_core::error::causes(error) {
+        let text = cause.to_string();
         if !text.is_empty() && !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }
-        cause = inner.source();
     }
     without_query_strings(&message)
 }

@@ -8,7 +8,7 @@ use diagnosis_core::config::{
     duration_var, integer_var, optional, region_var, secret_optional, secret_required,
     socket_addr_var,
 };
-use diagnosis_core::domain::KeyClaimTokens;
+use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
 use diagnosis_core::store::BanPolicy;
 
 use crate::client::{ForwardedFor, TrustedProxies};
@@ -58,7 +58,7 @@ const MAX_CONNECTIONS_LIMIT: usize = 262_144;
 
 fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
-    let region = region_var(env, "REGION", "302")?;
+    let region = region_var(env, "REGION", DEFAULT_REGION)?;
     let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
     let cors_allow_origin = http::HeaderValue::from_str(&cors).map_err(|_| {
         ConfigError::new(

@@ -193,9 +193,12 @@ pub fn upload_response(status: StatusCode, code: UploadCode) -> Response<Body> {
     )
 }
 
-/// Why a `/events/...` request of the internal listener failed (DESIGN §3.4).
+/// Why a request of the internal listener (`/metrics` or `/events/...`)
+/// failed (DESIGN §3.4).
 #[derive(Debug, thiserror::Error)]
 pub enum EventsError {
+    #[error("metrics are not collected (METRIC_PROVIDER is not prometheus)")]
+    NotCollected,
     #[error("missing or wrong Basic credentials, or the events API is not configured")]
     Unauthorized,
     #[error("the date is not YYYY-MM-DD")]
@@ -207,6 +210,11 @@ pub enum EventsError {
 impl EventsError {
     pub fn into_response(self) -> Response<Body> {
         match self {
+            EventsError::NotCollected => text(
+                StatusCode::NOT_FOUND,
+                "metrics are not collected (METRIC_PROVIDER is not prometheus)",
+                "not_found",
+            ),
             EventsError::Unauthorized => {
                 let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized");
                 response.headers_mut().insert(
@@ -229,5 +237,47 @@ impl EventsError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::http::Outcome;
+
+    async fn text_of(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn outcome(response: &Response<Body>) -> Option<Outcome> {
+        response.extensions().get::<Outcome>().copied()
+    }
+
+    #[tokio::test]
+    async fn internal_listener_failures_keep_their_status_body_and_outcome() {
+        let not_collected = EventsError::NotCollected.into_response();
+        assert_eq!(not_collected.status(), StatusCode::NOT_FOUND);
+        assert_eq!(outcome(&not_collected), Some(Outcome("not_found")));
+        assert_eq!(
+            text_of(not_collected).await,
+            "metrics are not collected (METRIC_PROVIDER is not prometheus)\n"
+        );
+
+        let unauthorized = EventsError::Unauthorized.into_response();
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            unauthorized.headers().get(header::WWW_AUTHENTICATE),
+            Some(&HeaderValue::from_static("Basic realm=\"metrics\""))
+        );
+        assert_eq!(outcome(&unauthorized), Some(Outcome("unauthorized")));
+        assert_eq!(text_of(unauthorized).await, "unauthorized\n");
+
+        let bad_date = EventsError::BadDate.into_response();
+        assert_eq!(bad_date.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(outcome(&bad_date), Some(Outcome("bad_request")));
+        assert_eq!(text_of(bad_date).await, "date must be YYYY-MM-DD\n");
     }
 }

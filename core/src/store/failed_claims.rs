@@ -128,7 +128,10 @@ impl Store {
     }
 
     /// Counts one wrong code for the client and returns its failures so far
-    /// (within the current window).
+    /// (within the current window), outside any claim: `/claim-key` counts inside
+    /// its transaction, under the claim lock. Only with the `test-support` feature,
+    /// for the tests of the ban window.
+    #[cfg(feature = "test-support")]
     pub async fn record_failed_claim(
         &self,
         client: &ClientIdentifier,

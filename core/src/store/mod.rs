@@ -30,6 +30,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::connect::Connector;
 use self::tls::{DatabaseUrl, TlsSettings};
+use crate::error::{causes, chain, find_cause};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
@@ -78,11 +79,9 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => {
             let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
+            for cause in causes(error) {
                 text.push_str(": ");
                 text.push_str(&cause.to_string());
-                source = cause.source();
             }
             text
         }
@@ -110,14 +109,9 @@ impl From<refinery::Error> for StoreError {
     /// meets a pending migration) is appended in its safe form.
     fn from(error: refinery::Error) -> Self {
         let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
-                text.push_str(": ");
-                text.push_str(&describe_postgres(postgres));
-                break;
-            }
-            source = cause.source();
+        if let Some(postgres) = find_cause::<tokio_postgres::Error>(&error) {
+            text.push_str(": ");
+            text.push_str(&describe_postgres(postgres));
         }
         StoreError::Migration(text)
     }
@@ -265,7 +259,9 @@ impl Store {
         })
     }
 
-    /// Wraps an existing pool (tests build one per database).
+    /// Wraps an existing pool (tests build one per database). Only with the `test-support`
+    /// feature: the binaries always build their pool with [`Store::connect`].
+    #[cfg(feature = "test-support")]
     pub fn from_pool(pool: Pool) -> Store {
         Store {
             pool: Connections {
@@ -277,6 +273,9 @@ impl Store {
         }
     }
 
+    /// The pool itself, for tests that inspect the sessions a store opens (whether they are
+    /// TLS, for instance). Only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
     pub fn pool(&self) -> &Pool {
         &self.pool.pool
     }
@@ -319,13 +318,6 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         migrate(&mut client).await
-    }
-
-    /// Succeeds when a connection can run a query; used by readiness checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
     }
 }
 
@@ -379,8 +371,7 @@ async fn schema_is_current(runner: &refinery::Runner, client: &mut tokio_postgre
 
 /// Why a connection could not be opened, in an operator's words; never row data.
 fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = cause {
+    for current in chain(error) {
         if let Some(tls) = tls_error(current) {
             return describe_tls_failure(tls);
         }
@@ -388,7 +379,6 @@ fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             return io.to_string();
         }
-        cause = current.source();
     }
     if let Some(db) = error.as_db_error() {
         let code = db.code();

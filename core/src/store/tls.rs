@@ -39,6 +39,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::error::chain;
+
 /// How many characters of a rejected `sslmode` an error quotes.
 const MAX_QUOTED_CHARS: usize = 40;
 
@@ -285,18 +287,13 @@ impl DatabaseUrl {
 /// Only its "invalid value for option `port`" names a fixed option; its other messages may quote
 /// parts of the URL (an unknown parameter's name), so they are replaced.
 fn invalid_url_detail(err: &tokio_postgres::Error) -> String {
-    let mut cause: Option<&dyn std::error::Error> = Some(err);
-    let mut detail = None;
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if message.starts_with("invalid value for option `") {
-            detail = Some(message);
-        }
-        cause = inner.source();
-    }
-    let detail = detail.unwrap_or_else(|| {
-        "check the user, host, port, database name and query parameters".to_owned()
-    });
+    let detail = chain(err)
+        .map(ToString::to_string)
+        .filter(|message| message.starts_with("invalid value for option `"))
+        .last()
+        .unwrap_or_else(|| {
+            "check the user, host, port, database name and query parameters".to_owned()
+        });
     format!("is not a valid PostgreSQL URL: {detail}")
 }
 

@@ -29,11 +29,7 @@ pub fn prometheus(state: &AppState) -> Response<Body> {
             );
             response
         }
-        None => text(
-            StatusCode::NOT_FOUND,
-            "metrics are not collected (METRIC_PROVIDER is not prometheus)",
-            "not_found",
-        ),
+        None => EventsError::NotCollected.into_response(),
     }
 }
 

@@ -4,8 +4,6 @@
 //! app's every-4-hours check, unzips like iOS does, checks the signature, and
 //! finds its own keys once their hour has closed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use chrono::Duration;

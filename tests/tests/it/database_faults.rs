@@ -2,8 +2,6 @@
 //! real submit service, its store built by `Store::connect` as the binary builds it, reaching
 //! real PostgreSQL through a proxy that turns into a black hole and back.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,7 +1,5 @@
 //! The test harness itself: every test gets its own migrated database, and it goes away again.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use diagnosis_tests::pg::TestDatabase;
 
 async fn table_exists(db: &TestDatabase, table: &str) -> bool {

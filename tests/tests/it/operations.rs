@@ -1,8 +1,6 @@
 //! Operational endpoints, the `/events/...` metrics API, timeouts and graceful
 //! shutdown (DESIGN §3.4, §7).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use base64::Engine;

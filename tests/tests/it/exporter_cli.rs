@@ -3,8 +3,6 @@
 //! result, rejecting a changed byte), and clear failures for bad configuration
 //! and a store that refuses.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::{Command, Output};
 
 use diagnosis_tests::pg::TestDatabase;

@@ -4,8 +4,6 @@
 //! app key) or the submit service's secrets; neither can create, alter or drop a table.
 //! Migrations run as the owner, and a binary started as its role finds the schema current.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::sync::Arc;

@@ -1,7 +1,5 @@
 //! `POST /upload` against a real database: one test per row of DESIGN §3.3.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use diagnosis_core::time::{hour_number, interval_number, publish_hour};
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_proto::{EncryptedUploadRequest, Message, TemporaryExposureKey, Upload};

@@ -5,8 +5,6 @@
 //! clients, and `METRICS_ADDR` is opened only when it serves something, so the
 //! binaries started with defaults share a host.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

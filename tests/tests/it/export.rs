@@ -3,8 +3,6 @@
 //! crash recovery, the single-exporter lock, the embargo, padding, retention,
 //! exposure configurations and a failing object store.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 
 use bytes::Bytes;

@@ -1,8 +1,6 @@
 //! Store functions that no HTTP request reaches on its own: concurrent
 //! migrations, code collisions and retention (DESIGN §3.1, §4.2, §5).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use chrono::{DateTime, Duration, Utc};
 use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,

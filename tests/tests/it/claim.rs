@@ -1,7 +1,5 @@
 //! `POST /claim-key` against a real database: one test per row of DESIGN §3.2.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use diagnosis_core::store::CLIENT_IDENTITY_SECRET;

@@ -2,8 +2,6 @@
 //! does, against a real cluster that accepts only TLS (started by `infra/dev/test`), through the
 //! store and through both binaries as an operator runs them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -374,7 +372,7 @@ async fn the_store_serves_queries_over_verify_full() {
     let database = cluster.create_database().await;
     let store: Store = TlsCluster::store(&cluster.url(&database, &cluster.verify_full())).unwrap();
     store.migrate().await.unwrap();
-    store.ping().await.unwrap();
+    store.check_connection().await.unwrap();
     assert!(session_is_tls(&store).await);
     let env = submit_env(cluster.url(&database, &cluster.verify_full()));
     submit_serves(&env).await;

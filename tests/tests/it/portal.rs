@@ -1,7 +1,5 @@
 //! `POST /new-key-claim[/{hashID}]` against a real database (DESIGN §3.1).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use diagnosis_core::domain::OneTimeCode;
 use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN, TestApp};
 use diagnosis_tests::simulator::Portal;
