@@ -19,3 +19,4 @@ pub mod render;
 pub mod sign;
 pub mod storage;
 pub mod verify;
+pub mod verify_command;

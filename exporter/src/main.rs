@@ -6,17 +6,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use diagnosis_core::config::{CommonConfig, ProcessEnv, optional};
+use diagnosis_core::config::{CommonConfig, ProcessEnv};
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::config::{Config, SigningConfig};
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
-use diagnosis_exporter::sign::{PublicKey, generate_signing_key};
+use diagnosis_exporter::sign::generate_signing_key;
 use diagnosis_exporter::storage::Bucket;
-use diagnosis_exporter::verify::{VerifyOptions, source_for, verify_bucket};
+use diagnosis_exporter::verify_command::run_verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,7 +46,9 @@ enum Command {
     },
     /// Check a published bucket the way a phone would; exit non-zero on any violation.
     Verify {
-        /// A folder (or file:// URL) holding the bucket, or an http:// URL serving it.
+        /// Where the bucket is: a folder, a file:///path URL, an http:// or https:// URL
+        /// serving it (such as the CDN), or an s3://, gs:// or az:// bucket (read with the
+        /// standard AWS_*, GOOGLE_* or AZURE_* credentials).
         location: String,
         /// Public key PEM files to check signatures against (default: the public
         /// halves of SIGNING_KEY_FILE).
@@ -74,7 +76,7 @@ fn main() -> ExitCode {
                 location,
                 public_keys,
                 region,
-            }) => verify(&location, &public_keys, region).await,
+            }) => run_verify(&location, &public_keys, region).await,
             Some(Command::Migrate) => migrate().await,
             Some(Command::RunOnce) => run_once(cli.no_migrate).await,
             None => scheduled(cli.no_migrate).await,
@@ -294,47 +296,4 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
     );
     print!("{public_pem}");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn verify(
-    location: &str,
-    public_key_files: &[PathBuf],
-    region: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let public_keys = if public_key_files.is_empty() {
-        let Some(signing) = SigningConfig::from_env(&ProcessEnv)? else {
-            bail!("no public key: pass --public-key PEM or set SIGNING_KEY_FILE");
-        };
-        signing.load()?.public_keys()
-    } else {
-        let mut keys = Vec::new();
-        for path in public_key_files {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            keys.push(PublicKey::from_named_pem(
-                &path.display().to_string(),
-                &pem,
-            )?);
-        }
-        keys
-    };
-    let region = match region {
-        Some(region) => region,
-        None => optional(&ProcessEnv, "EXPORT_REGION", "CA".to_owned())?,
-    };
-    let source = source_for(location)?;
-    let report = verify_bucket(
-        source.as_ref(),
-        &VerifyOptions {
-            region,
-            public_keys,
-        },
-    )
-    .await?;
-    println!("{report}");
-    if report.is_ok() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::FAILURE)
-    }
 }

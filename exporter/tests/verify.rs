@@ -12,21 +12,27 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
+use diagnosis_exporter::archive::unzip_export;
 use diagnosis_exporter::archive::zip_export;
 use diagnosis_exporter::render::{
     ExportWindow, SignerInfo, daily_object_key, object_key, render_window,
 };
 use diagnosis_exporter::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_exporter::verify::{
-    DirectorySource, HttpSource, MemorySource, Source, VerifyError, VerifyOptions, VerifyReport,
-    source_for, verify_bucket,
+    DirectorySource, Finding, HttpSource, Kind, ManifestField, MemorySource, SignerCount, Source,
+    VerifyError, VerifyOptions, VerifyReport, source_for, verify_bucket,
 };
+use diagnosis_exporter::verify_command::source_for as command_source_for;
+use diagnosis_proto::{Message as _, TekSignatureList};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -71,6 +77,25 @@ fn signer(file: &str, version: &str) -> (SigningKey, SignerInfo) {
     )
 }
 
+/// Key 1 alone, as before a rotation.
+fn old_key() -> SigningKeys {
+    SigningKeys::new(vec![signer("test-signing-key.pem", "v1")]).unwrap()
+}
+
+/// Both keys, newest first, as during a rotation.
+fn both_keys() -> SigningKeys {
+    SigningKeys::new(vec![
+        signer("test-signing-key-2.pem", "v2"),
+        signer("test-signing-key.pem", "v1"),
+    ])
+    .unwrap()
+}
+
+/// Key 2 alone, as after a rotation.
+fn new_key() -> SigningKeys {
+    SigningKeys::new(vec![signer("test-signing-key-2.pem", "v2")]).unwrap()
+}
+
 fn region() -> Region {
     Region::parse("CA").unwrap()
 }
@@ -103,7 +128,9 @@ fn keys_of_hour(start: u64) -> Vec<DiagnosisKey> {
 /// What to publish; tests change it before [`Spec::publish`] to tamper "legitimately"
 /// (re-rendered and re-signed files).
 struct Spec {
-    signing_keys: SigningKeys,
+    /// The keys of every window starting at or after the given start (the last that
+    /// applies wins), as a key rotation changes them.
+    signing_keys: Vec<(u64, SigningKeys)>,
     /// Window start → keys.
     hours: BTreeMap<u64, Vec<DiagnosisKey>>,
     /// Day start → keys.
@@ -130,19 +157,24 @@ impl Spec {
             .flat_map(|(_, keys)| keys.iter().cloned())
             .collect();
         Self {
-            signing_keys: SigningKeys::new(vec![
-                signer("test-signing-key-2.pem", "v2"),
-                signer("test-signing-key.pem", "v1"),
-            ])
-            .unwrap(),
+            signing_keys: vec![(0, both_keys())],
             hours,
             days: BTreeMap::from([(DAY_START, day)]),
         }
     }
 
     fn signed_by_key_1_only(mut self) -> Self {
-        self.signing_keys = SigningKeys::new(vec![signer("test-signing-key.pem", "v1")]).unwrap();
+        self.signing_keys = vec![(0, old_key())];
         self
+    }
+
+    fn keys_for(&self, start: u64) -> &SigningKeys {
+        self.signing_keys
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= start)
+            .map(|(_, keys)| keys)
+            .unwrap()
     }
 
     /// Renders, signs and zips every window, then writes both indexes and the manifest.
@@ -153,7 +185,6 @@ impl Spec {
             daily: Vec::new(),
         };
         let mut manifest = Vec::new();
-        let signers = self.signing_keys.signer_infos();
         let windows = self
             .hours
             .iter()
@@ -165,9 +196,11 @@ impl Spec {
             );
         for (kind, start, length, max_keys, keys) in windows {
             let window = ExportWindow::new(region(), start, start + length).unwrap();
+            let signing_keys = self.keys_for(start);
+            let signers = signing_keys.signer_infos();
             let parts = render_window(window, &signers, max_keys, &mut keys.clone()).unwrap();
             for part in parts {
-                let sig = sign_export(&part.export_bin, &self.signing_keys).unwrap();
+                let sig = sign_export(&part.export_bin, signing_keys).unwrap();
                 let zip = zip_export(&part.export_bin, &sig).unwrap();
                 let key = if kind == "hourly" {
                     object_key(&region(), start, start + length, part.part)
@@ -248,15 +281,16 @@ async fn verify(source: &dyn Source, public_keys: Vec<PublicKey>) -> VerifyRepor
     verify_bucket(source, &options(public_keys)).await.unwrap()
 }
 
-fn assert_one_violation(report: &VerifyReport, fragments: &[&str]) {
+/// The one violation of `report`.
+fn the_violation(report: &VerifyReport) -> &Finding {
     assert_eq!(report.violations.len(), 1, "{report}");
-    for fragment in fragments {
-        assert!(
-            report.violations[0].contains(fragment),
-            "{fragment:?} is not in {:?}",
-            report.violations[0]
-        );
-    }
+    &report.violations[0]
+}
+
+/// The window start of an export file's object key.
+fn start_of(key: &str) -> u64 {
+    let file = key.rsplit('/').next().unwrap();
+    file.split('-').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -285,8 +319,29 @@ async fn a_correct_bucket_verifies_with_both_public_keys() {
         .map(|key| published.bucket.object(key).unwrap().len() as u64)
         .sum();
     assert_eq!(report.bytes, zips);
+    let files = (published.hourly.len() + published.daily.len()) as u64;
+    assert_eq!(
+        report.signers,
+        [
+            SignerCount {
+                public_key: public_key_2(),
+                files
+            },
+            SignerCount {
+                public_key: public_key_1(),
+                files
+            },
+        ]
+    );
     let summary = report.to_string();
     assert!(summary.contains("bytes per key: OK"), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "public key 2 of 2 ({:?}) signs {files} file(s)",
+            public_key_1()
+        )),
+        "{summary}"
+    );
 
     // Either key alone: a file also signed by another key is fine.
     for key in [public_key_1(), public_key_2()] {
@@ -317,14 +372,16 @@ async fn one_changed_byte_of_one_zip_is_reported() {
         report
             .violations
             .iter()
-            .all(|violation| violation.contains(&key)),
+            .all(|finding| finding.object() == key
+                || matches!(finding, Finding::ManifestMismatch { file, .. } if *file == key)),
         "{report}"
     );
     assert!(
-        report
-            .violations
-            .iter()
-            .any(|violation| violation.starts_with(&format!("CA/index.json: {key}: sha256 is "))),
+        report.violations.iter().any(|finding| matches!(
+            finding,
+            Finding::ManifestMismatch { object, file, field: ManifestField::Sha256, .. }
+                if object == "CA/index.json" && *file == key
+        )),
         "{report}"
     );
     // The content itself is found broken too, not only the manifest.
@@ -339,9 +396,14 @@ async fn a_deleted_object_is_reported() {
     let report = verify(&published.bucket, vec![public_key_1()]).await;
     assert_eq!(
         report.violations,
-        [format!(
-            "{key}: listed in CA/index.txt but the object does not exist"
-        )]
+        [Finding::ListedButMissing {
+            object: key.clone(),
+            index: "CA/index.txt".to_owned(),
+        }]
+    );
+    assert_eq!(
+        report.violations[0].to_string(),
+        format!("{key}: listed in CA/index.txt but the object does not exist")
     );
 
     // A missing part of the daily file: reported once, and the day is not compared (which
@@ -352,9 +414,10 @@ async fn a_deleted_object_is_reported() {
     let report = verify(&published.bucket, vec![public_key_1()]).await;
     assert_eq!(
         report.violations,
-        [format!(
-            "{daily}: listed in CA/daily/index.txt but the object does not exist"
-        )]
+        [Finding::ListedButMissing {
+            object: daily.clone(),
+            index: "CA/daily/index.txt".to_owned(),
+        }]
     );
     assert_eq!(
         report.notes,
@@ -370,19 +433,16 @@ async fn a_deleted_object_is_reported() {
     published.bucket.remove("CA/daily/index.txt");
     let report = verify(&published.bucket, vec![public_key_1()]).await;
     assert!(
-        report
-            .violations
-            .contains(&"CA/daily/index.txt: does not exist".to_owned()),
+        report.violations.contains(&Finding::Missing {
+            object: "CA/daily/index.txt".to_owned()
+        }),
         "{report}"
     );
     assert!(
-        report
-            .violations
-            .iter()
-            .any(|violation| violation.starts_with(&format!(
-                "CA/index.json: lists {}, which neither",
-                published.daily[0]
-            ))),
+        report.violations.contains(&Finding::ManifestUnindexed {
+            object: "CA/index.json".to_owned(),
+            file: published.daily[0].clone(),
+        }),
         "{report}"
     );
 }
@@ -397,15 +457,21 @@ async fn a_key_published_in_two_hourly_files_is_reported() {
     spec.hours.get_mut(&last_hour).unwrap().push(first.clone());
     let published = spec.publish();
     let report = verify(&published.bucket, vec![public_key_1(), public_key_2()]).await;
-    assert_one_violation(
-        &report,
-        &[
-            &format!("CA/{last_hour}-{}-0000", last_hour + HOUR),
-            "1 key_data value(s) are published twice among the hourly files",
-            &hex::encode(first.key_data.as_bytes()),
-            &format!("already in CA/{FIRST_HOUR}-{}-0000", FIRST_HOUR + HOUR),
-        ],
-    );
+    match the_violation(&report) {
+        Finding::KeyDataRepeated {
+            object,
+            kind: Kind::Hourly,
+            count: 1,
+            key_data,
+            first_seen_in: Some(first_seen_in),
+            ..
+        } => {
+            assert_eq!(start_of(object), last_hour, "{report}");
+            assert_eq!(key_data, first.key_data.as_bytes());
+            assert_eq!(start_of(first_seen_in), FIRST_HOUR, "{report}");
+        }
+        other => panic!("expected a repeated key_data, got {other}"),
+    }
 }
 
 #[tokio::test]
@@ -414,17 +480,16 @@ async fn a_daily_file_missing_a_key_is_reported() {
     let removed = spec.days.get_mut(&DAY_START).unwrap().remove(5);
     let published = spec.publish();
     let report = verify(&published.bucket, vec![public_key_1()]).await;
-    assert_one_violation(
-        &report,
-        &[
-            &format!(
-                "CA/daily/{DAY_START}-{}-00001.zip (and its other parts)",
-                DAY_START + DAY
-            ),
-            "is not exactly the union of its day's 24 hourly files: 1 key(s) of the day's \
-             hourly files are missing",
-            &hex::encode(removed.key_data.as_bytes()),
-        ],
+    assert_eq!(
+        the_violation(&report),
+        &Finding::DayNotUnion {
+            object: format!("CA/daily/{DAY_START}-{}-00001.zip", DAY_START + DAY),
+            parts: true,
+            missing: 1,
+            first_missing: Some(*removed.key_data.as_bytes()),
+            extra: 0,
+            first_extra: None,
+        }
     );
 
     // A changed field is a difference too, even with the same key_data.
@@ -432,12 +497,16 @@ async fn a_daily_file_missing_a_key_is_reported() {
     let key = &mut spec.days.get_mut(&DAY_START).unwrap()[3];
     key.transmission_risk_level = (key.transmission_risk_level + 1) % 8;
     let report = verify(&spec.publish().bucket, vec![public_key_1()]).await;
-    assert_one_violation(
-        &report,
-        &[
-            "1 key(s) of the day's hourly files are missing",
-            "1 key(s) are not in",
-        ],
+    assert!(
+        matches!(
+            the_violation(&report),
+            Finding::DayNotUnion {
+                missing: 1,
+                extra: 1,
+                ..
+            }
+        ),
+        "{report}"
     );
 }
 
@@ -452,12 +521,16 @@ async fn a_wrong_manifest_sha256_is_reported() {
         .bucket
         .insert("CA/index.json", serde_json::to_vec(&manifest).unwrap());
     let report = verify(&published.bucket, vec![public_key_1()]).await;
-    assert_one_violation(
-        &report,
-        &[&format!(
-            "CA/index.json: {key}: sha256 is {}, but the object's is ",
-            "0".repeat(64)
-        )],
+    let zip = published.bucket.object(&key).unwrap();
+    assert_eq!(
+        the_violation(&report),
+        &Finding::ManifestMismatch {
+            object: "CA/index.json".to_owned(),
+            file: key.clone(),
+            field: ManifestField::Sha256,
+            said: "0".repeat(64),
+            actual: hex::encode(Sha256::digest(zip)),
+        }
     );
 }
 
@@ -471,11 +544,10 @@ async fn an_index_out_of_order_is_reported() {
     let report = verify(&published.bucket, vec![public_key_1()]).await;
     assert!(!report.is_ok());
     assert!(
-        report
-            .violations
-            .iter()
-            .all(|violation| violation.starts_with("CA/index.txt: line ")
-                && violation.contains("but the index must be oldest first")),
+        report.violations.iter().all(|finding| matches!(
+            finding,
+            Finding::IndexOrder { object, .. } if object == "CA/index.txt"
+        )),
         "{report}"
     );
 
@@ -495,12 +567,15 @@ async fn a_missing_hour_is_reported() {
     let gone = DAY_START + DAY + HOUR;
     spec.hours.remove(&gone);
     let report = verify(&spec.publish().bucket, vec![public_key_1()]).await;
-    assert_one_violation(
-        &report,
-        &[&format!(
-            "CA/index.txt: no hourly file for 1 hour(s) from {gone} to {}",
-            gone + HOUR
-        )],
+    assert_eq!(
+        the_violation(&report),
+        &Finding::WindowsMissing {
+            object: "CA/index.txt".to_owned(),
+            kind: Kind::Hourly,
+            count: 1,
+            from: gone,
+            to: gone + HOUR,
+        }
     );
 
     // An hour missing inside the complete day: a gap, and the day cannot be compared.
@@ -522,34 +597,182 @@ async fn a_file_signed_by_another_key_is_reported() {
     assert!(report.is_ok(), "{report}");
 
     let report = verify(&published.bucket, vec![public_key_2()]).await;
-    let files = published.hourly.len() + published.daily.len();
-    assert_eq!(report.violations.len(), files, "{report}");
-    let mut named: Vec<&str> = report
-        .violations
-        .iter()
-        .map(|violation| {
-            let (key, message) = violation.split_once(": ").unwrap();
-            assert!(
-                message.starts_with(
-                    "no signature in export.sig verifies over export.bin with public key 1 of 1"
-                ),
-                "{violation}"
-            );
-            key
-        })
-        .collect();
-    named.sort_unstable();
-    let mut all: Vec<&str> = published
+    let mut all: Vec<String> = published
         .hourly
         .iter()
         .chain(&published.daily)
-        .map(String::as_str)
+        .cloned()
         .collect();
     all.sort_unstable();
+    let files = all.len();
+    let mut named = Vec::new();
+    for finding in &report.violations {
+        match finding {
+            Finding::NotSignedByGivenKey { object, given: 1 } => named.push(object.clone()),
+            Finding::KeySignsNothing {
+                object,
+                key_number: 1,
+                files: read,
+                ..
+            } => {
+                assert_eq!(object, "CA/index.txt");
+                assert_eq!(*read, files as u64);
+            }
+            other => panic!("unexpected finding {other}"),
+        }
+    }
+    named.sort_unstable();
     assert_eq!(named, all);
-    // Both keys required, one missing from the files: still one violation per file.
+    assert_eq!(report.violations.len(), files + 1, "{report}");
+    assert!(
+        report.violations[0]
+            .to_string()
+            .ends_with(": no signature in export.sig verifies over export.bin with any of the 1 given public key(s)"),
+        "{report}"
+    );
+    // Key 1 signs every file, but key 2, also given, signs none: the rotation has not
+    // started, which the report says once.
     let report = verify(&published.bucket, vec![public_key_1(), public_key_2()]).await;
-    assert_eq!(report.violations.len(), files, "{report}");
+    assert!(
+        matches!(
+            the_violation(&report),
+            Finding::KeySignsNothing { key_number: 2, .. }
+        ),
+        "{report}"
+    );
+}
+
+/// The windows of a rotation: before `BOTH_FROM` key 1 alone signs, then both keys, and from
+/// `NEW_FROM` key 2 alone (RUNBOOK §5).
+const BOTH_FROM: u64 = DAY_START + 12 * HOUR;
+const NEW_FROM: u64 = DAY_START + DAY;
+
+fn rotating_spec() -> Spec {
+    let mut spec = Spec::new();
+    spec.signing_keys = vec![
+        (0, old_key()),
+        (BOTH_FROM, both_keys()),
+        (NEW_FROM, new_key()),
+    ];
+    spec
+}
+
+#[tokio::test]
+async fn during_a_key_rotation_both_keys_pass_files_signed_by_old_both_and_new() {
+    let published = rotating_spec().publish();
+    let files: Vec<&String> = published.hourly.iter().chain(&published.daily).collect();
+    let count = |from: u64, to: u64| {
+        files
+            .iter()
+            .filter(|key| (from..to).contains(&start_of(key)))
+            .count() as u64
+    };
+    let (old, both, new) = (
+        count(0, BOTH_FROM),
+        count(BOTH_FROM, NEW_FROM),
+        count(NEW_FROM, u64::MAX),
+    );
+    assert!(old > 0 && both > 0 && new > 0, "{old} {both} {new}");
+
+    let report = verify(&published.bucket, vec![public_key_1(), public_key_2()]).await;
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(
+        report.signers,
+        [
+            SignerCount {
+                public_key: public_key_1(),
+                files: old + both
+            },
+            SignerCount {
+                public_key: public_key_2(),
+                files: both + new
+            },
+        ]
+    );
+
+    // One key alone: the files the other signs alone are reported, each by name.
+    for (key, unsigned_from, unsigned_to) in [
+        (public_key_1(), NEW_FROM, u64::MAX),
+        (public_key_2(), 0, BOTH_FROM),
+    ] {
+        let report = verify(&published.bucket, vec![key]).await;
+        let mut reported: Vec<&str> = report
+            .violations
+            .iter()
+            .map(|finding| match finding {
+                Finding::NotSignedByGivenKey { object, given: 1 } => object.as_str(),
+                other => panic!("unexpected finding {other}"),
+            })
+            .collect();
+        reported.sort_unstable();
+        let mut expected: Vec<&str> = files
+            .iter()
+            .filter(|key| (unsigned_from..unsigned_to).contains(&start_of(key)))
+            .map(|key| key.as_str())
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(reported, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_signature_labelled_as_a_given_key_is_reported_even_beside_a_good_one() {
+    let mut published = rotating_spec().publish();
+    // A file signed by both: its v1 signature (second, newest first) is replaced by one key 1
+    // made over other bytes, which is valid DER but does not verify.
+    let key = published
+        .hourly
+        .iter()
+        .find(|key| (BOTH_FROM..NEW_FROM).contains(&start_of(key)))
+        .unwrap()
+        .clone();
+    let entries = unzip_export(published.bucket.object(&key).unwrap()).unwrap();
+    let mut list = TekSignatureList::decode(entries.export_sig.as_slice()).unwrap();
+    assert_eq!(
+        list.signatures[1]
+            .signature_info
+            .as_ref()
+            .unwrap()
+            .verification_key_version
+            .as_deref(),
+        Some("v1")
+    );
+    let elsewhere = sign_export(b"other bytes", &old_key()).unwrap();
+    list.signatures[1].signature = TekSignatureList::decode(elsewhere.as_slice())
+        .unwrap()
+        .signatures
+        .remove(0)
+        .signature;
+    let zip = zip_export(&entries.export_bin, &list.encode_to_vec()).unwrap();
+    published.bucket.insert(key.clone(), zip);
+
+    let report = verify(&published.bucket, vec![public_key_1(), public_key_2()]).await;
+    let not_verifying: Vec<&Finding> = report
+        .violations
+        .iter()
+        .filter(|finding| !matches!(finding, Finding::ManifestMismatch { .. }))
+        .collect();
+    assert_eq!(
+        not_verifying,
+        [&Finding::SignatureDoesNotVerify {
+            object: key.clone(),
+            index: 1,
+            key_version: Some("v1".to_owned()),
+            key_id: Some("302".to_owned()),
+            key_number: 1,
+            public_key: public_key_1(),
+        }],
+        "{report}"
+    );
+    // The manifest's size and hash of the rewritten file are the only other findings.
+    assert!(
+        report
+            .violations
+            .iter()
+            .all(|finding| finding.object() == key
+                || matches!(finding, Finding::ManifestMismatch { file, .. } if *file == key)),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -561,10 +784,19 @@ async fn all_violations_are_collected_in_one_run() {
     let key = published.an_hourly_file_of_the_next_day();
     published.bucket.remove(&key);
     let report = verify(&published.bucket, vec![public_key_2()]).await;
-    let has = |fragment: &str| report.violations.iter().any(|v| v.contains(fragment));
-    assert!(has("no hourly file for 1 hour(s)"), "{report}");
-    assert!(has("is not exactly the union"), "{report}");
-    assert!(has("but the object does not exist"), "{report}");
+    let has = |wanted: fn(&Finding) -> bool| report.violations.iter().any(wanted);
+    assert!(
+        has(|finding| matches!(finding, Finding::WindowsMissing { count: 1, .. })),
+        "{report}"
+    );
+    assert!(
+        has(|finding| matches!(finding, Finding::DayNotUnion { .. })),
+        "{report}"
+    );
+    assert!(
+        has(|finding| matches!(finding, Finding::ListedButMissing { .. })),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -627,9 +859,10 @@ async fn a_bucket_in_a_folder_verifies_through_paths_and_file_urls() {
     let report = verify(&DirectorySource::new(&dir), keys).await;
     assert_eq!(
         report.violations,
-        [format!(
-            "{key}: listed in CA/index.txt but the object does not exist"
-        )]
+        [Finding::ListedButMissing {
+            object: key,
+            index: "CA/index.txt".to_owned(),
+        }]
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -695,9 +928,10 @@ async fn a_bucket_served_over_http_verifies() {
     let report = verify(&source, keys).await;
     assert_eq!(
         report.violations,
-        [format!(
-            "{tampered}: listed in CA/index.txt but the object does not exist"
-        )]
+        [Finding::ListedButMissing {
+            object: tampered,
+            index: "CA/index.txt".to_owned(),
+        }]
     );
 
     assert_eq!(source.get("CA/no-such-object").await.unwrap(), None);
@@ -734,47 +968,296 @@ async fn an_unreachable_server_is_an_error() {
 
 #[test]
 fn source_for_parses_paths_and_urls() {
-    fn error(location: &str) -> String {
-        match source_for(location) {
+    fn error(location: &str) -> VerifyError {
+        match command_source_for(location) {
             Ok(source) => panic!("{location}: accepted as {}", source.describe()),
-            Err(error) => error.to_string(),
+            Err(error) => error,
         }
     }
-    let https = error("https://cdn.example.org/bucket");
-    assert!(
-        https.starts_with("cannot verify https://cdn.example.org/bucket: https:// is not supported: this build has no TLS stack"),
-        "{https}"
-    );
-    assert!(error("HTTPS://cdn.example.org").contains("no TLS stack"));
-    assert!(error("ftp://bucket/prefix").contains("only http:// URLs, s3://, gs:// and az://"));
+    fn reason(location: &str) -> String {
+        match error(location) {
+            VerifyError::UnsupportedLocation {
+                location: named,
+                reason,
+            } => {
+                assert_eq!(named, location);
+                reason
+            }
+            other => panic!("{location}: expected an unsupported location, got {other}"),
+        }
+    }
     assert_eq!(
-        source_for("s3://bucket/prefix").unwrap().describe(),
+        reason("ftp://bucket/prefix"),
+        "verify reads a folder or a file://, http://, https://, s3://, gs:// or az:// location"
+    );
+    assert_eq!(
+        command_source_for("s3://bucket/prefix").unwrap().describe(),
         "s3://bucket/prefix"
     );
-    assert!(error("file://host/x").contains("a file:// URL must be absolute: file:///path"));
-    assert!(error("file:///no/such/folder/here").starts_with("cannot read /no/such/folder/here"));
-    assert!(error("http://").contains("cannot verify http://"));
-    assert!(error("http://host/x?query=1").contains("the URL has a query"));
-    assert!(error("").contains("empty path"));
+    assert_eq!(
+        command_source_for("memory://").unwrap().describe(),
+        "memory://"
+    );
+    // The verify module itself reads no object store.
+    assert!(matches!(
+        source_for("s3://bucket/prefix"),
+        Err(VerifyError::UnsupportedLocation { .. })
+    ));
+    assert!(reason("file://host/x").contains("file:///path"));
+    assert!(matches!(
+        error("file:///no/such/folder/here"),
+        VerifyError::Io { path, .. } if path == Path::new("/no/such/folder/here")
+    ));
+    reason("http://");
+    assert!(reason("http://host/x?query=1").contains("the URL has a query"));
+    assert!(reason("https://host/x?query=1").contains("the URL has a query"));
+    assert_eq!(reason(""), "empty path");
 
     let dir = temp_dir("source-for");
     let file = dir.join("a file");
     std::fs::write(&file, "x").unwrap();
-    assert!(error(&file.display().to_string()).contains("not a folder"));
+    assert_eq!(reason(&file.display().to_string()), "not a folder");
     let escaped = format!("file://{}", dir.display()).replace(' ', "%20");
     assert_eq!(
-        source_for(&escaped).unwrap().describe(),
+        command_source_for(&escaped).unwrap().describe(),
         format!("folder {}", dir.display())
     );
+    let spaced = dir.join("a b");
+    std::fs::create_dir(&spaced).unwrap();
     assert_eq!(
-        source_for(&format!("file://localhost{}", dir.display()))
+        command_source_for(&format!("file://{}/a%20b", dir.display()))
+            .unwrap()
+            .describe(),
+        format!("folder {}", spaced.display())
+    );
+    assert_eq!(
+        command_source_for(&format!("file://localhost{}", dir.display()))
             .unwrap()
             .describe(),
         format!("folder {}", dir.display())
     );
     assert_eq!(
-        source_for("http://127.0.0.1:9/bucket").unwrap().describe(),
+        command_source_for("http://127.0.0.1:9/bucket")
+            .unwrap()
+            .describe(),
         "http://127.0.0.1:9/bucket"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A test CA, an unrelated one, and a server certificate the first signed (SAN IP:127.0.0.1
+/// and DNS:localhost), made by openssl for this test run.
+struct TestCertificates {
+    dir: PathBuf,
+}
+
+impl TestCertificates {
+    fn generate() -> Self {
+        let dir = temp_dir("tls");
+        let openssl = |args: &[&str]| {
+            let output = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl is needed to make the test certificates");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let new_ca = |name: &str, subject: &str| {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        };
+        new_ca("ca", "/CN=verify test CA");
+        new_ca("other-ca", "/CN=unrelated test CA");
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        Self { dir }
+    }
+
+    fn roots(&self, ca: &str) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.dir.join(ca)).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        roots
+    }
+
+    fn server_config(&self) -> rustls::ServerConfig {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.dir.join("server.crt"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(self.dir.join("server.key")).unwrap();
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap()
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// [`serve`] over TLS with `config`.
+async fn serve_tls(bucket: MemorySource, config: rustls::ServerConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let bucket = Arc::new(bucket);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let bucket = Arc::clone(&bucket);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to serve.
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let bucket = Arc::clone(&bucket);
+                    async move { Ok::<_, Infallible>(respond(&bucket, request.uri().path())) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_bucket_served_over_https_verifies() {
+    let certificates = TestCertificates::generate();
+    let mut published = Spec::new().publish();
+    let address = serve_tls(published.bucket.clone(), certificates.server_config()).await;
+    let keys = vec![public_key_1(), public_key_2()];
+    for host in [address.to_string(), format!("localhost:{}", address.port())] {
+        let source = HttpSource::with_roots(
+            &format!("https://{host}/bucket/"),
+            certificates.roots("ca.crt"),
+        )
+        .unwrap();
+        assert_eq!(source.describe(), format!("https://{host}/bucket"));
+        let report = verify(&source, keys.clone()).await;
+        assert!(report.is_ok(), "{host}: {report}");
+    }
+
+    let tampered = published.an_hourly_file_of_the_next_day();
+    published.bucket.remove(&tampered);
+    let address = serve_tls(published.bucket, certificates.server_config()).await;
+    let source = HttpSource::with_roots(
+        &format!("https://{address}/bucket"),
+        certificates.roots("ca.crt"),
+    )
+    .unwrap();
+    let report = verify(&source, keys).await;
+    assert_eq!(
+        report.violations,
+        [Finding::ListedButMissing {
+            object: tampered,
+            index: "CA/index.txt".to_owned(),
+        }]
+    );
+    let broken = HttpSource::with_roots(
+        &format!("https://{address}/broken"),
+        certificates.roots("ca.crt"),
+    )
+    .unwrap();
+    assert!(matches!(
+        broken.get("CA/index.txt").await,
+        Err(VerifyError::HttpStatus { status: 500, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_server_signed_by_an_unknown_ca_is_refused() {
+    let certificates = TestCertificates::generate();
+    let address = serve_tls(Spec::new().publish().bucket, certificates.server_config()).await;
+    let url = format!("https://{address}/bucket");
+    // Trusting another CA, and trusting the system's certificates (which do not hold the
+    // test CA): both refuse, saying why.
+    let other_ca = HttpSource::with_roots(&url, certificates.roots("other-ca.crt")).unwrap();
+    let system = command_source_for(&url).unwrap();
+    for source in [&other_ca as &dyn Source, system.as_ref()] {
+        match source.get("CA/index.txt").await {
+            Err(error @ VerifyError::UntrustedServer { .. }) => {
+                let text = error.to_string();
+                assert!(
+                    text.starts_with(&format!(
+                        "GET {url}/CA/index.txt: the server's certificate is not trusted ("
+                    )),
+                    "{text}"
+                );
+                assert!(text.contains("UnknownIssuer"), "{text}");
+                assert!(text.contains("SSL_CERT_FILE"), "{text}");
+            }
+            other => panic!("expected an untrusted server, got {other:?}"),
+        }
+        assert!(verify_bucket(source, &options(Vec::new())).await.is_err());
+    }
+    // Plain HTTP to the TLS port is not mistaken for a missing object either.
+    let plain = HttpSource::new(&format!("http://{address}/bucket")).unwrap();
+    assert!(plain.get("CA/index.txt").await.is_err());
 }

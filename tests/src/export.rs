@@ -19,7 +19,8 @@ use diagnosis_exporter::config::ExportSettings;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome, RunReport};
 use diagnosis_exporter::sign::{PublicKey, SigningKeys};
 use diagnosis_exporter::storage::Bucket;
-use diagnosis_exporter::verify::{BucketSource, VerifyOptions, VerifyReport, verify_bucket};
+use diagnosis_exporter::verify::{VerifyOptions, VerifyReport, verify_bucket};
+use diagnosis_exporter::verify_command::BucketSource;
 
 use crate::pg::TestDatabase;
 use crate::s3::TestBucket;

@@ -7,8 +7,6 @@
 //! repeat once per key are counted and reported once per file, so a broken file of 750 000 keys
 //! yields a handful of lines, not a million.
 
-use std::fmt::Display;
-
 use diagnosis_core::domain::Region;
 use diagnosis_proto::{
     EXPORT_BIN_HEADER, Message as _, SIGNATURE_ALGORITHM, SignatureInfo, TekSignatureList,
@@ -16,6 +14,7 @@ use diagnosis_proto::{
 };
 use sha2::{Digest as _, Sha256};
 
+use super::finding::{Finding, KeyProblem};
 use super::names::ObjectName;
 use crate::archive::unzip_export;
 use crate::render::{MAX_SIGNERS, SignerInfo};
@@ -54,28 +53,46 @@ pub(crate) struct CheckedFile {
     pub(crate) key_count: Option<u64>,
     /// The keys whose `key_data` is 16 bytes, in file order.
     pub(crate) keys: Vec<ExportedKey>,
+    /// The signatures of `export.sig`, when it could be read.
+    pub(crate) signatures: Option<Vec<CheckedSignature>>,
+}
+
+/// One signature of `export.sig`: its label and which given public keys verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedSignature {
+    /// `verification_key_version` of its label.
+    pub(crate) key_version: Option<String>,
+    /// `verification_key_id` of its label.
+    pub(crate) key_id: Option<String>,
+    /// Indexes (into the given public keys) of the keys it verifies with over `export.bin`.
+    pub(crate) verified_by: Vec<usize>,
 }
 
 /// Checks the zip published as `name` and returns its facts; every problem is pushed onto
-/// `violations` as one line naming the object key.
+/// `findings`, naming the object key. Which keys sign the file is returned, not judged: that
+/// takes the whole bucket (see [`CheckedSignature`]).
 pub(crate) fn check_export_file(
     name: &ObjectName,
     region: &Region,
     public_keys: &[PublicKey],
     zip: &[u8],
-    violations: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
 ) -> CheckedFile {
     let mut file = CheckedFile {
         bytes: zip.len() as u64,
         sha256: hex::encode(Sha256::digest(zip)),
         key_count: None,
         keys: Vec::new(),
+        signatures: None,
     };
     let key = &name.key;
     let entries = match unzip_export(zip) {
         Ok(entries) => entries,
         Err(error) => {
-            violations.push(format!("{key}: not a valid export archive: {error}"));
+            findings.push(Finding::ArchiveInvalid {
+                object: key.clone(),
+                reason: error.to_string(),
+            });
             return file;
         }
     };
@@ -83,43 +100,39 @@ pub(crate) fn check_export_file(
         .export_bin
         .strip_prefix(EXPORT_BIN_HEADER.as_slice())
     else {
-        violations.push(format!(
-            "{key}: export.bin does not start with the header {:?}",
-            String::from_utf8_lossy(EXPORT_BIN_HEADER)
-        ));
+        findings.push(Finding::HeaderMissing {
+            object: key.clone(),
+        });
         return file;
     };
     let export = match TemporaryExposureKeyExport::decode(message) {
         Ok(export) => export,
         Err(error) => {
-            violations.push(format!(
-                "{key}: export.bin is not a TemporaryExposureKeyExport: {error}"
-            ));
+            findings.push(Finding::ExportBinMalformed {
+                object: key.clone(),
+                reason: error.to_string(),
+            });
             return file;
         }
     };
-    check_window(name, region, &export, violations);
-    check_signatures(
+    check_window(name, region, &export, findings);
+    file.signatures = check_signatures(
         name,
         &export.signature_infos,
         &entries.export_bin,
         &entries.export_sig,
         public_keys,
-        violations,
+        findings,
     );
     file.key_count = Some(export.keys.len() as u64);
-    file.keys = check_keys(key, &export.keys, violations);
+    file.keys = check_keys(key, &export.keys, findings);
     if !export.revised_keys.is_empty() {
-        violations.push(format!(
-            "{key}: export.bin holds {} revised_keys; this server never publishes revised keys",
-            export.revised_keys.len()
-        ));
+        findings.push(Finding::RevisedKeys {
+            object: key.clone(),
+            count: export.revised_keys.len(),
+        });
     }
     file
-}
-
-fn shown<T: Display>(value: Option<T>) -> String {
-    value.map_or_else(|| "absent".to_owned(), |value| value.to_string())
 }
 
 /// Start, end, region and batch as DESIGN §4.1 requires for this name.
@@ -127,142 +140,143 @@ fn check_window(
     name: &ObjectName,
     region: &Region,
     export: &TemporaryExposureKeyExport,
-    violations: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
 ) {
     let key = &name.key;
     if export.start_timestamp != Some(name.start) {
-        violations.push(format!(
-            "{key}: start_timestamp is {}, the name says {}",
-            shown(export.start_timestamp),
-            name.start
-        ));
+        findings.push(Finding::StartTimestamp {
+            object: key.clone(),
+            found: export.start_timestamp,
+            expected: name.start,
+        });
     }
     let expected_end = name.part.end_timestamp(name.end);
     if export.end_timestamp != Some(expected_end) {
-        violations.push(format!(
-            "{key}: end_timestamp is {}, expected {expected_end} (the named end {} + part {} − 1)",
-            shown(export.end_timestamp),
-            name.end,
-            name.part.get()
-        ));
+        findings.push(Finding::EndTimestamp {
+            object: key.clone(),
+            found: export.end_timestamp,
+            expected: expected_end,
+            named_end: name.end,
+            part: name.part,
+        });
     }
     if export.region.as_deref() != Some(region.as_str()) {
-        violations.push(format!(
-            "{key}: region is {}, expected {:?}",
-            shown(export.region.as_ref().map(|region| format!("{region:?}"))),
-            region.as_str()
-        ));
+        findings.push(Finding::ExportRegion {
+            object: key.clone(),
+            found: export.region.clone(),
+            expected: region.as_str().to_owned(),
+        });
     }
     if export.batch_num != Some(1) || export.batch_size != Some(1) {
-        violations.push(format!(
-            "{key}: batch_num/batch_size is {}/{}, expected 1/1",
-            shown(export.batch_num),
-            shown(export.batch_size)
-        ));
+        findings.push(Finding::ExportBatch {
+            object: key.clone(),
+            batch_num: export.batch_num,
+            batch_size: export.batch_size,
+        });
     }
 }
 
-fn describe_info(info: Option<&SignatureInfo>) -> String {
-    match info {
-        None => "absent".to_owned(),
-        Some(info) => format!(
-            "(version {}, id {}, algorithm {})",
-            shown(info.verification_key_version.as_deref()),
-            shown(info.verification_key_id.as_deref()),
-            shown(info.signature_algorithm.as_deref())
-        ),
-    }
-}
-
-/// The signature infos of `export.bin`, `export.sig` against them, and each given public key
-/// against the whole `export.bin` (DESIGN §4.1).
+/// The signature infos of `export.bin` and `export.sig` against them (DESIGN §4.1); returns
+/// each signature with the given public keys it verifies with over the whole `export.bin`, or
+/// `None` when `export.sig` cannot be read.
 fn check_signatures(
     name: &ObjectName,
     infos: &[SignatureInfo],
     export_bin: &[u8],
     export_sig: &[u8],
     public_keys: &[PublicKey],
-    violations: &mut Vec<String>,
-) {
+    findings: &mut Vec<Finding>,
+) -> Option<Vec<CheckedSignature>> {
     let key = &name.key;
     if infos.is_empty() {
-        violations.push(format!("{key}: export.bin has no signature_infos"));
+        findings.push(Finding::NoSignatureInfos {
+            object: key.clone(),
+        });
     } else if infos.len() > MAX_SIGNERS {
-        violations.push(format!(
-            "{key}: export.bin has {} signature_infos, at most {MAX_SIGNERS} are allowed",
-            infos.len()
-        ));
+        findings.push(Finding::TooManySignatureInfos {
+            object: key.clone(),
+            count: infos.len(),
+        });
     }
     for (index, info) in infos.iter().enumerate() {
         if info.signature_algorithm.as_deref() != Some(SIGNATURE_ALGORITHM) {
-            violations.push(format!(
-                "{key}: signature_infos[{index}] has algorithm {}, expected {SIGNATURE_ALGORITHM}",
-                shown(info.signature_algorithm.as_deref())
-            ));
+            findings.push(Finding::SignatureAlgorithm {
+                object: key.clone(),
+                index,
+                found: info.signature_algorithm.clone(),
+            });
         }
         if let Err(error) = SignerInfo::new(
             info.verification_key_version.as_deref().unwrap_or_default(),
             info.verification_key_id.as_deref().unwrap_or_default(),
         ) {
-            violations.push(format!("{key}: signature_infos[{index}]: {error}"));
+            findings.push(Finding::SignatureInfoInvalid {
+                object: key.clone(),
+                index,
+                reason: error.to_string(),
+            });
         }
     }
 
     let list = match TekSignatureList::decode(export_sig) {
         Ok(list) => list,
         Err(error) => {
-            violations.push(format!(
-                "{key}: export.sig is not a TEKSignatureList: {error}"
-            ));
-            return;
+            findings.push(Finding::ExportSigMalformed {
+                object: key.clone(),
+                reason: error.to_string(),
+            });
+            return None;
         }
     };
     if list.signatures.len() != infos.len() {
-        violations.push(format!(
-            "{key}: export.sig holds {} signatures but export.bin has {} signature_infos (one \
-             signature per signature info, in the same order)",
-            list.signatures.len(),
-            infos.len()
-        ));
+        findings.push(Finding::SignatureCount {
+            object: key.clone(),
+            signatures: list.signatures.len(),
+            infos: infos.len(),
+        });
     }
     for (index, (signature, info)) in list.signatures.iter().zip(infos).enumerate() {
         if signature.signature_info.as_ref() != Some(info) {
-            violations.push(format!(
-                "{key}: export.sig signature {index} is labelled {}, but export.bin's \
-                 signature_infos[{index}] is {}",
-                describe_info(signature.signature_info.as_ref()),
-                describe_info(Some(info))
-            ));
+            findings.push(Finding::SignatureLabel {
+                object: key.clone(),
+                index,
+                label: signature.signature_info.clone(),
+                info: info.clone(),
+            });
         }
     }
     for (index, signature) in list.signatures.iter().enumerate() {
         if signature.batch_num != Some(1) || signature.batch_size != Some(1) {
-            violations.push(format!(
-                "{key}: export.sig signature {index} has batch_num/batch_size {}/{}, expected 1/1",
-                shown(signature.batch_num),
-                shown(signature.batch_size)
-            ));
+            findings.push(Finding::SignatureBatch {
+                object: key.clone(),
+                index,
+                batch_num: signature.batch_num,
+                batch_size: signature.batch_size,
+            });
         }
     }
-    // A phone holds one public key per (version, id) and checks the matching signature; the
-    // names a bucket uses for the given keys are not known here, so any signature that
-    // verifies counts. A file also signed by a newer key than those given is fine.
-    for (index, public_key) in public_keys.iter().enumerate() {
-        let verified = list.signatures.iter().any(|signature| {
-            signature
-                .signature
-                .as_deref()
-                .is_some_and(|der| verify_signature(export_bin, der, public_key))
-        });
-        if !verified {
-            violations.push(format!(
-                "{key}: no signature in export.sig verifies over export.bin with public key {} \
-                 of {} ({public_key:?})",
-                index + 1,
-                public_keys.len()
-            ));
-        }
-    }
+    let checked = list
+        .signatures
+        .iter()
+        .map(|signature| {
+            let label = signature.signature_info.as_ref();
+            let verified_by = signature.signature.as_deref().map_or_else(Vec::new, |der| {
+                (0..public_keys.len())
+                    .filter(|&number| {
+                        public_keys
+                            .get(number)
+                            .is_some_and(|public_key| verify_signature(export_bin, der, public_key))
+                    })
+                    .collect()
+            });
+            CheckedSignature {
+                key_version: label.and_then(|info| info.verification_key_version.clone()),
+                key_id: label.and_then(|info| info.verification_key_id.clone()),
+                verified_by,
+            }
+        })
+        .collect();
+    Some(checked)
 }
 
 /// A problem that may repeat for many keys of one file: how often, and where first.
@@ -280,12 +294,14 @@ impl Tally {
         self.count += 1;
     }
 
-    fn report(&self, key: &str, what: &str, violations: &mut Vec<String>) {
+    fn report(&self, key: &str, problem: KeyProblem, findings: &mut Vec<Finding>) {
         if self.count > 0 {
-            violations.push(format!(
-                "{key}: {} key(s) {what} (first: key {} of the file, counting from 0)",
-                self.count, self.first
-            ));
+            findings.push(Finding::Keys {
+                object: key.to_owned(),
+                problem,
+                count: self.count,
+                first: self.first,
+            });
         }
     }
 }
@@ -306,7 +322,7 @@ fn order_of(key: &TemporaryExposureKey) -> (i32, i32, i32, i32, Option<i32>, &[u
 fn check_keys(
     file_key: &str,
     keys: &[TemporaryExposureKey],
-    violations: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
 ) -> Vec<ExportedKey> {
     let mut out_of_order = Tally::default();
     let mut bad_key_data = Tally::default();
@@ -343,28 +359,10 @@ fn check_keys(
             None => bad_key_data.record(index),
         }
     }
-    out_of_order.report(
-        file_key,
-        "do not come after the previous key in canonical order (rolling_start_interval_number, \
-         rolling_period, transmission_risk_level, report_type, days_since_onset with unknown \
-         first, key_data), or repeat it",
-        violations,
-    );
-    bad_key_data.report(
-        file_key,
-        "have key_data that is absent or not 16 bytes",
-        violations,
-    );
-    no_start.report(
-        file_key,
-        "have no rolling_start_interval_number",
-        violations,
-    );
-    explicit_default.report(
-        file_key,
-        "write rolling_period 144 explicitly; the default must be omitted",
-        violations,
-    );
+    out_of_order.report(file_key, KeyProblem::OutOfOrder, findings);
+    bad_key_data.report(file_key, KeyProblem::BadKeyData, findings);
+    no_start.report(file_key, KeyProblem::NoRollingStart, findings);
+    explicit_default.report(file_key, KeyProblem::ExplicitDefaultPeriod, findings);
     exported
 }
 
@@ -430,7 +428,7 @@ mod tests {
         name: &ObjectName,
         zip: &[u8],
         public_keys: &[PublicKey],
-    ) -> (CheckedFile, Vec<String>) {
+    ) -> (CheckedFile, Vec<Finding>) {
         let mut violations = Vec::new();
         let file = check_export_file(name, &ca(), public_keys, zip, &mut violations);
         (file, violations)
@@ -473,16 +471,25 @@ mod tests {
     fn the_name_decides_start_end_and_part() {
         let zip = good_zip(&mut []);
         let (_, violations) = check(&name(2), &zip, &[]);
+        let key = name(2).key;
         assert_eq!(
             violations,
-            [format!(
-                "CA/{START}-{}-00002.zip: end_timestamp is {}, expected {} (the named end {} + \
-                 part 2 − 1)",
-                START + 3600,
+            [Finding::EndTimestamp {
+                object: key.clone(),
+                found: Some(START + 3600),
+                expected: START + 3601,
+                named_end: START + 3600,
+                part: PartNumber::new(2).unwrap(),
+            }]
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            format!(
+                "{key}: end_timestamp is {}, expected {} (the named end {} + part 2 − 1)",
                 START + 3600,
                 START + 3601,
                 START + 3600
-            )]
+            )
         );
     }
 
@@ -494,15 +501,40 @@ mod tests {
         export.batch_num = Some(2);
         export.revised_keys = vec![TemporaryExposureKey::default()];
         let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
-        let key = &name(1).key;
+        let object = name(1).key;
         assert_eq!(
             violations,
             [
-                format!("{key}: start_timestamp is absent, the name says {START}"),
-                format!("{key}: region is \"US\", expected \"CA\""),
-                format!("{key}: batch_num/batch_size is 2/1, expected 1/1"),
+                Finding::StartTimestamp {
+                    object: object.clone(),
+                    found: None,
+                    expected: START,
+                },
+                Finding::ExportRegion {
+                    object: object.clone(),
+                    found: Some("US".to_owned()),
+                    expected: "CA".to_owned(),
+                },
+                Finding::ExportBatch {
+                    object: object.clone(),
+                    batch_num: Some(2),
+                    batch_size: Some(1),
+                },
+                Finding::RevisedKeys {
+                    object: object.clone(),
+                    count: 1,
+                },
+            ]
+        );
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                format!("{object}: start_timestamp is absent, the name says {START}"),
+                format!("{object}: region is \"US\", expected \"CA\""),
+                format!("{object}: batch_num/batch_size is 2/1, expected 1/1"),
                 format!(
-                    "{key}: export.bin holds 1 revised_keys; this server never publishes \
+                    "{object}: export.bin holds 1 revised_keys; this server never publishes \
                      revised keys"
                 ),
             ]
@@ -524,32 +556,66 @@ mod tests {
             ..export.keys[2].clone()
         });
         let (file, violations) = check(&name(1), &signed_zip(&export), &[]);
-        let key = &name(1).key;
+        let object = name(1).key;
         assert_eq!(file.key_count, Some(4));
         assert_eq!(file.keys.len(), 3);
+        let keys = |problem, count, first| Finding::Keys {
+            object: object.clone(),
+            problem,
+            count,
+            first,
+        };
         assert_eq!(
             violations,
             [
-                format!(
-                    "{key}: 2 key(s) do not come after the previous key in canonical order \
-                     (rolling_start_interval_number, rolling_period, transmission_risk_level, \
-                     report_type, days_since_onset with unknown first, key_data), or repeat it \
-                     (first: key 1 of the file, counting from 0)"
-                ),
-                format!(
-                    "{key}: 1 key(s) have key_data that is absent or not 16 bytes (first: key 3 \
-                     of the file, counting from 0)"
-                ),
-                format!(
-                    "{key}: 1 key(s) have no rolling_start_interval_number (first: key 3 of the \
-                     file, counting from 0)"
-                ),
-                format!(
-                    "{key}: 2 key(s) write rolling_period 144 explicitly; the default must be \
-                     omitted (first: key 2 of the file, counting from 0)"
-                ),
+                keys(KeyProblem::OutOfOrder, 2, 1),
+                keys(KeyProblem::BadKeyData, 1, 3),
+                keys(KeyProblem::NoRollingStart, 1, 3),
+                keys(KeyProblem::ExplicitDefaultPeriod, 2, 2),
             ]
         );
+        assert_eq!(
+            violations[0].to_string(),
+            format!(
+                "{object}: 2 key(s) do not come after the previous key in canonical order \
+                 (rolling_start_interval_number, rolling_period, transmission_risk_level, \
+                 report_type, days_since_onset with unknown first, key_data), or repeat it \
+                 (first: key 1 of the file, counting from 0)"
+            )
+        );
+        assert_eq!(
+            violations[3].to_string(),
+            format!(
+                "{object}: 2 key(s) write rolling_period 144 explicitly; the default must be \
+                 omitted (first: key 2 of the file, counting from 0)"
+            )
+        );
+    }
+
+    #[test]
+    fn each_signature_says_which_given_keys_verify_it() {
+        let zip = good_zip(&mut []);
+        let key_1 = signing_keys().public_keys()[0];
+        let key_2 = SigningKey::from_pem(KEY_2).unwrap().public_key();
+        let (file, violations) = check(&name(1), &zip, &[key_2, key_1]);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(
+            file.signatures,
+            Some(vec![CheckedSignature {
+                key_version: Some("v1".to_owned()),
+                key_id: Some("302".to_owned()),
+                verified_by: vec![1],
+            }])
+        );
+        // A signature over other bytes verifies with no key.
+        let entries = unzip_export(&zip).unwrap();
+        let other = sign_export(b"other bytes", &signing_keys()).unwrap();
+        let (file, _) = check(
+            &name(1),
+            &zip_export(&entries.export_bin, &other).unwrap(),
+            &[key_1],
+        );
+        assert_eq!(file.signatures.unwrap()[0].verified_by, Vec::<usize>::new());
     }
 
     #[test]
@@ -557,18 +623,7 @@ mod tests {
         let zip = good_zip(&mut []);
         let entries = unzip_export(&zip).unwrap();
         let mut export = decoded(&zip);
-        let other_key = SigningKey::from_pem(KEY_2).unwrap().public_key();
-        let key = &name(1).key;
-
-        // Signed by key 1, checked against key 2.
-        let (_, violations) = check(&name(1), &zip, &[other_key]);
-        assert_eq!(
-            violations,
-            [format!(
-                "{key}: no signature in export.sig verifies over export.bin with public key 1 \
-                 of 1 ({other_key:?})"
-            )]
-        );
+        let object = name(1).key;
 
         // A signature list that disagrees with the signature infos.
         let mut list = TekSignatureList::decode(entries.export_sig.as_slice()).unwrap();
@@ -579,20 +634,36 @@ mod tests {
         });
         let zip = zip_export(&entries.export_bin, &list.encode_to_vec()).unwrap();
         let (_, violations) = check(&name(1), &zip, &[]);
+        let batch = |index| Finding::SignatureBatch {
+            object: object.clone(),
+            index,
+            batch_num: Some(1),
+            batch_size: None,
+        };
         assert_eq!(
             violations,
             [
-                format!(
-                    "{key}: export.sig holds 2 signatures but export.bin has 1 signature_infos \
-                     (one signature per signature info, in the same order)"
-                ),
-                format!(
-                    "{key}: export.sig signature 0 has batch_num/batch_size 1/absent, expected 1/1"
-                ),
-                format!(
-                    "{key}: export.sig signature 1 has batch_num/batch_size 1/absent, expected 1/1"
-                ),
+                Finding::SignatureCount {
+                    object: object.clone(),
+                    signatures: 2,
+                    infos: 1,
+                },
+                batch(0),
+                batch(1),
             ]
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            format!(
+                "{object}: export.sig holds 2 signatures but export.bin has 1 signature_infos \
+                 (one signature per signature info, in the same order)"
+            )
+        );
+        assert_eq!(
+            violations[1].to_string(),
+            format!(
+                "{object}: export.sig signature 0 has batch_num/batch_size 1/absent, expected 1/1"
+            )
         );
 
         // Infos that break the platform rules.
@@ -602,48 +673,75 @@ mod tests {
         assert_eq!(
             violations[..2],
             [
-                format!(
-                    "{key}: signature_infos[0] has algorithm 1.2.3, expected 1.2.840.10045.4.3.2"
-                ),
-                format!(
-                    "{key}: signature_infos[0]: verification_key_id must be 1 to 64 characters \
-                     of [A-Za-z0-9_], got \"3/2\""
-                ),
+                Finding::SignatureAlgorithm {
+                    object: object.clone(),
+                    index: 0,
+                    found: Some("1.2.3".to_owned()),
+                },
+                Finding::SignatureInfoInvalid {
+                    object: object.clone(),
+                    index: 0,
+                    reason: "verification_key_id must be 1 to 64 characters of [A-Za-z0-9_], \
+                             got \"3/2\""
+                        .to_owned(),
+                },
             ]
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            format!(
+                "{object}: signature_infos[0] has algorithm 1.2.3, expected 1.2.840.10045.4.3.2"
+            )
         );
         // The signer labels its signature with its own (correct) info, which now differs.
         assert!(
-            violations[2].contains("export.sig signature 0 is labelled"),
+            matches!(
+                &violations[2],
+                Finding::SignatureLabel { index: 0, label: Some(label), info, .. }
+                    if label.verification_key_id.as_deref() == Some("302")
+                        && info.verification_key_id.as_deref() == Some("3/2")
+            ),
             "{violations:?}"
+        );
+        assert!(
+            violations[2]
+                .to_string()
+                .contains("export.sig signature 0 is labelled (version v1, id 302, algorithm"),
+            "{}",
+            violations[2]
         );
 
         export.signature_infos = vec![export.signature_infos[0].clone(); MAX_SIGNERS + 1];
         let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
-        assert!(
-            violations.contains(&format!(
-                "{key}: export.bin has 11 signature_infos, at most 10 are allowed"
-            )),
-            "{violations:?}"
+        let too_many = Finding::TooManySignatureInfos {
+            object: object.clone(),
+            count: 11,
+        };
+        assert!(violations.contains(&too_many), "{violations:?}");
+        assert_eq!(
+            too_many.to_string(),
+            format!("{object}: export.bin has 11 signature_infos, at most 10 are allowed")
         );
         export.signature_infos.clear();
         let (_, violations) = check(&name(1), &signed_zip(&export), &[]);
         assert!(
-            violations.contains(&format!("{key}: export.bin has no signature_infos")),
+            violations.contains(&Finding::NoSignatureInfos {
+                object: object.clone()
+            }),
             "{violations:?}"
         );
     }
 
     #[test]
     fn malformed_files_are_violations() {
-        let key = &name(1).key;
+        let object = name(1).key;
         let zip = good_zip(&mut []);
         let entries = unzip_export(&zip).unwrap();
 
         let (file, violations) = check(&name(1), b"PK not really", &[]);
         assert_eq!(file.key_count, None);
-        assert_eq!(violations.len(), 1);
         assert!(
-            violations[0].starts_with(&format!("{key}: not a valid export archive: ")),
+            matches!(violations.as_slice(), [Finding::ArchiveInvalid { object: o, .. }] if *o == object),
             "{violations:?}"
         );
 
@@ -656,9 +754,13 @@ mod tests {
         );
         assert_eq!(
             violations,
-            [format!(
-                "{key}: export.bin does not start with the header \"EK Export v1    \""
-            )]
+            [Finding::HeaderMissing {
+                object: object.clone()
+            }]
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            format!("{object}: export.bin does not start with the header \"EK Export v1    \"")
         );
 
         let truncated = &entries.export_bin[..entries.export_bin.len() - 1];
@@ -667,24 +769,21 @@ mod tests {
             &zip_export(truncated, &entries.export_sig).unwrap(),
             &[],
         );
-        assert_eq!(violations.len(), 1);
         assert!(
-            violations[0].starts_with(&format!(
-                "{key}: export.bin is not a TemporaryExposureKeyExport: "
-            )),
+            matches!(violations.as_slice(), [Finding::ExportBinMalformed { .. }]),
             "{violations:?}"
         );
 
-        let (_, violations) = check(
+        let (file, violations) = check(
             &name(1),
             &zip_export(&entries.export_bin, b"\xff\xff").unwrap(),
-            &[],
+            &[signing_keys().public_keys()[0]],
         );
-        assert_eq!(violations.len(), 1);
         assert!(
-            violations[0].starts_with(&format!("{key}: export.sig is not a TEKSignatureList: ")),
+            matches!(violations.as_slice(), [Finding::ExportSigMalformed { .. }]),
             "{violations:?}"
         );
+        assert_eq!(file.signatures, None);
     }
 
     fn any_key() -> impl Strategy<Value = DiagnosisKey> {

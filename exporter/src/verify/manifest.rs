@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Deserialize;
 
 use super::export_file::CheckedFile;
+use super::finding::{Finding, ManifestField};
 use super::names::ObjectName;
 
 /// `index.json` as published.
@@ -49,31 +50,32 @@ impl Manifest {
         manifest_key: &str,
         region: &str,
         bytes: &[u8],
-        violations: &mut Vec<String>,
+        findings: &mut Vec<Finding>,
     ) -> Option<Self> {
         let document: ManifestDocument = match serde_json::from_slice(bytes) {
             Ok(document) => document,
             Err(error) => {
-                violations.push(format!(
-                    "{manifest_key}: not a manifest ({{\"region\", \"generated_at\", \"files\": \
-                     [...]}}): {error}"
-                ));
+                findings.push(Finding::ManifestMalformed {
+                    object: manifest_key.to_owned(),
+                    reason: error.to_string(),
+                });
                 return None;
             }
         };
         if document.region != region {
-            violations.push(format!(
-                "{manifest_key}: region is {:?}, expected {region:?}",
-                document.region
-            ));
+            findings.push(Finding::ManifestRegion {
+                object: manifest_key.to_owned(),
+                found: document.region.clone(),
+                expected: region.to_owned(),
+            });
         }
         let mut entries = HashMap::with_capacity(document.files.len());
         for entry in document.files {
             if entries.contains_key(&entry.key) {
-                violations.push(format!(
-                    "{manifest_key}: lists {} more than once",
-                    entry.key
-                ));
+                findings.push(Finding::ManifestRepeat {
+                    object: manifest_key.to_owned(),
+                    file: entry.key,
+                });
                 continue;
             }
             entries.insert(entry.key.clone(), entry);
@@ -88,14 +90,15 @@ impl Manifest {
     pub(crate) fn check_listing(
         &self,
         listed: &[(&str, &ObjectName)],
-        violations: &mut Vec<String>,
+        findings: &mut Vec<Finding>,
     ) {
         for (index_key, name) in listed {
             if !self.entries.contains_key(&name.key) {
-                violations.push(format!(
-                    "{}: does not list {}, which {index_key} lists",
-                    self.key, name.key
-                ));
+                findings.push(Finding::ManifestOmits {
+                    object: self.key.clone(),
+                    file: name.key.clone(),
+                    index: (*index_key).to_owned(),
+                });
             }
         }
         let listed_keys: BTreeSet<&str> =
@@ -107,10 +110,10 @@ impl Manifest {
             .filter(|key| !listed_keys.contains(key))
             .collect();
         for key in unlisted {
-            violations.push(format!(
-                "{}: lists {key}, which neither index.txt lists",
-                self.key
-            ));
+            findings.push(Finding::ManifestUnindexed {
+                object: self.key.clone(),
+                file: key.to_owned(),
+            });
         }
     }
 
@@ -119,66 +122,69 @@ impl Manifest {
         &self,
         name: &ObjectName,
         file: &CheckedFile,
-        violations: &mut Vec<String>,
+        findings: &mut Vec<Finding>,
     ) {
         let Some(entry) = self.entries.get(&name.key) else {
             return;
         };
-        let mut mismatch = |field: &str, said: String, actual: String| {
-            violations.push(format!(
-                "{}: {}: {field} is {said}, but {actual}",
-                self.key, name.key
-            ));
+        let mut mismatch = |field: ManifestField, said: String, actual: String| {
+            findings.push(Finding::ManifestMismatch {
+                object: self.key.clone(),
+                file: name.key.clone(),
+                field,
+                said,
+                actual,
+            });
         };
         if entry.kind != name.kind.as_str() {
             mismatch(
-                "kind",
+                ManifestField::Kind,
                 format!("{:?}", entry.kind),
-                format!("the name says {}", name.kind),
+                name.kind.to_string(),
             );
         }
         if entry.start != name.start {
             mismatch(
-                "start",
+                ManifestField::Start,
                 entry.start.to_string(),
-                format!("the name says {}", name.start),
+                name.start.to_string(),
             );
         }
         if entry.end != name.end {
             mismatch(
-                "end",
+                ManifestField::End,
                 entry.end.to_string(),
-                format!("the name says {}", name.end),
+                name.end.to_string(),
             );
         }
         if entry.part != name.part.get() {
             mismatch(
-                "part",
+                ManifestField::Part,
                 entry.part.to_string(),
-                format!("the name says {}", name.part.get()),
+                name.part.get().to_string(),
             );
         }
         if entry.bytes != file.bytes {
             mismatch(
-                "bytes",
+                ManifestField::Bytes,
                 entry.bytes.to_string(),
-                format!("the object has {}", file.bytes),
+                file.bytes.to_string(),
             );
         }
         if entry.sha256 != file.sha256 {
             mismatch(
-                "sha256",
+                ManifestField::Sha256,
                 entry.sha256.clone(),
-                format!("the object's is {}", file.sha256),
+                file.sha256.clone(),
             );
         }
         if let Some(count) = file.key_count
             && entry.keys != count
         {
             mismatch(
-                "keys",
+                ManifestField::Keys,
                 entry.keys.to_string(),
-                format!("export.bin holds {count}"),
+                count.to_string(),
             );
         }
     }
@@ -209,10 +215,12 @@ mod tests {
             assert!(
                 Manifest::parse("CA/index.json", "CA", text.as_bytes(), &mut violations).is_none()
             );
-            assert_eq!(violations.len(), 1, "{text}");
             assert!(
-                violations[0].starts_with("CA/index.json: not a manifest"),
-                "{violations:?}"
+                matches!(
+                    violations.as_slice(),
+                    [Finding::ManifestMalformed { object, .. }] if object == "CA/index.json"
+                ),
+                "{text}: {violations:?}"
             );
         }
     }
@@ -241,12 +249,51 @@ mod tests {
             sha256: "cd".to_owned(),
             key_count: Some(4),
             keys: Vec::new(),
+            signatures: None,
         };
         manifest.check_file(&hour, &file, &mut violations);
         manifest.check_file(&day, &file, &mut violations);
         let key = &hour.key;
+        let object = "CA/index.json".to_owned();
+        let mismatch = |field, said: &str, actual: &str| Finding::ManifestMismatch {
+            object: object.clone(),
+            file: key.clone(),
+            field,
+            said: said.to_owned(),
+            actual: actual.to_owned(),
+        };
         assert_eq!(
             violations,
+            [
+                Finding::ManifestRegion {
+                    object: object.clone(),
+                    found: "US".to_owned(),
+                    expected: "CA".to_owned(),
+                },
+                Finding::ManifestRepeat {
+                    object: object.clone(),
+                    file: key.clone(),
+                },
+                Finding::ManifestOmits {
+                    object: object.clone(),
+                    file: day.key.clone(),
+                    index: "CA/daily/index.txt".to_owned(),
+                },
+                Finding::ManifestUnindexed {
+                    object: object.clone(),
+                    file: "CA/0-3600-00001.zip".to_owned(),
+                },
+                mismatch(ManifestField::Kind, "\"daily\"", "hourly"),
+                mismatch(ManifestField::End, "1764284401", "1764284400"),
+                mismatch(ManifestField::Part, "2", "1"),
+                mismatch(ManifestField::Bytes, "10", "11"),
+                mismatch(ManifestField::Sha256, "ab", "cd"),
+                mismatch(ManifestField::Keys, "3", "4"),
+            ]
+        );
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
             [
                 "CA/index.json: region is \"US\", expected \"CA\"".to_owned(),
                 format!("CA/index.json: lists {key} more than once"),

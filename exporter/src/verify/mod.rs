@@ -1,7 +1,7 @@
 //! `diagnosis-exporter verify` (DESIGN §6): checks a published bucket the way a phone would,
 //! and everything a phone relies on without checking (DESIGN §4, §4.1, §4.2).
 //!
-//! The checks, each violation one line naming the object:
+//! The checks, each violation a [`Finding`] naming the object:
 //!
 //! 1. `{region}/index.txt`, `{region}/daily/index.txt` and `{region}/index.json` exist and
 //!    parse; each index lists names of its own kind, oldest first, none twice, and every listed
@@ -9,8 +9,12 @@
 //! 2. Every listed file is a two-entry zip whose `export.bin` carries the header, the window,
 //!    part and region of its name, batch 1 of 1, 1 to 10 signature infos with the platform
 //!    algorithm, keys of 16 bytes in canonical order with `rolling_period` 144 omitted, and an
-//!    `export.sig` with one matching signature per signature info; every given public key
-//!    verifies at least one of them over the whole `export.bin`.
+//!    `export.sig` with one matching signature per signature info. With public keys given,
+//!    at least one of them verifies a signature over the whole `export.bin`, and every
+//!    signature labelled as a given key labels its signatures elsewhere in the bucket
+//!    verifies with that key; every given key signs at least one file. So during a key
+//!    rotation the old and the new key together pass a bucket whose older files carry only
+//!    the old signature, and the report counts the files each key signs.
 //! 3. The manifest lists exactly the indexed files, with their true kind, window, part, key
 //!    count, size and SHA-256.
 //! 4. No `key_data` is published twice among the hourly files, nor among the daily files.
@@ -19,32 +23,36 @@
 //!    window's parts run from `00001` without a gap.
 //!
 //! Files are read one at a time and days are processed in order, so memory holds one file,
-//! the `key_data` seen so far (for check 4) and the keys of one day (for check 5).
+//! the `key_data` seen so far (for check 4), the keys of one day (for check 5) and the label
+//! of each signature that not every given key verifies (for check 2's labels, judged once
+//! the whole bucket has shown which label each key signs under).
 //!
 //! This module must never write to the bucket, never stop at the first violation, and never
 //! panic on what it reads: a bucket is evidence to judge, and malformed bytes are a finding.
 //! Only a failing source (I/O, HTTP) ends a run early, as an error.
 
 mod export_file;
+mod finding;
 mod manifest;
 mod names;
 mod source;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
 use diagnosis_core::domain::Region;
 use thiserror::Error;
 
-use self::export_file::{ExportedKey, check_export_file};
+use self::export_file::{CheckedFile, CheckedSignature, ExportedKey, check_export_file};
+pub use self::finding::{Finding, KeyProblem, ManifestField, NameError};
 use self::manifest::Manifest;
-use self::names::{DAY, HOUR, Kind, ObjectName, check_continuity, parse_index};
+pub use self::names::Kind;
+use self::names::{DAY, HOUR, ObjectName, check_continuity, parse_index};
 pub use self::source::{
-    BucketSource, DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, source_for,
+    DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, scheme_of, source_for,
 };
 use crate::sign::PublicKey;
-
 /// Default export region (`EXPORT_REGION`, DESIGN §6).
 pub const DEFAULT_REGION: &str = "CA";
 
@@ -88,6 +96,14 @@ pub enum VerifyError {
         /// What went wrong.
         reason: String,
     },
+    /// The HTTPS server's certificate is not trusted: an unknown CA, another name, expired.
+    #[error("GET {url}: {reason}")]
+    UntrustedServer {
+        /// The URL requested.
+        url: String,
+        /// What is wrong with the certificate, and where the trusted roots come from.
+        reason: String,
+    },
     /// The server answered with a status that is neither the object nor "no such object".
     #[error("GET {url}: unexpected HTTP status {status}")]
     HttpStatus {
@@ -119,7 +135,8 @@ pub enum VerifyError {
 pub struct VerifyOptions {
     /// The export region (`EXPORT_REGION`, default `CA`).
     pub region: String,
-    /// Every one of these must verify each file; with none, signatures are not checked.
+    /// Each file must be signed by at least one of these, and each must sign at least one
+    /// file; with none, signatures are not checked.
     pub public_keys: Vec<PublicKey>,
 }
 
@@ -130,6 +147,15 @@ impl Default for VerifyOptions {
             public_keys: Vec::new(),
         }
     }
+}
+
+/// How many of the files read one given public key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignerCount {
+    /// The key.
+    pub public_key: PublicKey,
+    /// Files with a signature that verifies with it.
+    pub files: u64,
 }
 
 /// The verdict on a bucket.
@@ -145,8 +171,10 @@ pub struct VerifyReport {
     pub keys_daily: u64,
     /// Size of all listed files that exist.
     pub bytes: u64,
-    /// Every rule broken, one line each, naming the object.
-    pub violations: Vec<String>,
+    /// For each given public key, in the order given, how many files it signs.
+    pub signers: Vec<SignerCount>,
+    /// Every rule broken, each naming the object.
+    pub violations: Vec<Finding>,
     /// What was not checked, and why; not violations.
     pub notes: Vec<String>,
 }
@@ -159,7 +187,8 @@ impl VerifyReport {
 }
 
 impl fmt::Display for VerifyReport {
-    /// A summary line, then one line per violation and per note.
+    /// A summary line, one line per given public key, then one line per violation and per
+    /// note.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = self.keys_hourly.saturating_add(self.keys_daily);
         write!(
@@ -177,6 +206,15 @@ impl fmt::Display for VerifyReport {
             write!(f, ": OK")?;
         } else {
             write!(f, ": {} violation(s)", self.violations.len())?;
+        }
+        for (number, signer) in (1..).zip(&self.signers) {
+            write!(
+                f,
+                "\npublic key {number} of {} ({:?}) signs {} file(s)",
+                self.signers.len(),
+                signer.public_key,
+                signer.files
+            )?;
         }
         for violation in &self.violations {
             write!(f, "\nviolation: {violation}")?;
@@ -199,177 +237,49 @@ pub async fn verify_bucket(
     let region = Region::parse(&options.region).ok_or_else(|| VerifyError::InvalidRegion {
         region: options.region.clone(),
     })?;
-    let mut run = Run {
-        region: &region,
-        public_keys: &options.public_keys,
-        report: VerifyReport::default(),
-        hourly_seen: HashMap::new(),
-        daily_seen: HashMap::new(),
-        files_read: Vec::new(),
-    };
-    if options.public_keys.is_empty() {
-        run.report
-            .notes
-            .push("no public key given: signatures were not verified".to_owned());
+    let mut run = Run::new(&region, &options.public_keys);
+    let listing = run.read_listing(source).await?;
+    let plan = DayPlan::new(&listing);
+    if plan.days.is_empty() {
+        run.note(format!(
+            "{} and {} list no files",
+            listing.hourly_index, listing.daily_index
+        ));
     }
-
-    // Check 1: the three index objects.
-    let hourly_index = format!("{region}/index.txt");
-    let daily_index = format!("{region}/daily/index.txt");
-    let manifest_key = format!("{region}/index.json");
-    let mut hourly = run.read_index(source, &hourly_index, Kind::Hourly).await?;
-    let mut daily = run.read_index(source, &daily_index, Kind::Daily).await?;
-    let manifest = match source.get(&manifest_key).await? {
-        None => {
-            run.violation(format!("{manifest_key}: does not exist"));
-            None
-        }
-        Some(bytes) => Manifest::parse(
-            &manifest_key,
-            region.as_str(),
-            &bytes,
-            &mut run.report.violations,
-        ),
-    };
-    run.report.hourly_files = hourly.len();
-    run.report.daily_files = daily.len();
-
-    // Check 3 (the listing) and check 6, on names alone.
-    if let Some(manifest) = &manifest {
-        let listed: Vec<(&str, &ObjectName)> = hourly
-            .iter()
-            .map(|name| (hourly_index.as_str(), name))
-            .chain(daily.iter().map(|name| (daily_index.as_str(), name)))
-            .collect();
-        manifest.check_listing(&listed, &mut run.report.violations);
+    for (&day, files) in &plan.days {
+        run.check_day(source, &listing, &plan, day, files).await?;
     }
-    check_continuity(
-        &hourly_index,
-        Kind::Hourly,
-        &hourly,
-        &mut run.report.violations,
-    );
-    check_continuity(
-        &daily_index,
-        Kind::Daily,
-        &daily,
-        &mut run.report.violations,
-    );
-
-    // Checks 2 to 5, file by file, one UTC day at a time.
-    hourly.sort_by_key(ObjectName::order);
-    daily.sort_by_key(ObjectName::order);
-    let listed_hours: HashSet<u64> = hourly.iter().map(|name| name.start).collect();
-    let oldest_hour = hourly.first().map(|name| name.start);
-    let newest_hour = hourly.last().map(|name| name.start);
-    let mut days: BTreeMap<u64, DayFiles> = BTreeMap::new();
-    for name in hourly {
-        days.entry(day_of(name.start))
-            .or_default()
-            .hourly
-            .push(name);
-    }
-    for name in daily {
-        days.entry(name.start).or_default().daily.push(name);
-    }
-    if days.is_empty() {
-        run.report
-            .notes
-            .push(format!("{hourly_index} and {daily_index} list no files"));
-    }
-    for (day, files) in days {
-        let hours_listed = (0..24)
-            .filter(|hour| listed_hours.contains(&day.saturating_add(hour * HOUR)))
-            .count();
-        // Only a day with all 24 hours listed and a daily file is compared (check 5).
-        let collect = hours_listed == 24 && !files.daily.is_empty();
-        let mut unreadable = false;
-        let mut hourly_keys = Vec::new();
-        for name in &files.hourly {
-            match run
-                .check_file(source, name, &hourly_index, manifest.as_ref())
-                .await?
-            {
-                Some(keys) if collect => hourly_keys.extend(keys),
-                Some(_) => {}
-                None => unreadable = true,
-            }
-        }
-        let mut daily_keys = Vec::new();
-        for name in &files.daily {
-            match run
-                .check_file(source, name, &daily_index, manifest.as_ref())
-                .await?
-            {
-                Some(keys) if collect => daily_keys.extend(keys),
-                Some(_) => {}
-                None => unreadable = true,
-            }
-        }
-        // Comparing with a file missing would blame the daily file for a broken hourly one,
-        // or the reverse; the broken file is already reported.
-        let compare = collect && !unreadable;
-
-        // Check 5.
-        let daily_label = files.daily.first().map(|name| {
-            if files.daily.len() == 1 {
-                name.key.clone()
-            } else {
-                format!("{} (and its other parts)", name.key)
-            }
-        });
-        match daily_label {
-            Some(label) if compare => {
-                compare_day(&label, hourly_keys, daily_keys, &mut run.report.violations);
-            }
-            Some(label) if unreadable && hours_listed == 24 => run.report.notes.push(format!(
-                "{label}: not compared with hourly files: some of the day's files could not be \
-                 read"
-            )),
-            Some(label) => {
-                let missing: Vec<u64> = (0..24)
-                    .map(|hour| day.saturating_add(hour * HOUR))
-                    .filter(|start| !listed_hours.contains(start))
-                    .collect();
-                let published_late = match (missing.last(), newest_hour) {
-                    (Some(&last_missing), Some(newest)) => last_missing > newest,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                let cut_by_the_window = match (missing.last(), oldest_hour) {
-                    (Some(&last_missing), Some(oldest)) => last_missing < oldest,
-                    _ => false,
-                };
-                // Notes, not violations: the 14-day window cuts the oldest day, and the two
-                // indexes are not written at the same instant.
-                if published_late {
-                    run.report.notes.push(format!(
-                        "{label}: not compared with hourly files: {} of the day's hours are \
-                         not in {hourly_index} yet",
-                        missing.len()
-                    ));
-                } else if cut_by_the_window {
-                    run.report.notes.push(format!(
-                        "{label}: not compared with hourly files: the day's first {} hour(s) \
-                         are no longer in {hourly_index}",
-                        missing.len()
-                    ));
-                } else {
-                    run.report.notes.push(format!(
-                        "{label}: not compared with hourly files: {} of the day's hours are \
-                         missing from {hourly_index}",
-                        missing.len()
-                    ));
-                }
-            }
-            None if hours_listed == 24 => run.report.notes.push(format!(
-                "all 24 hourly files of the day starting {day} are listed, but no daily file \
-                 is (yet)"
-            )),
-            None => {}
-        }
-    }
+    run.judge_signers(&listing.hourly_index);
     Ok(run.report)
+}
+
+/// The three index objects, read and checked on names alone (checks 1, 3 and 6).
+struct Listing {
+    hourly_index: String,
+    daily_index: String,
+    /// The hourly files, oldest first.
+    hourly: Vec<ObjectName>,
+    /// The daily files, oldest first.
+    daily: Vec<ObjectName>,
+    manifest: Option<Manifest>,
+}
+
+impl Listing {
+    fn index_of(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Hourly => &self.hourly_index,
+            Kind::Daily => &self.daily_index,
+        }
+    }
+}
+
+/// The listed files by UTC day, and which hours are listed (check 5 compares only complete
+/// days).
+struct DayPlan {
+    days: BTreeMap<u64, DayFiles>,
+    listed_hours: HashSet<u64>,
+    oldest_hour: Option<u64>,
+    newest_hour: Option<u64>,
 }
 
 /// The listed files of one UTC day.
@@ -379,9 +289,79 @@ struct DayFiles {
     daily: Vec<ObjectName>,
 }
 
+impl DayPlan {
+    fn new(listing: &Listing) -> Self {
+        let mut days: BTreeMap<u64, DayFiles> = BTreeMap::new();
+        for name in &listing.hourly {
+            days.entry(day_of(name.start))
+                .or_default()
+                .hourly
+                .push(name.clone());
+        }
+        for name in &listing.daily {
+            days.entry(name.start).or_default().daily.push(name.clone());
+        }
+        Self {
+            days,
+            listed_hours: listing.hourly.iter().map(|name| name.start).collect(),
+            oldest_hour: listing.hourly.first().map(|name| name.start),
+            newest_hour: listing.hourly.last().map(|name| name.start),
+        }
+    }
+
+    /// Starts of the hours of `day` that the hourly index does not list.
+    fn missing_hours(&self, day: u64) -> Vec<u64> {
+        (0..24)
+            .map(|hour| day.saturating_add(hour * HOUR))
+            .filter(|start| !self.listed_hours.contains(start))
+            .collect()
+    }
+
+    /// Why the daily file `label` of `day`, some of whose hours are not listed, is not
+    /// compared: a note, not a violation, because the 14-day window cuts the oldest day and
+    /// the two indexes are not written at the same instant.
+    fn not_compared(&self, label: &str, day: u64, hourly_index: &str) -> String {
+        let missing = self.missing_hours(day);
+        let published_late = match (missing.last(), self.newest_hour) {
+            (Some(&last_missing), Some(newest)) => last_missing > newest,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let cut_by_the_window = match (missing.last(), self.oldest_hour) {
+            (Some(&last_missing), Some(oldest)) => last_missing < oldest,
+            _ => false,
+        };
+        let count = missing.len();
+        if published_late {
+            format!(
+                "{label}: not compared with hourly files: {count} of the day's hours are not in \
+                 {hourly_index} yet"
+            )
+        } else if cut_by_the_window {
+            format!(
+                "{label}: not compared with hourly files: the day's first {count} hour(s) are no \
+                 longer in {hourly_index}"
+            )
+        } else {
+            format!(
+                "{label}: not compared with hourly files: {count} of the day's hours are missing \
+                 from {hourly_index}"
+            )
+        }
+    }
+}
+
 /// UTC midnight on or before `unix`.
 fn day_of(unix: u64) -> u64 {
     unix - unix % DAY
+}
+
+/// A signature that not every given public key verifies, kept until the whole bucket has
+/// shown which label each key signs under.
+struct UnverifiedSignature {
+    object: String,
+    index: usize,
+    signature: CheckedSignature,
 }
 
 /// The state of one verification run.
@@ -395,11 +375,97 @@ struct Run<'a> {
     daily_seen: HashMap<[u8; 16], u32>,
     /// Object keys of the files read so far, to name where a duplicate was first seen.
     files_read: Vec<String>,
+    /// Check 2: for each signature label (version, ID), the given keys that verify a
+    /// signature carrying it somewhere in the bucket.
+    labels: HashMap<(Option<String>, Option<String>), BTreeSet<usize>>,
+    /// Check 2: signatures some given key does not verify.
+    unverified: Vec<UnverifiedSignature>,
+    /// Files whose signatures could be read.
+    files_with_signatures: u64,
 }
 
-impl Run<'_> {
-    fn violation(&mut self, message: String) {
-        self.report.violations.push(message);
+impl<'a> Run<'a> {
+    fn new(region: &'a Region, public_keys: &'a [PublicKey]) -> Self {
+        let mut report = VerifyReport {
+            signers: public_keys
+                .iter()
+                .map(|&public_key| SignerCount {
+                    public_key,
+                    files: 0,
+                })
+                .collect(),
+            ..VerifyReport::default()
+        };
+        if public_keys.is_empty() {
+            report
+                .notes
+                .push("no public key given: signatures were not verified".to_owned());
+        }
+        Self {
+            region,
+            public_keys,
+            report,
+            hourly_seen: HashMap::new(),
+            daily_seen: HashMap::new(),
+            files_read: Vec::new(),
+            labels: HashMap::new(),
+            unverified: Vec::new(),
+            files_with_signatures: 0,
+        }
+    }
+
+    fn violation(&mut self, finding: Finding) {
+        self.report.violations.push(finding);
+    }
+
+    fn note(&mut self, note: String) {
+        self.report.notes.push(note);
+    }
+
+    /// Check 1 for the three index objects, check 3's listing and check 6.
+    async fn read_listing(&mut self, source: &dyn Source) -> Result<Listing, VerifyError> {
+        let region = self.region;
+        let hourly_index = format!("{region}/index.txt");
+        let daily_index = format!("{region}/daily/index.txt");
+        let manifest_key = format!("{region}/index.json");
+        let mut hourly = self.read_index(source, &hourly_index, Kind::Hourly).await?;
+        let mut daily = self.read_index(source, &daily_index, Kind::Daily).await?;
+        let manifest = match source.get(&manifest_key).await? {
+            None => {
+                self.violation(Finding::Missing {
+                    object: manifest_key,
+                });
+                None
+            }
+            Some(bytes) => Manifest::parse(
+                &manifest_key,
+                region.as_str(),
+                &bytes,
+                &mut self.report.violations,
+            ),
+        };
+        self.report.hourly_files = hourly.len();
+        self.report.daily_files = daily.len();
+        if let Some(manifest) = &manifest {
+            let listed: Vec<(&str, &ObjectName)> = hourly
+                .iter()
+                .map(|name| (hourly_index.as_str(), name))
+                .chain(daily.iter().map(|name| (daily_index.as_str(), name)))
+                .collect();
+            manifest.check_listing(&listed, &mut self.report.violations);
+        }
+        let findings = &mut self.report.violations;
+        check_continuity(&hourly_index, Kind::Hourly, &hourly, findings);
+        check_continuity(&daily_index, Kind::Daily, &daily, findings);
+        hourly.sort_by_key(ObjectName::order);
+        daily.sort_by_key(ObjectName::order);
+        Ok(Listing {
+            hourly_index,
+            daily_index,
+            hourly,
+            daily,
+            manifest,
+        })
     }
 
     async fn read_index(
@@ -410,7 +476,9 @@ impl Run<'_> {
     ) -> Result<Vec<ObjectName>, VerifyError> {
         Ok(match source.get(index_key).await? {
             None => {
-                self.violation(format!("{index_key}: does not exist"));
+                self.violation(Finding::Missing {
+                    object: index_key.to_owned(),
+                });
                 Vec::new()
             }
             Some(bytes) => parse_index(
@@ -423,23 +491,101 @@ impl Run<'_> {
         })
     }
 
+    /// Checks 2 to 4 for every file of one UTC day, then check 5 when the day is complete.
+    async fn check_day(
+        &mut self,
+        source: &dyn Source,
+        listing: &Listing,
+        plan: &DayPlan,
+        day: u64,
+        files: &DayFiles,
+    ) -> Result<(), VerifyError> {
+        let hours_listed = 24 - plan.missing_hours(day).len();
+        // Only a day with all 24 hours listed and a daily file is compared (check 5).
+        let collect = hours_listed == 24 && !files.daily.is_empty();
+        let hourly = self
+            .check_files(source, listing, &files.hourly, collect)
+            .await?;
+        let daily = self
+            .check_files(source, listing, &files.daily, collect)
+            .await?;
+        let Some(first_daily) = files.daily.first() else {
+            if hours_listed == 24 {
+                self.note(format!(
+                    "all 24 hourly files of the day starting {day} are listed, but no daily \
+                     file is (yet)"
+                ));
+            }
+            return Ok(());
+        };
+        let label = if files.daily.len() == 1 {
+            first_daily.key.clone()
+        } else {
+            format!("{} (and its other parts)", first_daily.key)
+        };
+        match (hourly, daily) {
+            // Check 5.
+            (Some(hourly), Some(daily)) if collect => {
+                if let Some(finding) =
+                    compare_day(first_daily, files.daily.len() > 1, hourly, daily)
+                {
+                    self.violation(finding);
+                }
+            }
+            // Comparing with a file missing would blame the daily file for a broken hourly
+            // one, or the reverse; the broken file is already reported.
+            _ if hours_listed == 24 => self.note(format!(
+                "{label}: not compared with hourly files: some of the day's files could not be \
+                 read"
+            )),
+            _ => {
+                let note = plan.not_compared(&label, day, &listing.hourly_index);
+                self.note(note);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `names` one by one; returns their keys when `collect` and every one could be
+    /// read, `None` otherwise.
+    async fn check_files(
+        &mut self,
+        source: &dyn Source,
+        listing: &Listing,
+        names: &[ObjectName],
+        collect: bool,
+    ) -> Result<Option<Vec<ExportedKey>>, VerifyError> {
+        let mut keys = Some(Vec::new());
+        for name in names {
+            match self.check_file(source, listing, name).await? {
+                Some(file_keys) if collect => {
+                    if let Some(keys) = &mut keys {
+                        keys.extend(file_keys);
+                    }
+                }
+                Some(_) => {}
+                None => keys = None,
+            }
+        }
+        Ok(if collect { keys } else { None })
+    }
+
     /// Checks 1 (existence), 2, 3 (content) and 4 for one listed file; returns its keys, or
     /// `None` when the object does not exist or its keys cannot be read.
     async fn check_file(
         &mut self,
         source: &dyn Source,
+        listing: &Listing,
         name: &ObjectName,
-        index_key: &str,
-        manifest: Option<&Manifest>,
     ) -> Result<Option<Vec<ExportedKey>>, VerifyError> {
         let Some(zip) = source.get(&name.key).await? else {
-            self.violation(format!(
-                "{}: listed in {index_key} but the object does not exist",
-                name.key
-            ));
+            self.violation(Finding::ListedButMissing {
+                object: name.key.clone(),
+                index: listing.index_of(name.kind).to_owned(),
+            });
             return Ok(None);
         };
-        let file = check_export_file(
+        let mut file = check_export_file(
             name,
             self.region,
             self.public_keys,
@@ -447,23 +593,114 @@ impl Run<'_> {
             &mut self.report.violations,
         );
         drop(zip);
-        if let Some(manifest) = manifest {
+        if let Some(manifest) = &listing.manifest {
             manifest.check_file(name, &file, &mut self.report.violations);
         }
         self.report.bytes = self.report.bytes.saturating_add(file.bytes);
         let key_count = file.key_count.unwrap_or_default();
-        let seen = match name.kind {
+        match name.kind {
             Kind::Hourly => {
                 self.report.keys_hourly = self.report.keys_hourly.saturating_add(key_count);
-                &mut self.hourly_seen
             }
             Kind::Daily => {
                 self.report.keys_daily = self.report.keys_daily.saturating_add(key_count);
-                &mut self.daily_seen
             }
-        };
+        }
+        if let Some(signatures) = file.signatures.take() {
+            self.record_signatures(name, signatures);
+        }
+        self.record_key_data(name, &file);
+        self.files_read.push(name.key.clone());
+        Ok(file.key_count.map(|_| file.keys))
+    }
 
-        // Check 4.
+    /// Check 2 for one file's signatures: at least one given key signs it. Which label each
+    /// key signs under is learnt here and judged in [`Run::judge_signers`].
+    fn record_signatures(&mut self, name: &ObjectName, signatures: Vec<CheckedSignature>) {
+        if self.public_keys.is_empty() {
+            return;
+        }
+        self.files_with_signatures += 1;
+        let signers: BTreeSet<usize> = signatures
+            .iter()
+            .flat_map(|signature| signature.verified_by.iter().copied())
+            .collect();
+        if signers.is_empty() {
+            self.violation(Finding::NotSignedByGivenKey {
+                object: name.key.clone(),
+                given: self.public_keys.len(),
+            });
+        }
+        for &number in &signers {
+            if let Some(count) = self.report.signers.get_mut(number) {
+                count.files += 1;
+            }
+        }
+        for (index, signature) in signatures.into_iter().enumerate() {
+            let label = (signature.key_version.clone(), signature.key_id.clone());
+            self.labels
+                .entry(label)
+                .or_default()
+                .extend(signature.verified_by.iter().copied());
+            if signature.verified_by.len() < self.public_keys.len() {
+                self.unverified.push(UnverifiedSignature {
+                    object: name.key.clone(),
+                    index,
+                    signature,
+                });
+            }
+        }
+    }
+
+    /// Check 2, once the whole bucket is read: every signature whose label a given key signs
+    /// under verifies with that key (a phone holding the key for the label checks exactly
+    /// that signature), and every given key signs some file.
+    fn judge_signers(&mut self, hourly_index: &str) {
+        for unverified in std::mem::take(&mut self.unverified) {
+            let signature = &unverified.signature;
+            let label = (signature.key_version.clone(), signature.key_id.clone());
+            let Some(claimed) = self.labels.get(&label) else {
+                continue;
+            };
+            for &number in claimed {
+                if signature.verified_by.contains(&number) {
+                    continue;
+                }
+                if let Some(&public_key) = self.public_keys.get(number) {
+                    self.report
+                        .violations
+                        .push(Finding::SignatureDoesNotVerify {
+                            object: unverified.object.clone(),
+                            index: unverified.index,
+                            key_version: signature.key_version.clone(),
+                            key_id: signature.key_id.clone(),
+                            key_number: number + 1,
+                            public_key,
+                        });
+                }
+            }
+        }
+        if self.files_with_signatures == 0 {
+            return;
+        }
+        for (number, signer) in (1..).zip(&self.report.signers) {
+            if signer.files == 0 {
+                self.report.violations.push(Finding::KeySignsNothing {
+                    object: hourly_index.to_owned(),
+                    key_number: number,
+                    public_key: signer.public_key,
+                    files: self.files_with_signatures,
+                });
+            }
+        }
+    }
+
+    /// Check 4: no `key_data` twice among the files of one series.
+    fn record_key_data(&mut self, name: &ObjectName, file: &CheckedFile) {
+        let seen = match name.kind {
+            Kind::Hourly => &mut self.hourly_seen,
+            Kind::Daily => &mut self.daily_seen,
+        };
         let file_number = u32::try_from(self.files_read.len()).unwrap_or(u32::MAX);
         let mut repeats = 0_usize;
         let mut first_repeat: Option<(usize, [u8; 16], u32)> = None;
@@ -475,46 +712,42 @@ impl Run<'_> {
                 seen.insert(key.key_data, file_number);
             }
         }
-        if let Some((index, key_data, earlier)) = first_repeat {
-            let where_seen = if earlier == file_number {
-                "in this file".to_owned()
-            } else {
-                let earlier = usize::try_from(earlier)
+        if let Some((first, key_data, earlier)) = first_repeat {
+            let first_seen_in = (earlier != file_number).then(|| {
+                usize::try_from(earlier)
                     .ok()
                     .and_then(|earlier| self.files_read.get(earlier))
-                    .map_or("an earlier file", String::as_str);
-                format!("in {earlier}")
-            };
-            self.violation(format!(
-                "{}: {repeats} key_data value(s) are published twice among the {} files \
-                 (first: key {index} of the file, key_data {}, already {where_seen})",
-                name.key,
-                name.kind,
-                hex::encode(key_data)
-            ));
+                    .map_or_else(|| "an earlier file".to_owned(), Clone::clone)
+            });
+            self.violation(Finding::KeyDataRepeated {
+                object: name.key.clone(),
+                kind: name.kind,
+                count: repeats,
+                first,
+                key_data,
+                first_seen_in,
+            });
         }
-        self.files_read.push(name.key.clone());
-        Ok(file.key_count.map(|_| file.keys))
     }
 }
 
 /// Check 5: the daily file's keys, all fields, are exactly the union of its day's hourly
 /// files (DESIGN §4: "exactly the union of its 24 hourly files").
 fn compare_day(
-    daily_label: &str,
-    mut hourly: Vec<ExportedKey>,
-    mut daily: Vec<ExportedKey>,
-    violations: &mut Vec<String>,
-) {
-    hourly.sort_unstable();
-    daily.sort_unstable();
-    if hourly == daily {
-        return;
+    daily: &ObjectName,
+    parts: bool,
+    mut hourly_keys: Vec<ExportedKey>,
+    mut daily_keys: Vec<ExportedKey>,
+) -> Option<Finding> {
+    hourly_keys.sort_unstable();
+    daily_keys.sort_unstable();
+    if hourly_keys == daily_keys {
+        return None;
     }
     // A merge walk over the two sorted multisets.
     let (mut missing, mut extra) = (0_usize, 0_usize);
     let (mut first_missing, mut first_extra) = (None, None);
-    let (mut h, mut d) = (hourly.iter().peekable(), daily.iter().peekable());
+    let (mut h, mut d) = (hourly_keys.iter().peekable(), daily_keys.iter().peekable());
     loop {
         match (h.peek(), d.peek()) {
             (None, None) => break,
@@ -524,39 +757,29 @@ fn compare_day(
             }
             (Some(a), Some(b)) if a < b => {
                 missing += 1;
-                first_missing.get_or_insert(**a);
+                first_missing.get_or_insert(a.key_data);
                 h.next();
             }
             (Some(a), None) => {
                 missing += 1;
-                first_missing.get_or_insert(**a);
+                first_missing.get_or_insert(a.key_data);
                 h.next();
             }
             (_, Some(b)) => {
                 extra += 1;
-                first_extra.get_or_insert(**b);
+                first_extra.get_or_insert(b.key_data);
                 d.next();
             }
         }
     }
-    let mut parts = Vec::new();
-    if let Some(key) = first_missing {
-        parts.push(format!(
-            "{missing} key(s) of the day's hourly files are missing (first: key_data {})",
-            hex::encode(key.key_data)
-        ));
-    }
-    if let Some(key) = first_extra {
-        parts.push(format!(
-            "{extra} key(s) are not in the day's hourly files, or differ from them in a field \
-             (first: key_data {})",
-            hex::encode(key.key_data)
-        ));
-    }
-    violations.push(format!(
-        "{daily_label}: is not exactly the union of its day's 24 hourly files: {}",
-        parts.join("; ")
-    ));
+    Some(Finding::DayNotUnion {
+        object: daily.key.clone(),
+        parts,
+        missing,
+        first_missing,
+        extra,
+        first_extra,
+    })
 }
 
 #[cfg(test)]
@@ -577,58 +800,91 @@ mod tests {
 
     #[test]
     fn day_comparison_counts_missing_and_extra_keys() {
-        let mut violations = Vec::new();
-        compare_day(
-            "D",
-            vec![key(1, 1), key(2, 1), key(3, 1)],
-            vec![key(3, 1), key(2, 1), key(1, 1)],
-            &mut violations,
+        let daily = names::parse_object_name(
+            &Region::parse("CA").unwrap(),
+            "CA/daily/1764201600-1764288000-00001.zip",
+        )
+        .unwrap();
+        assert_eq!(
+            compare_day(
+                &daily,
+                false,
+                vec![key(1, 1), key(2, 1), key(3, 1)],
+                vec![key(3, 1), key(2, 1), key(1, 1)],
+            ),
+            None
         );
-        assert!(violations.is_empty());
 
-        compare_day(
-            "D",
+        let finding = compare_day(
+            &daily,
+            true,
             vec![key(1, 1), key(2, 1), key(3, 1)],
             vec![key(1, 1), key(2, 2), key(4, 1), key(4, 1)],
-            &mut violations,
+        )
+        .unwrap();
+        assert_eq!(
+            finding,
+            Finding::DayNotUnion {
+                object: daily.key.clone(),
+                parts: true,
+                missing: 2,
+                first_missing: Some([2; 16]),
+                extra: 3,
+                first_extra: Some([4; 16]),
+            }
         );
         assert_eq!(
-            violations,
-            [format!(
-                "D: is not exactly the union of its day's 24 hourly files: 2 key(s) of the \
-                 day's hourly files are missing (first: key_data {}); 3 key(s) are not in the \
-                 day's hourly files, or differ from them in a field (first: key_data {})",
+            finding.to_string(),
+            format!(
+                "{} (and its other parts): is not exactly the union of its day's 24 hourly \
+                 files: 2 key(s) of the day's hourly files are missing (first: key_data {}); 3 \
+                 key(s) are not in the day's hourly files, or differ from them in a field \
+                 (first: key_data {})",
+                daily.key,
                 hex::encode([2_u8; 16]),
                 hex::encode([4_u8; 16])
-            )]
+            )
         );
     }
 
     #[test]
     fn report_summary() {
+        let public_key =
+            crate::sign::SigningKey::from_pem(include_str!("../../fixtures/test-signing-key.pem"))
+                .unwrap()
+                .public_key();
         let mut report = VerifyReport {
             hourly_files: 30,
             daily_files: 1,
             keys_hourly: 80,
             keys_daily: 70,
             bytes: 15_000,
+            signers: vec![SignerCount {
+                public_key,
+                files: 31,
+            }],
             violations: Vec::new(),
             notes: vec!["n".to_owned()],
         };
         assert!(report.is_ok());
         assert_eq!(
             report.to_string(),
-            "30 hourly files (80 keys), 1 daily files (70 keys), 15000 bytes, 100.0 bytes per \
-             key: OK\nnote: n"
+            format!(
+                "30 hourly files (80 keys), 1 daily files (70 keys), 15000 bytes, 100.0 bytes \
+                 per key: OK\npublic key 1 of 1 ({public_key:?}) signs 31 file(s)\nnote: n"
+            )
         );
-        report.violations.push("v".to_owned());
+        report.violations.push(Finding::Missing {
+            object: "CA/index.txt".to_owned(),
+        });
+        report.signers.clear();
         report.keys_hourly = 0;
         report.keys_daily = 0;
         assert!(!report.is_ok());
         assert_eq!(
             report.to_string(),
             "30 hourly files (0 keys), 1 daily files (0 keys), 15000 bytes: 1 violation(s)\n\
-             violation: v\nnote: n"
+             violation: CA/index.txt: does not exist\nnote: n"
         );
     }
 
@@ -668,17 +924,17 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            report
-                .violations
-                .iter()
-                .any(|violation| violation.starts_with("CA/index.txt: no hourly file for ")),
+            report.violations.iter().any(|finding| matches!(
+                finding,
+                Finding::WindowsMissing { object, kind: Kind::Hourly, .. } if object == "CA/index.txt"
+            )),
             "{report}"
         );
         assert_eq!(
             report
                 .violations
                 .iter()
-                .filter(|violation| violation.ends_with("but the object does not exist"))
+                .filter(|finding| matches!(finding, Finding::ListedButMissing { .. }))
                 .count(),
             3,
             "{report}"
@@ -690,13 +946,20 @@ mod tests {
         let report = verify_bucket(&MemorySource::new(), &VerifyOptions::default())
             .await
             .unwrap();
+        let missing = |object: &str| Finding::Missing {
+            object: object.to_owned(),
+        };
         assert_eq!(
             report.violations,
             [
-                "CA/index.txt: does not exist",
-                "CA/daily/index.txt: does not exist",
-                "CA/index.json: does not exist",
+                missing("CA/index.txt"),
+                missing("CA/daily/index.txt"),
+                missing("CA/index.json"),
             ]
+        );
+        assert_eq!(
+            report.violations[0].to_string(),
+            "CA/index.txt: does not exist"
         );
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use diagnosis_core::domain::Region;
 
+use super::finding::{Finding, NameError};
 use crate::render::{PartNumber, daily_object_key, object_key};
 
 /// Seconds in one hourly window (DESIGN §4: `end − start = 3600`).
@@ -18,7 +19,7 @@ pub(crate) const DAY: u64 = 86_400;
 
 /// Which of the two series a published file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `{region}/{start}-{end}-{nnnnn}.zip`, one closed hour.
     Hourly,
     /// `{region}/daily/{start}-{end}-{nnnnn}.zip`, one closed UTC day.
@@ -27,7 +28,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// The `kind` value of the manifest (`index.json`).
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Hourly => "hourly",
             Self::Daily => "daily",
@@ -35,7 +36,7 @@ impl Kind {
     }
 
     /// Length of the window, seconds.
-    pub(crate) fn window_seconds(self) -> u64 {
+    pub fn window_seconds(self) -> u64 {
         match self {
             Self::Hourly => HOUR,
             Self::Daily => DAY,
@@ -75,12 +76,10 @@ impl ObjectName {
 ///
 /// The name must be exactly what [`object_key`] or [`daily_object_key`] would write (so no
 /// leading zeros, no other separators), with a window of one aligned hour or one UTC day.
-pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName, String> {
-    let malformed = || {
-        format!(
-            "{key:?} is not an export file name ({region}/{{start}}-{{end}}-{{nnnnn}}.zip or \
-             {region}/daily/{{start}}-{{end}}-{{nnnnn}}.zip)"
-        )
+pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName, NameError> {
+    let malformed = || NameError::NotAnExportName {
+        name: key.to_owned(),
+        region: region.as_str().to_owned(),
     };
     let rest = key
         .strip_prefix(region.as_str())
@@ -122,18 +121,19 @@ pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName
     }
     let seconds = kind.window_seconds();
     if end.checked_sub(start) != Some(seconds) {
-        return Err(format!(
-            "{key}: a {kind} window must last {seconds} seconds, this one is {start} to {end}"
-        ));
+        return Err(NameError::WrongLength {
+            name: key.to_owned(),
+            kind,
+            start,
+            end,
+        });
     }
     if start % seconds != 0 {
-        let boundary = match kind {
-            Kind::Hourly => "a full hour",
-            Kind::Daily => "UTC midnight",
-        };
-        return Err(format!(
-            "{key}: a {kind} window must start at {boundary}, this one starts at {start}"
-        ));
+        return Err(NameError::Unaligned {
+            name: key.to_owned(),
+            kind,
+            start,
+        });
     }
     Ok(ObjectName {
         key: key.to_owned(),
@@ -154,10 +154,12 @@ pub(crate) fn parse_index(
     index_key: &str,
     kind: Kind,
     bytes: &[u8],
-    violations: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
 ) -> Vec<ObjectName> {
     let Ok(text) = std::str::from_utf8(bytes) else {
-        violations.push(format!("{index_key}: not UTF-8 text"));
+        findings.push(Finding::IndexNotText {
+            object: index_key.to_owned(),
+        });
         return Vec::new();
     };
     let text = text.strip_suffix('\n').unwrap_or(text);
@@ -169,38 +171,50 @@ pub(crate) fn parse_index(
     for (index, line) in text.split('\n').enumerate() {
         let line_number = index + 1;
         if line.is_empty() {
-            violations.push(format!("{index_key}: line {line_number} is empty"));
+            findings.push(Finding::IndexEmptyLine {
+                object: index_key.to_owned(),
+                line: line_number,
+            });
             continue;
         }
         let name = match parse_object_name(region, line) {
             Ok(name) => name,
-            Err(reason) => {
-                violations.push(format!("{index_key}: line {line_number}: {reason}"));
+            Err(problem) => {
+                findings.push(Finding::IndexBadName {
+                    object: index_key.to_owned(),
+                    line: line_number,
+                    problem,
+                });
                 continue;
             }
         };
         if name.kind != kind {
-            violations.push(format!(
-                "{index_key}: line {line_number}: {line} is a {} file name, this index lists \
-                 {kind} files only",
-                name.kind
-            ));
+            findings.push(Finding::IndexWrongKind {
+                object: index_key.to_owned(),
+                line: line_number,
+                name: line.to_owned(),
+                found: name.kind,
+                expected: kind,
+            });
             continue;
         }
         if !seen.insert(line) {
-            violations.push(format!(
-                "{index_key}: line {line_number}: {line} is listed twice"
-            ));
+            findings.push(Finding::IndexRepeat {
+                object: index_key.to_owned(),
+                line: line_number,
+                name: line.to_owned(),
+            });
             continue;
         }
         if let Some(previous) = names.last()
             && name.order() < previous.order()
         {
-            violations.push(format!(
-                "{index_key}: line {line_number}: {line} is listed after {}, but the index must \
-                 be oldest first",
-                previous.key
-            ));
+            findings.push(Finding::IndexOrder {
+                object: index_key.to_owned(),
+                line: line_number,
+                name: line.to_owned(),
+                after: previous.key.clone(),
+            });
         }
         names.push(name);
     }
@@ -216,28 +230,26 @@ pub(crate) fn check_continuity(
     index_key: &str,
     kind: Kind,
     names: &[ObjectName],
-    violations: &mut Vec<String>,
+    findings: &mut Vec<Finding>,
 ) {
     let mut windows: BTreeMap<u64, Vec<PartNumber>> = BTreeMap::new();
     for name in names {
         windows.entry(name.start).or_default().push(name.part);
     }
     let step = kind.window_seconds();
-    let unit = match kind {
-        Kind::Hourly => "hour",
-        Kind::Daily => "day",
-    };
     let mut previous: Option<u64> = None;
     for (&start, parts) in &mut windows {
         if let Some(previous) = previous {
             // Windows are aligned to `step` and distinct, so this is at least 1.
             let missing = (start.saturating_sub(previous) / step).saturating_sub(1);
             if missing > 0 {
-                let first = previous.saturating_add(step);
-                violations.push(format!(
-                    "{index_key}: no {kind} file for {missing} {unit}(s) from {first} to {start} \
-                     (every {unit} between the oldest and the newest listed must be published)"
-                ));
+                findings.push(Finding::WindowsMissing {
+                    object: index_key.to_owned(),
+                    kind,
+                    count: missing,
+                    from: previous.saturating_add(step),
+                    to: start,
+                });
             }
         }
         previous = Some(start);
@@ -247,13 +259,13 @@ pub(crate) fn check_continuity(
             .zip(1_u32..)
             .all(|(part, expected)| part.get() == expected);
         if !contiguous {
-            let listed: Vec<String> = parts.iter().map(ToString::to_string).collect();
-            violations.push(format!(
-                "{index_key}: the {kind} window {start}-{} lists parts {} (parts must run from \
-                 00001 without a gap)",
-                start.saturating_add(step),
-                listed.join(", ")
-            ));
+            findings.push(Finding::PartsGap {
+                object: index_key.to_owned(),
+                kind,
+                start,
+                end: start.saturating_add(step),
+                parts: parts.clone(),
+            });
         }
     }
 }
@@ -274,8 +286,13 @@ mod tests {
                 .map(|name| (name.kind, name.start, name.end, name.part.get()));
             match (got, expected) {
                 (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{key}"),
-                (Err(reason), Err(fragment)) => {
-                    assert!(reason.contains(fragment), "{key}: {reason:?}")
+                (Err(problem), Err(expected)) => {
+                    let found = match problem {
+                        NameError::NotAnExportName { .. } => "not an export",
+                        NameError::WrongLength { .. } => "must last",
+                        NameError::Unaligned { .. } => "start at",
+                    };
+                    assert_eq!(found, expected, "{key}: {problem}");
                 }
                 (got, expected) => panic!("{key}: got {got:?}, expected {expected:?}"),
             }
@@ -317,26 +334,17 @@ mod tests {
             "CA/99999999999999999999-1764284400-00001.zip",
             Err("not an export"),
         );
-        check("CA/1764280800-1764288000-00001.zip", Err("must last 3600"));
-        check("CA/1764284400-1764280800-00001.zip", Err("must last 3600"));
-        check(
-            "CA/1764280860-1764284460-00001.zip",
-            Err("start at a full hour"),
-        );
-        check(
-            "CA/daily/1764280800-1764367200-00001.zip",
-            Err("start at UTC midnight"),
-        );
-        check(
-            "CA/daily/1764201600-1764205200-00001.zip",
-            Err("must last 86400"),
-        );
-        check("CA/18446744073709551600-0-00001.zip", Err("must last 3600"));
+        check("CA/1764280800-1764288000-00001.zip", Err("must last"));
+        check("CA/1764284400-1764280800-00001.zip", Err("must last"));
+        check("CA/1764280860-1764284460-00001.zip", Err("start at"));
+        check("CA/daily/1764280800-1764367200-00001.zip", Err("start at"));
+        check("CA/daily/1764201600-1764205200-00001.zip", Err("must last"));
+        check("CA/18446744073709551600-0-00001.zip", Err("must last"));
         check("CA/index.txt", Err("not an export"));
         check("", Err("not an export"));
     }
 
-    fn index(kind: Kind, text: &str) -> (Vec<String>, Vec<String>) {
+    fn index(kind: Kind, text: &str) -> (Vec<String>, Vec<Finding>) {
         let mut violations = Vec::new();
         let names = parse_index(
             &ca(),
@@ -372,8 +380,52 @@ mod tests {
             &format!("{c}\n{a}\n\n{a}\n{daily}\nCA/nonsense\n{c}\r\n"),
         );
         assert_eq!(names, [c, a]);
+        let object = "CA/index.txt".to_owned();
+        let not_a_name = |name: &str| NameError::NotAnExportName {
+            name: name.to_owned(),
+            region: "CA".to_owned(),
+        };
         assert_eq!(
             violations,
+            [
+                Finding::IndexOrder {
+                    object: object.clone(),
+                    line: 2,
+                    name: a.to_owned(),
+                    after: c.to_owned(),
+                },
+                Finding::IndexEmptyLine {
+                    object: object.clone(),
+                    line: 3,
+                },
+                Finding::IndexRepeat {
+                    object: object.clone(),
+                    line: 4,
+                    name: a.to_owned(),
+                },
+                Finding::IndexWrongKind {
+                    object: object.clone(),
+                    line: 5,
+                    name: daily.to_owned(),
+                    found: Kind::Daily,
+                    expected: Kind::Hourly,
+                },
+                Finding::IndexBadName {
+                    object: object.clone(),
+                    line: 6,
+                    problem: not_a_name("CA/nonsense"),
+                },
+                Finding::IndexBadName {
+                    object: object.clone(),
+                    line: 7,
+                    problem: not_a_name(&format!("{c}\r")),
+                },
+            ]
+        );
+        // The report lines say as much as the findings.
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
             [
                 format!(
                     "CA/index.txt: line 2: {a} is listed after {c}, but the index must be \
@@ -403,7 +455,12 @@ mod tests {
             &mut violations,
         );
         assert!(names.is_empty());
-        assert_eq!(violations, ["CA/index.txt: not UTF-8 text"]);
+        assert_eq!(
+            violations,
+            [Finding::IndexNotText {
+                object: "CA/index.txt".to_owned()
+            }]
+        );
     }
 
     fn hourly(start: u64, part: u32) -> ObjectName {
@@ -428,28 +485,56 @@ mod tests {
         ];
         let mut violations = Vec::new();
         check_continuity("CA/index.txt", Kind::Hourly, &names, &mut violations);
+        let object = "CA/index.txt".to_owned();
+        let parts = |numbers: &[u32]| -> Vec<PartNumber> {
+            numbers
+                .iter()
+                .map(|&n| PartNumber::new(n).unwrap())
+                .collect()
+        };
         assert_eq!(
             violations,
             [
-                format!(
-                    "CA/index.txt: no hourly file for 2 hour(s) from {} to {} (every hour \
-                     between the oldest and the newest listed must be published)",
-                    base + 2 * HOUR,
-                    base + 4 * HOUR
-                ),
-                format!(
-                    "CA/index.txt: the hourly window {}-{} lists parts 00002 (parts must run \
-                     from 00001 without a gap)",
-                    base + 4 * HOUR,
-                    base + 5 * HOUR
-                ),
-                format!(
-                    "CA/index.txt: the hourly window {}-{} lists parts 00001, 00003 (parts \
-                     must run from 00001 without a gap)",
-                    base + 5 * HOUR,
-                    base + 6 * HOUR
-                ),
+                Finding::WindowsMissing {
+                    object: object.clone(),
+                    kind: Kind::Hourly,
+                    count: 2,
+                    from: base + 2 * HOUR,
+                    to: base + 4 * HOUR,
+                },
+                Finding::PartsGap {
+                    object: object.clone(),
+                    kind: Kind::Hourly,
+                    start: base + 4 * HOUR,
+                    end: base + 5 * HOUR,
+                    parts: parts(&[2]),
+                },
+                Finding::PartsGap {
+                    object: object.clone(),
+                    kind: Kind::Hourly,
+                    start: base + 5 * HOUR,
+                    end: base + 6 * HOUR,
+                    parts: parts(&[1, 3]),
+                },
             ]
+        );
+        assert_eq!(
+            violations[0].to_string(),
+            format!(
+                "CA/index.txt: no hourly file for 2 hour(s) from {} to {} (every hour between \
+                 the oldest and the newest listed must be published)",
+                base + 2 * HOUR,
+                base + 4 * HOUR
+            )
+        );
+        assert_eq!(
+            violations[2].to_string(),
+            format!(
+                "CA/index.txt: the hourly window {}-{} lists parts 00001, 00003 (parts must run \
+                 from 00001 without a gap)",
+                base + 5 * HOUR,
+                base + 6 * HOUR
+            )
         );
 
         let mut violations = Vec::new();

@@ -1,5 +1,7 @@
-//! Where `verify` reads a published bucket from: a folder (a `file://` bucket or a copy), a
-//! plain-HTTP server (a CDN or a local static server), or memory (tests).
+//! Where `verify` reads a published bucket from: a folder (a `file://` bucket or a copy), an
+//! HTTP or HTTPS server (the CDN or a local static server), or memory (tests). Object-store
+//! buckets are read by the command through its own [`Source`], so this module knows nothing
+//! of the exporter's storage.
 //!
 //! A source only fetches bytes by object key; it never judges them. It must never write,
 //! never read outside its root (object keys with `..`, absolute paths or empty segments are
@@ -10,19 +12,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::AsyncReadExt as _;
+use url::Url;
 
 use super::VerifyError;
-use crate::storage::Bucket;
 
 /// Largest object a source hands out. The largest legitimate object is a zip of 750 000 keys,
 /// about 14 MB (DESIGN §4.1); anything past this is refused rather than read.
@@ -143,20 +148,42 @@ fn is_safe_key(key: &str) -> bool {
         })
 }
 
-/// A bucket behind plain HTTP, such as the CDN or a local static server.
+/// A bucket behind HTTP or HTTPS, such as the CDN or a local static server.
 ///
 /// `200` is the object, `404` and `403` (what S3-style buckets answer for a missing key
 /// without list permission) are "no such object", anything else is an error. Redirects are
-/// not followed. There is no TLS stack in this build, so `https://` is refused.
+/// not followed. `https://` checks the server's certificate chain and name against the
+/// operating system's trusted certificates (`rustls-native-certs`, which honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), on rustls with the aws-lc-rs provider: the TLS stack
+/// of the database connection, so the binary carries one.
 #[derive(Debug, Clone)]
 pub struct HttpSource {
     base_url: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    transport: Transport,
+}
+
+/// An `http://` source never makes a TLS connection and an `https://` source never makes a
+/// plain one: no redirect is followed, so every request goes to the scheme of the base URL.
+#[derive(Debug, Clone)]
+enum Transport {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
 }
 
 impl HttpSource {
-    /// A source for objects under `base_url` (`http://host[:port][/prefix]`).
+    /// A source for objects under `base_url` (`http[s]://host[:port][/prefix]`); `https://`
+    /// trusts the operating system's certificates.
     pub fn new(base_url: &str) -> Result<Self, VerifyError> {
+        Self::build(base_url, None)
+    }
+
+    /// A source for objects under `base_url` whose `https://` server must present a chain
+    /// leading to one of `roots` instead of the operating system's certificates.
+    pub fn with_roots(base_url: &str, roots: RootCertStore) -> Result<Self, VerifyError> {
+        Self::build(base_url, Some(roots))
+    }
+
+    fn build(base_url: &str, roots: Option<RootCertStore>) -> Result<Self, VerifyError> {
         let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
             location: base_url.to_owned(),
             reason: reason.to_owned(),
@@ -164,11 +191,11 @@ impl HttpSource {
         let uri: Uri = base_url
             .parse()
             .map_err(|error: hyper::http::uri::InvalidUri| unsupported(&error.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(unsupported(HTTPS_REFUSED)),
-            _ => return Err(unsupported("only http:// URLs can be fetched")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(unsupported("only http:// and https:// URLs can be fetched")),
+        };
         if uri
             .authority()
             .is_none_or(|authority| authority.host().is_empty())
@@ -182,9 +209,32 @@ impl HttpSource {
         }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let transport = if tls {
+            let roots = match roots {
+                Some(roots) => roots,
+                None => system_roots().map_err(|reason| unsupported(&reason))?,
+            };
+            let config = ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| unsupported(&error.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            // The connector speaks TLS itself, after a TCP connection to an `https` URI.
+            connector.enforce_http(false);
+            let connector = HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector);
+            Transport::Tls(Client::builder(TokioExecutor::new()).build(connector))
+        } else {
+            Transport::Plain(Client::builder(TokioExecutor::new()).build(connector))
+        };
         Ok(Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            transport,
         })
     }
 
@@ -222,11 +272,17 @@ impl HttpSource {
             .body(Empty::<Bytes>::new())
             .map_err(|error| failed(error.to_string()))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|error| failed(error_chain(&error)))?;
+            let response = match &self.transport {
+                Transport::Plain(client) => client.request(request).await,
+                Transport::Tls(client) => client.request(request).await,
+            };
+            let response = response.map_err(|error| match untrusted_certificate(&error) {
+                Some(reason) => VerifyError::UntrustedServer {
+                    url: url.clone(),
+                    reason,
+                },
+                None => failed(error_chain(&error)),
+            })?;
             match response.status() {
                 StatusCode::OK => {}
                 StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
@@ -258,6 +314,58 @@ impl HttpSource {
                 )))
             })
     }
+}
+
+/// The operating system's trusted certificates, as `rustls-native-certs` finds them
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` first).
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(
+            "the system has no trusted certificates to check the server with (install \
+                    ca-certificates, or set SSL_CERT_FILE to a PEM bundle)"
+                .to_owned(),
+        );
+    }
+    Ok(roots)
+}
+
+/// The certificate problem behind a failed request, if that is why it failed: the chain,
+/// the name or the validity of the server's certificate.
+fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error(current) {
+            return Some(format!(
+                "the server's certificate is not trusted ({problem:?}); the trusted roots are \
+                 the system's certificates, or the PEM bundle named by SSL_CERT_FILE"
+            ));
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// The rustls error `error` is or wraps: the TLS connector wraps it in an `io::Error`, twice,
+/// and `io::Error::source` skips the wrapped error.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(found) = error.downcast_ref::<rustls::Error>() {
+        return Some(found);
+    }
+    let mut wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref);
+    while let Some(inner) = wrapped {
+        if let Some(found) = inner.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        wrapped = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+    }
+    None
 }
 
 /// An error and its causes on one line: connection errors say little at the top level.
@@ -348,106 +456,48 @@ impl Source for MemorySource {
     }
 }
 
-const HTTPS_REFUSED: &str = "https:// is not supported: this build has no TLS stack; verify \
-                             through an http:// endpoint (such as a local static server) or a \
-                             copy of the bucket in a folder";
-
-/// The source for a `verify` argument (DESIGN §6): `http://…` reads over HTTP, `file:///path`
-/// or a plain path reads a folder, `s3://`, `gs://` and `az://` read the bucket through
-/// object_store with the standard credentials. `https://` is refused with a message saying what
-/// to use instead.
+/// The source for a `verify` location (DESIGN §6): `http://…` and `https://…` read over HTTP,
+/// `file:///path` or a plain path reads a folder. Object-store buckets (`s3://`, `gs://`,
+/// `az://`) are not read here: the command reads them through its own store client, a
+/// [`Source`] of its own.
 pub fn source_for(path_or_url: &str) -> Result<Box<dyn Source>, VerifyError> {
     let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
         location: path_or_url.to_owned(),
         reason: reason.to_owned(),
     };
-    let Some((scheme, rest)) = split_scheme(path_or_url) else {
+    let Some(scheme) = scheme_of(path_or_url) else {
         if path_or_url.is_empty() {
             return Err(unsupported("empty path"));
         }
         return Ok(Box::new(DirectorySource::open(path_or_url)?));
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "http" => Ok(Box::new(HttpSource::new(path_or_url)?)),
-        "https" => Err(unsupported(HTTPS_REFUSED)),
+        "http" | "https" => Ok(Box::new(HttpSource::new(path_or_url)?)),
         "file" => {
-            let path = rest
-                .strip_prefix("localhost")
-                .unwrap_or(rest)
-                .strip_prefix('/')
-                .map(|path| format!("/{path}"))
-                .ok_or_else(|| unsupported("a file:// URL must be absolute: file:///path"))?;
-            let path = percent_decode(&path)
-                .ok_or_else(|| unsupported("the file:// URL has an invalid %-escape"))?;
+            let path = Url::parse(path_or_url)
+                .ok()
+                .and_then(|url| url.to_file_path().ok())
+                .ok_or_else(|| {
+                    unsupported(
+                        "a file:// URL must name an absolute path on this machine: \
+                         file:///path",
+                    )
+                })?;
             Ok(Box::new(DirectorySource::open(path)?))
         }
-        "s3" | "gs" | "az" => {
-            let bucket = Bucket::from_url(path_or_url).map_err(|e| unsupported(&e.to_string()))?;
-            Ok(Box::new(BucketSource::new(bucket)))
-        }
         _ => Err(unsupported(
-            "only http:// URLs, s3://, gs:// and az:// buckets, file:// URLs and folders can be \
-             verified",
+            "only folders, file://, http:// and https:// URLs can be read here",
         )),
     }
 }
 
-/// Any bucket the exporter can publish to (`s3://`, `gs://`, `az://`, `memory://`),
-/// read through object_store with the standard credentials.
-#[derive(Debug, Clone)]
-pub struct BucketSource {
-    bucket: Bucket,
-}
-
-impl BucketSource {
-    pub fn new(bucket: Bucket) -> BucketSource {
-        BucketSource { bucket }
-    }
-}
-
-impl Source for BucketSource {
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
-        Box::pin(async move {
-            self.bucket
-                .get(key)
-                .await
-                .map_err(|e| VerifyError::Storage {
-                    key: key.to_owned(),
-                    reason: e.to_string(),
-                })
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.bucket.location().to_owned()
-    }
-}
-
-/// `scheme://rest` with an RFC 3986 scheme; `None` for anything else (a path).
-fn split_scheme(text: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = text.split_once("://")?;
+/// The scheme of `scheme://rest` (RFC 3986 syntax); `None` for anything else (a path).
+pub fn scheme_of(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
     let mut chars = scheme.chars();
     let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    well_formed.then_some((scheme, rest))
-}
-
-fn percent_decode(text: &str) -> Option<PathBuf> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while let Some(&byte) = bytes.get(index) {
-        if byte == b'%' {
-            let hex = bytes.get(index + 1..index + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            decoded.push(u8::from_str_radix(hex, 16).ok()?);
-            index += 3;
-        } else {
-            decoded.push(byte);
-            index += 1;
-        }
-    }
-    String::from_utf8(decoded).ok().map(PathBuf::from)
+    well_formed.then_some(scheme)
 }
 
 #[cfg(test)]
@@ -492,18 +542,6 @@ mod tests {
             source.url_of("a b/é?#"),
             "http://127.0.0.1:8080/bucket/a%20b/%C3%A9%3F%23"
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("/tmp/a%20b"),
-            Some(PathBuf::from("/tmp/a b"))
-        );
-        assert_eq!(percent_decode("/tmp/%2"), None);
-        assert_eq!(percent_decode("/tmp/%zz"), None);
-        assert_eq!(percent_decode("/tmp/%FF"), None);
-        assert_eq!(percent_decode("/tmp/%C3%A9"), Some(PathBuf::from("/tmp/é")));
     }
 
     #[tokio::test]
