@@ -12,15 +12,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_exporter::archive::zip_export;
-use diagnosis_exporter::render::{
-    ExportWindow, SignerInfo, daily_object_key, object_key, render_window,
-};
-use diagnosis_exporter::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_exporter::verify::{
     DirectorySource, HttpSource, MemorySource, Source, VerifyError, VerifyOptions, VerifyReport,
     source_for, verify_bucket,
 };
+use diagnosis_format::archive::zip_export;
+use diagnosis_format::names::{daily_file_key, hourly_file_key};
+use diagnosis_format::render::{ExportWindow, SignerInfo, render_window};
+use diagnosis_format::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -170,9 +169,9 @@ impl Spec {
                 let sig = sign_export(&part.export_bin, &self.signing_keys).unwrap();
                 let zip = zip_export(&part.export_bin, &sig).unwrap();
                 let key = if kind == "hourly" {
-                    object_key(&region(), start, start + length, part.part)
+                    hourly_file_key(&region(), start, start + length, part.part)
                 } else {
-                    daily_object_key(&region(), start, start + length, part.part)
+                    daily_file_key(&region(), start, start + length, part.part)
                 };
                 manifest.push(json!({
                     "key": key,

@@ -35,6 +35,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use diagnosis_core::domain::Region;
+use diagnosis_format::sign::PublicKey;
 use thiserror::Error;
 
 use self::export_file::{ExportedKey, check_export_file};
@@ -43,7 +44,6 @@ use self::names::{DAY, HOUR, Kind, ObjectName, check_continuity, parse_index};
 pub use self::source::{
     BucketSource, DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, source_for,
 };
-use crate::sign::PublicKey;
 
 /// Default export region (`EXPORT_REGION`, DESIGN §6).
 pub const DEFAULT_REGION: &str = "CA";
