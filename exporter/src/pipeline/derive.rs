@@ -487,7 +487,7 @@ mod tests {
         unknown_report.extend([0_u8; 16]);
         unknown_report.extend([0x18, 0x01, 0x28, 0x09]);
         assert_eq!(decode_key(&unknown_report), None, "report type 9");
-        unknown_report[19] = 0x01;
+        unknown_report[21] = 0x01;
         assert!(decode_key(&unknown_report).is_some(), "report type 1");
         assert_eq!(
             decode_key(&[0x18, 0x01, 0x38, 0x01]),
