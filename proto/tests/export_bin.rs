@@ -125,10 +125,11 @@ fn read_keys(export_bin: &[u8]) -> Result<Vec<KeyFields<'_>>, DecodeError> {
     Ok(keys)
 }
 
+/// One key's fields in a form both decoders' answers convert to.
+type Fields = (Vec<u8>, i32, Option<i32>, i32, Option<i32>, Option<i32>);
+
 /// The keys as prost decodes them, in the decoder's terms.
-fn prost_keys(
-    export_bin: &[u8],
-) -> Vec<(Vec<u8>, i32, Option<i32>, i32, Option<i32>, Option<i32>)> {
+fn prost_keys(export_bin: &[u8]) -> Vec<Fields> {
     TemporaryExposureKeyExport::decode(&export_bin[EXPORT_BIN_HEADER.len()..])
         .unwrap()
         .keys
@@ -238,7 +239,7 @@ proptest! {
         prop_assert_eq!(&bytes, &by_prost(&fields, &infos, &keys));
 
         // And the decoder reads back exactly the keys prost decodes.
-        let decoded: Vec<_> = read_keys(&bytes)
+        let decoded: Vec<Fields> = read_keys(&bytes)
             .unwrap()
             .into_iter()
             .map(|k| (
