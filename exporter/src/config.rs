@@ -10,9 +10,8 @@ use diagnosis_core::config::{
 };
 use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_core::store::RetentionPolicy;
-
-use crate::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
-use crate::sign::SigningKeys;
+use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
+use diagnosis_format::sign::SigningKeys;
 
 /// What one export pass does, independent of where it reads and writes.
 #[derive(Debug, Clone)]

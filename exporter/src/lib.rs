@@ -1,22 +1,20 @@
-//! The pure steps of the exporter pipeline (DESIGN §4, STYLE 6): each turns bytes or keys into
-//! bytes, with no database, network or clock, so each can be tested on its own and a rerun
-//! reproduces the same files.
+//! The exporter: every closed hour becomes signed export files in object storage (DESIGN §4).
 //!
-//! * [`render`] — keys of one window, in canonical order, become `export.bin`, split into parts.
-//! * [`sign`] — `export.bin` becomes `export.sig`; loading, generating and checking P-256 keys.
-//! * [`archive`] — the two become the deterministic zip that is published.
-//! * [`exposure_config`] — exposure configurations are checked before they are published.
+//! * [`pipeline`] — the named steps of a pass: select windows, load keys, render, sign, zip,
+//!   upload, record, index; and the files derived from published ones.
+//! * [`storage`] — the bucket the files are published into.
+//! * [`padding`] — the optional fake keys that hide a window's real key count.
+//! * [`verify`] — checks a published bucket the way a phone and a monitor would.
+//!
+//! What a published file is — `export.bin`, its signature, the zip, the object names and their
+//! headers — is defined in `diagnosis-format`, which both the pipeline and `verify` use.
 //!
 //! Nothing in this crate's library may log or return private key material.
 
-pub mod archive;
 pub mod config;
-pub mod exposure_config;
 pub mod metrics_listener;
 pub mod padding;
 pub mod pipeline;
-pub mod render;
-pub mod sign;
 pub mod storage;
 pub mod verify;
 pub mod verify_command;

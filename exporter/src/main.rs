@@ -14,9 +14,9 @@ use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::config::{Config, SigningConfig};
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
-use diagnosis_exporter::sign::generate_signing_key;
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::run_verify;
+use diagnosis_format::sign::generate_signing_key;
 
 #[derive(Debug, Parser)]
 #[command(

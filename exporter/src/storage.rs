@@ -3,8 +3,9 @@
 //! A [`Bucket`] is one place in an object store — `s3://`, `gs://`, `az://`, `file://` or
 //! `memory://` — plus the prefix from `BUCKET_URL`; every key the exporter passes is relative to
 //! that prefix (`s3://my-bucket/en/` + `CA/index.txt`). Each upload is a whole object, written
-//! with the Content-Type and Cache-Control that its [`ObjectKind`] fixes, so the CDN in front of
-//! the bucket serves the headers the design promises without any per-object configuration.
+//! with the Content-Type and Cache-Control that its [`ObjectKind`] fixes
+//! ([`diagnosis_format::names`]), so the CDN in front of the bucket serves the headers the
+//! design promises without any per-object configuration.
 //!
 //! What this module must never do:
 //! * put credentials, query strings or user information from `BUCKET_URL` into an error, a
@@ -12,7 +13,8 @@
 //!   environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from the URL, and a URL that
 //!   carries any is refused without being echoed;
 //! * accept a key that could escape the prefix or name a different object than it reads
-//!   (`..`, `.`, a leading `/`, empty segments, control characters);
+//!   ([`check_object_key`]: `..`, `.`, a leading `/`, empty segments, control characters, `\`
+//!   and `:`);
 //! * create buckets or containers: they belong to the operator (and, in tests, to the test).
 //!
 //! Retries and timeouts (cloud stores only; a local directory needs neither): transient
@@ -28,7 +30,7 @@
 //! Headers on a `file://` bucket: object_store's local file system store cannot keep
 //! Content-Type or Cache-Control, so a `file://` bucket stores the bytes only and
 //! [`Bucket::attributes`] answers `None`. The static server in front of such a directory derives
-//! the headers from the object key with [`kind_for_key`]. Writes to a `file://` bucket go
+//! the headers from the object key with [`ObjectKind::of_key`]. Writes to a `file://` bucket go
 //! through a temporary file, a rename and `fsync`, so a reader never sees a partial object and
 //! an index written after its files is never on disk before them.
 
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diagnosis_format::names::{ObjectKind, check_object_key};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -49,85 +52,6 @@ use object_store::{
     Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt,
     PutOptions, PutPayload, RetryConfig,
 };
-
-/// What an object is, which fixes its Content-Type and Cache-Control (DESIGN §4, §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    /// An hourly or daily zip, or a closed day's `retrieve/302/{day}`: never changes once written.
-    ExportFile,
-    /// An `index.txt`: rewritten as hours close.
-    Index,
-    /// `{region}/index.json`: rewritten with the indexes.
-    Manifest,
-    /// `exposure-configuration/*.json`.
-    ExposureConfig,
-    /// `retrieve/302/{today}` and `retrieve/302/00000`: rebuilt during the day (DESIGN §4.3).
-    GrowingExport,
-}
-
-impl ObjectKind {
-    /// Every kind, for tables and tests.
-    pub const ALL: [ObjectKind; 5] = [
-        ObjectKind::ExportFile,
-        ObjectKind::Index,
-        ObjectKind::Manifest,
-        ObjectKind::ExposureConfig,
-        ObjectKind::GrowingExport,
-    ];
-
-    /// The `Content-Type` the object is served with.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ObjectKind::ExportFile | ObjectKind::GrowingExport => "application/zip",
-            ObjectKind::Index => "text/plain; charset=utf-8",
-            ObjectKind::Manifest | ObjectKind::ExposureConfig => "application/json",
-        }
-    }
-
-    /// The `Cache-Control` the object is served with.
-    pub fn cache_control(self) -> &'static str {
-        match self {
-            // Fourteen days: a file is never rewritten, and leaves the indexes after 14 days.
-            ObjectKind::ExportFile => "public, max-age=1209600, immutable",
-            ObjectKind::Index | ObjectKind::Manifest => "public, max-age=300",
-            ObjectKind::ExposureConfig => "public, max-age=3600",
-            // The apps poll every 4 hours; an hour-old copy is acceptable, and a CDN may serve a
-            // slightly stale one while it revalidates.
-            ObjectKind::GrowingExport => "public, max-age=3600, max-stale=600",
-        }
-    }
-}
-
-/// The kind of a published object, from its key relative to the bucket prefix, for servers in
-/// front of a bucket that keeps no headers (a `file://` directory). `None` for keys the exporter
-/// does not publish.
-///
-/// `retrieve/302/{day}` maps to [`ObjectKind::ExportFile`] for every day but `00000`: a server
-/// without a clock cannot tell today's growing file from a closed day's. A server that has one
-/// should serve today's `retrieve/…/{DDDDD}` as [`ObjectKind::GrowingExport`].
-pub fn kind_for_key(key: &str) -> Option<ObjectKind> {
-    let last = key.rsplit('/').next().unwrap_or(key);
-    if key.starts_with("exposure-configuration/") && key.len() > "exposure-configuration/".len() {
-        return Some(ObjectKind::ExposureConfig);
-    }
-    if let Some(rest) = key.strip_prefix("retrieve/") {
-        let day = rest.rsplit('/').next().unwrap_or(rest);
-        if rest.contains('/') && !day.is_empty() {
-            return Some(if day == "00000" {
-                ObjectKind::GrowingExport
-            } else {
-                ObjectKind::ExportFile
-            });
-        }
-        return None;
-    }
-    match last {
-        "index.txt" => Some(ObjectKind::Index),
-        "index.json" => Some(ObjectKind::Manifest),
-        _ if last.len() > ".zip".len() && last.ends_with(".zip") => Some(ObjectKind::ExportFile),
-        _ => None,
-    }
-}
 
 /// Why a bucket could not be opened or an object could not be read or written. Messages name
 /// the object key and repeat what the store said; they never carry credentials, and any URL in
@@ -517,7 +441,7 @@ fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, Sto
         ));
     }
     if !prefix.is_empty() && scheme != "file" {
-        validate_key(prefix).map_err(|reason| invalid(&location, reason))?;
+        check_object_key(prefix).map_err(|reason| invalid(&location, reason))?;
     }
 
     let cloud = match scheme.as_str() {
@@ -657,30 +581,8 @@ fn object_path(key: &str) -> Result<Path, StorageError> {
         key: key.to_string(),
         reason,
     };
-    validate_key(key).map_err(invalid)?;
+    check_object_key(key).map_err(invalid)?;
     Path::parse(key).map_err(|_| invalid("is not a valid object path"))
-}
-
-/// Why `key` is not an acceptable object key, if it is not.
-fn validate_key(key: &str) -> Result<(), &'static str> {
-    if key.is_empty() {
-        return Err("is empty");
-    }
-    if key.starts_with('/') {
-        return Err("starts with '/'");
-    }
-    if key.chars().any(char::is_control) {
-        return Err("contains a control character");
-    }
-    for segment in key.split('/') {
-        match segment {
-            "" => return Err("has an empty segment"),
-            ".." => return Err("has a '..' segment"),
-            "." => return Err("has a '.' segment"),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// What the store said: the error and each of its causes that adds something (object_store's
@@ -736,70 +638,10 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn every_kind_has_the_headers_of_the_design() {
-        let table = [
-            (
-                ObjectKind::ExportFile,
-                "application/zip",
-                "public, max-age=1209600, immutable",
-            ),
-            (
-                ObjectKind::Index,
-                "text/plain; charset=utf-8",
-                "public, max-age=300",
-            ),
-            (
-                ObjectKind::Manifest,
-                "application/json",
-                "public, max-age=300",
-            ),
-            (
-                ObjectKind::ExposureConfig,
-                "application/json",
-                "public, max-age=3600",
-            ),
-            (
-                ObjectKind::GrowingExport,
-                "application/zip",
-                "public, max-age=3600, max-stale=600",
-            ),
-        ];
-        assert_eq!(table.len(), ObjectKind::ALL.len());
-        for (kind, content_type, cache_control) in table {
-            assert_eq!(kind.content_type(), content_type, "{kind:?}");
-            assert_eq!(kind.cache_control(), cache_control, "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn keys_that_could_escape_the_prefix_are_refused() {
-        let check = |key: &str, expected: Option<&str>| {
-            assert_eq!(validate_key(key).err(), expected, "{key:?}");
-        };
-        check("CA/index.txt", None);
-        check("CA/1764280800-1764284400-00001.zip", None);
-        check("retrieve/302/20410", None);
-        check("exposure-configuration/CA.json", None);
-        check("a", None);
-        check("", Some("is empty"));
-        check("/CA/index.txt", Some("starts with '/'"));
-        check("CA//index.txt", Some("has an empty segment"));
-        check("CA/", Some("has an empty segment"));
-        check("../CA/index.txt", Some("has a '..' segment"));
-        check("CA/../../etc/passwd", Some("has a '..' segment"));
-        check("..", Some("has a '..' segment"));
-        check("CA/./index.txt", Some("has a '.' segment"));
-        check("CA/index\n.txt", Some("contains a control character"));
-        check("CA/index\0.txt", Some("contains a control character"));
-        // A dot inside a name is an ordinary character.
-        check("CA/..zip", None);
-    }
-
     #[tokio::test]
     async fn invalid_keys_never_reach_the_store() {
         let bucket = Bucket::in_memory();
-        for key in ["", "/a", "a//b", "a/../b", "a/"] {
+        for key in ["", "/a", "a//b", "a/../b", "a/", "a\\..\\b", "a\nb"] {
             let error = bucket
                 .put(key, Bytes::from_static(b"x"), ObjectKind::Index)
                 .await
@@ -815,40 +657,6 @@ mod tests {
         assert!(bucket.list("").await.unwrap().is_empty());
     }
 
-    #[test]
-    fn published_keys_map_back_to_their_kind() {
-        let check = |key: &str, expected: Option<ObjectKind>| {
-            assert_eq!(kind_for_key(key), expected, "{key:?}");
-        };
-        check(
-            "CA/1764280800-1764284400-00001.zip",
-            Some(ObjectKind::ExportFile),
-        );
-        check(
-            "CA/daily/1764201600-1764288000-00001.zip",
-            Some(ObjectKind::ExportFile),
-        );
-        check("CA/index.txt", Some(ObjectKind::Index));
-        check("CA/daily/index.txt", Some(ObjectKind::Index));
-        check("CA/index.json", Some(ObjectKind::Manifest));
-        check(
-            "exposure-configuration/CA.json",
-            Some(ObjectKind::ExposureConfig),
-        );
-        check(
-            "exposure-configuration/region.json",
-            Some(ObjectKind::ExposureConfig),
-        );
-        check("retrieve/302/00000", Some(ObjectKind::GrowingExport));
-        check("retrieve/302/20410", Some(ObjectKind::ExportFile));
-        check("retrieve/302/", None);
-        check("retrieve/", None);
-        check("exposure-configuration/", None);
-        check("CA/notes.md", None);
-        check(".zip", None);
-        check("index.txt", Some(ObjectKind::Index));
-    }
-
     #[tokio::test]
     async fn an_in_memory_bucket_stores_lists_and_deletes() {
         let bucket = Bucket::in_memory();
@@ -857,7 +665,14 @@ mod tests {
             ("CA/1-2-00001.zip", ObjectKind::ExportFile),
             ("CA/daily/index.txt", ObjectKind::Index),
             ("CAT/index.txt", ObjectKind::Index),
-            ("retrieve/302/00000", ObjectKind::GrowingExport),
+            ("retrieve/302/00000", ObjectKind::RetrievalBundle),
+            (
+                "retrieve/302/20410",
+                ObjectKind::RetrievalDay {
+                    day: 20_410,
+                    last_closed_hour: 20_410 * 24 + 3,
+                },
+            ),
         ];
         for (key, kind) in keys {
             bucket
@@ -940,7 +755,13 @@ mod tests {
         assert!(directory.is_dir(), "created when missing");
         assert!(format!("{bucket:?}").contains("file://"));
 
-        for kind in ObjectKind::ALL {
+        for kind in [
+            ObjectKind::ExportFile,
+            ObjectKind::Index,
+            ObjectKind::Manifest,
+            ObjectKind::ExposureConfig,
+            ObjectKind::RetrievalBundle,
+        ] {
             bucket
                 .put("CA/daily/x.zip", Bytes::from_static(b"zip"), kind)
                 .await

@@ -16,11 +16,11 @@ use diagnosis_core::config::{ProcessEnv, optional};
 use futures::future::BoxFuture;
 
 use crate::config::SigningConfig;
-use crate::sign::PublicKey;
 use crate::storage::Bucket;
 use crate::verify::{
     DEFAULT_REGION, MAX_OBJECT_BYTES, Source, VerifyError, VerifyOptions, scheme_of, verify_bucket,
 };
+use diagnosis_format::sign::PublicKey;
 
 /// Checks the bucket at `location` and prints the report: with `public_key_files`, against
 /// those PEM files; without, against the public halves of `SIGNING_KEY_FILE`. The region is

@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_exporter::archive::{COMPRESSION_LEVEL, zip_export};
-use diagnosis_exporter::render::{
-    ExportWindow, PartNumber, SignerInfo, export_bin_in_order, render_window,
-};
+use diagnosis_format::archive::{COMPRESSION_LEVEL, zip_export};
+use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_window};
+use diagnosis_format::testing::export_bin_in_order;
 
 const KEYS: usize = 100_000;
 /// A real `export.sig` with one signature is about 100 bytes; its exact content does not

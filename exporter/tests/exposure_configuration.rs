@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use diagnosis_exporter::exposure_config::{ConfigVersions, check_exposure_config};
+use diagnosis_format::exposure_config::{ConfigVersions, check_exposure_config};
 
 #[test]
 fn shipped_default_configurations_are_valid() {

@@ -12,8 +12,8 @@
 
 mod support;
 
-use diagnosis_exporter::archive::unzip_export;
-use diagnosis_exporter::sign::{PublicKey, verify_signature};
+use diagnosis_format::archive::unzip_export;
+use diagnosis_format::sign::{PublicKey, verify_signature};
 use diagnosis_proto::{Message as _, TekSignatureList};
 use support::{CASES, fixture, load_case, render_zip};
 

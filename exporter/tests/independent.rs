@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use diagnosis_core::domain::DiagnosisKey;
-use diagnosis_exporter::archive::{unzip_export, zip_export};
-use diagnosis_exporter::render::SignerInfo;
+use diagnosis_format::archive::{unzip_export, zip_export};
+use diagnosis_format::render::SignerInfo;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use support::{CASES, Case, case_from_json, fixture, load_case, render_zip};

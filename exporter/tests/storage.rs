@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use diagnosis_exporter::storage::{Bucket, ObjectKind, StorageError};
+use diagnosis_exporter::storage::{Bucket, StorageError};
+use diagnosis_format::names::ObjectKind;
 use hmac::{Hmac, Mac};
 use object_store::{BackoffConfig, RetryConfig};
 use sha2::Sha256;
@@ -194,7 +195,7 @@ fn published_objects() -> Vec<(&'static str, ObjectKind, Bytes)> {
         ),
         (
             "retrieve/302/00000",
-            ObjectKind::GrowingExport,
+            ObjectKind::RetrievalBundle,
             Bytes::from_static(b"PK\x03\x04 fourteen days"),
         ),
     ]

@@ -12,17 +12,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_exporter::archive::unzip_export;
-use diagnosis_exporter::archive::zip_export;
-use diagnosis_exporter::render::{
-    ExportWindow, SignerInfo, daily_object_key, object_key, render_window,
-};
-use diagnosis_exporter::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_exporter::verify::{
     DirectorySource, Finding, HttpSource, Kind, ManifestField, MemorySource, SignerCount, Source,
     VerifyError, VerifyOptions, VerifyReport, source_for, verify_bucket,
 };
 use diagnosis_exporter::verify_command::source_for as command_source_for;
+use diagnosis_format::archive::{unzip_export, zip_export};
+use diagnosis_format::names::{daily_file_key, hourly_file_key};
+use diagnosis_format::render::{ExportWindow, SignerInfo, render_window};
+use diagnosis_format::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_proto::{Message as _, TekSignatureList};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -203,9 +201,9 @@ impl Spec {
                 let sig = sign_export(&part.export_bin, signing_keys).unwrap();
                 let zip = zip_export(&part.export_bin, &sig).unwrap();
                 let key = if kind == "hourly" {
-                    object_key(&region(), start, start + length, part.part)
+                    hourly_file_key(&region(), start, start + length, part.part)
                 } else {
-                    daily_object_key(&region(), start, start + length, part.part)
+                    daily_file_key(&region(), start, start + length, part.part)
                 };
                 manifest.push(json!({
                     "key": key,

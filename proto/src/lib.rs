@@ -12,6 +12,8 @@ pub mod covidshield {
     include!(concat!(env!("OUT_DIR"), "/covidshield.rs"));
 }
 
+pub mod export_bin;
+
 pub use covidshield::*;
 pub use prost::Message;
 pub use prost_types::{Duration, Timestamp};

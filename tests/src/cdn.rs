@@ -1,6 +1,7 @@
 //! A stand-in for the CDN: serves a bucket over HTTP on localhost with the
 //! Content-Type and Cache-Control the exporter set (or, for a bucket that keeps
-//! no headers, those its object key implies), and answers the deployed apps'
+//! no headers, those its object key implies at the current time: today's
+//! `retrieve/{MCC}/{DDDDD}` grows until its last hour closes), and answers the deployed apps'
 //! `GET /retrieve/{MCC}/{P}/{hmac}` with the edge function's checks and
 //! rewrite (DESIGN §4.3): HMAC for the current hour ±1 (401), GET only (405),
 //! no future day (404), nothing older than today − 14 (410), then the object
@@ -11,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diagnosis_core::time::{Clock, day_number, hour_number};
-use diagnosis_exporter::storage::{Bucket, kind_for_key};
+use diagnosis_core::time::{Clock, day_number, hour_number, last_closed_hour};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_format::names::ObjectKind;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -21,6 +23,46 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sha2::Sha256;
 use tokio::net::TcpListener;
+
+/// The clock the stand-in serves by: the edge's hour checks read it, and so does the
+/// Cache-Control of a retrieval day, which is final only once the day's last hour has closed
+/// (DESIGN §2, §4.3).
+#[derive(Debug, Clone)]
+pub struct CdnClock {
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+    /// `EXPORT_GRACE_SECONDS`: how long after its end an hour closes.
+    pub grace_seconds: i64,
+}
+
+impl CdnClock {
+    /// `clock` with the exporter's default grace (600 s).
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            grace_seconds: 600,
+        }
+    }
+
+    fn last_closed_hour(&self) -> i64 {
+        last_closed_hour(self.clock.now().timestamp(), self.grace_seconds)
+    }
+}
+
+/// The Content-Type and Cache-Control to serve `key` with: the stored ones where the bucket
+/// keeps headers, otherwise those the key implies at `last_closed_hour`.
+pub fn served_headers(
+    key: &str,
+    stored: Option<(Option<String>, Option<String>)>,
+    last_closed_hour: i64,
+) -> (Option<String>, Option<String>) {
+    let implied = ObjectKind::of_key(key, last_closed_hour);
+    let (stored_type, stored_cache) = stored.unwrap_or_default();
+    (
+        stored_type.or_else(|| implied.map(|k| k.content_type().to_owned())),
+        stored_cache.or_else(|| implied.map(|k| k.cache_control().to_owned())),
+    )
+}
 
 /// What the edge function is configured with.
 #[derive(Clone)]
@@ -107,7 +149,7 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
 async fn answer(
     bucket: &Bucket,
     edge: Option<&Edge>,
-    clock: &dyn Clock,
+    clock: &CdnClock,
     request: &Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path();
@@ -115,7 +157,7 @@ async fn answer(
         let Some(edge) = edge else {
             return status(StatusCode::NOT_FOUND);
         };
-        match edge_rewrite(edge, request.method(), path, clock.now().timestamp()) {
+        match edge_rewrite(edge, request.method(), path, clock.clock.now().timestamp()) {
             Ok(key) => key,
             Err(code) => return status(code),
         }
@@ -129,15 +171,7 @@ async fn answer(
         Ok(None) | Err(_) => return status(StatusCode::NOT_FOUND),
     };
     let stored = bucket.attributes(&key).await.ok().flatten();
-    let implied = kind_for_key(&key);
-    let content_type = stored
-        .as_ref()
-        .and_then(|(ct, _)| ct.clone())
-        .or_else(|| implied.map(|k| k.content_type().to_owned()));
-    let cache_control = stored
-        .as_ref()
-        .and_then(|(_, cc)| cc.clone())
-        .or_else(|| implied.map(|k| k.cache_control().to_owned()));
+    let (content_type, cache_control) = served_headers(&key, stored, clock.last_closed_hour());
     let mut response = Response::new(Full::new(bytes));
     for (name, value) in [
         (header::CONTENT_TYPE, content_type),
@@ -151,7 +185,7 @@ async fn answer(
 }
 
 /// Serves `bucket` on 127.0.0.1 (port 0) until the runtime ends; returns the address.
-pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) -> SocketAddr {
+pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: CdnClock) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("binding the CDN stand-in: {e}"));
@@ -163,7 +197,7 @@ pub async fn serve(bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) ->
 }
 
 /// Serves `bucket` on `listener` from a background task until the runtime ends.
-pub fn serve_on(listener: TcpListener, bucket: Bucket, edge: Option<Edge>, clock: Arc<dyn Clock>) {
+pub fn serve_on(listener: TcpListener, bucket: Bucket, edge: Option<Edge>, clock: CdnClock) {
     let state = Arc::new((bucket, edge, clock));
     tokio::spawn(async move {
         loop {
@@ -175,9 +209,7 @@ pub fn serve_on(listener: TcpListener, bucket: Bucket, edge: Option<Edge>, clock
                 let state = Arc::clone(&state);
                 async move {
                     let (bucket, edge, clock) = &*state;
-                    Ok::<_, Infallible>(
-                        answer(bucket, edge.as_ref(), clock.as_ref(), &request).await,
-                    )
+                    Ok::<_, Infallible>(answer(bucket, edge.as_ref(), clock, &request).await)
                 }
             });
             tokio::spawn(async move {
@@ -247,6 +279,58 @@ mod tests {
             edge_rewrite(&edge(), &Method::GET, "/retrieve/302/abc", now),
             Err(StatusCode::NOT_FOUND)
         );
+    }
+}
+
+#[cfg(test)]
+mod headers {
+    use chrono::{TimeZone as _, Utc};
+    use diagnosis_core::time::ManualClock;
+
+    use super::*;
+
+    /// Regression: the stand-in derived headers from the object key alone and served today's
+    /// `retrieve/302/{today}` as `public, max-age=1209600, immutable`, so a cache kept an
+    /// early version of the day for two weeks (DESIGN §4.3).
+    #[test]
+    fn todays_retrieval_object_grows_until_its_day_closes() {
+        let today = 20_410;
+        let key = format!("retrieve/302/{today:05}");
+        let manual = Arc::new(ManualClock::new(
+            Utc.timestamp_opt(today * 86_400 + 13 * 3600, 0).unwrap(),
+        ));
+        let clock = CdnClock::new(manual.clone());
+        let at = |clock: &CdnClock| served_headers(&key, None, clock.last_closed_hour());
+        let growing = (
+            Some("application/zip".to_owned()),
+            Some("public, max-age=3600, max-stale=600".to_owned()),
+        );
+        let immutable = (
+            Some("application/zip".to_owned()),
+            Some("public, max-age=1209600, immutable".to_owned()),
+        );
+        assert_eq!(at(&clock), growing, "13:00");
+        // Midnight has passed, but the day's last hour closes only after the grace.
+        manual.set(Utc.timestamp_opt((today + 1) * 86_400 + 599, 0).unwrap());
+        assert_eq!(at(&clock), growing, "00:09:59 the next day");
+        manual.set(Utc.timestamp_opt((today + 1) * 86_400 + 600, 0).unwrap());
+        assert_eq!(at(&clock), immutable, "00:10 the next day");
+        // Yesterday's object is final, and headers the bucket kept always win.
+        let yesterday = format!("retrieve/302/{:05}", today - 1);
+        assert_eq!(
+            served_headers(&yesterday, None, clock.last_closed_hour()),
+            immutable
+        );
+        let stored = Some((Some("x/y".to_owned()), Some("no-cache".to_owned())));
+        assert_eq!(
+            served_headers(&key, stored, clock.last_closed_hour()),
+            (Some("x/y".to_owned()), Some("no-cache".to_owned()))
+        );
+        assert_eq!(
+            served_headers("retrieve/302/00000", None, clock.last_closed_hour()),
+            growing
+        );
+        assert_eq!(served_headers("CA/notes.md", None, 0), (None, None));
     }
 }
 

@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use diagnosis_format::exposure_config::validate_exposure_config;
+use diagnosis_format::names::{ObjectKind, exposure_config_key};
 
 use super::{ExportError, Exporter};
-use crate::exposure_config::validate_exposure_config;
-use crate::storage::ObjectKind;
 
 /// A configuration file that was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl Exporter {
                 Ok(()) => {
                     self.bucket
                         .put(
-                            &format!("exposure-configuration/{name}"),
+                            &exposure_config_key(&name),
                             Bytes::from(bytes),
                             ObjectKind::ExposureConfig,
                         )

@@ -16,18 +16,16 @@ use std::num::NonZeroU64;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
 use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_format::archive::read_first_entry;
 use diagnosis_proto::EXPORT_BIN_HEADER;
+use diagnosis_proto::export_bin::{self, KeyFields};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use super::ExportError;
-use crate::archive::EXPORT_BIN_NAME;
 use crate::storage::Bucket;
 
 /// Bytes fetched per ranged read.
 pub const CHUNK_BYTES: u64 = 64 * 1024;
-
-/// Field 7 of `TemporaryExposureKeyExport`: one key.
-const KEYS_FIELD: u64 = 7;
 
 /// Why a published file could not be read back.
 fn unreadable(key: &str, what: &str) -> ExportError {
@@ -130,30 +128,15 @@ impl OpenFile {
         let first = bucket
             .get_range(&object.key, 0..object.bytes.min(chunk.max(64)))
             .await?;
-        let field = |at: usize, len: usize| -> Result<u64, ExportError> {
-            let bytes = first
-                .get(at..at + len)
-                .ok_or_else(|| unreadable(&object.key, "truncated zip header"))?;
-            Ok(bytes
-                .iter()
-                .rev()
-                .fold(0_u64, |value, &byte| (value << 8) | u64::from(byte)))
-        };
-        if field(0, 4)? != 0x0403_4b50 || field(8, 2)? != 8 {
-            return Err(unreadable(&object.key, "not a deflated zip entry"));
-        }
-        let name_len = usize::try_from(field(26, 2)?).unwrap_or(usize::MAX);
-        let extra_len = usize::try_from(field(28, 2)?).unwrap_or(usize::MAX);
-        if first.get(30..30 + name_len) != Some(EXPORT_BIN_NAME.as_bytes()) {
-            return Err(unreadable(&object.key, "the first entry is not export.bin"));
-        }
-        let data_start = 30 + name_len + extra_len;
-        let data_end = data_start as u64 + field(18, 4)?;
+        let entry =
+            read_first_entry(&first).map_err(|e| unreadable(&object.key, &e.to_string()))?;
+        let data_end = entry.data_end;
+        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
         if data_end > object.bytes || data_start > first.len() {
             return Err(unreadable(&object.key, "entry larger than the object"));
         }
-        let expected_crc = u32::try_from(field(14, 4)?).unwrap_or(0);
-        let expected_len = field(22, 4)?;
+        let expected_crc = entry.crc32;
+        let expected_len = entry.size;
         let fetched = first.len() as u64;
         let input = first.slice(
             data_start
@@ -223,113 +206,42 @@ impl OpenFile {
     /// before the field does.
     fn parse_field(&mut self) -> Result<Option<Field>, ExportError> {
         let bytes = &self.out[self.out_pos..];
+        let malformed = |e: export_bin::DecodeError| unreadable(&self.object.key, &e.to_string());
         if !self.header_checked {
-            if bytes.len() < EXPORT_BIN_HEADER.len() {
+            if !export_bin::check_header(bytes).map_err(malformed)? {
                 return Ok(None);
-            }
-            if !bytes.starts_with(EXPORT_BIN_HEADER.as_slice()) {
-                return Err(unreadable(
-                    &self.object.key,
-                    "export.bin without its header",
-                ));
             }
             self.out_pos += EXPORT_BIN_HEADER.len();
             self.header_checked = true;
             return Ok(Some(Field::Other));
         }
-        let Some((tag, tag_len)) = varint(bytes) else {
+        let Some((field, used)) = export_bin::next_field(bytes).map_err(malformed)? else {
             return Ok(None);
         };
-        let rest = &bytes[tag_len..];
-        let (body, used) = match tag & 7 {
-            0 => match varint(rest) {
-                Some((_, len)) => (None, len),
-                None => return Ok(None),
-            },
-            1 => (None, 8),
-            5 => (None, 4),
-            2 => {
-                let Some((len, len_len)) = varint(rest) else {
-                    return Ok(None);
-                };
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
-                match rest.get(len_len..len_len.saturating_add(len)) {
-                    Some(body) => (Some(body), len_len + len),
-                    None => return Ok(None),
-                }
-            }
-            _ => return Err(unreadable(&self.object.key, "unknown protobuf wire type")),
-        };
-        if rest.len() < used {
-            return Ok(None);
-        }
-        let field = match body {
-            Some(body) if tag >> 3 == KEYS_FIELD => Field::Key(
-                decode_key(body).ok_or_else(|| unreadable(&self.object.key, "malformed key"))?,
+        let field = match field {
+            export_bin::Field::Key(body) => Field::Key(
+                export_bin::decode_key(body)
+                    .ok()
+                    .and_then(|key| diagnosis_key(&key))
+                    .ok_or_else(|| unreadable(&self.object.key, "malformed key"))?,
             ),
-            _ => Field::Other,
+            export_bin::Field::Other => Field::Other,
         };
-        self.out_pos += tag_len + used;
+        self.out_pos += used;
         Ok(Some(field))
     }
 }
 
-/// A protobuf varint and its length; `None` when the bytes end first.
-fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0_u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// Decodes one `TemporaryExposureKey` (DESIGN §3) without allocating: this runs once per key
-/// of every merged window. Unknown fields are refused, as the exporter never writes any.
-fn decode_key(mut body: &[u8]) -> Option<DiagnosisKey> {
-    let mut key_data = None;
-    let mut risk = 0;
-    let mut start = None;
-    let mut period = 144;
-    let mut report = None;
-    let mut onset = None;
-    while !body.is_empty() {
-        let (tag, used) = varint(body)?;
-        body = &body[used..];
-        if tag == (1 << 3) | 2 {
-            let (len, used) = varint(body)?;
-            // The length is hostile: a varint near 2^64 must not overflow the bounds.
-            let data = body.get(used..used.checked_add(usize::try_from(len).ok()?)?)?;
-            key_data = Some(KeyData::try_from(data).ok()?);
-            body = &body[used + data.len()..];
-            continue;
-        }
-        if tag & 7 != 0 {
-            return None;
-        }
-        let (value, used) = varint(body)?;
-        body = &body[used..];
-        // int32 fields travel as 64-bit two's complement varints; truncation is the decoding.
-        let int32 = value as i32;
-        match tag >> 3 {
-            2 => risk = int32,
-            3 => start = Some(int32),
-            4 => period = int32,
-            5 => report = ReportType::from_i32(int32),
-            // sint32: zigzag.
-            6 => onset = Some(((value >> 1) as i32) ^ -((value & 1) as i32)),
-            _ => return None,
-        }
-    }
+/// The domain key of a decoded `TemporaryExposureKey`: `None` when its key data is not 16
+/// bytes or its report type is not one the domain knows.
+fn diagnosis_key(key: &KeyFields<'_>) -> Option<DiagnosisKey> {
     Some(DiagnosisKey {
-        key_data: key_data?,
-        rolling_start_interval_number: start?,
-        rolling_period: period,
-        transmission_risk_level: risk,
-        report_type: report?,
-        days_since_onset: onset,
+        key_data: KeyData::try_from(key.key_data).ok()?,
+        rolling_start_interval_number: key.rolling_start_interval_number,
+        rolling_period: key.rolling_period,
+        transmission_risk_level: key.transmission_risk_level,
+        report_type: ReportType::from_i32(key.report_type)?,
+        days_since_onset: key.days_since_onset_of_symptoms,
     })
 }
 
@@ -456,10 +368,11 @@ mod tests {
     use bytes::Bytes;
     use diagnosis_core::domain::Region;
 
+    use diagnosis_format::archive::zip_export;
+    use diagnosis_format::names::ObjectKind;
+    use diagnosis_format::render::{ExportWindow, SignerInfo, render_window};
+
     use super::*;
-    use crate::archive::zip_export;
-    use crate::render::{ExportWindow, SignerInfo, render_window};
-    use crate::storage::ObjectKind;
 
     fn keys(seed: u8, count: usize, start: i32) -> Vec<DiagnosisKey> {
         (0..count)
@@ -543,6 +456,12 @@ mod tests {
         );
     }
 
+    fn decode_key(body: &[u8]) -> Option<DiagnosisKey> {
+        export_bin::decode_key(body)
+            .ok()
+            .and_then(|key| diagnosis_key(&key))
+    }
+
     #[test]
     fn keys_decode_as_prost_decodes_them() {
         use diagnosis_proto::{Message as _, TemporaryExposureKey};
@@ -559,6 +478,17 @@ mod tests {
             assert_eq!(decode_key(&wire), Some(key));
         }
         assert_eq!(decode_key(&[0x0a, 0x02, 1, 2]), None, "a short key");
+        assert_eq!(
+            decode_key(&[0x0a, 0x00, 0x18, 0x01, 0x28, 0x01]),
+            None,
+            "key data that is not 16 bytes"
+        );
+        let mut unknown_report = vec![0x0a, 0x10];
+        unknown_report.extend([0_u8; 16]);
+        unknown_report.extend([0x18, 0x01, 0x28, 0x09]);
+        assert_eq!(decode_key(&unknown_report), None, "report type 9");
+        unknown_report[21] = 0x01;
+        assert!(decode_key(&unknown_report).is_some(), "report type 1");
         assert_eq!(
             decode_key(&[0x18, 0x01, 0x38, 0x01]),
             None,

@@ -21,6 +21,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use diagnosis_core::store::{PoolMetricsTask, RetentionReport, Store, StoreError};
 use diagnosis_core::time::{Clock, day_number, last_closed_hour};
+use diagnosis_format::archive::ArchiveError;
+use diagnosis_format::names::{ObjectKind, daily_index_key, hourly_index_key, manifest_key};
+use diagnosis_format::render::RenderError;
+use diagnosis_format::sign::{SignError, SigningKeys};
 
 pub use configs::RefusedConfig;
 pub use derive::{CHUNK_BYTES, read_published_keys};
@@ -28,12 +32,9 @@ pub use indexes::{index_txt, manifest_json};
 pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
 pub use window::{Window, WindowKind};
 
-use crate::archive::ArchiveError;
 use crate::config::ExportSettings;
 use crate::padding::Padding;
-use crate::render::RenderError;
-use crate::sign::{SignError, SigningKeys};
-use crate::storage::{Bucket, ObjectKind, StorageError};
+use crate::storage::{Bucket, StorageError};
 
 /// Why a pass failed. Whatever was published before the failure is consistent:
 /// indexes only ever name objects that exist.
@@ -363,21 +364,21 @@ impl Exporter {
             .await?;
         self.bucket
             .put(
-                &format!("{region}/index.txt"),
+                &hourly_index_key(region),
                 Bytes::from(index_txt(&hourly)),
                 ObjectKind::Index,
             )
             .await?;
         self.bucket
             .put(
-                &format!("{region}/daily/index.txt"),
+                &daily_index_key(region),
                 Bytes::from(index_txt(&daily)),
                 ObjectKind::Index,
             )
             .await?;
         self.bucket
             .put(
-                &format!("{region}/index.json"),
+                &manifest_key(region),
                 manifest_json(region, now_unix, &hourly, &daily),
                 ObjectKind::Manifest,
             )

@@ -5,6 +5,7 @@
 //! before today, rebuilt once those days are all published.
 
 use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_format::names::{retrieval_bundle_key, retrieval_day_key};
 
 use super::{ExportError, Exporter, Window};
 
@@ -38,8 +39,8 @@ impl Exporter {
     fn retrieval_key(&self, window: Window) -> String {
         let compat = &self.settings.compat_region_path;
         match window.kind {
-            super::WindowKind::RetrieveBundle => format!("retrieve/{compat}/00000"),
-            _ => format!("retrieve/{compat}/{:05}", window.first_hour.div_euclid(24)),
+            super::WindowKind::RetrieveBundle => retrieval_bundle_key(compat),
+            _ => retrieval_day_key(compat, window.first_hour.div_euclid(24)),
         }
     }
 }

@@ -13,15 +13,17 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use diagnosis_format::archive::zip_export;
+use diagnosis_format::names::{
+    ObjectKind, daily_file_key, hourly_file_key, retrieval_bundle_key, retrieval_day_key,
+};
+use diagnosis_format::render::{
+    ExportWindow, PLATFORM_MAX_KEYS_PER_FILE, RenderedPart, WindowRenderer, canonical_cmp,
+};
+use diagnosis_format::sign::sign_export;
+
 use super::derive::{MergedFiles, SourceObject};
 use super::{ExportError, Exporter};
-use crate::archive::zip_export;
-use crate::render::{
-    ExportWindow, PLATFORM_MAX_KEYS_PER_FILE, RenderedPart, WindowRenderer, canonical_cmp,
-    daily_object_key, object_key,
-};
-use crate::sign::sign_export;
-use crate::storage::ObjectKind;
 
 /// What a window is published as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -408,28 +410,26 @@ impl Exporter {
         let compat = &self.settings.compat_region_path;
         let (key, object_kind) = match window.kind {
             WindowKind::Hourly => (
-                object_key(region, start, end, part.part),
+                hourly_file_key(region, start, end, part.part),
                 ObjectKind::ExportFile,
             ),
             WindowKind::Daily => (
-                daily_object_key(region, start, end, part.part),
+                daily_file_key(region, start, end, part.part),
                 ObjectKind::ExportFile,
             ),
             WindowKind::RetrieveDay => {
-                let kind = if window.is_complete() {
-                    ObjectKind::ExportFile
-                } else {
-                    ObjectKind::GrowingExport
+                let day = window.first_hour.div_euclid(24);
+                // The object holds the day's hours up to `last_hour`: it is final once that
+                // is the day's last hour (DESIGN §4.3).
+                let kind = ObjectKind::RetrievalDay {
+                    day,
+                    last_closed_hour: window.last_hour,
                 };
-                (
-                    format!("retrieve/{compat}/{:05}", window.first_hour.div_euclid(24)),
-                    kind,
-                )
+                (retrieval_day_key(compat, day), kind)
             }
-            WindowKind::RetrieveBundle => (
-                format!("retrieve/{compat}/00000"),
-                ObjectKind::GrowingExport,
-            ),
+            WindowKind::RetrieveBundle => {
+                (retrieval_bundle_key(compat), ObjectKind::RetrievalBundle)
+            }
         };
         let signing = self.signing.clone();
         let export_bin = part.export_bin;

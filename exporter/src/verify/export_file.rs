@@ -8,6 +8,9 @@
 //! yields a handful of lines, not a million.
 
 use diagnosis_core::domain::Region;
+use diagnosis_format::archive::unzip_export;
+use diagnosis_format::render::{MAX_SIGNERS, SignerInfo};
+use diagnosis_format::sign::{PublicKey, verify_signature};
 use diagnosis_proto::{
     EXPORT_BIN_HEADER, Message as _, SIGNATURE_ALGORITHM, SignatureInfo, TekSignatureList,
     TemporaryExposureKey, TemporaryExposureKeyExport,
@@ -16,9 +19,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::finding::{Finding, KeyProblem};
 use super::names::ObjectName;
-use crate::archive::unzip_export;
-use crate::render::{MAX_SIGNERS, SignerInfo};
-use crate::sign::{PublicKey, verify_signature};
 
 /// `rolling_period` is read as 144 when absent (`[default = 144]`, DESIGN §4.1).
 const DEFAULT_ROLLING_PERIOD: i32 = 144;
@@ -29,7 +29,7 @@ const KEY_DATA_LEN: usize = 16;
 /// One key as a phone reads it: absent fields take their proto defaults.
 ///
 /// The field order is the canonical export order of DESIGN §4.1, so the derived `Ord` is that
-/// order ([`crate::render::canonical_cmp`]): rolling_start_interval_number, rolling_period,
+/// order ([`diagnosis_format::render::canonical_cmp`]): rolling_start_interval_number, rolling_period,
 /// transmission_risk_level, report_type, days_since_onset with unknown first (`None` sorts
 /// before every `Some`), key_data bytewise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -372,13 +372,14 @@ mod tests {
     use std::cmp::Ordering;
 
     use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+    use diagnosis_format::archive::zip_export;
+    use diagnosis_format::names::hourly_file_key as object_key;
+    use diagnosis_format::render::{ExportWindow, PartNumber, canonical_cmp, render_window};
+    use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
     use diagnosis_proto::TekSignature;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::archive::zip_export;
-    use crate::render::{ExportWindow, PartNumber, canonical_cmp, object_key, render_window};
-    use crate::sign::{SigningKey, SigningKeys, sign_export};
     use crate::verify::names::parse_object_name;
 
     const KEY_1: &str = include_str!("../../fixtures/test-signing-key.pem");

@@ -10,8 +10,8 @@ use std::fmt;
 use diagnosis_proto::SignatureInfo;
 
 use super::names::Kind;
-use crate::render::PartNumber;
-use crate::sign::PublicKey;
+use diagnosis_format::render::PartNumber;
+use diagnosis_format::sign::PublicKey;
 
 /// A key problem that can repeat for many keys of one file, reported once per file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -733,7 +733,7 @@ impl fmt::Display for Finding {
             Self::TooManySignatureInfos { count, .. } => write!(
                 f,
                 "export.bin has {count} signature_infos, at most {} are allowed",
-                crate::render::MAX_SIGNERS
+                diagnosis_format::render::MAX_SIGNERS
             ),
             Self::SignatureAlgorithm { index, found, .. } => write!(
                 f,

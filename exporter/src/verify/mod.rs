@@ -42,6 +42,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use diagnosis_core::domain::Region;
+use diagnosis_format::sign::PublicKey;
 use thiserror::Error;
 
 use self::export_file::{CheckedFile, CheckedSignature, ExportedKey, check_export_file};
@@ -52,7 +53,7 @@ use self::names::{DAY, HOUR, ObjectName, check_continuity, parse_index};
 pub use self::source::{
     DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, scheme_of, source_for,
 };
-use crate::sign::PublicKey;
+
 /// Default export region (`EXPORT_REGION`, DESIGN §6).
 pub const DEFAULT_REGION: &str = "CA";
 
@@ -849,10 +850,11 @@ mod tests {
 
     #[test]
     fn report_summary() {
-        let public_key =
-            crate::sign::SigningKey::from_pem(include_str!("../../fixtures/test-signing-key.pem"))
-                .unwrap()
-                .public_key();
+        let public_key = diagnosis_format::sign::SigningKey::from_pem(include_str!(
+            "../../fixtures/test-signing-key.pem"
+        ))
+        .unwrap()
+        .public_key();
         let mut report = VerifyReport {
             hourly_files: 30,
             daily_files: 1,

@@ -10,7 +10,8 @@ use std::fmt;
 use diagnosis_core::domain::Region;
 
 use super::finding::{Finding, NameError};
-use crate::render::{PartNumber, daily_object_key, object_key};
+use diagnosis_format::names::{daily_file_key as daily_object_key, hourly_file_key as object_key};
+use diagnosis_format::render::PartNumber;
 
 /// Seconds in one hourly window (DESIGN §4: `end − start = 3600`).
 pub(crate) const HOUR: u64 = 3600;

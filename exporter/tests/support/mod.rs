@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_exporter::archive::zip_export;
-use diagnosis_exporter::render::{
+use diagnosis_format::archive::zip_export;
+use diagnosis_format::render::{
     ExportBinWriter, ExportWindow, PartNumber, SignerInfo, sort_canonical,
 };
-use diagnosis_exporter::sign::{SigningKey, SigningKeys, sign_export};
+use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
 use serde_json::Value;
 
 /// The committed cases: `{name}.json` is the input, `{name}.zip` what Rust published for it,

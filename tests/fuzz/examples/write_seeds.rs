@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use diagnosis_core::store::ExportRecord;
 use diagnosis_core::upload::UploadRejection;
-use diagnosis_exporter::archive::{unzip_export, zip_export};
 use diagnosis_exporter::pipeline::{index_txt, manifest_json};
+use diagnosis_format::archive::{unzip_export, zip_export};
 use diagnosis_fuzz::{
     ClaimRefusal, DAILY_OBJECT, HOURLY_OBJECT, NOW_UNIX, UploadRefusal, app_public_key,
     claim_request, join_index_objects, sealed_upload_body, server_public_key, upload_request,

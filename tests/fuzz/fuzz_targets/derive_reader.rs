@@ -8,7 +8,8 @@
 use std::num::NonZeroU64;
 
 use diagnosis_exporter::pipeline::{CHUNK_BYTES, read_published_keys};
-use diagnosis_exporter::storage::{Bucket, ObjectKind};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_format::names::ObjectKind;
 use diagnosis_fuzz::HOURLY_OBJECT;
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;

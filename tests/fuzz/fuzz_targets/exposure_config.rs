@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use diagnosis_exporter::exposure_config::{REGION_CONTENT_FILE, check_exposure_config};
+use diagnosis_format::exposure_config::{REGION_CONTENT_FILE, check_exposure_config};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use diagnosis_exporter::archive::{unzip_export, zip_export};
+use diagnosis_format::archive::{unzip_export, zip_export};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|zip: &[u8]| {

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use diagnosis_core::crypto::{open_upload_payload, seal_upload_payload};
 use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
 use diagnosis_core::upload::{UploadRejection, ValidatedUpload, validate_upload};
-use diagnosis_exporter::sign::PublicKey;
+use diagnosis_format::sign::PublicKey;
 use diagnosis_proto::{EncryptedUploadRequest, KeyClaimRequest, Message as _, Upload};
 use diagnosis_submit::{MAX_CLAIM_BODY_BYTES, MAX_UPLOAD_BODY_BYTES};
 

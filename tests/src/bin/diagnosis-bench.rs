@@ -13,13 +13,12 @@ use clap::{Parser, Subcommand};
 use diagnosis_core::domain::Region;
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::time::ManualClock;
-use diagnosis_exporter::archive::zip_export;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
-use diagnosis_exporter::render::{
-    ExportWindow, PartNumber, SignerInfo, export_bin_in_order, render_window,
-};
-use diagnosis_exporter::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_exporter::storage::Bucket;
+use diagnosis_format::archive::zip_export;
+use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_window};
+use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
+use diagnosis_format::testing::export_bin_in_order;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
@@ -187,7 +186,7 @@ fn size(keys: usize, seed: u64) -> anyhow::Result<serde_json::Value> {
         let j = usize::try_from(rng.next_u64() % (i as u64 + 1))?;
         shuffled.swap(i, j);
     }
-    let (private_pem, _) = diagnosis_exporter::sign::generate_signing_key()?;
+    let (private_pem, _) = diagnosis_format::sign::generate_signing_key()?;
     let signer = SignerInfo::new("v1", "302")?;
     let signing = SigningKeys::new(vec![(SigningKey::from_pem(&private_pem)?, signer.clone())])?;
     let start = u64::try_from(day * 86_400)?;

@@ -1,6 +1,6 @@
 //! `diagnosis-cdn`: a stand-in for the CDN on localhost. Serves a `file://`
-//! bucket folder with the Content-Type and Cache-Control its object keys imply,
-//! and answers the deployed apps' `GET /retrieve/{MCC}/{P}/{hmac}` with the
+//! bucket folder with the Content-Type and Cache-Control its object keys imply
+//! at the current time, and answers the deployed apps' `GET /retrieve/{MCC}/{P}/{hmac}` with the
 //! edge function's checks and rewrite (`infra/cdn/retrieve.js`).
 
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::storage::Bucket;
-use diagnosis_tests::cdn::{Edge, serve_on};
+use diagnosis_tests::cdn::{CdnClock, Edge, serve_on};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,10 @@ struct Cli {
     /// The MCC in the retrieval path.
     #[arg(long, env = "COMPAT_REGION_PATH", default_value = "302")]
     region_path: String,
+    /// The exporter's EXPORT_GRACE_SECONDS: today's retrieval object is served as growing
+    /// until this long after the day's last hour ends.
+    #[arg(long, env = "EXPORT_GRACE_SECONDS", default_value_t = 600)]
+    grace_seconds: i64,
 }
 
 fn main() -> ExitCode {
@@ -67,7 +71,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        serve_on(listener, bucket, edge, Arc::new(SystemClock));
+        let clock = CdnClock {
+            clock: Arc::new(SystemClock),
+            grace_seconds: cli.grace_seconds,
+        };
+        serve_on(listener, bucket, edge, clock);
         let _ = tokio::signal::ctrl_c().await;
         ExitCode::SUCCESS
     })

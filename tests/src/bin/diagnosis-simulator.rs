@@ -208,7 +208,7 @@ async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyh
     use diagnosis_exporter::verify::{HttpSource, VerifyOptions, verify_bucket};
     let pem = std::fs::read_to_string(public_key)
         .with_context(|| format!("reading {}", public_key.display()))?;
-    let key = diagnosis_exporter::sign::PublicKey::from_pem(&pem)?;
+    let key = diagnosis_format::sign::PublicKey::from_pem(&pem)?;
     let started = Instant::now();
     let source = HttpSource::new(cdn)?;
     let report = verify_bucket(

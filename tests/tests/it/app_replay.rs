@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use diagnosis_core::time::{Clock, day_number, hour_number};
-use diagnosis_exporter::archive::unzip_export;
-use diagnosis_exporter::sign::verify_signature;
+use diagnosis_format::archive::unzip_export;
+use diagnosis_format::sign::verify_signature;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_proto::{
     EXPORT_BIN_HEADER, Message, TekSignatureList, TemporaryExposureKey, TemporaryExposureKeyExport,
@@ -68,7 +68,10 @@ async fn a_phone_in_the_field_uploads_and_later_finds_its_keys() {
             hmac_key: HMAC_KEY.to_vec(),
             region_path: "302".into(),
         }),
-        Arc::new(app.clock.clone()),
+        cdn::CdnClock {
+            clock: Arc::new(app.clock.clone()),
+            grace_seconds: exporter.settings.grace_seconds,
+        },
     )
     .await;
     let cdn = format!("http://{cdn_addr}");

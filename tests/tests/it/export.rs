@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chrono::Duration;
 use diagnosis_core::time::{hour_number, interval_number};
-use diagnosis_exporter::archive::unzip_export;
 use diagnosis_exporter::pipeline::RunOutcome;
+use diagnosis_format::archive::unzip_export;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::export::{ExportHarness, key};
@@ -380,7 +380,7 @@ async fn verify_rejects_a_changed_byte_and_a_deleted_object_of_a_real_export() {
         .put(
             &with_keys,
             Bytes::from(tampered),
-            diagnosis_exporter::storage::ObjectKind::ExportFile,
+            diagnosis_format::names::ObjectKind::ExportFile,
         )
         .await
         .unwrap();
@@ -390,7 +390,7 @@ async fn verify_rejects_a_changed_byte_and_a_deleted_object_of_a_real_export() {
         .put(
             &with_keys,
             original.clone(),
-            diagnosis_exporter::storage::ObjectKind::ExportFile,
+            diagnosis_format::names::ObjectKind::ExportFile,
         )
         .await
         .unwrap();
@@ -450,7 +450,7 @@ async fn retrieval(h: &ExportHarness, object: &str) -> (u64, u64, Vec<Vec<u8>>) 
     let signatures =
         diagnosis_proto::TekSignatureList::decode(entries.export_sig.as_slice()).unwrap();
     assert!(
-        diagnosis_exporter::sign::verify_signature(
+        diagnosis_format::sign::verify_signature(
             &entries.export_bin,
             signatures.signatures[0].signature(),
             public

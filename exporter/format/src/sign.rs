@@ -390,11 +390,11 @@ mod tests {
     use super::*;
 
     /// A throwaway key for tests only; never used to sign anything real.
-    const TEST_PKCS8: &str = include_str!("../fixtures/test-signing-key.pem");
-    const TEST_PUBLIC: &str = include_str!("../fixtures/test-signing-key.pub.pem");
+    const TEST_PKCS8: &str = include_str!("../../fixtures/test-signing-key.pem");
+    const TEST_PUBLIC: &str = include_str!("../../fixtures/test-signing-key.pub.pem");
     /// The same test key in SEC1 form.
-    const TEST_SEC1: &str = include_str!("../fixtures/test-signing-key.sec1.pem");
-    const TEST_2_PKCS8: &str = include_str!("../fixtures/test-signing-key-2.pem");
+    const TEST_SEC1: &str = include_str!("../../fixtures/test-signing-key.sec1.pem");
+    const TEST_2_PKCS8: &str = include_str!("../../fixtures/test-signing-key-2.pem");
 
     fn keys() -> SigningKeys {
         SigningKeys::new(vec![

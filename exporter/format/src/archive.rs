@@ -6,6 +6,11 @@
 //! 1980-01-01 00:00, Unix attributes 0644, no extra fields, no comment), so a rebuild produces
 //! a byte-identical file and a rerun of the exporter is harmless (STYLE 6).
 //!
+//! The exporter also reads its own files back to merge them into bigger windows, in ranged
+//! reads: [`read_first_entry`] reads the local header at the start of a published file and
+//! says where the deflated `export.bin` lies. The zip layout is written down once, in the
+//! constants below, for the writer and that reader.
+//!
 //! This module must never accept an archive with other entries, another order, or an entry
 //! larger than [`MAX_ENTRY_BYTES`] when it unpacks one: the `verify` command reads files from
 //! a bucket that anyone with write access could have tampered with.
@@ -81,6 +86,17 @@ pub struct ExportEntries {
 /// `PK\x03\x04`, `PK\x01\x02` and `PK\x05\x06`: local header, central directory entry, end of
 /// central directory.
 const LOCAL_HEADER: u32 = 0x0403_4b50;
+/// Length of a local header before its file name.
+pub const LOCAL_HEADER_LEN: usize = 30;
+/// Length of a central directory entry before its file name.
+const CENTRAL_HEADER_LEN: usize = 46;
+// Offsets of the fields of a local header that the reader needs.
+const LOCAL_METHOD_AT: usize = 8;
+const LOCAL_CRC_AT: usize = 14;
+const LOCAL_COMPRESSED_AT: usize = 18;
+const LOCAL_SIZE_AT: usize = 22;
+const LOCAL_NAME_LEN_AT: usize = 26;
+const LOCAL_EXTRA_LEN_AT: usize = 28;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 const END_OF_CENTRAL_DIRECTORY: u32 = 0x0605_4b50;
 /// Version 2.0 of the format (deflate), written by a Unix system.
@@ -105,11 +121,12 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
     // maps lazily: only the pages libdeflate writes cost memory, not the whole bound.
     let mut zip = vec![
         0_u8;
-        30 + EXPORT_BIN_NAME.len()
+        LOCAL_HEADER_LEN
+            + EXPORT_BIN_NAME.len()
             + compressor.deflate_compress_bound(export_bin.len())
     ];
     let mut first = true;
-    let mut central = Vec::with_capacity(2 * (46 + EXPORT_BIN_NAME.len()));
+    let mut central = Vec::with_capacity(2 * (CENTRAL_HEADER_LEN + EXPORT_BIN_NAME.len()));
     for (name, data) in entries {
         let too_large = || ArchiveError::TooLarge {
             name: name.to_owned(),
@@ -119,7 +136,7 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
         let crc = libdeflater::crc32(data);
         let name_len = u16::try_from(name.len()).map_err(|_| too_large())?;
         let header_at = if first { 0 } else { zip.len() };
-        let data_at = header_at + 30 + name.len();
+        let data_at = header_at + LOCAL_HEADER_LEN + name.len();
         if !first {
             zip.resize(data_at + compressor.deflate_compress_bound(data.len()), 0);
         }
@@ -130,11 +147,12 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
         zip.truncate(data_at + compressed_len);
         let compressed = u32::try_from(compressed_len).map_err(|_| too_large())?;
 
-        let mut header = Vec::with_capacity(30 + name.len());
+        let mut header = Vec::with_capacity(LOCAL_HEADER_LEN + name.len());
         header.extend(LOCAL_HEADER.to_le_bytes());
         header.extend(VERSION_NEEDED.to_le_bytes());
         put_entry_fields(&mut header, crc, compressed, size, name_len);
         header.extend(0_u16.to_le_bytes()); // extra field length
+        debug_assert_eq!(header.len(), LOCAL_HEADER_LEN);
         header.extend(name.as_bytes());
         zip[header_at..data_at].copy_from_slice(&header);
 
@@ -181,6 +199,67 @@ fn put_entry_fields(out: &mut Vec<u8>, crc: u32, compressed: u32, size: u32, nam
     out.extend(compressed.to_le_bytes());
     out.extend(size.to_le_bytes());
     out.extend(name_len.to_le_bytes());
+}
+
+/// Where the deflated `export.bin` lies in a file the exporter published, from its first local
+/// header (DESIGN §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstEntry {
+    /// Offset of the deflated bytes in the file.
+    pub data_start: u64,
+    /// Offset just past them.
+    pub data_end: u64,
+    /// CRC-32 of the inflated `export.bin`.
+    pub crc32: u32,
+    /// Length of the inflated `export.bin`.
+    pub size: u64,
+}
+
+/// Why the start of a published file is not the exporter's own zip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum EntryError {
+    /// Fewer bytes than the header needs.
+    #[error("truncated zip header")]
+    Truncated,
+    /// Not a local header, or not deflated.
+    #[error("not a deflated zip entry")]
+    NotDeflated,
+    /// The first entry is another file.
+    #[error("the first entry is not export.bin")]
+    NotExportBin,
+}
+
+/// Reads the local header at the start of `first` (the first bytes of a published file; a
+/// few hundred are plenty) and says where `export.bin` lies. Only the exporter's own layout is
+/// accepted: the first entry is `export.bin`, deflated. The sizes are the header's word; the
+/// reader checks them against the file's size, the inflated length and the CRC-32.
+pub fn read_first_entry(first: &[u8]) -> Result<FirstEntry, EntryError> {
+    let field = |at: usize, len: usize| -> Result<u64, EntryError> {
+        let bytes = first.get(at..at + len).ok_or(EntryError::Truncated)?;
+        Ok(bytes
+            .iter()
+            .rev()
+            .fold(0_u64, |value, &byte| (value << 8) | u64::from(byte)))
+    };
+    if field(0, 4)? != u64::from(LOCAL_HEADER)
+        || field(LOCAL_METHOD_AT, 2)? != u64::from(METHOD_DEFLATE)
+    {
+        return Err(EntryError::NotDeflated);
+    }
+    let name_len = usize::try_from(field(LOCAL_NAME_LEN_AT, 2)?).unwrap_or(usize::MAX);
+    let extra_len = usize::try_from(field(LOCAL_EXTRA_LEN_AT, 2)?).unwrap_or(usize::MAX);
+    match first.get(LOCAL_HEADER_LEN..LOCAL_HEADER_LEN.saturating_add(name_len)) {
+        Some(name) if name == EXPORT_BIN_NAME.as_bytes() => {}
+        Some(_) => return Err(EntryError::NotExportBin),
+        None => return Err(EntryError::Truncated),
+    }
+    let data_start = (LOCAL_HEADER_LEN + name_len).saturating_add(extra_len) as u64;
+    Ok(FirstEntry {
+        data_start,
+        data_end: data_start.saturating_add(field(LOCAL_COMPRESSED_AT, 4)?),
+        crc32: u32::try_from(field(LOCAL_CRC_AT, 4)?).unwrap_or(0),
+        size: field(LOCAL_SIZE_AT, 4)?,
+    })
 }
 
 /// Unpacks an export archive, insisting on exactly `export.bin` then `export.sig` and on
@@ -315,6 +394,37 @@ mod tests {
             offset += 30 + name_len + compressed;
         }
         assert_eq!(&zip[offset..offset + 4], b"PK\x01\x02");
+    }
+
+    #[test]
+    fn the_first_entry_reader_finds_export_bin_in_the_writers_files() {
+        let bin = b"EK Export v1    some bytes".repeat(50);
+        let zip = zip_export(&bin, b"sig").unwrap();
+        let entry = read_first_entry(&zip[..64]).unwrap();
+        assert_eq!(
+            entry.data_start,
+            (LOCAL_HEADER_LEN + EXPORT_BIN_NAME.len()) as u64
+        );
+        assert_eq!(entry.size, bin.len() as u64);
+        assert_eq!(entry.crc32, libdeflater::crc32(&bin));
+        let deflated = &zip[entry.data_start as usize..entry.data_end as usize];
+        let mut inflated = vec![0; bin.len()];
+        let written = libdeflater::Decompressor::new()
+            .deflate_decompress(deflated, &mut inflated)
+            .unwrap();
+        assert_eq!(&inflated[..written], bin.as_slice());
+
+        assert_eq!(read_first_entry(&zip[..20]), Err(EntryError::Truncated));
+        assert_eq!(read_first_entry(&zip[..35]), Err(EntryError::Truncated));
+        assert_eq!(
+            read_first_entry(b"not a zip at all, not at all, no"),
+            Err(EntryError::NotDeflated)
+        );
+        let mut stored = zip.clone();
+        stored[LOCAL_METHOD_AT] = 0;
+        assert_eq!(read_first_entry(&stored), Err(EntryError::NotDeflated));
+        let swapped = zip_with(&[("export.sig", b"s"), ("export.bin", b"b")]);
+        assert_eq!(read_first_entry(&swapped), Err(EntryError::NotExportBin));
     }
 
     fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {

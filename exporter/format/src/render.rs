@@ -1,13 +1,14 @@
 //! Render step: diagnosis keys of one window become the bytes of `export.bin` (DESIGN §4.1).
 //!
 //! `export.bin` is the 16-byte header `EK Export v1    ` followed by one serialized
-//! `TemporaryExposureKeyExport`. The message is written field by field with prost's encoding
-//! primitives, in ascending field-number order exactly as prost itself would emit it, so keys
-//! can be appended one at a time as they stream out of the database: the only memory a window
+//! `TemporaryExposureKeyExport`. It is written field by field by
+//! [`diagnosis_proto::export_bin`], exactly as prost would emit the whole message, so keys can
+//! be appended one at a time as they stream out of the database: the only memory a window
 //! costs is the bytes of the file being built (DESIGN §4.1, STYLE 6).
 //!
 //! This module also owns the rules that make a rebuild reproduce the same bytes: the canonical
-//! key order, the split into numbered parts, and the object keys the parts are published under.
+//! key order and the split into numbered parts. The names the parts are published under are in
+//! [`crate::names`].
 //!
 //! It must never reorder, drop or invent keys, never hold more than one part in memory, and
 //! never do I/O: it receives keys and returns bytes.
@@ -17,11 +18,8 @@ use std::fmt;
 use std::num::NonZeroUsize;
 
 use diagnosis_core::domain::{DiagnosisKey, Region};
-use diagnosis_proto::{
-    EXPORT_BIN_HEADER, Message as _, SIGNATURE_ALGORITHM, SignatureInfo, TemporaryExposureKey,
-    TemporaryExposureKeyExport,
-};
-use prost::encoding::{self, WireType};
+use diagnosis_proto::export_bin::{self, ExportFields, KeyFields};
+use diagnosis_proto::{SIGNATURE_ALGORITHM, SignatureInfo};
 use thiserror::Error;
 
 /// Default `MAX_KEYS_PER_FILE` (DESIGN §4.1, §6).
@@ -34,31 +32,10 @@ pub const PLATFORM_MAX_KEYS_PER_FILE: usize = 750_000;
 /// At most this many signing keys sign one file (DESIGN §4.1).
 pub const MAX_SIGNERS: usize = 10;
 
-/// `rolling_period` is a proto2 field with `[default = 144]`; the value is omitted when it
-/// equals the default, which the platforms read back as 144 (DESIGN §4.1).
-const DEFAULT_ROLLING_PERIOD: i32 = 144;
-
 /// Every export is a single batch: `batch_num = batch_size = 1` (DESIGN §4.1).
-pub(crate) const BATCH_NUM: i32 = 1;
+pub const BATCH_NUM: i32 = 1;
 /// See [`BATCH_NUM`].
-pub(crate) const BATCH_SIZE: i32 = 1;
-
-// Field numbers of `TemporaryExposureKeyExport` (DESIGN §3).
-const EXPORT_START_TIMESTAMP: u32 = 1;
-const EXPORT_END_TIMESTAMP: u32 = 2;
-const EXPORT_REGION: u32 = 3;
-const EXPORT_BATCH_NUM: u32 = 4;
-const EXPORT_BATCH_SIZE: u32 = 5;
-const EXPORT_SIGNATURE_INFOS: u32 = 6;
-const EXPORT_KEYS: u32 = 7;
-
-// Field numbers of `TemporaryExposureKey` (DESIGN §3).
-const TEK_KEY_DATA: u32 = 1;
-const TEK_TRANSMISSION_RISK_LEVEL: u32 = 2;
-const TEK_ROLLING_START_INTERVAL_NUMBER: u32 = 3;
-const TEK_ROLLING_PERIOD: u32 = 4;
-const TEK_REPORT_TYPE: u32 = 5;
-const TEK_DAYS_SINCE_ONSET_OF_SYMPTOMS: u32 = 6;
+pub const BATCH_SIZE: i32 = 1;
 
 /// Why a window could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -255,21 +232,9 @@ impl fmt::Display for PartNumber {
     }
 }
 
-/// Object key of an hourly file, relative to the bucket prefix (DESIGN §4):
-/// `{region}/{start}-{end}-{nnnnn}.zip`, with the window's real end.
-pub fn object_key(region: &Region, start: u64, end: u64, part: PartNumber) -> String {
-    format!("{region}/{start}-{end}-{part}.zip")
-}
-
-/// Object key of a daily file, relative to the bucket prefix (DESIGN §4):
-/// `{region}/daily/{start}-{end}-{nnnnn}.zip`, with the window's real end.
-pub fn daily_object_key(region: &Region, start: u64, end: u64, part: PartNumber) -> String {
-    format!("{region}/daily/{start}-{end}-{part}.zip")
-}
-
 /// The canonical key order of DESIGN §4.1 ([`DiagnosisKey::canonical_cmp`]). The key source
-/// must deliver keys in this order: the store sorts each window
-/// ([`diagnosis_core::store::Store::stream_publishable_keys`]).
+/// must deliver keys in this order: the store sorts each window (`Store::stream_publishable_keys`
+/// in `diagnosis-core`).
 pub fn canonical_cmp(a: &DiagnosisKey, b: &DiagnosisKey) -> Ordering {
     a.canonical_cmp(b)
 }
@@ -309,24 +274,15 @@ impl ExportBinWriter {
             });
         }
         let mut buf = Vec::with_capacity(256);
-        buf.extend_from_slice(EXPORT_BIN_HEADER);
-        // Ascending field numbers, as prost emits them (fields 1–5, then each repeated field).
-        encoding::fixed64::encode(EXPORT_START_TIMESTAMP, &window.start, &mut buf);
-        encoding::fixed64::encode(
-            EXPORT_END_TIMESTAMP,
-            &part.end_timestamp(window.end),
-            &mut buf,
-        );
-        encoding::string::encode(EXPORT_REGION, &window.region.as_str().to_owned(), &mut buf);
-        encoding::int32::encode(EXPORT_BATCH_NUM, &BATCH_NUM, &mut buf);
-        encoding::int32::encode(EXPORT_BATCH_SIZE, &BATCH_SIZE, &mut buf);
-        for signer in signers {
-            encoding::message::encode(
-                EXPORT_SIGNATURE_INFOS,
-                &signer.to_signature_info(),
-                &mut buf,
-            );
-        }
+        let fields = ExportFields {
+            start_timestamp: window.start,
+            end_timestamp: part.end_timestamp(window.end),
+            region: window.region.as_str(),
+            batch_num: BATCH_NUM,
+            batch_size: BATCH_SIZE,
+        };
+        let infos: Vec<SignatureInfo> = signers.iter().map(SignerInfo::to_signature_info).collect();
+        export_bin::encode_head(&fields, &infos, &mut buf);
         Ok(Self {
             buf,
             scratch: Vec::with_capacity(64),
@@ -346,33 +302,7 @@ impl ExportBinWriter {
             });
         }
 
-        let tek = &mut self.scratch;
-        tek.clear();
-        encoding::encode_key(TEK_KEY_DATA, WireType::LengthDelimited, tek);
-        encoding::encode_varint(key.key_data.as_bytes().len() as u64, tek);
-        tek.extend_from_slice(key.key_data.as_bytes());
-        encoding::int32::encode(
-            TEK_TRANSMISSION_RISK_LEVEL,
-            &key.transmission_risk_level,
-            tek,
-        );
-        encoding::int32::encode(
-            TEK_ROLLING_START_INTERVAL_NUMBER,
-            &key.rolling_start_interval_number,
-            tek,
-        );
-        if key.rolling_period != DEFAULT_ROLLING_PERIOD {
-            encoding::int32::encode(TEK_ROLLING_PERIOD, &key.rolling_period, tek);
-        }
-        // `report_type` is an enum field: varint of the i32, the same encoding as int32.
-        encoding::int32::encode(TEK_REPORT_TYPE, &key.report_type.as_i32(), tek);
-        if let Some(days) = key.days_since_onset {
-            encoding::sint32::encode(TEK_DAYS_SINCE_ONSET_OF_SYMPTOMS, &days, tek);
-        }
-
-        encoding::encode_key(EXPORT_KEYS, WireType::LengthDelimited, &mut self.buf);
-        encoding::encode_varint(tek.len() as u64, &mut self.buf);
-        self.buf.extend_from_slice(tek);
+        export_bin::encode_key(&key_fields(key), &mut self.scratch, &mut self.buf);
 
         self.count += 1;
         self.window_index += 1;
@@ -403,6 +333,18 @@ impl ExportBinWriter {
     }
 }
 
+/// The wire fields of a key, borrowed: what [`export_bin::encode_key`] writes.
+pub fn key_fields(key: &DiagnosisKey) -> KeyFields<'_> {
+    KeyFields {
+        key_data: key.key_data.as_bytes(),
+        transmission_risk_level: key.transmission_risk_level,
+        rolling_start_interval_number: key.rolling_start_interval_number,
+        rolling_period: key.rolling_period,
+        report_type: key.report_type.as_i32(),
+        days_since_onset_of_symptoms: key.days_since_onset,
+    }
+}
+
 /// One finished part of a window: the bytes of its `export.bin` and what they hold.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RenderedPart {
@@ -422,41 +364,6 @@ impl fmt::Debug for RenderedPart {
             .field("bytes", &self.export_bin.len())
             .finish()
     }
-}
-
-/// `export.bin` for `keys` in the order given, encoded the ordinary way: one whole message by
-/// prost. It is the reference the streaming writer is tested against and the random-order
-/// baseline of the size benchmark; the exporter itself writes with [`WindowRenderer`].
-pub fn export_bin_in_order(
-    window: &ExportWindow,
-    part: PartNumber,
-    signers: &[SignerInfo],
-    keys: &[DiagnosisKey],
-) -> Vec<u8> {
-    let message = TemporaryExposureKeyExport {
-        start_timestamp: Some(window.start()),
-        end_timestamp: Some(part.end_timestamp(window.end())),
-        region: Some(window.region().as_str().to_owned()),
-        batch_num: Some(BATCH_NUM),
-        batch_size: Some(BATCH_SIZE),
-        signature_infos: signers.iter().map(SignerInfo::to_signature_info).collect(),
-        keys: keys
-            .iter()
-            .map(|k| TemporaryExposureKey {
-                key_data: Some(k.key_data.as_bytes().to_vec()),
-                transmission_risk_level: Some(k.transmission_risk_level),
-                rolling_start_interval_number: Some(k.rolling_start_interval_number),
-                rolling_period: (k.rolling_period != DEFAULT_ROLLING_PERIOD)
-                    .then_some(k.rolling_period),
-                report_type: Some(k.report_type.as_i32()),
-                days_since_onset_of_symptoms: k.days_since_onset,
-            })
-            .collect(),
-        revised_keys: Vec::new(),
-    };
-    let mut bytes = EXPORT_BIN_HEADER.to_vec();
-    bytes.extend(message.encode_to_vec());
-    bytes
 }
 
 /// Renders a whole window as one or more parts of at most `MAX_KEYS_PER_FILE` keys each
@@ -519,12 +426,12 @@ impl WindowRenderer {
         Ok(Some(finished))
     }
 
-    /// The window being rendered.
     /// Bytes of the part being rendered so far.
     pub fn part_bytes(&self) -> usize {
         self.current.len_bytes()
     }
 
+    /// The window being rendered.
     pub fn window(&self) -> &ExportWindow {
         &self.window
     }
@@ -561,9 +468,12 @@ pub fn render_window(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use diagnosis_core::domain::{KeyData, ReportType};
+    use diagnosis_proto::{Message as _, TemporaryExposureKeyExport};
     use proptest::prelude::*;
 
     use super::*;
+    use crate::names::hourly_file_key;
+    use crate::testing::{any_key, export_bin_in_order};
 
     fn region() -> Region {
         Region::parse("CA").unwrap()
@@ -673,25 +583,8 @@ mod tests {
         assert_eq!(decoded.start_timestamp, Some(1_764_280_800));
         assert_eq!(decoded.end_timestamp, Some(1_764_284_402));
         assert_eq!(
-            object_key(window.region(), window.start(), window.end(), part),
+            hourly_file_key(window.region(), window.start(), window.end(), part),
             "CA/1764280800-1764284400-00003.zip"
-        );
-    }
-
-    #[test]
-    fn object_keys() {
-        let ca = region();
-        assert_eq!(
-            object_key(&ca, 1_764_280_800, 1_764_284_400, PartNumber::FIRST),
-            "CA/1764280800-1764284400-00001.zip"
-        );
-        assert_eq!(
-            daily_object_key(&ca, 1_764_201_600, 1_764_288_000, PartNumber::FIRST),
-            "CA/daily/1764201600-1764288000-00001.zip"
-        );
-        assert_eq!(
-            object_key(&ca, 0, 3600, PartNumber::new(99_999).unwrap()),
-            "CA/0-3600-99999.zip"
         );
     }
 
@@ -872,27 +765,6 @@ mod tests {
                 part.export_bin.len()
             )
         );
-    }
-
-    fn any_key() -> impl Strategy<Value = DiagnosisKey> {
-        (
-            any::<[u8; 16]>(),
-            any::<i32>(),
-            prop_oneof![Just(144), any::<i32>()],
-            any::<i32>(),
-            1..=5_i32,
-            proptest::option::of(any::<i32>()),
-        )
-            .prop_map(
-                |(bytes, rsin, period, trl, report_type, dso)| DiagnosisKey {
-                    key_data: KeyData::from_array(bytes),
-                    rolling_start_interval_number: rsin,
-                    rolling_period: period,
-                    transmission_risk_level: trl,
-                    report_type: ReportType::from_i32(report_type).unwrap(),
-                    days_since_onset: dso,
-                },
-            )
     }
 
     proptest! {
