@@ -56,9 +56,31 @@ pub enum ExportError {
     /// A published file could not be read back to build a bigger window from it.
     #[error("reading back a published file: {0}")]
     Derive(String),
-    /// The upload step ended (after an error of its own) or its signing thread died.
+    /// The upload step ended (after an error of its own).
     #[error("the upload step stopped before every part was published")]
     UploadStopped,
+    /// The thread signing and compressing a part panicked or was cancelled; the message is
+    /// the panic's own.
+    #[error("signing and compressing a part failed: {0}")]
+    SigningThread(String),
+}
+
+/// A pass's result once its lock is released: the pass's own error explains more than a
+/// failure to unlock after it, so it wins and the release error is only logged (the lock goes
+/// all the same: a session that fails to unlock is closed). A pass that succeeded fails when
+/// the release does.
+fn after_release<T>(
+    result: Result<T, ExportError>,
+    released: Result<(), StoreError>,
+) -> Result<T, ExportError> {
+    match (result, released) {
+        (result, Ok(())) => result,
+        (Err(e), Err(release)) => {
+            tracing::warn!(error = %release, "cannot release the exporter lock after a failed pass");
+            Err(e)
+        }
+        (Ok(_), Err(release)) => Err(release.into()),
+    }
 }
 
 /// What one pass did.
@@ -160,7 +182,7 @@ impl Exporter {
             return Ok(RunOutcome::Skipped);
         };
         let result = self.run_locked(&region).await;
-        lock.release().await?;
+        let result = after_release(result, lock.release().await);
         let outcome = if result.is_ok() {
             "completed"
         } else {
@@ -394,5 +416,22 @@ impl Exporter {
             .mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_error_wins_over_the_release_error() {
+        let pass = || Err::<(), _>(ExportError::Window(7));
+        let release = || Err(StoreError::Config("unlock failed".to_owned()));
+        let error = after_release(pass(), release()).unwrap_err();
+        assert!(matches!(error, ExportError::Window(7)), "{error}");
+        let error = after_release(Ok(()), release()).unwrap_err();
+        assert!(error.to_string().contains("unlock failed"), "{error}");
+        assert!(matches!(after_release(pass(), Ok(())), Err(ExportError::Window(7))));
+        assert!(after_release(Ok(3), Ok(())).is_ok_and(|n| n == 3));
     }
 }

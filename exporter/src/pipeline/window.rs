@@ -172,6 +172,21 @@ impl Keys {
     }
 }
 
+/// What a signing thread that did not return says: its panic message, when it has one.
+fn join_error_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let payload = error.into_panic();
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        format!("panicked: {message}")
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        format!("panicked: {message}")
+    } else {
+        "panicked with a payload that is not a message".to_owned()
+    }
+}
+
 /// A rendered part on its way to the bucket; `last` closes its window.
 pub(super) struct PartJob {
     window: Window,
@@ -440,7 +455,7 @@ impl Exporter {
             Ok(zip_export(&export_bin, &signature)?)
         })
         .await
-        .map_err(|_| ExportError::UploadStopped)??;
+        .map_err(|e| ExportError::SigningThread(join_error_message(e)))??;
         let sha256 = hex::encode(Sha256::digest(&zip));
         let bytes = i64::try_from(zip.len()).unwrap_or(i64::MAX);
         self.bucket.put(&key, Bytes::from(zip), object_kind).await?;
@@ -461,5 +476,31 @@ impl Exporter {
             bytes,
             sha256,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_signing_thread_reports_its_message() {
+        let formatted = tokio::task::spawn_blocking(|| -> u8 { panic!("part {} broke", 3) })
+            .await
+            .unwrap_err();
+        assert_eq!(join_error_message(formatted), "panicked: part 3 broke");
+        let literal = tokio::task::spawn_blocking(|| -> u8 { panic!("no key") })
+            .await
+            .unwrap_err();
+        assert_eq!(join_error_message(literal), "panicked: no key");
+        let error = ExportError::SigningThread(join_error_message(
+            tokio::task::spawn_blocking(|| -> u8 { std::panic::panic_any(5_u32) })
+                .await
+                .unwrap_err(),
+        ));
+        assert_eq!(
+            error.to_string(),
+            "signing and compressing a part failed: panicked with a payload that is not a message"
+        );
     }
 }
