@@ -7,6 +7,10 @@
 //! * [`archive`] — the two become the deterministic zip that is published.
 //! * [`exposure_config`] — exposure configurations are checked before they are published.
 //!
+//! [`scheduled::run`] is the scheduled mode itself (a pass at start, then one per tick of
+//! `EXPORT_SCHEDULE` on an injected clock); the binary only reads its configuration and
+//! calls it.
+//!
 //! Nothing in this crate's library may log or return private key material.
 
 pub mod archive;
@@ -16,6 +20,7 @@ pub mod metrics_listener;
 pub mod padding;
 pub mod pipeline;
 pub mod render;
+pub mod scheduled;
 pub mod sign;
 pub mod storage;
 pub mod verify;

@@ -162,6 +162,11 @@ impl Exporter {
         &self.bucket
     }
 
+    /// The clock passes read "now" from; the scheduled mode waits for its ticks on it too.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
     /// Samples the connection-pool gauges (`db_pool_*`) until the returned guard is dropped.
     pub fn spawn_pool_metrics(&self) -> PoolMetricsTask {
         self.store.spawn_pool_metrics()
@@ -431,7 +436,10 @@ mod tests {
         assert!(matches!(error, ExportError::Window(7)), "{error}");
         let error = after_release(Ok(()), release()).unwrap_err();
         assert!(error.to_string().contains("unlock failed"), "{error}");
-        assert!(matches!(after_release(pass(), Ok(())), Err(ExportError::Window(7))));
+        assert!(matches!(
+            after_release(pass(), Ok(())),
+            Err(ExportError::Window(7))
+        ));
         assert!(after_release(Ok(3), Ok(())).is_ok_and(|n| n == 3));
     }
 }
