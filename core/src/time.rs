@@ -253,14 +253,28 @@ pub fn publish_hour(
     submission_hour.max(expiry_hour_ceiling + PUBLISH_DELAY_HOURS)
 }
 
+/// [`RELEVANCE_DAYS`] in seconds.
+pub const RELEVANCE_SECONDS: i64 = RELEVANCE_DAYS * SECONDS_PER_DAY;
+
+/// The latest expiry that is no longer relevant at `now_unix`: `now − 14 × 86400`. A key is
+/// relevant exactly when its expiry is after this ([`is_relevant`]).
+pub fn relevance_cutoff(now_unix: i64) -> i64 {
+    now_unix.saturating_sub(RELEVANCE_SECONDS)
+}
+
 /// Whether a key with this expiry is still relevant at `now_unix` (DESIGN §2: its expiry is
 /// within the last 14 days).
 ///
 /// Boundary: relevant while `expiry > now − 14 × 86400`. A key that expired exactly 14 days
 /// ago has had its full 14 days and is no longer relevant; a key that expired one second less
 /// long ago still is. Keys whose expiry is in the future are relevant.
+///
+/// This is the one definition: the store's queries select relevant keys with the same
+/// comparison against [`relevance_cutoff`] (`store::diagnosis_keys`), and an end-to-end test
+/// checks that the keys they select at and around every boundary are exactly those this
+/// function accepts.
 pub fn is_relevant(expiry_unix: i64, now_unix: i64) -> bool {
-    expiry_unix > now_unix.saturating_sub(RELEVANCE_DAYS * SECONDS_PER_DAY)
+    expiry_unix > relevance_cutoff(now_unix)
 }
 
 /// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
