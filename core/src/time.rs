@@ -20,6 +20,8 @@ pub const SECONDS_PER_INTERVAL: i64 = 600;
 pub const INTERVALS_PER_DAY: i64 = 144;
 /// Length of one hour, the unit of submission, publication and export files (DESIGN §2).
 pub const SECONDS_PER_HOUR: i64 = 3600;
+/// Hours in one UTC day.
+pub const HOURS_PER_DAY: i64 = 24;
 /// Length of one UTC day (DESIGN §2).
 pub const SECONDS_PER_DAY: i64 = 86_400;
 /// How long after its expiry a key stays relevant (DESIGN §2).
@@ -31,6 +33,182 @@ pub const MAX_UPLOAD_CLOCK_SKEW_SECONDS: i64 = 3600;
 /// the Apple/Google rule).
 const PUBLISH_DELAY_HOURS: i64 = 2;
 
+/// A Unix time in whole seconds, UTC: the unit of the ledger, file headers and time rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixSeconds(i64);
+
+/// An EN interval number, `floor(unix / 600)` (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IntervalNumber(i64);
+
+/// An hour number, `floor(unix / 3600)`: the unit of submission, publication and hourly
+/// files (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourNumber(i64);
+
+/// A UTC day number, `floor(unix / 86400)`: the unit of daily files (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DayNumber(i64);
+
+impl UnixSeconds {
+    pub const fn new(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The whole second `instant` is in.
+    pub fn from_datetime(instant: DateTime<Utc>) -> Self {
+        Self(instant.timestamp())
+    }
+
+    /// The value as the unsigned seconds of an export file's header, or `None` before 1970.
+    pub fn to_u64(self) -> Option<u64> {
+        u64::try_from(self.0).ok()
+    }
+
+    /// The interval containing this second.
+    pub fn interval(self) -> IntervalNumber {
+        IntervalNumber(interval_number(self.0))
+    }
+
+    /// The hour containing this second.
+    pub fn hour(self) -> HourNumber {
+        HourNumber(hour_number(self.0))
+    }
+
+    /// The UTC day containing this second.
+    pub fn day(self) -> DayNumber {
+        DayNumber(day_number(self.0))
+    }
+}
+
+impl From<DateTime<Utc>> for UnixSeconds {
+    fn from(instant: DateTime<Utc>) -> Self {
+        Self::from_datetime(instant)
+    }
+}
+
+impl fmt::Display for UnixSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl IntervalNumber {
+    pub const fn new(interval: i64) -> Self {
+        Self(interval)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second.
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(self.0.saturating_mul(SECONDS_PER_INTERVAL))
+    }
+}
+
+impl HourNumber {
+    pub const fn new(hour: i64) -> Self {
+        Self(hour)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second.
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(hour_start(self.0))
+    }
+
+    /// The first second after it (the `end` a file of this hour carries).
+    pub fn end(self) -> UnixSeconds {
+        UnixSeconds(hour_start(self.0.saturating_add(1)))
+    }
+
+    /// The hour that ends at `end` (the last hour of a window whose end is `end`).
+    pub fn ending_at(end: UnixSeconds) -> Self {
+        Self(end.0.div_euclid(SECONDS_PER_HOUR).saturating_sub(1))
+    }
+
+    /// The UTC day it belongs to.
+    pub fn day(self) -> DayNumber {
+        DayNumber(self.0.div_euclid(HOURS_PER_DAY))
+    }
+
+    /// The hour `hours` later (earlier when negative).
+    pub fn plus(self, hours: i64) -> Self {
+        Self(self.0.saturating_add(hours))
+    }
+
+    /// Hours from `earlier` to this one.
+    pub fn since(self, earlier: HourNumber) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Every hour from this one through `last`, in order (none when `last` is earlier).
+    pub fn through(self, last: HourNumber) -> impl DoubleEndedIterator<Item = HourNumber> {
+        (self.0..=last.0).map(HourNumber)
+    }
+
+    /// Whether it is closed at `now` ([`is_hour_closed`]).
+    pub fn is_closed_at(self, now: UnixSeconds, grace_seconds: i64) -> bool {
+        is_hour_closed(self.0, now.0, grace_seconds)
+    }
+
+    /// The latest hour closed at `now` ([`last_closed_hour`]).
+    pub fn last_closed(now: UnixSeconds, grace_seconds: i64) -> Self {
+        Self(last_closed_hour(now.0, grace_seconds))
+    }
+}
+
+impl fmt::Display for HourNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl DayNumber {
+    pub const fn new(day: i64) -> Self {
+        Self(day)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second (00:00 UTC).
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(day_start(self.0))
+    }
+
+    /// Its first hour (00:00–01:00).
+    pub fn first_hour(self) -> HourNumber {
+        HourNumber(self.0.saturating_mul(HOURS_PER_DAY))
+    }
+
+    /// Its last hour (23:00–24:00).
+    pub fn last_hour(self) -> HourNumber {
+        self.first_hour().plus(HOURS_PER_DAY - 1)
+    }
+
+    /// The day `days` later (earlier when negative).
+    pub fn plus(self, days: i64) -> Self {
+        Self(self.0.saturating_add(days))
+    }
+}
+
+impl fmt::Display for DayNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A future that completes once a [`Clock`] has reached an instant.
 pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -40,6 +218,11 @@ pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current instant in whole Unix seconds.
+    fn unix_now(&self) -> UnixSeconds {
+        UnixSeconds::from_datetime(self.now())
+    }
 
     /// Completes once [`Clock::now`] is at or after `instant` (at once if it already is).
     /// Dropping the future abandons the wait.
@@ -201,11 +384,6 @@ impl Clock for ManualClock {
             let _ = changes.wait_for(|state| state.now >= instant).await;
         })
     }
-}
-
-/// The clock's current time in Unix seconds.
-pub fn unix_now(clock: &dyn Clock) -> i64 {
-    clock.now().timestamp()
 }
 
 /// EN interval number containing `unix`: `floor(unix / 600)` (DESIGN §2).
@@ -420,6 +598,42 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_numbers_convert_as_the_rules_say() {
+        let now = UnixSeconds::new(NOW);
+        assert_eq!(now.interval(), IntervalNumber::new(2_833_333));
+        assert_eq!(now.hour(), HourNumber::new(472_222));
+        assert_eq!(now.day(), DayNumber::new(19_675));
+        assert_eq!(IntervalNumber::new(2_833_333).start(), UnixSeconds::new(1_699_999_800));
+        let hour = now.hour();
+        assert_eq!(hour.start(), UnixSeconds::new(1_699_999_200));
+        assert_eq!(hour.end(), UnixSeconds::new(1_700_002_800));
+        assert_eq!(HourNumber::ending_at(hour.end()), hour);
+        assert_eq!(hour.day(), now.day());
+        assert_eq!(hour.plus(-2).since(hour), -2);
+        assert_eq!(
+            hour.plus(-2).through(hour).collect::<Vec<_>>(),
+            vec![hour.plus(-2), hour.plus(-1), hour]
+        );
+        assert_eq!(hour.through(hour.plus(-1)).count(), 0);
+        let day = now.day();
+        assert_eq!(day.start(), UnixSeconds::new(1_699_920_000));
+        assert_eq!(day.first_hour(), HourNumber::new(472_200));
+        assert_eq!(day.last_hour(), HourNumber::new(472_223));
+        assert_eq!(day.last_hour().end(), day.plus(1).start());
+        assert_eq!(HourNumber::ending_at(day.plus(1).start()), day.last_hour());
+        assert_eq!(UnixSeconds::new(-1).to_u64(), None);
+        assert_eq!(now.to_u64(), Some(1_700_000_000));
+        assert_eq!(
+            HourNumber::last_closed(now, 600),
+            HourNumber::new(last_closed_hour(NOW, 600))
+        );
+        assert!(HourNumber::last_closed(now, 600).is_closed_at(now, 600));
+        assert!(!hour.is_closed_at(now, 600));
+        let instant = DateTime::from_timestamp(NOW, 999_000_000).unwrap();
+        assert_eq!(UnixSeconds::from(instant), now);
+    }
+
+    #[test]
     fn hour_and_day_starts() {
         assert_eq!(hour_start(472_222), 1_699_999_200);
         assert_eq!(day_start(19_675), 1_699_920_000);
@@ -433,11 +647,11 @@ mod tests {
         let clock = ManualClock::new(start);
         let handle = clock.clone();
         let shared: Arc<dyn Clock> = Arc::new(clock);
-        assert_eq!(unix_now(shared.as_ref()), NOW);
+        assert_eq!(shared.unix_now().get(), NOW);
         handle.advance(chrono::Duration::seconds(3600));
-        assert_eq!(unix_now(shared.as_ref()), NOW + 3600);
+        assert_eq!(shared.unix_now().get(), NOW + 3600);
         handle.set(start - chrono::Duration::days(1));
-        assert_eq!(unix_now(shared.as_ref()), NOW - 86_400);
+        assert_eq!(shared.unix_now().get(), NOW - 86_400);
     }
 
     #[tokio::test]
@@ -481,7 +695,7 @@ mod tests {
 
     #[test]
     fn system_clock_is_after_2020() {
-        assert!(unix_now(&SystemClock) > 1_577_836_800);
+        assert!(SystemClock.unix_now().get() > 1_577_836_800);
     }
 
     proptest! {
