@@ -603,7 +603,10 @@ mod tests {
         assert_eq!(now.interval(), IntervalNumber::new(2_833_333));
         assert_eq!(now.hour(), HourNumber::new(472_222));
         assert_eq!(now.day(), DayNumber::new(19_675));
-        assert_eq!(IntervalNumber::new(2_833_333).start(), UnixSeconds::new(1_699_999_800));
+        assert_eq!(
+            IntervalNumber::new(2_833_333).start(),
+            UnixSeconds::new(1_699_999_800)
+        );
         let hour = now.hour();
         assert_eq!(hour.start(), UnixSeconds::new(1_699_999_200));
         assert_eq!(hour.end(), UnixSeconds::new(1_700_002_800));

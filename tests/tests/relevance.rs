@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use diagnosis_core::domain::{DiagnosisKey, Region, ReportType};
 use diagnosis_core::store::Store;
 use diagnosis_core::time::{
-    RELEVANCE_SECONDS, SECONDS_PER_INTERVAL, hour_number, hour_start, is_relevant, publish_hour,
-    relevance_cutoff,
+    HourNumber, RELEVANCE_SECONDS, SECONDS_PER_INTERVAL, UnixSeconds, hour_number, hour_start,
+    is_relevant, publish_hour, relevance_cutoff,
 };
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::bench::{Rng, copy_keys};
@@ -123,7 +123,12 @@ async fn the_store_selects_exactly_the_keys_is_relevant_accepts() {
                 .map(|(_, key)| *key.key_data.as_bytes())
                 .collect();
             let selected: BTreeSet<[u8; 16]> = store
-                .stream_publishable_keys(&region, from, to, relevant_at)
+                .stream_publishable_keys(
+                    &region,
+                    HourNumber::new(from),
+                    HourNumber::new(to),
+                    relevant_at.map(UnixSeconds::new),
+                )
                 .await
                 .unwrap()
                 .map_ok(|key| *key.key_data.as_bytes())
@@ -153,13 +158,13 @@ async fn the_store_selects_exactly_the_keys_is_relevant_accepts() {
             if relevant_at.is_none() {
                 // The padding histogram and the first run's earliest hour read the same keys.
                 let histogram = store
-                    .key_metadata_histogram(&region, from, to)
+                    .key_metadata_histogram(&region, HourNumber::new(from), HourNumber::new(to))
                     .await
                     .unwrap();
                 let counted: i64 = histogram.iter().map(|bucket| bucket.count).sum();
                 assert_eq!(counted, i64::try_from(expected.len()).unwrap());
                 let earliest = store
-                    .earliest_publish_hour(&region, from, to)
+                    .earliest_publish_hour(&region, HourNumber::new(from), HourNumber::new(to))
                     .await
                     .unwrap();
                 let expected_earliest = stored
@@ -168,7 +173,7 @@ async fn the_store_selects_exactly_the_keys_is_relevant_accepts() {
                         (from..=to).contains(hour)
                             && is_relevant(key.expiry_unix(), hour_start(hour + 1))
                     })
-                    .map(|(hour, _)| *hour)
+                    .map(|(hour, _)| HourNumber::new(*hour))
                     .min();
                 assert_eq!(earliest, expected_earliest);
             }

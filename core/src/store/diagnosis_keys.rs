@@ -17,7 +17,7 @@ use super::encryption_keys::keypair_valid_since;
 use super::events::{Event, record_event};
 use super::{Store, StoreError, utc_date};
 use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
-use crate::time::{self, hour_number, publish_hour};
+use crate::time::{self, HourNumber, UnixSeconds, hour_number, publish_hour};
 
 /// The result of [`Store::store_diagnosis_keys`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +216,11 @@ fn relevant_sql(cutoff: RelevanceCutoff) -> String {
             time::RELEVANCE_SECONDS
         ),
         RelevanceCutoff::At(at) => {
-            format!("{} > {}", key_expiry_sql(), time::relevance_cutoff(at))
+            format!(
+                "{} > {}",
+                key_expiry_sql(),
+                time::relevance_cutoff(at.get())
+            )
         }
     }
 }
@@ -227,10 +231,14 @@ enum RelevanceCutoff {
     /// The end of the key's own publish hour.
     EndOfPublishHour,
     /// A given Unix second.
-    At(i64),
+    At(UnixSeconds),
 }
 
-fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<String, StoreError> {
+fn publishable(
+    region: &Region,
+    first_hour: HourNumber,
+    last_hour: HourNumber,
+) -> Result<String, StoreError> {
     publishable_at(region, first_hour, last_hour, None)
 }
 
@@ -240,9 +248,9 @@ fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<Strin
 /// hours).
 fn publishable_at(
     region: &Region,
-    first_hour: i64,
-    last_hour: i64,
-    relevant_at: Option<i64>,
+    first_hour: HourNumber,
+    last_hour: HourNumber,
+    relevant_at: Option<UnixSeconds>,
 ) -> Result<String, StoreError> {
     // COPY takes no parameters: the region is spliced in, so insist on the
     // characters `Region` already guarantees.
@@ -454,9 +462,9 @@ impl Store {
     pub async fn stream_publishable_keys(
         &self,
         region: &Region,
-        first_hour: i64,
-        last_hour: i64,
-        relevant_at: Option<i64>,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
+        relevant_at: Option<UnixSeconds>,
     ) -> Result<KeyStream, StoreError> {
         let connection = self.long_session().await?;
         connection.batch_execute(&export_session()).await?;
@@ -486,8 +494,8 @@ impl Store {
     pub async fn key_metadata_histogram(
         &self,
         region: &Region,
-        first_hour: i64,
-        last_hour: i64,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
     ) -> Result<Vec<KeyMetadataCount>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
@@ -521,9 +529,9 @@ impl Store {
     pub async fn earliest_publish_hour(
         &self,
         region: &Region,
-        from_hour: i64,
-        to_hour: i64,
-    ) -> Result<Option<i64>, StoreError> {
+        from_hour: HourNumber,
+        to_hour: HourNumber,
+    ) -> Result<Option<HourNumber>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -534,6 +542,6 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(row.try_get(0)?)
+        Ok(row.try_get::<_, Option<i64>>(0)?.map(HourNumber::new))
     }
 }
