@@ -7,10 +7,12 @@
 //! Nothing here may do I/O.
 
 use std::fmt;
-#[cfg(any(test, feature = "test-support"))]
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 /// Length of one Exposure Notification interval (DESIGN §2).
 pub const SECONDS_PER_INTERVAL: i64 = 600;
@@ -18,6 +20,8 @@ pub const SECONDS_PER_INTERVAL: i64 = 600;
 pub const INTERVALS_PER_DAY: i64 = 144;
 /// Length of one hour, the unit of submission, publication and export files (DESIGN §2).
 pub const SECONDS_PER_HOUR: i64 = 3600;
+/// Hours in one UTC day.
+pub const HOURS_PER_DAY: i64 = 24;
 /// Length of one UTC day (DESIGN §2).
 pub const SECONDS_PER_DAY: i64 = 86_400;
 /// How long after its expiry a key stays relevant (DESIGN §2).
@@ -29,56 +33,364 @@ pub const MAX_UPLOAD_CLOCK_SKEW_SECONDS: i64 = 3600;
 /// the Apple/Google rule).
 const PUBLISH_DELAY_HOURS: i64 = 2;
 
-/// The source of "now". Production uses [`SystemClock`]; tests use `ManualClock`.
+/// A Unix time in whole seconds, UTC: the unit of the ledger, file headers and time rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixSeconds(i64);
+
+/// An EN interval number, `floor(unix / 600)` (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IntervalNumber(i64);
+
+/// An hour number, `floor(unix / 3600)`: the unit of submission, publication and hourly
+/// files (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HourNumber(i64);
+
+/// A UTC day number, `floor(unix / 86400)`: the unit of daily files (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DayNumber(i64);
+
+impl UnixSeconds {
+    pub const fn new(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The whole second `instant` is in.
+    pub fn from_datetime(instant: DateTime<Utc>) -> Self {
+        Self(instant.timestamp())
+    }
+
+    /// The value as the unsigned seconds of an export file's header, or `None` before 1970.
+    pub fn to_u64(self) -> Option<u64> {
+        u64::try_from(self.0).ok()
+    }
+
+    /// The interval containing this second.
+    pub fn interval(self) -> IntervalNumber {
+        IntervalNumber(interval_number(self.0))
+    }
+
+    /// The hour containing this second.
+    pub fn hour(self) -> HourNumber {
+        HourNumber(hour_number(self.0))
+    }
+
+    /// The UTC day containing this second.
+    pub fn day(self) -> DayNumber {
+        DayNumber(day_number(self.0))
+    }
+}
+
+impl From<DateTime<Utc>> for UnixSeconds {
+    fn from(instant: DateTime<Utc>) -> Self {
+        Self::from_datetime(instant)
+    }
+}
+
+impl fmt::Display for UnixSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl IntervalNumber {
+    pub const fn new(interval: i64) -> Self {
+        Self(interval)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second.
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(self.0.saturating_mul(SECONDS_PER_INTERVAL))
+    }
+}
+
+impl HourNumber {
+    pub const fn new(hour: i64) -> Self {
+        Self(hour)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second.
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(hour_start(self.0))
+    }
+
+    /// The first second after it (the `end` a file of this hour carries).
+    pub fn end(self) -> UnixSeconds {
+        UnixSeconds(hour_start(self.0.saturating_add(1)))
+    }
+
+    /// The hour that ends at `end` (the last hour of a window whose end is `end`).
+    pub fn ending_at(end: UnixSeconds) -> Self {
+        Self(end.0.div_euclid(SECONDS_PER_HOUR).saturating_sub(1))
+    }
+
+    /// The UTC day it belongs to.
+    pub fn day(self) -> DayNumber {
+        DayNumber(self.0.div_euclid(HOURS_PER_DAY))
+    }
+
+    /// The hour `hours` later (earlier when negative).
+    pub fn plus(self, hours: i64) -> Self {
+        Self(self.0.saturating_add(hours))
+    }
+
+    /// Hours from `earlier` to this one.
+    pub fn since(self, earlier: HourNumber) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// Every hour from this one through `last`, in order (none when `last` is earlier).
+    pub fn through(self, last: HourNumber) -> impl DoubleEndedIterator<Item = HourNumber> {
+        (self.0..=last.0).map(HourNumber)
+    }
+
+    /// Whether it is closed at `now` ([`is_hour_closed`]).
+    pub fn is_closed_at(self, now: UnixSeconds, grace_seconds: i64) -> bool {
+        is_hour_closed(self.0, now.0, grace_seconds)
+    }
+
+    /// The latest hour closed at `now` ([`last_closed_hour`]).
+    pub fn last_closed(now: UnixSeconds, grace_seconds: i64) -> Self {
+        Self(last_closed_hour(now.0, grace_seconds))
+    }
+}
+
+impl fmt::Display for HourNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl DayNumber {
+    pub const fn new(day: i64) -> Self {
+        Self(day)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Its first second (00:00 UTC).
+    pub fn start(self) -> UnixSeconds {
+        UnixSeconds(day_start(self.0))
+    }
+
+    /// Its first hour (00:00–01:00).
+    pub fn first_hour(self) -> HourNumber {
+        HourNumber(self.0.saturating_mul(HOURS_PER_DAY))
+    }
+
+    /// Its last hour (23:00–24:00).
+    pub fn last_hour(self) -> HourNumber {
+        self.first_hour().plus(HOURS_PER_DAY - 1)
+    }
+
+    /// The day `days` later (earlier when negative).
+    pub fn plus(self, days: i64) -> Self {
+        Self(self.0.saturating_add(days))
+    }
+}
+
+impl fmt::Display for DayNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A future that completes once a [`Clock`] has reached an instant.
+pub type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// The source of "now", and of waiting for a later instant. Production uses [`SystemClock`];
+/// tests use `ManualClock`, whose waits complete when the test moves it, so code that runs
+/// on a schedule is tested without sleeping.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The current instant in whole Unix seconds.
+    fn unix_now(&self) -> UnixSeconds {
+        UnixSeconds::from_datetime(self.now())
+    }
+
+    /// Completes once [`Clock::now`] is at or after `instant` (at once if it already is).
+    /// Dropping the future abandons the wait.
+    fn wait_until(&self, instant: DateTime<Utc>) -> Wait<'_>;
 }
 
 /// The operating system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// The longest [`SystemClock`] sleeps before reading the wall clock again: a wait follows the
+/// wall clock even when it is stepped (the timer underneath counts monotonic time).
+const SYSTEM_WAIT_STEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn wait_until(&self, instant: DateTime<Utc>) -> Wait<'_> {
+        Box::pin(async move {
+            loop {
+                let Ok(left) = (instant - Utc::now()).to_std() else {
+                    return;
+                };
+                if left.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(left.min(SYSTEM_WAIT_STEP)).await;
+            }
+        })
+    }
 }
 
 /// A clock that moves only when told to. Clones share the same time, so a test can keep one
-/// handle and give another to the code under test. Only with the `test-support` feature: no
-/// binary sets its own time.
+/// handle and give another to the code under test.
+///
+/// The clock also keeps the instants tasks wait for ([`Clock::wait_until`]): moving it takes
+/// every instant it reaches off that list before the move returns, so a test can tell at once
+/// whether the code under test is still waiting ([`ManualClock::waiting`]), and can wait until
+/// it waits again ([`ManualClock::next_wait`]), which for a loop means its work is done.
+///
+/// Only with the `test-support` feature: no binary sets its own time.
 #[cfg(any(test, feature = "test-support"))]
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    now: Arc<Mutex<DateTime<Utc>>>,
+    state: Arc<watch::Sender<ManualState>>,
+}
+
+#[cfg(any(test, feature = "test-support"))]
+#[derive(Debug)]
+struct ManualState {
+    now: DateTime<Utc>,
+    /// The instants not yet reached that tasks wait for, one entry per wait, with its number.
+    waiting: Vec<(u64, DateTime<Utc>)>,
+    /// Waits begun since the clock was made; also numbers them.
+    waits_begun: u64,
 }
 
 #[cfg(any(test, feature = "test-support"))]
 impl ManualClock {
     /// A clock stopped at `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
+        let (state, _) = watch::channel(ManualState {
+            now,
+            waiting: Vec::new(),
+            waits_begun: 0,
+        });
         Self {
-            now: Arc::new(Mutex::new(now)),
+            state: Arc::new(state),
         }
     }
 
-    /// Moves the clock to `now` (backwards is allowed).
+    /// Moves the clock to `now` (backwards is allowed); every wait for an instant at or before
+    /// `now` completes.
     pub fn set(&self, now: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = now;
+        self.state.send_modify(|state| {
+            state.now = now;
+            state.waiting.retain(|&(_, instant)| instant > now);
+        });
     }
 
     /// Moves the clock by `by`.
     pub fn advance(&self, by: chrono::Duration) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now += by;
+        let now = self.now() + by;
+        self.set(now);
+    }
+
+    /// The instants tasks are waiting for and the clock has not reached, earliest first.
+    pub fn waiting(&self) -> Vec<DateTime<Utc>> {
+        let mut instants: Vec<DateTime<Utc>> = self
+            .state
+            .borrow()
+            .waiting
+            .iter()
+            .map(|&(_, instant)| instant)
+            .collect();
+        instants.sort();
+        instants
+    }
+
+    /// How many waits have begun on this clock (and its clones) so far.
+    pub fn waits_begun(&self) -> u64 {
+        self.state.borrow().waits_begun
+    }
+
+    /// Completes once some task waits for an instant the clock has not reached, and returns
+    /// the earliest such instant.
+    pub async fn next_wait(&self) -> DateTime<Utc> {
+        let mut changes = self.state.subscribe();
+        loop {
+            if let Some(instant) = self.waiting().first() {
+                return *instant;
+            }
+            // The sender lives as long as `self`, so this cannot fail.
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(any(test, feature = "test-support"))]
+/// Takes an abandoned wait off its clock's list.
+struct WaitEntry<'a> {
+    state: &'a watch::Sender<ManualState>,
+    number: u64,
+}
+
+#[cfg(any(test, feature = "test-support"))]
+impl Drop for WaitEntry<'_> {
+    fn drop(&mut self) {
+        let number = self.number;
+        self.state.send_if_modified(|state| {
+            let before = state.waiting.len();
+            state.waiting.retain(|&(n, _)| n != number);
+            state.waiting.len() != before
+        });
     }
 }
 
 #[cfg(any(test, feature = "test-support"))]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.borrow().now
+    }
+
+    fn wait_until(&self, instant: DateTime<Utc>) -> Wait<'_> {
+        // Registered at once, not on the first poll, so the list is right as soon as the
+        // waiting task has asked.
+        let mut changes = self.state.subscribe();
+        let mut number = 0;
+        self.state.send_modify(|state| {
+            state.waits_begun += 1;
+            number = state.waits_begun;
+            if instant > state.now {
+                state.waiting.push((number, instant));
+            }
+        });
+        let entry = WaitEntry {
+            state: &self.state,
+            number,
+        };
+        Box::pin(async move {
+            let _entry = entry;
+            // The sender lives as long as the clock this borrows, so this cannot fail.
+            let _ = changes.wait_for(|state| state.now >= instant).await;
+        })
     }
 }
 
@@ -95,6 +407,16 @@ pub fn hour_number(unix: i64) -> i64 {
 /// UTC day number containing `unix`: `floor(unix / 86400)` (DESIGN §2).
 pub fn day_number(unix: i64) -> i64 {
     unix.div_euclid(SECONDS_PER_DAY)
+}
+
+/// First second of hour `hour`.
+pub fn hour_start(hour: i64) -> i64 {
+    hour.saturating_mul(SECONDS_PER_HOUR)
+}
+
+/// First second (00:00 UTC) of day `day`.
+pub fn day_start(day: i64) -> i64 {
+    day.saturating_mul(SECONDS_PER_DAY)
 }
 
 /// Unix second at which a key stops being valid: `(rsin + rolling_period) × 600` (DESIGN §2).
@@ -117,20 +439,42 @@ pub fn publish_hour(
     submission_hour.max(expiry_hour_ceiling + PUBLISH_DELAY_HOURS)
 }
 
+/// [`RELEVANCE_DAYS`] in seconds.
+pub const RELEVANCE_SECONDS: i64 = RELEVANCE_DAYS * SECONDS_PER_DAY;
+
+/// The latest expiry that is no longer relevant at `now_unix`: `now − 14 × 86400`. A key is
+/// relevant exactly when its expiry is after this ([`is_relevant`]).
+pub fn relevance_cutoff(now_unix: i64) -> i64 {
+    now_unix.saturating_sub(RELEVANCE_SECONDS)
+}
+
 /// Whether a key with this expiry is still relevant at `now_unix` (DESIGN §2: its expiry is
 /// within the last 14 days).
 ///
 /// Boundary: relevant while `expiry > now − 14 × 86400`. A key that expired exactly 14 days
 /// ago has had its full 14 days and is no longer relevant; a key that expired one second less
 /// long ago still is. Keys whose expiry is in the future are relevant.
+///
+/// This is the one definition: the store's queries select relevant keys with the same
+/// comparison against [`relevance_cutoff`] (`store::diagnosis_keys`), and an end-to-end test
+/// checks that the keys they select at and around every boundary are exactly those this
+/// function accepts.
 pub fn is_relevant(expiry_unix: i64, now_unix: i64) -> bool {
-    expiry_unix > now_unix.saturating_sub(RELEVANCE_DAYS * SECONDS_PER_DAY)
+    expiry_unix > relevance_cutoff(now_unix)
+}
+
+/// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
+/// The grace must exceed the submit service's statement timeout, so no transaction that
+/// started inside the hour can still write into it.
+pub fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
+    let closes_at = hour
+        .saturating_add(1)
+        .saturating_mul(SECONDS_PER_HOUR)
+        .saturating_add(grace_seconds);
+    now_unix >= closes_at
 }
 
 /// The latest hour that is closed at `now_unix` (DESIGN §2); every earlier hour is closed too.
-/// Hour `h` is closed once `now ≥ (h + 1) × 3600 + grace`. The grace must exceed the submit
-/// service's statement timeout, so no transaction that started inside the hour can still write
-/// into it.
 pub fn last_closed_hour(now_unix: i64, grace_seconds: i64) -> i64 {
     now_unix
         .saturating_sub(grace_seconds)
@@ -146,33 +490,6 @@ mod tests {
 
     /// 2023-11-14T22:13:20Z.
     const NOW: i64 = 1_700_000_000;
-
-    // The rules below are stated one instant at a time, as DESIGN §2 words them; the tests
-    // check the production functions against them.
-
-    /// The clock's current time in Unix seconds.
-    fn unix_now(clock: &dyn Clock) -> i64 {
-        clock.now().timestamp()
-    }
-
-    /// First second of hour `hour`.
-    fn hour_start(hour: i64) -> i64 {
-        hour.saturating_mul(SECONDS_PER_HOUR)
-    }
-
-    /// First second (00:00 UTC) of day `day`.
-    fn day_start(day: i64) -> i64 {
-        day.saturating_mul(SECONDS_PER_DAY)
-    }
-
-    /// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
-    fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
-        let closes_at = hour
-            .saturating_add(1)
-            .saturating_mul(SECONDS_PER_HOUR)
-            .saturating_add(grace_seconds);
-        now_unix >= closes_at
-    }
 
     #[test]
     fn interval_hour_and_day_numbers() {
@@ -289,6 +606,45 @@ mod tests {
     }
 
     #[test]
+    fn the_typed_numbers_convert_as_the_rules_say() {
+        let now = UnixSeconds::new(NOW);
+        assert_eq!(now.interval(), IntervalNumber::new(2_833_333));
+        assert_eq!(now.hour(), HourNumber::new(472_222));
+        assert_eq!(now.day(), DayNumber::new(19_675));
+        assert_eq!(
+            IntervalNumber::new(2_833_333).start(),
+            UnixSeconds::new(1_699_999_800)
+        );
+        let hour = now.hour();
+        assert_eq!(hour.start(), UnixSeconds::new(1_699_999_200));
+        assert_eq!(hour.end(), UnixSeconds::new(1_700_002_800));
+        assert_eq!(HourNumber::ending_at(hour.end()), hour);
+        assert_eq!(hour.day(), now.day());
+        assert_eq!(hour.plus(-2).since(hour), -2);
+        assert_eq!(
+            hour.plus(-2).through(hour).collect::<Vec<_>>(),
+            vec![hour.plus(-2), hour.plus(-1), hour]
+        );
+        assert_eq!(hour.through(hour.plus(-1)).count(), 0);
+        let day = now.day();
+        assert_eq!(day.start(), UnixSeconds::new(1_699_920_000));
+        assert_eq!(day.first_hour(), HourNumber::new(472_200));
+        assert_eq!(day.last_hour(), HourNumber::new(472_223));
+        assert_eq!(day.last_hour().end(), day.plus(1).start());
+        assert_eq!(HourNumber::ending_at(day.plus(1).start()), day.last_hour());
+        assert_eq!(UnixSeconds::new(-1).to_u64(), None);
+        assert_eq!(now.to_u64(), Some(1_700_000_000));
+        assert_eq!(
+            HourNumber::last_closed(now, 600),
+            HourNumber::new(last_closed_hour(NOW, 600))
+        );
+        assert!(HourNumber::last_closed(now, 600).is_closed_at(now, 600));
+        assert!(!hour.is_closed_at(now, 600));
+        let instant = DateTime::from_timestamp(NOW, 999_000_000).unwrap();
+        assert_eq!(UnixSeconds::from(instant), now);
+    }
+
+    #[test]
     fn hour_and_day_starts() {
         assert_eq!(hour_start(472_222), 1_699_999_200);
         assert_eq!(day_start(19_675), 1_699_920_000);
@@ -302,16 +658,55 @@ mod tests {
         let clock = ManualClock::new(start);
         let handle = clock.clone();
         let shared: Arc<dyn Clock> = Arc::new(clock);
-        assert_eq!(unix_now(shared.as_ref()), NOW);
+        assert_eq!(shared.unix_now().get(), NOW);
         handle.advance(chrono::Duration::seconds(3600));
-        assert_eq!(unix_now(shared.as_ref()), NOW + 3600);
+        assert_eq!(shared.unix_now().get(), NOW + 3600);
         handle.set(start - chrono::Duration::days(1));
-        assert_eq!(unix_now(shared.as_ref()), NOW - 86_400);
+        assert_eq!(shared.unix_now().get(), NOW - 86_400);
+    }
+
+    #[tokio::test]
+    async fn a_manual_wait_completes_when_the_clock_reaches_its_instant() {
+        let start = DateTime::from_timestamp(NOW, 0).unwrap();
+        let clock = ManualClock::new(start);
+        let tick = start + chrono::Duration::seconds(60);
+        let handle = clock.clone();
+        let waiter = tokio::spawn(async move { handle.wait_until(tick).await });
+        assert_eq!(clock.next_wait().await, tick);
+        assert_eq!(clock.waits_begun(), 1);
+        clock.advance(chrono::Duration::seconds(59));
+        assert_eq!(clock.waiting(), vec![tick], "woken a second early");
+        assert!(!waiter.is_finished());
+        clock.advance(chrono::Duration::seconds(1));
+        assert!(clock.waiting().is_empty());
+        waiter.await.unwrap();
+        // An instant already reached does not wait.
+        clock.wait_until(start).await;
+        assert_eq!(clock.waits_begun(), 2);
+        assert!(clock.waiting().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_manual_wait_leaves_the_list() {
+        let start = DateTime::from_timestamp(NOW, 0).unwrap();
+        let clock = ManualClock::new(start);
+        let later = start + chrono::Duration::hours(1);
+        let wait = clock.wait_until(later);
+        assert_eq!(clock.waiting(), vec![later]);
+        drop(wait);
+        assert!(clock.waiting().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_system_wait_for_the_past_returns_at_once() {
+        SystemClock
+            .wait_until(DateTime::from_timestamp(NOW, 0).unwrap())
+            .await;
     }
 
     #[test]
     fn system_clock_is_after_2020() {
-        assert!(unix_now(&SystemClock) > 1_577_836_800);
+        assert!(SystemClock.unix_now().get() > 1_577_836_800);
     }
 
     proptest! {

@@ -9,12 +9,17 @@
 //! What a published file is — `export.bin`, its signature, the zip, the object names and their
 //! headers — is defined in `diagnosis-format`, which both the pipeline and `verify` use.
 //!
+//! [`scheduled::run`] is the scheduled mode itself (a pass at start, then one per tick of
+//! `EXPORT_SCHEDULE` on an injected clock); the binary only reads its configuration and
+//! calls it.
+//!
 //! Nothing in this crate's library may log or return private key material.
 
 pub mod config;
 pub mod metrics_listener;
 pub mod padding;
 pub mod pipeline;
+pub mod scheduled;
 pub mod storage;
 pub mod verify;
 pub mod verify_command;

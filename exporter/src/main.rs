@@ -13,7 +13,9 @@ use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::config::{Config, SigningConfig};
+use diagnosis_exporter::metrics_listener::InternalListener;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
+use diagnosis_exporter::scheduled::{self, Schedule};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::run_verify;
 use diagnosis_format::sign::generate_signing_key;
@@ -181,77 +183,10 @@ async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
-    use tokio_cron_scheduler::{Job, JobScheduler};
-
     let (exporter, config, telemetry) = exporter(no_migrate).await?;
-    let exporter = Arc::new(exporter);
-    let _pool_metrics = exporter.spawn_pool_metrics();
-    // The internal listener only when it has `/metrics` to serve (DESIGN §3.4).
-    if config.serves_internal_listener() {
-        let handle = telemetry
-            .prometheus_handle()
-            .cloned()
-            .context("METRIC_PROVIDER: the Prometheus recorder is not installed")?;
-        let listener = tokio::net::TcpListener::bind(config.common.metrics_addr)
-            .await
-            .with_context(|| {
-                format!("while binding METRICS_ADDR {}", config.common.metrics_addr)
-            })?;
-        let metrics_addr = listener
-            .local_addr()
-            .context("while reading METRICS_ADDR's address")?;
-        tracing::info!(
-            %metrics_addr,
-            "diagnosis-exporter serving /metrics on the internal listener"
-        );
-        tokio::spawn(diagnosis_exporter::metrics_listener::serve(
-            listener,
-            handle,
-            config.http_read_timeout,
-        ));
-    } else {
-        tracing::info!(
-            "diagnosis-exporter opens no listener: the internal listener (METRICS_ADDR) \
-             serves only METRIC_PROVIDER=prometheus"
-        );
-    }
-    let mut scheduler = JobScheduler::new()
-        .await
-        .context("while starting the scheduler")?;
-    let job_exporter = Arc::clone(&exporter);
-    let job = Job::new_async(config.schedule.as_str(), move |_, _| {
-        let exporter = Arc::clone(&job_exporter);
-        Box::pin(async move {
-            if let Err(e) = exporter.run_once().await {
-                tracing::error!(error = %e, "scheduled export run failed");
-            }
-        })
-    })
-    .with_context(|| {
-        format!(
-            "EXPORT_SCHEDULE: invalid six-field cron expression {:?}",
-            config.schedule
-        )
-    })?;
-    scheduler
-        .add(job)
-        .await
-        .context("while scheduling the export")?;
-    scheduler
-        .start()
-        .await
-        .context("while starting the scheduler")?;
-    tracing::info!(schedule = %config.schedule, "diagnosis-exporter scheduled");
-    // A fresh start catches up at once rather than at the next tick.
-    if let Err(e) = exporter.run_once().await {
-        tracing::error!(error = %e, "export run failed");
-    }
-    shutdown_signal().await;
-    scheduler
-        .shutdown()
-        .await
-        .context("while stopping the scheduler")?;
-    tracing::info!("diagnosis-exporter stopped");
+    let internal = InternalListener::bind(&config, telemetry.prometheus_handle()).await?;
+    let schedule = Schedule::parse(&config.schedule)?;
+    scheduled::run(Arc::new(exporter), schedule, internal, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

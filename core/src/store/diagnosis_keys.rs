@@ -17,7 +17,7 @@ use super::encryption_keys::keypair_valid_since;
 use super::events::{Event, record_event};
 use super::{Store, StoreError, utc_date};
 use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
-use crate::time::{hour_number, publish_hour};
+use crate::time::{self, HourNumber, UnixSeconds, hour_number, publish_hour};
 
 /// The result of [`Store::store_diagnosis_keys`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,25 +192,65 @@ impl<'a> KeyColumns<'a> {
     }
 }
 
-/// The keys of a range of publish hours that may be written into a file:
-/// relevant at the end of their publish hour (expired at most 14 days before
-/// it, DESIGN §2), in the canonical order of DESIGN §4.1.
-const PUBLISHABLE: &str = "region = '{region}'
-       AND publish_hour BETWEEN {first_hour} AND {last_hour}
-       AND (rolling_start_interval_number + rolling_period)::int8 * 600
-           > (publish_hour::int8 + 1) * 3600 - 1209600";
+/// A key's expiry in SQL, as [`time::key_expiry`] computes it.
+fn key_expiry_sql() -> String {
+    format!(
+        "(rolling_start_interval_number + rolling_period)::int8 * {}",
+        time::SECONDS_PER_INTERVAL
+    )
+}
 
-fn publishable(region: &Region, first_hour: i64, last_hour: i64) -> Result<String, StoreError> {
+/// Relevance in SQL, kept in step with [`time::is_relevant`] by construction: the same
+/// comparison, `expiry > cutoff`, with the expiry of [`key_expiry_sql`]. When the instant is
+/// known, the cutoff is [`time::relevance_cutoff`] of it, computed in Rust and spliced in as a
+/// number; when it is the end of each row's publish hour, the cutoff is that function's
+/// subtraction of [`time::RELEVANCE_SECONDS`], the one constant, done per row. The end-to-end
+/// test `tests/tests/relevance.rs` checks that the keys selected at and around every boundary
+/// are exactly those [`time::is_relevant`] accepts.
+fn relevant_sql(cutoff: RelevanceCutoff) -> String {
+    match cutoff {
+        RelevanceCutoff::EndOfPublishHour => format!(
+            "{} > (publish_hour::int8 + 1) * {} - {}",
+            key_expiry_sql(),
+            time::SECONDS_PER_HOUR,
+            time::RELEVANCE_SECONDS
+        ),
+        RelevanceCutoff::At(at) => {
+            format!(
+                "{} > {}",
+                key_expiry_sql(),
+                time::relevance_cutoff(at.get())
+            )
+        }
+    }
+}
+
+/// The instant a key must still be relevant at.
+#[derive(Debug, Clone, Copy)]
+enum RelevanceCutoff {
+    /// The end of the key's own publish hour.
+    EndOfPublishHour,
+    /// A given Unix second.
+    At(UnixSeconds),
+}
+
+fn publishable(
+    region: &Region,
+    first_hour: HourNumber,
+    last_hour: HourNumber,
+) -> Result<String, StoreError> {
     publishable_at(region, first_hour, last_hour, None)
 }
 
-/// As [`publishable`], and with `relevant_at` also still relevant at that
-/// instant (a file spanning many days, built later than its keys' hours).
+/// The keys of a range of publish hours that may be written into a file: relevant at the end
+/// of their publish hour (expired at most 14 days before it, DESIGN §2), and with `relevant_at`
+/// also still relevant at that instant (a file spanning many days, built later than its keys'
+/// hours).
 fn publishable_at(
     region: &Region,
-    first_hour: i64,
-    last_hour: i64,
-    relevant_at: Option<i64>,
+    first_hour: HourNumber,
+    last_hour: HourNumber,
+    relevant_at: Option<UnixSeconds>,
 ) -> Result<String, StoreError> {
     // COPY takes no parameters: the region is spliced in, so insist on the
     // characters `Region` already guarantees.
@@ -221,14 +261,14 @@ fn publishable_at(
     {
         return Err(StoreError::InvalidRow("region"));
     }
-    let mut condition = PUBLISHABLE
-        .replace("{region}", region.as_str())
-        .replace("{first_hour}", &first_hour.to_string())
-        .replace("{last_hour}", &last_hour.to_string());
+    let mut condition = format!(
+        "region = '{}' AND publish_hour BETWEEN {first_hour} AND {last_hour} AND {}",
+        region.as_str(),
+        relevant_sql(RelevanceCutoff::EndOfPublishHour)
+    );
     if let Some(at) = relevant_at {
-        condition.push_str(&format!(
-            " AND (rolling_start_interval_number + rolling_period)::int8 * 600 > {at} - 1209600"
-        ));
+        condition.push_str(" AND ");
+        condition.push_str(&relevant_sql(RelevanceCutoff::At(at)));
     }
     Ok(condition)
 }
@@ -422,9 +462,9 @@ impl Store {
     pub async fn stream_publishable_keys(
         &self,
         region: &Region,
-        first_hour: i64,
-        last_hour: i64,
-        relevant_at: Option<i64>,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
+        relevant_at: Option<UnixSeconds>,
     ) -> Result<KeyStream, StoreError> {
         let connection = self.long_session().await?;
         connection.batch_execute(&export_session()).await?;
@@ -454,8 +494,8 @@ impl Store {
     pub async fn key_metadata_histogram(
         &self,
         region: &Region,
-        first_hour: i64,
-        last_hour: i64,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
     ) -> Result<Vec<KeyMetadataCount>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
@@ -489,9 +529,9 @@ impl Store {
     pub async fn earliest_publish_hour(
         &self,
         region: &Region,
-        from_hour: i64,
-        to_hour: i64,
-    ) -> Result<Option<i64>, StoreError> {
+        from_hour: HourNumber,
+        to_hour: HourNumber,
+    ) -> Result<Option<HourNumber>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -502,6 +542,6 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(row.try_get(0)?)
+        Ok(row.try_get::<_, Option<i64>>(0)?.map(HourNumber::new))
     }
 }

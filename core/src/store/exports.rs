@@ -10,6 +10,7 @@ use deadpool_postgres::Object;
 use rand::RngExt;
 
 use super::{Store, StoreError};
+use crate::time::UnixSeconds;
 
 /// One published object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,8 +167,11 @@ impl Store {
         &self,
         region: &str,
         kind: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        self.ledger_aggregate("max(end_ts)", region, kind).await
+    ) -> Result<Option<UnixSeconds>, StoreError> {
+        Ok(self
+            .ledger_aggregate("max(end_ts)", region, kind)
+            .await?
+            .map(UnixSeconds::new))
     }
 
     /// `SELECT {aggregate} FROM exports` over every window of `kind` published for `region`.
@@ -203,35 +207,35 @@ impl Store {
             .transpose()
     }
 
-    /// Whether a window of `kind` starting at `start_ts` was published.
+    /// Whether a window of `kind` starting at `start` was published.
     pub async fn is_published(
         &self,
         region: &str,
         kind: &str,
-        start_ts: i64,
+        start: UnixSeconds,
     ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 "SELECT 1 FROM exports WHERE region = $1 AND kind = $2 AND start_ts = $3 LIMIT 1",
-                &[&region, &kind, &start_ts],
+                &[&region, &kind, &start.get()],
             )
             .await?;
         Ok(row.is_some())
     }
 
-    /// Every object of `kind` not deleted whose window starts in `from_ts..to_ts`, oldest first
+    /// Every object of `kind` not deleted whose window starts in `from..to`, oldest first
     /// (by start, then part).
     pub async fn live_exports(
         &self,
         region: &str,
         kind: &str,
-        from_ts: i64,
-        to_ts: i64,
+        from: UnixSeconds,
+        to: UnixSeconds,
     ) -> Result<Vec<ExportRecord>, StoreError> {
         self.records(
             "region = $1 AND kind = $2 AND start_ts >= $3 AND start_ts < $4 AND deleted_at IS NULL",
-            &[&region, &kind, &from_ts, &to_ts],
+            &[&region, &kind, &from.get(), &to.get()],
         )
         .await
     }
@@ -259,32 +263,35 @@ impl Store {
         &self,
         region: &str,
         kind: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        self.ledger_aggregate("min(start_ts)", region, kind).await
+    ) -> Result<Option<UnixSeconds>, StoreError> {
+        Ok(self
+            .ledger_aggregate("min(start_ts)", region, kind)
+            .await?
+            .map(UnixSeconds::new))
     }
 
     /// Every object of `kind` still in the indexes whose window starts at or
-    /// after `since_ts`, oldest first (by start, then part).
+    /// after `since`, oldest first (by start, then part).
     pub async fn indexed_exports(
         &self,
         region: &str,
         kind: &str,
-        since_ts: i64,
+        since: UnixSeconds,
     ) -> Result<Vec<ExportRecord>, StoreError> {
         self.records(
             "region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL",
-            &[&region, &kind, &since_ts],
+            &[&region, &kind, &since.get()],
         )
         .await
     }
 
-    /// Marks objects of `kind` whose window starts before `before_ts` as gone
+    /// Marks objects of `kind` whose window starts before `before` as gone
     /// from the indexes (call after the indexes without them are written).
     pub async fn mark_unindexed(
         &self,
         region: &str,
         kind: &str,
-        before_ts: i64,
+        before: UnixSeconds,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
@@ -292,7 +299,7 @@ impl Store {
             .execute(
                 "UPDATE exports SET unindexed_at = $4
                   WHERE region = $1 AND kind = $2 AND start_ts < $3 AND unindexed_at IS NULL",
-                &[&region, &kind, &before_ts, &now],
+                &[&region, &kind, &before.get(), &now],
             )
             .await?)
     }

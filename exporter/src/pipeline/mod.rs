@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::store::{PoolMetricsTask, RetentionReport, Store, StoreError};
-use diagnosis_core::time::{Clock, day_number, last_closed_hour};
+use diagnosis_core::time::{Clock, HourNumber, RELEVANCE_DAYS, UnixSeconds};
 use diagnosis_format::archive::ArchiveError;
 use diagnosis_format::names::{ObjectKind, daily_index_key, hourly_index_key, manifest_key};
 use diagnosis_format::render::RenderError;
@@ -57,9 +57,31 @@ pub enum ExportError {
     /// A published file could not be read back to build a bigger window from it.
     #[error("reading back a published file: {0}")]
     Derive(String),
-    /// The upload step ended (after an error of its own) or its signing thread died.
+    /// The upload step ended (after an error of its own).
     #[error("the upload step stopped before every part was published")]
     UploadStopped,
+    /// The thread signing and compressing a part panicked or was cancelled; the message is
+    /// the panic's own.
+    #[error("signing and compressing a part failed: {0}")]
+    SigningThread(String),
+}
+
+/// A pass's result once its lock is released: the pass's own error explains more than a
+/// failure to unlock after it, so it wins and the release error is only logged (the lock goes
+/// all the same: a session that fails to unlock is closed). A pass that succeeded fails when
+/// the release does.
+fn after_release<T>(
+    result: Result<T, ExportError>,
+    released: Result<(), StoreError>,
+) -> Result<T, ExportError> {
+    match (result, released) {
+        (result, Ok(())) => result,
+        (Err(e), Err(release)) => {
+            tracing::warn!(error = %release, "cannot release the exporter lock after a failed pass");
+            Err(e)
+        }
+        (Ok(_), Err(release)) => Err(release.into()),
+    }
 }
 
 /// What one pass did.
@@ -141,6 +163,11 @@ impl Exporter {
         &self.bucket
     }
 
+    /// The clock passes read "now" from; the scheduled mode waits for its ticks on it too.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
     /// Samples the connection-pool gauges (`db_pool_*`) until the returned guard is dropped.
     pub fn spawn_pool_metrics(&self) -> PoolMetricsTask {
         self.store.spawn_pool_metrics()
@@ -161,7 +188,7 @@ impl Exporter {
             return Ok(RunOutcome::Skipped);
         };
         let result = self.run_locked(&region).await;
-        lock.release().await?;
+        let result = after_release(result, lock.release().await);
         let outcome = if result.is_ok() {
             "completed"
         } else {
@@ -188,7 +215,7 @@ impl Exporter {
             .last_published_end(region, WindowKind::Hourly.as_str())
             .await
         {
-            Ok(Some(end)) => end.div_euclid(3600) - 1,
+            Ok(Some(end)) => HourNumber::ending_at(end),
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the ledger for the export lag");
@@ -196,15 +223,15 @@ impl Exporter {
             }
         };
         let last_closed =
-            last_closed_hour(self.clock.now().timestamp(), self.settings.grace_seconds);
-        metrics::gauge!("exporter_last_published_hour").set(last_published as f64);
+            HourNumber::last_closed(self.clock.unix_now(), self.settings.grace_seconds);
+        metrics::gauge!("exporter_last_published_hour").set(last_published.get() as f64);
         metrics::gauge!("exporter_export_lag_hours")
-            .set(last_closed.saturating_sub(last_published).max(0) as f64);
+            .set(last_closed.since(last_published).max(0) as f64);
     }
 
     async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
         let now = self.clock.now();
-        let now_unix = now.timestamp();
+        let now_unix = UnixSeconds::from(now);
         let mut report = RunReport {
             retention: self
                 .store
@@ -231,7 +258,7 @@ impl Exporter {
             .store
             .last_published_end(region, hourly)
             .await?
-            .map(|end| end.div_euclid(3600) - 1);
+            .map(HourNumber::ending_at);
         let earliest_key_hour = match last_published_hour {
             Some(_) => None,
             None => {
@@ -239,12 +266,12 @@ impl Exporter {
                     .earliest_publish_hour(
                         &self.settings.key_region,
                         oldest_indexed_hour(now_unix),
-                        last_closed_hour(now_unix, self.settings.grace_seconds),
+                        HourNumber::last_closed(now_unix, self.settings.grace_seconds),
                     )
                     .await?
             }
         };
-        let hours: Vec<i64> = hours_to_publish(
+        let hours: Vec<HourNumber> = hours_to_publish(
             now_unix,
             self.settings.grace_seconds,
             last_published_hour,
@@ -253,20 +280,20 @@ impl Exporter {
         .collect();
         let windows: Vec<Window> = hours.iter().copied().map(Window::hour).collect();
         self.publish_all(&windows, &mut report).await?;
-        report.hours = hours;
+        report.hours = hours.iter().map(|hour| hour.get()).collect();
 
         let hourly_indexed = self
             .store
-            .indexed_exports(region, hourly, oldest_indexed_hour(now_unix) * 3600)
+            .indexed_exports(region, hourly, oldest_indexed_hour(now_unix).start())
             .await?;
         if let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) {
-            let first_hour = first.start_ts.div_euclid(3600);
-            let last_hour = last.start_ts.div_euclid(3600);
+            let first_hour = UnixSeconds::new(first.start_ts).hour();
+            let last_hour = UnixSeconds::new(last.start_ts).hour();
             let mut days = Vec::new();
             for day in complete_days(now_unix, first_hour, last_hour) {
                 if !self
                     .store
-                    .is_published(region, WindowKind::Daily.as_str(), day * 86_400)
+                    .is_published(region, WindowKind::Daily.as_str(), day.start())
                     .await?
                 {
                     days.push(day);
@@ -276,12 +303,12 @@ impl Exporter {
             // from the hourly files published above, and none of them needs another.
             let mut windows: Vec<Window> = days.iter().copied().map(Window::day).collect();
             let retrieval = self
-                .stale_retrieval(day_number(now_unix), first_hour, last_hour)
+                .stale_retrieval(now_unix.day(), first_hour, last_hour)
                 .await?;
             report.retrieval_objects = retrieval.len();
             windows.extend(retrieval);
             self.publish_all(&windows, &mut report).await?;
-            report.days = days;
+            report.days = days.iter().map(|day| day.get()).collect();
         }
 
         self.write_indexes(region, now).await?;
@@ -351,9 +378,9 @@ impl Exporter {
         region: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), ExportError> {
-        let now_unix = now.timestamp();
-        let hourly_since = oldest_indexed_hour(now_unix) * 3600;
-        let daily_since = (day_number(now_unix) - diagnosis_core::time::RELEVANCE_DAYS) * 86_400;
+        let now_unix = UnixSeconds::from(now);
+        let hourly_since = oldest_indexed_hour(now_unix).start();
+        let daily_since = now_unix.day().plus(-RELEVANCE_DAYS).start();
         let hourly = self
             .store
             .indexed_exports(region, WindowKind::Hourly.as_str(), hourly_since)
@@ -379,7 +406,7 @@ impl Exporter {
         self.bucket
             .put(
                 &manifest_key(region),
-                manifest_json(region, now_unix, &hourly, &daily),
+                manifest_json(region, now_unix.get(), &hourly, &daily),
                 ObjectKind::Manifest,
             )
             .await?;
@@ -395,5 +422,25 @@ impl Exporter {
             .mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_error_wins_over_the_release_error() {
+        let pass = || Err::<(), _>(ExportError::Window(7));
+        let release = || Err(StoreError::Config("unlock failed".to_owned()));
+        let error = after_release(pass(), release()).unwrap_err();
+        assert!(matches!(error, ExportError::Window(7)), "{error}");
+        let error = after_release(Ok(()), release()).unwrap_err();
+        assert!(error.to_string().contains("unlock failed"), "{error}");
+        assert!(matches!(
+            after_release(pass(), Ok(())),
+            Err(ExportError::Window(7))
+        ));
+        assert!(after_release(Ok(3), Ok(())).is_ok_and(|n| n == 3));
     }
 }

@@ -4,7 +4,7 @@
 //! present, empty, from 00:00), and `retrieve/{MCC}/00000` with the 15 days
 //! before today, rebuilt once those days are all published.
 
-use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_core::time::{DayNumber, HourNumber, RELEVANCE_DAYS};
 use diagnosis_format::names::{retrieval_bundle_key, retrieval_day_key};
 
 use super::{ExportError, Exporter, Window};
@@ -15,21 +15,21 @@ impl Exporter {
     /// hourly window, `last_hour` the newest published one.
     pub(super) async fn stale_retrieval(
         &self,
-        today: i64,
-        first_hour: i64,
-        last_hour: i64,
+        today: DayNumber,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
     ) -> Result<Vec<Window>, ExportError> {
-        let first_day = (today - RELEVANCE_DAYS).max(first_hour.div_euclid(24));
+        let first_day = today.plus(-RELEVANCE_DAYS).max(first_hour.day());
         let mut stale = Vec::new();
-        for window in (first_day..=today)
-            .map(|day| Window::retrieve_day(day, last_hour))
+        for window in (first_day.get()..=today.get())
+            .map(|day| Window::retrieve_day(DayNumber::new(day), last_hour))
             .chain([Window::retrieve_bundle(today, last_hour)])
         {
             let current = self
                 .store
                 .published_window(&self.retrieval_key(window))
                 .await?;
-            if current != Some((window.start(), window.end())) {
+            if current != Some((window.start().get(), window.end().get())) {
                 stale.push(window);
             }
         }
@@ -40,7 +40,7 @@ impl Exporter {
         let compat = &self.settings.compat_region_path;
         match window.kind {
             super::WindowKind::RetrieveBundle => retrieval_bundle_key(compat),
-            _ => retrieval_day_key(compat, window.first_hour.div_euclid(24)),
+            _ => retrieval_day_key(compat, window.first_hour.day().get()),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use diagnosis_core::domain::DiagnosisKey;
 use diagnosis_core::store::{ExportRecord, KeyStream, StoreError};
+use diagnosis_core::time::{DayNumber, HourNumber, UnixSeconds};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -55,13 +56,13 @@ impl WindowKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub kind: WindowKind,
-    pub first_hour: i64,
+    pub first_hour: HourNumber,
     /// May be `first_hour − 1`: a window with no hour yet (today at 00:00).
-    pub last_hour: i64,
+    pub last_hour: HourNumber,
 }
 
 impl Window {
-    pub fn hour(hour: i64) -> Window {
+    pub fn hour(hour: HourNumber) -> Window {
         Window {
             kind: WindowKind::Hourly,
             first_hour: hour,
@@ -69,47 +70,60 @@ impl Window {
         }
     }
 
-    pub fn day(day: i64) -> Window {
+    pub fn day(day: DayNumber) -> Window {
         Window {
             kind: WindowKind::Daily,
-            first_hour: day * 24,
-            last_hour: day * 24 + 23,
+            first_hour: day.first_hour(),
+            last_hour: day.last_hour(),
         }
     }
 
     /// The day `day` as far as `through_hour` (its end is the end of the last
     /// hour it holds, so each version has a distinct end).
-    pub fn retrieve_day(day: i64, through_hour: i64) -> Window {
+    pub fn retrieve_day(day: DayNumber, through_hour: HourNumber) -> Window {
         Window {
             kind: WindowKind::RetrieveDay,
-            first_hour: day * 24,
-            last_hour: through_hour.min(day * 24 + 23).max(day * 24 - 1),
+            first_hour: day.first_hour(),
+            last_hour: through_hour
+                .min(day.last_hour())
+                .max(day.first_hour().plus(-1)),
         }
     }
 
     /// From day `today − 15` 00:00 up to today 00:00, as far as `through_hour`.
-    pub fn retrieve_bundle(today: i64, through_hour: i64) -> Window {
-        let first_hour = (today - 15) * 24;
+    pub fn retrieve_bundle(today: DayNumber, through_hour: HourNumber) -> Window {
+        let first_hour = today.plus(-15).first_hour();
         Window {
             kind: WindowKind::RetrieveBundle,
             first_hour,
-            last_hour: through_hour.min(today * 24 - 1).max(first_hour - 1),
+            last_hour: through_hour
+                .min(today.first_hour().plus(-1))
+                .max(first_hour.plus(-1)),
         }
     }
 
-    pub fn start(&self) -> i64 {
-        self.first_hour * 3600
+    pub fn start(&self) -> UnixSeconds {
+        self.first_hour.start()
     }
 
-    pub fn end(&self) -> i64 {
-        (self.last_hour + 1) * 3600
+    pub fn end(&self) -> UnixSeconds {
+        self.last_hour.end()
+    }
+
+    /// The start and end as the unsigned seconds of a file's header.
+    fn header_bounds(&self) -> Result<(u64, u64), ExportError> {
+        let start = self.start();
+        let end = self.end();
+        let start = start.to_u64().ok_or(ExportError::Window(start.get()))?;
+        let end = end.to_u64().ok_or(ExportError::Window(end.get()))?;
+        Ok((start, end))
     }
 
     /// Whether the window holds every hour it ever will.
     pub fn is_complete(&self) -> bool {
         match self.kind {
             WindowKind::Hourly | WindowKind::Daily => true,
-            WindowKind::RetrieveDay => self.last_hour == self.first_hour + 23,
+            WindowKind::RetrieveDay => self.last_hour == self.first_hour.plus(23),
             WindowKind::RetrieveBundle => false,
         }
     }
@@ -174,6 +188,21 @@ impl Keys {
     }
 }
 
+/// What a signing thread that did not return says: its panic message, when it has one.
+fn join_error_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let payload = error.into_panic();
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        format!("panicked: {message}")
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        format!("panicked: {message}")
+    } else {
+        "panicked with a payload that is not a message".to_owned()
+    }
+}
+
 /// A rendered part on its way to the bucket; `last` closes its window.
 pub(super) struct PartJob {
     window: Window,
@@ -202,7 +231,11 @@ impl Exporter {
         // A file spanning many days keeps only keys still relevant at its end.
         let relevant_at = (window.kind == WindowKind::RetrieveBundle).then(|| window.end());
         let mut keys = match self.published_sources(window).await? {
-            Some(sources) => Keys::Files(MergedFiles::new(&self.bucket, sources, relevant_at)),
+            Some(sources) => Keys::Files(MergedFiles::new(
+                &self.bucket,
+                sources,
+                relevant_at.map(UnixSeconds::get),
+            )),
             None => {
                 let fakes = self.padding_for(window).await?;
                 let stream = self
@@ -217,9 +250,7 @@ impl Exporter {
                 Keys::Database(Box::new(Merged::new(stream, fakes).await?))
             }
         };
-        let start =
-            u64::try_from(window.start()).map_err(|_| ExportError::Window(window.start()))?;
-        let end = u64::try_from(window.end()).map_err(|_| ExportError::Window(window.end()))?;
+        let (start, end) = window.header_bounds()?;
         let region = settings.export_region.clone();
         let (export_window, max_keys) = match window.kind {
             WindowKind::Hourly | WindowKind::Daily => (
@@ -314,7 +345,7 @@ impl Exporter {
         let first_hour = match window.kind {
             WindowKind::Hourly => return Ok(None),
             WindowKind::Daily | WindowKind::RetrieveDay => window.first_hour,
-            WindowKind::RetrieveBundle => window.first_hour + 24,
+            WindowKind::RetrieveBundle => window.first_hour.plus(24),
         };
         if window.last_hour < first_hour {
             return Ok(Some(Vec::new()));
@@ -322,23 +353,18 @@ impl Exporter {
         let Some(first_published) = self.store.first_published_start(region, hourly).await? else {
             return Ok(None);
         };
-        let first_published_hour = first_published.div_euclid(3600);
+        let first_published_hour = first_published.hour();
         let hours = self
             .store
-            .live_exports(
-                region,
-                hourly,
-                first_hour * 3600,
-                (window.last_hour + 1) * 3600,
-            )
+            .live_exports(region, hourly, first_hour.start(), window.end())
             .await?;
         let dailies = if window.kind == WindowKind::RetrieveBundle {
             self.store
                 .live_exports(
                     region,
                     WindowKind::Daily.as_str(),
-                    first_hour * 3600,
-                    (window.last_hour + 1) * 3600,
+                    first_hour.start(),
+                    window.end(),
                 )
                 .await?
         } else {
@@ -347,20 +373,23 @@ impl Exporter {
         let mut sources = Vec::new();
         let mut hour = first_hour;
         while hour <= window.last_hour {
-            let start = hour * 3600;
+            let day = hour.day();
             let daily: Vec<SourceObject> = dailies
                 .iter()
-                .filter(|r| r.start_ts == start && r.end_ts == start + 86_400)
+                .filter(|r| {
+                    r.start_ts == hour.start().get() && r.end_ts == day.last_hour().end().get()
+                })
                 .map(SourceObject::from)
                 .collect();
-            if hour % 24 == 0 && hour + 23 <= window.last_hour && !daily.is_empty() {
+            if hour == day.first_hour() && day.last_hour() <= window.last_hour && !daily.is_empty()
+            {
                 sources.push(daily);
-                hour += 24;
+                hour = day.plus(1).first_hour();
                 continue;
             }
             let parts: Vec<SourceObject> = hours
                 .iter()
-                .filter(|r| r.start_ts == start && r.end_ts == start + 3600)
+                .filter(|r| r.start_ts == hour.start().get() && r.end_ts == hour.end().get())
                 .map(SourceObject::from)
                 .collect();
             if parts.is_empty() {
@@ -372,7 +401,7 @@ impl Exporter {
             } else {
                 sources.push(parts);
             }
-            hour += 1;
+            hour = hour.plus(1);
         }
         Ok(Some(sources))
     }
@@ -384,12 +413,12 @@ impl Exporter {
             return Ok(Vec::new());
         };
         let mut fakes = Vec::new();
-        for hour in window.first_hour..=window.last_hour {
+        for hour in window.first_hour.through(window.last_hour) {
             let histogram = self
                 .store
                 .key_metadata_histogram(&self.settings.key_region, hour, hour)
                 .await?;
-            fakes.extend(padding.fake_keys(hour, &histogram));
+            fakes.extend(padding.fake_keys(hour.get(), &histogram));
         }
         Ok(fakes)
     }
@@ -404,9 +433,7 @@ impl Exporter {
             ..
         } = job;
         let region = &self.settings.export_region;
-        let start =
-            u64::try_from(window.start()).map_err(|_| ExportError::Window(window.start()))?;
-        let end = u64::try_from(window.end()).map_err(|_| ExportError::Window(window.end()))?;
+        let (start, end) = window.header_bounds()?;
         let compat = &self.settings.compat_region_path;
         let (key, object_kind) = match window.kind {
             WindowKind::Hourly => (
@@ -418,12 +445,12 @@ impl Exporter {
                 ObjectKind::ExportFile,
             ),
             WindowKind::RetrieveDay => {
-                let day = window.first_hour.div_euclid(24);
+                let day = window.first_hour.day().get();
                 // The object holds the day's hours up to `last_hour`: it is final once that
                 // is the day's last hour (DESIGN §4.3).
                 let kind = ObjectKind::RetrievalDay {
                     day,
-                    last_closed_hour: window.last_hour,
+                    last_closed_hour: window.last_hour.get(),
                 };
                 (retrieval_day_key(compat, day), kind)
             }
@@ -440,7 +467,7 @@ impl Exporter {
             Ok(zip_export(&export_bin, &signature)?)
         })
         .await
-        .map_err(|_| ExportError::UploadStopped)??;
+        .map_err(|e| ExportError::SigningThread(join_error_message(e)))??;
         let sha256 = hex::encode(Sha256::digest(&zip));
         let bytes = i64::try_from(zip.len()).unwrap_or(i64::MAX);
         self.bucket.put(&key, Bytes::from(zip), object_kind).await?;
@@ -454,12 +481,38 @@ impl Exporter {
             object_key: key,
             kind: window.kind.as_str().to_owned(),
             region: region.as_str().to_owned(),
-            start_ts: window.start(),
-            end_ts: window.end(),
+            start_ts: window.start().get(),
+            end_ts: window.end().get(),
             part: i32::try_from(part.part.get()).unwrap_or(i32::MAX),
             key_count: i64::try_from(part.key_count).unwrap_or(i64::MAX),
             bytes,
             sha256,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_signing_thread_reports_its_message() {
+        let formatted = tokio::task::spawn_blocking(|| -> u8 { panic!("part {} broke", 3) })
+            .await
+            .unwrap_err();
+        assert_eq!(join_error_message(formatted), "panicked: part 3 broke");
+        let literal = tokio::task::spawn_blocking(|| -> u8 { panic!("no key") })
+            .await
+            .unwrap_err();
+        assert_eq!(join_error_message(literal), "panicked: no key");
+        let error = ExportError::SigningThread(join_error_message(
+            tokio::task::spawn_blocking(|| -> u8 { std::panic::panic_any(5_u32) })
+                .await
+                .unwrap_err(),
+        ));
+        assert_eq!(
+            error.to_string(),
+            "signing and compressing a part failed: panicked with a payload that is not a message"
+        );
     }
 }

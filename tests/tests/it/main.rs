@@ -22,5 +22,7 @@ mod harness;
 mod least_privilege;
 mod operations;
 mod portal;
+mod relevance;
+mod scheduled;
 mod store;
 mod upload;

@@ -9,7 +9,7 @@ use diagnosis_core::store::{
     ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreConfig,
     StoreKeysOutcome,
 };
-use diagnosis_core::time::{hour_number, interval_number};
+use diagnosis_core::time::{HourNumber, hour_number, interval_number};
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::pg::TestDatabase;
 
@@ -352,7 +352,7 @@ async fn publishable_keys_stream_in_canonical_order() {
 
     let region = Region::parse("302").unwrap();
     let streamed: Vec<DiagnosisKey> = store
-        .stream_publishable_keys(&region, hour, hour, None)
+        .stream_publishable_keys(&region, HourNumber::new(hour), HourNumber::new(hour), None)
         .await
         .unwrap()
         .try_collect()
