@@ -9,9 +9,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+#[cfg(any(test, feature = "test-support"))]
 use tokio::sync::watch;
 
 /// Length of one Exposure Notification interval (DESIGN §2).
