@@ -15,7 +15,7 @@ use std::num::NonZeroU64;
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
-use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_core::time::{self, RELEVANCE_DAYS};
 use diagnosis_format::archive::read_first_entry;
 use diagnosis_proto::EXPORT_BIN_HEADER;
 use diagnosis_proto::export_bin::{self, KeyFields};
@@ -352,7 +352,7 @@ impl MergedFiles {
         while let Some(key) = self.sources[source].next().await? {
             let relevant = self
                 .relevant_at
-                .is_none_or(|at| key.expiry_unix() > at - RELEVANCE_DAYS * 86_400);
+                .is_none_or(|at| time::is_relevant(key.expiry_unix(), at));
             if relevant {
                 self.heap.push(Reverse(Head { key, source }));
                 break;
@@ -452,7 +452,7 @@ mod tests {
         assert!(!kept.is_empty() && kept.len() < 5_010);
         assert!(
             kept.iter()
-                .all(|k| k.expiry_unix() > at - RELEVANCE_DAYS * 86_400)
+                .all(|k| time::is_relevant(k.expiry_unix(), at))
         );
     }
 

@@ -118,15 +118,6 @@ impl Window {
         let end = end.to_u64().ok_or(ExportError::Window(end.get()))?;
         Ok((start, end))
     }
-
-    /// Whether the window holds every hour it ever will.
-    pub fn is_complete(&self) -> bool {
-        match self.kind {
-            WindowKind::Hourly | WindowKind::Daily => true,
-            WindowKind::RetrieveDay => self.last_hour == self.first_hour.plus(23),
-            WindowKind::RetrieveBundle => false,
-        }
-    }
 }
 
 /// The real keys (sorted by Postgres) merged with the sorted fake keys, in
