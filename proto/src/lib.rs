@@ -1,8 +1,11 @@
 //! Protobuf wire types of Diagnosis Server (DESIGN §3).
 //!
-//! This is the only crate that speaks protobuf. Domain code converts from these
-//! types through `TryFrom` implementations in `diagnosis-core`, which are the
-//! validation; nothing here checks lengths or ranges.
+//! This is the only crate that speaks protobuf: the generated message types and
+//! [`export_bin`], the streaming writer and reader of `export.bin` (DESIGN §4.1).
+//! Nothing here checks lengths or ranges: domain code turns wire messages into
+//! domain types through validation functions that return the exact protocol
+//! error code (`diagnosis_core::upload::validate_upload` for an `Upload`, the
+//! `parse` constructors of `diagnosis_core::domain` for single fields).
 
 #![allow(missing_docs, missing_debug_implementations)]
 
