@@ -66,20 +66,11 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         "diagnosis-submit",
     ))
     .context("while setting up telemetry")?;
-    let store = Store::connect(&StoreConfig {
-        database_url: config.common.database_url.clone(),
-        pool_size: config.common.database_pool_size,
-        statement_timeout: config.common.database_statement_timeout,
-        connect_timeout: config.common.database_connect_timeout,
-        application_name: "diagnosis-submit",
-    })?;
-    store.check_connection().await?;
-    if !no_migrate {
-        store
-            .migrate()
-            .await
-            .context("while applying database migrations")?;
-    }
+    let store = Store::open(
+        &StoreConfig::from_common(&config.common, "diagnosis-submit"),
+        !no_migrate,
+    )
+    .await?;
     if migrate_only {
         return Ok(());
     }

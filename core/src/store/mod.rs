@@ -137,6 +137,23 @@ pub struct StoreConfig {
 /// statement timeout) well inside the 10 s a request may take (DESIGN §6).
 pub const RESPONSE_GRACE: Duration = Duration::from_secs(2);
 
+impl StoreConfig {
+    /// A binary's store settings: the `DATABASE_*` variables both binaries share (DESIGN §6)
+    /// and the `application_name` its sessions carry.
+    pub fn from_common(
+        common: &crate::config::CommonConfig,
+        application_name: &'static str,
+    ) -> Self {
+        Self {
+            database_url: common.database_url.clone(),
+            pool_size: common.database_pool_size,
+            statement_timeout: common.database_statement_timeout,
+            connect_timeout: common.database_connect_timeout,
+            application_name,
+        }
+    }
+}
+
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
@@ -200,6 +217,21 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// How a binary starts on its database: builds the pool, proves the database answers (a
+    /// refusal names `DATABASE_URL`), and applies pending migrations unless `migrate` is false
+    /// (`--no-migrate`, for a role that may not change the schema).
+    pub async fn open(config: &StoreConfig, migrate: bool) -> Result<Store, StoreError> {
+        let store = Store::connect(config)?;
+        store.check_connection().await?;
+        if migrate {
+            store.migrate().await.map_err(|e| match e {
+                StoreError::Migration(_) => e,
+                other => StoreError::Migration(format!("while applying migrations: {other}")),
+            })?;
+        }
+        Ok(store)
+    }
+
     /// Builds the pool. No connection is opened until the first query
     /// ([`Store::check_connection`] opens one at start).
     ///

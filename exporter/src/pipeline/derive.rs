@@ -450,10 +450,7 @@ mod tests {
         let at = (2_940_480_i64 - 144 * 5) * 600 + RELEVANCE_DAYS * 86_400;
         let kept = drain(MergedFiles::new(&bucket, sources, Some(at))).await;
         assert!(!kept.is_empty() && kept.len() < 5_010);
-        assert!(
-            kept.iter()
-                .all(|k| time::is_relevant(k.expiry_unix(), at))
-        );
+        assert!(kept.iter().all(|k| time::is_relevant(k.expiry_unix(), at)));
     }
 
     fn decode_key(body: &[u8]) -> Option<DiagnosisKey> {
