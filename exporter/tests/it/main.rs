@@ -6,6 +6,8 @@
 //! * [`compression`] — published size per key in canonical order.
 //! * [`exposure_configuration`] — the shipped exposure configurations pass the exporter's check.
 //! * [`storage`] — `Bucket` against real S3 (moto) and Azure Blob (Azurite) servers.
+//! * [`verify_command`] — what `diagnosis-exporter verify` adds to `diagnosis-verify`: object-store
+//!   buckets and the location syntax of the command.
 
 mod compression;
 mod exposure_configuration;
@@ -13,3 +15,4 @@ mod fixtures;
 mod independent;
 mod storage;
 mod support;
+mod verify_command;
