@@ -1,8 +1,8 @@
 //! The `diagnosis-exporter verify <location>` command (DESIGN §6): picks where the bucket is
-//! read from, which public keys to check against, runs [`crate::verify`] and prints its
+//! read from, which public keys to check against, runs [`diagnosis_verify`] and prints its
 //! report.
 //!
-//! [`crate::verify`] reads folders and HTTP(S) servers itself and knows nothing of the
+//! [`diagnosis_verify`] reads folders and HTTP(S) servers itself and knows nothing of the
 //! exporter's storage; object-store buckets (`s3://`, `gs://`, `az://`, `memory://`) are
 //! read here, through the same [`Bucket`] the exporter publishes with, as a
 //! [`BucketSource`].
@@ -13,14 +13,15 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use diagnosis_core::config::{ProcessEnv, optional};
+use diagnosis_core::domain::DEFAULT_EXPORT_REGION;
 use futures::future::BoxFuture;
 
 use crate::config::SigningConfig;
 use crate::storage::Bucket;
-use crate::verify::{
-    DEFAULT_REGION, MAX_OBJECT_BYTES, Source, VerifyError, VerifyOptions, scheme_of, verify_bucket,
-};
 use diagnosis_format::sign::PublicKey;
+use diagnosis_verify::{
+    MAX_OBJECT_BYTES, Source, VerifyError, VerifyOptions, scheme_of, verify_bucket,
+};
 
 /// Checks the bucket at `location` and prints the report: with `public_key_files`, against
 /// those PEM files; without, against the public halves of `SIGNING_KEY_FILE`. The region is
@@ -49,7 +50,11 @@ pub async fn run_verify(
     };
     let region = match region {
         Some(region) => region,
-        None => optional(&ProcessEnv, "EXPORT_REGION", DEFAULT_REGION.to_owned())?,
+        None => optional(
+            &ProcessEnv,
+            "EXPORT_REGION",
+            DEFAULT_EXPORT_REGION.to_owned(),
+        )?,
     };
     let source = source_for(location)?;
     let report = verify_bucket(
@@ -69,12 +74,12 @@ pub async fn run_verify(
 }
 
 /// The source for a `verify` location: a folder, `file://`, `http://` or `https://` as
-/// [`crate::verify::source_for`] reads them; `s3://`, `gs://`, `az://` and `memory://`
+/// [`diagnosis_verify::source_for`] reads them; `s3://`, `gs://`, `az://` and `memory://`
 /// through [`Bucket::from_url`], with the standard credentials.
 pub fn source_for(location: &str) -> Result<Box<dyn Source>, VerifyError> {
     let scheme = scheme_of(location).map(str::to_ascii_lowercase);
     match scheme.as_deref() {
-        None | Some("file" | "http" | "https") => crate::verify::source_for(location),
+        None | Some("file" | "http" | "https") => diagnosis_verify::source_for(location),
         Some("s3" | "gs" | "az" | "memory") => {
             let bucket =
                 Bucket::from_url(location).map_err(|error| VerifyError::UnsupportedLocation {

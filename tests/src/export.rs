@@ -18,9 +18,9 @@ use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome, RunReport};
 use diagnosis_exporter::storage::Bucket;
-use diagnosis_exporter::verify::{VerifyOptions, VerifyReport, verify_bucket};
 use diagnosis_exporter::verify_command::BucketSource;
 use diagnosis_format::sign::{PublicKey, SigningKeys};
+use diagnosis_verify::{VerifyOptions, VerifyReport, verify_bucket};
 
 use crate::pg::TestDatabase;
 use crate::s3::TestBucket;

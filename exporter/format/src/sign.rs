@@ -13,6 +13,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use diagnosis_core::domain::DEFAULT_REGION;
 use diagnosis_proto::{Message as _, TekSignature, TekSignatureList};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
@@ -25,8 +26,10 @@ use crate::render::{BATCH_NUM, BATCH_SIZE, InvalidSignerInfo, MAX_SIGNERS, Signe
 
 /// Default `SIGNING_KEY_VERSION` when exactly one key is configured (DESIGN §6).
 pub const DEFAULT_KEY_VERSION: &str = "v1";
-/// Default `SIGNING_KEY_ID`: the MCC of Canada (DESIGN §4.1, §6).
-pub const DEFAULT_KEY_ID: &str = "302";
+/// Default `SIGNING_KEY_ID` (DESIGN §4.1, §6): the platforms identify a health authority's key
+/// by its mobile country code, the same MCC the apps send, which is the default region
+/// ([`DEFAULT_REGION`], `302`, Canada).
+pub const DEFAULT_KEY_ID: &str = DEFAULT_REGION;
 
 /// Why signing keys could not be loaded or used. No variant carries key material.
 #[derive(Debug, Error)]

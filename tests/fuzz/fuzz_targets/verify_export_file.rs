@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use diagnosis_exporter::verify::{MemorySource, VerifyOptions, verify_bucket};
+use diagnosis_verify::{MemorySource, VerifyOptions, verify_bucket};
 use diagnosis_fuzz::{DAILY_OBJECT, HOURLY_OBJECT, fixture_public_key};
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;

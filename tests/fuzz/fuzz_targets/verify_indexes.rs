@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use diagnosis_exporter::verify::{MemorySource, VerifyOptions, verify_bucket};
+use diagnosis_verify::{MemorySource, VerifyOptions, verify_bucket};
 use diagnosis_fuzz::split_index_objects;
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;

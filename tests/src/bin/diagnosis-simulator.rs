@@ -205,7 +205,7 @@ async fn backfill(
 }
 
 async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyhow::Result<()> {
-    use diagnosis_exporter::verify::{HttpSource, VerifyOptions, verify_bucket};
+    use diagnosis_verify::{HttpSource, VerifyOptions, verify_bucket};
     let pem = std::fs::read_to_string(public_key)
         .with_context(|| format!("reading {}", public_key.display()))?;
     let key = diagnosis_format::sign::PublicKey::from_pem(&pem)?;

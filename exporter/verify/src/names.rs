@@ -8,15 +8,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use diagnosis_core::domain::Region;
-
-use super::finding::{Finding, NameError};
-use diagnosis_format::names::{daily_file_key as daily_object_key, hourly_file_key as object_key};
+use diagnosis_core::time::{SECONDS_PER_DAY, SECONDS_PER_HOUR};
+use diagnosis_format::names::{daily_file_key, hourly_file_key};
 use diagnosis_format::render::PartNumber;
 
-/// Seconds in one hourly window (DESIGN §4: `end − start = 3600`).
-pub(crate) const HOUR: u64 = 3600;
+use crate::finding::{Finding, NameError};
+
+/// Seconds in one hourly window (DESIGN §4: `end − start = 3600`), as the unsigned seconds of
+/// object names.
+pub(crate) const HOUR: u64 = SECONDS_PER_HOUR.unsigned_abs();
 /// Seconds in one daily window, which starts at UTC midnight (DESIGN §4).
-pub(crate) const DAY: u64 = 86_400;
+pub(crate) const DAY: u64 = SECONDS_PER_DAY.unsigned_abs();
 
 /// Which of the two series a published file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,7 +77,7 @@ impl ObjectName {
 
 /// Parses `key` as an hourly or daily export file name of `region`.
 ///
-/// The name must be exactly what [`object_key`] or [`daily_object_key`] would write (so no
+/// The name must be exactly what [`hourly_file_key`] or [`daily_file_key`] would write (so no
 /// leading zeros, no other separators), with a window of one aligned hour or one UTC day.
 pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName, NameError> {
     let malformed = || NameError::NotAnExportName {
@@ -114,8 +116,8 @@ pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName
         .and_then(PartNumber::new)
         .ok_or_else(malformed)?;
     let canonical = match kind {
-        Kind::Hourly => object_key(region, start, end, part),
-        Kind::Daily => daily_object_key(region, start, end, part),
+        Kind::Hourly => hourly_file_key(region, start, end, part),
+        Kind::Daily => daily_file_key(region, start, end, part),
     };
     if canonical != key {
         return Err(malformed());
@@ -467,7 +469,7 @@ mod tests {
     fn hourly(start: u64, part: u32) -> ObjectName {
         parse_object_name(
             &ca(),
-            &object_key(&ca(), start, start + HOUR, PartNumber::new(part).unwrap()),
+            &hourly_file_key(&ca(), start, start + HOUR, PartNumber::new(part).unwrap()),
         )
         .unwrap()
     }

@@ -1,7 +1,7 @@
 //! Published file size per key (DESIGN §4.1): the canonical key order groups identical metadata
 //! so deflate only pays for the 16 random bytes of each key; a random order costs more.
 //!
-//! `cargo test -p diagnosis-exporter --release --test compression -- --nocapture` prints the
+//! `cargo test -p diagnosis-exporter --release --test it compression:: -- --nocapture` prints the
 //! measurement for 100 000 keys; `infra/dev/bench` measures it on the benchmark's population.
 
 #![allow(clippy::unwrap_used)]

@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Deserialize;
 
-use super::export_file::CheckedFile;
-use super::finding::{Finding, ManifestField};
-use super::names::ObjectName;
+use crate::export_file::CheckedFile;
+use crate::finding::{Finding, ManifestField};
+use crate::names::ObjectName;
 
 /// `index.json` as published.
 #[derive(Debug, Deserialize)]
@@ -196,7 +196,7 @@ mod tests {
     use diagnosis_core::domain::Region;
 
     use super::*;
-    use crate::verify::names::parse_object_name;
+    use crate::names::parse_object_name;
 
     fn name(key: &str) -> ObjectName {
         parse_object_name(&Region::parse("CA").unwrap(), key).unwrap()

@@ -1,6 +1,17 @@
 //! `diagnosis-exporter verify` (DESIGN §6): checks a published bucket the way a phone would,
 //! and everything a phone relies on without checking (DESIGN §4, §4.1, §4.2).
 //!
+//! A crate of its own so that it cannot reach the pipeline that writes the bucket: it depends
+//! on `diagnosis-format` for what the format *is* (object names, the one rule for safe object
+//! keys, the signature labels, the limits, signature verification) and on nothing of the
+//! exporter. What it reads, it reads independently of the writer, as a phone does: each zip is
+//! unpacked by the `zip` crate ([`diagnosis_format::archive::unzip_export`], not the
+//! exporter's hand-written deflate writer or its ranged reader of its own files), and
+//! `export.bin` and `export.sig` are decoded whole by prost from the generated messages, not by
+//! the streaming encoder and decoder the exporter writes and merges with
+//! ([`diagnosis_proto::export_bin`]). A bug in the writer therefore shows up here as a finding
+//! instead of being read back the way it was written.
+//!
 //! The checks, each violation a [`Finding`] naming the object:
 //!
 //! 1. `{region}/index.txt`, `{region}/daily/index.txt` and `{region}/index.json` exist and
@@ -27,7 +38,7 @@
 //! of each signature that not every given key verifies (for check 2's labels, judged once
 //! the whole bucket has shown which label each key signs under).
 //!
-//! This module must never write to the bucket, never stop at the first violation, and never
+//! This crate must never write to the bucket, never stop at the first violation, and never
 //! panic on what it reads: a bucket is evidence to judge, and malformed bytes are a finding.
 //! Only a failing source (I/O, HTTP) ends a run early, as an error.
 
@@ -41,7 +52,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use diagnosis_core::domain::Region;
+use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, Region};
+use diagnosis_format::names::{daily_index_key, hourly_index_key, manifest_key};
 use diagnosis_format::sign::PublicKey;
 use thiserror::Error;
 
@@ -53,9 +65,6 @@ use self::names::{DAY, HOUR, ObjectName, check_continuity, parse_index};
 pub use self::source::{
     DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, scheme_of, source_for,
 };
-
-/// Default export region (`EXPORT_REGION`, DESIGN §6).
-pub const DEFAULT_REGION: &str = "CA";
 
 /// Why a bucket could not be verified at all. Problems with the published content are not
 /// errors: they are the violations of a [`VerifyReport`].
@@ -76,10 +85,12 @@ pub enum VerifyError {
         reason: String,
     },
     /// An object key that a folder source refuses to turn into a path.
-    #[error("{key:?} is not an object key that can be read from a folder")]
+    #[error("{key:?} is not an object key that can be read from a folder: it {reason}")]
     UnsafeKey {
         /// The key.
         key: String,
+        /// Which rule of `diagnosis_format::names::check_object_key` it breaks.
+        reason: &'static str,
     },
     /// Reading from a folder failed.
     #[error("cannot read {path}: {source}")]
@@ -144,7 +155,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
-            region: DEFAULT_REGION.to_owned(),
+            region: DEFAULT_EXPORT_REGION.to_owned(),
             public_keys: Vec::new(),
         }
     }
@@ -426,9 +437,9 @@ impl<'a> Run<'a> {
     /// Check 1 for the three index objects, check 3's listing and check 6.
     async fn read_listing(&mut self, source: &dyn Source) -> Result<Listing, VerifyError> {
         let region = self.region;
-        let hourly_index = format!("{region}/index.txt");
-        let daily_index = format!("{region}/daily/index.txt");
-        let manifest_key = format!("{region}/index.json");
+        let hourly_index = hourly_index_key(region.as_str());
+        let daily_index = daily_index_key(region.as_str());
+        let manifest_key = manifest_key(region.as_str());
         let mut hourly = self.read_index(source, &hourly_index, Kind::Hourly).await?;
         let mut daily = self.read_index(source, &daily_index, Kind::Daily).await?;
         let manifest = match source.get(&manifest_key).await? {

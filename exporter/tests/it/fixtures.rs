@@ -3,19 +3,18 @@
 //! `tests/independent/verify_export.py`) built from the same input.
 //!
 //! Regenerate the zips after an intended format change with
-//! `DIAGNOSIS_UPDATE_FIXTURES=1 cargo test -p diagnosis-exporter --test fixtures`, and the
+//! `DIAGNOSIS_UPDATE_FIXTURES=1 cargo test -p diagnosis-exporter --test it fixtures::`, and the
 //! independent `*.python.bin` files with
 //! `python3 exporter/tests/independent/verify_export.py render exporter/fixtures/NAME.json
 //! exporter/fixtures/NAME.python.bin`. Review both diffs: they are the wire format.
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use diagnosis_format::archive::unzip_export;
 use diagnosis_format::sign::{PublicKey, verify_signature};
 use diagnosis_proto::{Message as _, TekSignatureList};
-use support::{CASES, fixture, load_case, render_zip};
+
+use crate::support::{CASES, fixture, load_case, render_zip};
 
 fn updating() -> bool {
     std::env::var_os("DIAGNOSIS_UPDATE_FIXTURES").is_some_and(|value| value == "1")

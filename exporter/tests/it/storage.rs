@@ -43,7 +43,7 @@ fn endpoint(variable: &str) -> String {
         Ok(value) if !value.is_empty() => value.trim_end_matches('/').to_string(),
         _ => panic!(
             "{variable} is not set: these tests need the moto and Azurite servers that \
-             infra/dev/test starts; run them through it, e.g. `infra/dev/test --test storage`"
+             infra/dev/test starts; run them through it, e.g. `infra/dev/test --test it storage::`"
         ),
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 
 use diagnosis_proto::SignatureInfo;
 
-use super::names::Kind;
+use crate::names::Kind;
 use diagnosis_format::render::PartNumber;
 use diagnosis_format::sign::PublicKey;
 

@@ -4,8 +4,8 @@
 //! of the exporter's storage.
 //!
 //! A source only fetches bytes by object key; it never judges them. It must never write,
-//! never read outside its root (object keys with `..`, absolute paths or empty segments are
-//! refused), never follow redirects, and never hold an object larger than
+//! never read outside its root (a folder refuses every key that
+//! [`diagnosis_format::names::check_object_key`] refuses), never follow redirects, and never hold an object larger than
 //! [`MAX_OBJECT_BYTES`], so a hostile bucket cannot exhaust memory.
 
 use std::collections::HashMap;
@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diagnosis_core::error::chain;
+use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::{Request, StatusCode, Uri};
@@ -27,7 +29,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::io::AsyncReadExt as _;
 use url::Url;
 
-use super::VerifyError;
+use crate::VerifyError;
 
 /// Largest object a source hands out. The largest legitimate object is a zip of 750 000 keys,
 /// about 14 MB (DESIGN §4.1); anything past this is refused rather than read.
@@ -82,11 +84,10 @@ impl DirectorySource {
     }
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>, VerifyError> {
-        if !is_safe_key(key) {
-            return Err(VerifyError::UnsafeKey {
-                key: key.to_owned(),
-            });
-        }
+        check_object_key(key).map_err(|reason| VerifyError::UnsafeKey {
+            key: key.to_owned(),
+            reason,
+        })?;
         let path = self.root.join(key);
         let io_error = |source| VerifyError::Io {
             path: path.clone(),
@@ -134,18 +135,6 @@ impl Source for DirectorySource {
     fn describe(&self) -> String {
         format!("folder {}", self.root.display())
     }
-}
-
-/// Object keys are relative paths of plain segments: nothing that could climb out of the
-/// bucket root or mean something else to the file system.
-fn is_safe_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.split('/').all(|segment| {
-            !segment.is_empty()
-                && segment != "."
-                && segment != ".."
-                && !segment.contains(['\\', '\0', ':'])
-        })
 }
 
 /// A bucket behind HTTP or HTTPS, such as the CDN or a local static server.
@@ -335,17 +324,13 @@ fn system_roots() -> Result<RootCertStore, String> {
 /// The certificate problem behind a failed request, if that is why it failed: the chain,
 /// the name or the validity of the server's certificate.
 fn untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error(current) {
-            return Some(format!(
-                "the server's certificate is not trusted ({problem:?}); the trusted roots are \
-                 the system's certificates, or the PEM bundle named by SSL_CERT_FILE"
-            ));
-        }
-        cause = current.source();
-    }
-    None
+    chain(error).find_map(|current| match rustls_error(current) {
+        Some(rustls::Error::InvalidCertificate(problem)) => Some(format!(
+            "the server's certificate is not trusted ({problem:?}); the trusted roots are \
+             the system's certificates, or the PEM bundle named by SSL_CERT_FILE"
+        )),
+        _ => None,
+    })
 }
 
 /// The rustls error `error` is or wraps: the TLS connector wraps it in an `io::Error`, twice,
@@ -370,14 +355,10 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 
 /// An error and its causes on one line: connection errors say little at the top level.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    chain(error)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl Source for HttpSource {
@@ -505,19 +486,22 @@ pub fn scheme_of(text: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn safe_keys() {
-        for key in [
-            "CA/index.txt",
-            "CA/daily/1764201600-1764288000-00001.zip",
-            "exposure-configuration/CA.json",
-        ] {
-            assert!(is_safe_key(key), "{key}");
-        }
+    /// The folder applies the format's one rule for object keys before it builds a path: what
+    /// `check_object_key` refuses is never read, whether or not such a file exists.
+    #[tokio::test]
+    async fn a_folder_source_refuses_every_key_the_format_refuses() {
+        let root = std::env::temp_dir().join(format!("verify-unsafe-keys-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("CA")).unwrap();
+        std::fs::write(root.join("CA/index.txt"), "x").unwrap();
+        let source = DirectorySource::new(&root);
+        assert_eq!(
+            source.get("CA/index.txt").await.unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
         for key in [
             "",
             "/etc/passwd",
-            "CA/../../etc/passwd",
+            "CA/../CA/index.txt",
             "..",
             "CA//index.txt",
             "CA/./index.txt",
@@ -525,9 +509,20 @@ mod tests {
             "C:/x",
             "CA\\..\\x",
             "CA/\0",
+            "CA/index.txt\n",
         ] {
-            assert!(!is_safe_key(key), "{key:?}");
+            match source.get(key).await {
+                Err(VerifyError::UnsafeKey {
+                    key: refused,
+                    reason,
+                }) => {
+                    assert_eq!(refused, key);
+                    assert_eq!(Err(reason), check_object_key(key), "{key:?}");
+                }
+                other => panic!("{key:?}: expected an unsafe key, got {other:?}"),
+            }
         }
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

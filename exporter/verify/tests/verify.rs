@@ -12,16 +12,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_exporter::verify::{
-    DirectorySource, Finding, HttpSource, Kind, ManifestField, MemorySource, SignerCount, Source,
-    VerifyError, VerifyOptions, VerifyReport, source_for, verify_bucket,
-};
-use diagnosis_exporter::verify_command::source_for as command_source_for;
 use diagnosis_format::archive::{unzip_export, zip_export};
 use diagnosis_format::names::{daily_file_key, hourly_file_key};
 use diagnosis_format::render::{ExportWindow, SignerInfo, render_window};
 use diagnosis_format::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_proto::{Message as _, TekSignatureList};
+use diagnosis_verify::{
+    DirectorySource, Finding, HttpSource, Kind, ManifestField, MemorySource, SignerCount, Source,
+    VerifyError, VerifyOptions, VerifyReport, source_for, verify_bucket,
+};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -47,9 +46,10 @@ const EMPTY_HOUR: u64 = DAY_START + 10 * HOUR;
 const HOURLY_MAX_KEYS: usize = 4;
 const DAILY_MAX_KEYS: usize = 40;
 
+/// A file of the exporter's `fixtures/` folder: the committed test keys.
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
+        .join("../fixtures")
         .join(name)
 }
 
@@ -967,7 +967,7 @@ async fn an_unreachable_server_is_an_error() {
 #[test]
 fn source_for_parses_paths_and_urls() {
     fn error(location: &str) -> VerifyError {
-        match command_source_for(location) {
+        match source_for(location) {
             Ok(source) => panic!("{location}: accepted as {}", source.describe()),
             Err(error) => error,
         }
@@ -986,21 +986,20 @@ fn source_for_parses_paths_and_urls() {
     }
     assert_eq!(
         reason("ftp://bucket/prefix"),
-        "verify reads a folder or a file://, http://, https://, s3://, gs:// or az:// location"
+        "only folders, file://, http:// and https:// URLs can be read here"
     );
-    assert_eq!(
-        command_source_for("s3://bucket/prefix").unwrap().describe(),
-        "s3://bucket/prefix"
-    );
-    assert_eq!(
-        command_source_for("memory://").unwrap().describe(),
-        "memory://"
-    );
-    // The verify module itself reads no object store.
-    assert!(matches!(
-        source_for("s3://bucket/prefix"),
-        Err(VerifyError::UnsupportedLocation { .. })
-    ));
+    // This crate reads no object store: `diagnosis-exporter verify` reads those itself.
+    for location in [
+        "s3://bucket/prefix",
+        "gs://bucket",
+        "az://container",
+        "memory://",
+    ] {
+        assert_eq!(
+            reason(location),
+            "only folders, file://, http:// and https:// URLs can be read here"
+        );
+    }
     assert!(reason("file://host/x").contains("file:///path"));
     assert!(matches!(
         error("file:///no/such/folder/here"),
@@ -1017,27 +1016,25 @@ fn source_for_parses_paths_and_urls() {
     assert_eq!(reason(&file.display().to_string()), "not a folder");
     let escaped = format!("file://{}", dir.display()).replace(' ', "%20");
     assert_eq!(
-        command_source_for(&escaped).unwrap().describe(),
+        source_for(&escaped).unwrap().describe(),
         format!("folder {}", dir.display())
     );
     let spaced = dir.join("a b");
     std::fs::create_dir(&spaced).unwrap();
     assert_eq!(
-        command_source_for(&format!("file://{}/a%20b", dir.display()))
+        source_for(&format!("file://{}/a%20b", dir.display()))
             .unwrap()
             .describe(),
         format!("folder {}", spaced.display())
     );
     assert_eq!(
-        command_source_for(&format!("file://localhost{}", dir.display()))
+        source_for(&format!("file://localhost{}", dir.display()))
             .unwrap()
             .describe(),
         format!("folder {}", dir.display())
     );
     assert_eq!(
-        command_source_for("http://127.0.0.1:9/bucket")
-            .unwrap()
-            .describe(),
+        source_for("http://127.0.0.1:9/bucket").unwrap().describe(),
         "http://127.0.0.1:9/bucket"
     );
     std::fs::remove_dir_all(dir).unwrap();
@@ -1237,7 +1234,7 @@ async fn a_server_signed_by_an_unknown_ca_is_refused() {
     // Trusting another CA, and trusting the system's certificates (which do not hold the
     // test CA): both refuse, saying why.
     let other_ca = HttpSource::with_roots(&url, certificates.roots("other-ca.crt")).unwrap();
-    let system = command_source_for(&url).unwrap();
+    let system = source_for(&url).unwrap();
     for source in [&other_ca as &dyn Source, system.as_ref()] {
         match source.get("CA/index.txt").await {
             Err(error @ VerifyError::UntrustedServer { .. }) => {

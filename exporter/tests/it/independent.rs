@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -18,7 +16,8 @@ use diagnosis_format::archive::{unzip_export, zip_export};
 use diagnosis_format::render::SignerInfo;
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use support::{CASES, Case, case_from_json, fixture, load_case, render_zip};
+
+use crate::support::{CASES, Case, case_from_json, fixture, load_case, render_zip};
 
 const PACKAGES_HINT: &str =
     "install Python 3 and the packages with `pip install cryptography protobuf`";
