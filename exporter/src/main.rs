@@ -20,6 +20,9 @@ use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::run_verify;
 use diagnosis_format::sign::generate_signing_key;
 
+/// The name this binary gives its telemetry and its database sessions.
+const APPLICATION_NAME: &str = "diagnosis-exporter";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "diagnosis-exporter",
@@ -94,25 +97,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn store_config(common: &CommonConfig) -> StoreConfig {
-    StoreConfig {
-        database_url: common.database_url.clone(),
-        pool_size: common.database_pool_size,
-        statement_timeout: common.database_statement_timeout,
-        connect_timeout: common.database_connect_timeout,
-        application_name: "diagnosis-exporter",
-    }
-}
-
 async fn migrate() -> anyhow::Result<ExitCode> {
     let common = CommonConfig::from_env(&ProcessEnv).context("configuration")?;
-    telemetry::init(&TelemetryConfig::from_common(&common, "diagnosis-exporter"))?;
-    let store = Store::connect(&store_config(&common))?;
-    store.check_connection().await?;
-    store
-        .migrate()
-        .await
-        .context("while applying database migrations")?;
+    telemetry::init(&TelemetryConfig::from_common(&common, APPLICATION_NAME))?;
+    Store::open(&StoreConfig::from_common(&common, APPLICATION_NAME), true).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -126,16 +114,13 @@ async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemet
         .context("configuration")?;
     let telemetry = telemetry::init(&TelemetryConfig::from_common(
         &config.common,
-        "diagnosis-exporter",
+        APPLICATION_NAME,
     ))?;
-    let store = Store::connect(&store_config(&config.common))?;
-    store.check_connection().await?;
-    if !no_migrate {
-        store
-            .migrate()
-            .await
-            .context("while applying database migrations")?;
-    }
+    let store = Store::open(
+        &StoreConfig::from_common(&config.common, APPLICATION_NAME),
+        !no_migrate,
+    )
+    .await?;
     let bucket = Bucket::from_url(&config.bucket_url).context("BUCKET_URL")?;
     let exporter = Exporter::new(
         store,

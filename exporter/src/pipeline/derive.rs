@@ -15,7 +15,7 @@ use std::num::NonZeroU64;
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
-use diagnosis_core::time::{self, RELEVANCE_DAYS};
+use diagnosis_core::time;
 use diagnosis_format::archive::read_first_entry;
 use diagnosis_proto::EXPORT_BIN_HEADER;
 use diagnosis_proto::export_bin::{self, KeyFields};
@@ -447,7 +447,7 @@ mod tests {
             assert!(drain(merged).await == expected, "chunk {chunk}");
         }
         // The bundle keeps only the keys still relevant at its end.
-        let at = (2_940_480_i64 - 144 * 5) * 600 + RELEVANCE_DAYS * 86_400;
+        let at = (2_940_480_i64 - 144 * 5) * 600 + time::RELEVANCE_SECONDS;
         let kept = drain(MergedFiles::new(&bucket, sources, Some(at))).await;
         assert!(!kept.is_empty() && kept.len() < 5_010);
         assert!(kept.iter().all(|k| time::is_relevant(k.expiry_unix(), at)));
