@@ -205,7 +205,8 @@ fn key_expiry_sql() -> String {
 /// known, the cutoff is [`time::relevance_cutoff`] of it, computed in Rust and spliced in as a
 /// number; when it is the end of each row's publish hour, the cutoff is that function's
 /// subtraction of [`time::RELEVANCE_SECONDS`], the one constant, done per row. The end-to-end
-/// test `tests/tests/relevance.rs` checks that the keys selected at and around every boundary
+/// test `relevance::the_store_selects_exactly_the_keys_is_relevant_accepts`
+/// (`tests/tests/it/relevance.rs`) checks that the keys selected at and around every boundary
 /// are exactly those [`time::is_relevant`] accepts.
 fn relevant_sql(cutoff: RelevanceCutoff) -> String {
     match cutoff {
