@@ -158,11 +158,6 @@ impl HourNumber {
         (self.0..=last.0).map(HourNumber)
     }
 
-    /// Whether it is closed at `now` ([`is_hour_closed`]).
-    pub fn is_closed_at(self, now: UnixSeconds, grace_seconds: i64) -> bool {
-        is_hour_closed(self.0, now.0, grace_seconds)
-    }
-
     /// The latest hour closed at `now` ([`last_closed_hour`]).
     pub fn last_closed(now: UnixSeconds, grace_seconds: i64) -> Self {
         Self(last_closed_hour(now.0, grace_seconds))
@@ -465,18 +460,10 @@ pub fn is_relevant(expiry_unix: i64, now_unix: i64) -> bool {
     expiry_unix > relevance_cutoff(now_unix)
 }
 
-/// Whether hour `hour` is closed at `now_unix`: `now ≥ (hour + 1) × 3600 + grace` (DESIGN §2).
-/// The grace must exceed the submit service's statement timeout, so no transaction that
-/// started inside the hour can still write into it.
-pub fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
-    let closes_at = hour
-        .saturating_add(1)
-        .saturating_mul(SECONDS_PER_HOUR)
-        .saturating_add(grace_seconds);
-    now_unix >= closes_at
-}
-
 /// The latest hour that is closed at `now_unix` (DESIGN §2); every earlier hour is closed too.
+/// Hour `h` is closed once `now ≥ (h + 1) × 3600 + grace`. The grace must exceed the submit
+/// service's statement timeout, so no transaction that started inside the hour can still write
+/// into it.
 pub fn last_closed_hour(now_unix: i64, grace_seconds: i64) -> i64 {
     now_unix
         .saturating_sub(grace_seconds)
@@ -492,6 +479,16 @@ mod tests {
 
     /// 2023-11-14T22:13:20Z.
     const NOW: i64 = 1_700_000_000;
+
+    /// Whether hour `hour` is closed at `now_unix`: the rule as DESIGN §2 states it, one hour at
+    /// a time, against which `last_closed_hour` is checked.
+    fn is_hour_closed(hour: i64, now_unix: i64, grace_seconds: i64) -> bool {
+        let closes_at = hour
+            .saturating_add(1)
+            .saturating_mul(SECONDS_PER_HOUR)
+            .saturating_add(grace_seconds);
+        now_unix >= closes_at
+    }
 
     #[test]
     fn interval_hour_and_day_numbers() {
@@ -640,8 +637,9 @@ mod tests {
             HourNumber::last_closed(now, 600),
             HourNumber::new(last_closed_hour(NOW, 600))
         );
-        assert!(HourNumber::last_closed(now, 600).is_closed_at(now, 600));
-        assert!(!hour.is_closed_at(now, 600));
+        let last_closed = HourNumber::last_closed(now, 600);
+        assert!(is_hour_closed(last_closed.get(), NOW, 600));
+        assert!(!is_hour_closed(last_closed.plus(1).get(), NOW, 600));
         let instant = DateTime::from_timestamp(NOW, 999_000_000).unwrap();
         assert_eq!(UnixSeconds::from(instant), now);
     }
