@@ -461,7 +461,7 @@ impl Exporter {
         .map_err(|e| ExportError::SigningThread(join_error_message(e)))??;
         let sha256 = hex::encode(Sha256::digest(&zip));
         let bytes = i64::try_from(zip.len()).unwrap_or(i64::MAX);
-        self.bucket.put(&key, Bytes::from(zip), object_kind).await?;
+        self.put_fenced(&key, Bytes::from(zip), object_kind).await?;
         metrics::counter!("exporter_files_published_total", "kind" => window.kind.as_str())
             .increment(1);
         metrics::counter!("exporter_keys_published_total", "kind" => window.kind.as_str())
