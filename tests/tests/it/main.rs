@@ -18,6 +18,7 @@ mod database_faults;
 mod database_tls;
 mod export;
 mod exporter_cli;
+mod exporter_faults;
 mod harness;
 mod least_privilege;
 mod operations;
