@@ -21,6 +21,7 @@ mod exporter_cli;
 mod harness;
 mod least_privilege;
 mod operations;
+mod pg_restart;
 mod portal;
 mod relevance;
 mod scheduled;
