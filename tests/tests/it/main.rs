@@ -22,6 +22,7 @@ mod exporter_faults;
 mod harness;
 mod least_privilege;
 mod operations;
+mod pg_restart;
 mod portal;
 mod relevance;
 mod scheduled;
