@@ -287,6 +287,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         "outcome",
         "regenerated",
         "state",
+        "step",
         "kind",
         "le",
         "quantile",
