@@ -24,5 +24,6 @@ mod operations;
 mod portal;
 mod relevance;
 mod scheduled;
+mod sources;
 mod store;
 mod upload;
