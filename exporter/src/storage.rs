@@ -318,6 +318,16 @@ impl Bucket {
         Ok(Some((bytes, size)))
     }
 
+    /// The size of the object at `key`, or `None` when it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = object_path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.request_error("head", key, &error)),
+        }
+    }
+
     /// Whether an object exists at `key`.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = object_path(key)?;

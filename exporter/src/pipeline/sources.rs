@@ -53,6 +53,15 @@ fn matches_ledger(record: &ExportRecord, bytes: &[u8]) -> Result<bool, ExportErr
     Ok(bytes.len() as u64 == ledger_bytes(record)? && digest == ledger_sha256(record)?)
 }
 
+/// What the bucket holds under a ledger row's key.
+enum Found {
+    /// The bytes the row records.
+    AsRecorded(Bytes),
+    /// Another size or another SHA-256.
+    Differs,
+    Missing,
+}
+
 /// A rebuilt future, boxed: rebuilding a daily file merges its hourly files, which may need
 /// rebuilding in turn.
 type Rebuild<'a> =
@@ -60,8 +69,8 @@ type Rebuild<'a> =
 
 impl Exporter {
     /// Every source of a derived window verified whole before its merge reads a byte of it:
-    /// each object is fetched in one request (one object in memory at a time: at most one
-    /// part), hashed and compared with its ledger row, and repaired when it differs or is
+    /// each object is fetched in one request (one object in memory at a time, never more than
+    /// its recorded size: at most one part), hashed and compared with its ledger row, and repaired when it differs or is
     /// missing. The merge then holds each read to the digest of the same read of the verified
     /// bytes ([`Check::Verified`]), so no byte merged differs from the ledger's.
     pub(super) async fn verified_sources(
@@ -73,13 +82,13 @@ impl Exporter {
         for source in records {
             let mut objects = Vec::with_capacity(source.len());
             for record in source {
-                let bytes = match self.bucket.get(&record.object_key).await? {
-                    Some(bytes) if matches_ledger(record, &bytes)? => bytes,
-                    Some(_) => {
+                let bytes = match self.fetch_as_recorded(record).await? {
+                    Found::AsRecorded(bytes) => bytes,
+                    Found::Differs => {
                         self.repair(record, "differs from its ledger row", memory)
                             .await?
                     }
-                    None => self.repair(record, "is missing", memory).await?,
+                    Found::Missing => self.repair(record, "is missing", memory).await?,
                 };
                 let digests = read_digests(&bytes, CHUNK_BYTES);
                 objects.push(SourceObject::of_record(
@@ -90,6 +99,35 @@ impl Exporter {
             sources.push(objects);
         }
         Ok(sources)
+    }
+
+    /// What the bucket holds under `record`'s key, compared with the row. At most the recorded
+    /// size is fetched, whatever the object's size.
+    async fn fetch_as_recorded(&self, record: &ExportRecord) -> Result<Found, ExportError> {
+        let key = &record.object_key;
+        let size = ledger_bytes(record)?;
+        if size == 0 {
+            return Err(ExportError::Derive(format!(
+                "{key}: the ledger records an empty object"
+            )));
+        }
+        let read = match self.bucket.get_range_and_size(key, 0..size).await {
+            Ok(read) => read,
+            // A range the object cannot serve (an empty object) says nothing by itself: its
+            // size does.
+            Err(error) => match self.bucket.size(key).await? {
+                None => return Ok(Found::Missing),
+                Some(actual) if actual != size => return Ok(Found::Differs),
+                Some(_) => return Err(error.into()),
+            },
+        };
+        Ok(match read {
+            None => Found::Missing,
+            Some((bytes, actual)) if actual == size && matches_ledger(record, &bytes)? => {
+                Found::AsRecorded(bytes)
+            }
+            Some(_) => Found::Differs,
+        })
     }
 
     /// Rebuilds the object of `record` from Postgres, checks the bytes against the ledger row

@@ -166,8 +166,10 @@ async fn an_hourly_file_replaced_by_other_signed_keys_is_restored_before_the_day
     assert!(keys_in(&h, &daily_file(day)).await.is_disjoint(&injected));
 }
 
+/// A changed byte in the file with the keys, and an emptied file of the hour before (an
+/// object too short for the first read of the merge).
 #[tokio::test]
-async fn an_hourly_file_with_changed_bytes_is_restored_before_the_day_is_merged() {
+async fn hourly_files_with_changed_bytes_are_restored_before_the_day_is_merged() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
     let object = hour_file(hour);
     let original = h.bucket.get(&object).await.unwrap().unwrap();
@@ -175,9 +177,13 @@ async fn an_hourly_file_with_changed_bytes_is_restored_before_the_day_is_merged(
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0x5a;
     put_file(&h, &object, Bytes::from(damaged)).await;
+    let before = hour_file(hour - 1);
+    let original_before = h.bucket.get(&before).await.unwrap().unwrap();
+    put_file(&h, &before, Bytes::new()).await;
 
     complete_the_day_and_check_it(&h, hour).await;
     assert_restored(&h, &object, &original).await;
+    assert_restored(&h, &before, &original_before).await;
 }
 
 #[tokio::test]
