@@ -175,6 +175,21 @@ enum Field {
 }
 
 impl FileKeys {
+    /// Checks the bytes of this source that no key was taken from yet — the rest of the open
+    /// file and every file after it — without inflating them: for a merge that stops early
+    /// (a retrieval object at the platform ceiling) yet must check every source to its end.
+    async fn check_rest(&mut self) -> Result<(), ExportError> {
+        if let Some(mut file) = self.current.take() {
+            file.finish(&self.bucket, self.chunk).await?;
+        }
+        while let Some(object) = self.pending.pop_front() {
+            OpenFile::unread(object)
+                .finish(&self.bucket, self.chunk)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn new(bucket: Bucket, objects: Vec<SourceObject>, chunk: u64) -> FileKeys {
         FileKeys {
             bucket,
@@ -211,19 +226,9 @@ impl FileKeys {
 }
 
 impl OpenFile {
-    /// Reads the zip's local header, which must be the exporter's own: `export.bin`, deflated.
-    async fn open(
-        bucket: &Bucket,
-        object: SourceObject,
-        chunk: u64,
-    ) -> Result<OpenFile, ExportError> {
-        if object.bytes == 0 {
-            return Err(unreadable(
-                &object.key,
-                "the ledger records an empty object",
-            ));
-        }
-        let mut file = OpenFile {
+    /// An object of which nothing is read yet.
+    fn unread(object: SourceObject) -> OpenFile {
+        OpenFile {
             object,
             next_read: 0,
             fetched: 0,
@@ -240,7 +245,22 @@ impl OpenFile {
             header_checked: false,
             digest: Sha256::new(),
             keys: 0,
-        };
+        }
+    }
+
+    /// Reads the zip's local header, which must be the exporter's own: `export.bin`, deflated.
+    async fn open(
+        bucket: &Bucket,
+        object: SourceObject,
+        chunk: u64,
+    ) -> Result<OpenFile, ExportError> {
+        if object.bytes == 0 {
+            return Err(unreadable(
+                &object.key,
+                "the ledger records an empty object",
+            ));
+        }
+        let mut file = OpenFile::unread(object);
         let key = file.object.key.clone();
         let first = file
             .fetch(bucket, chunk)
@@ -352,8 +372,9 @@ impl OpenFile {
         Ok(())
     }
 
-    /// After the last key: a streamed object is read to its end and its SHA-256 compared with
-    /// the ledger's (a verified one was compared whole before the merge began).
+    /// After the last key (or when the merge needs no more keys from it): a streamed object is
+    /// read to its end and its SHA-256 compared with the ledger's (a verified one was compared
+    /// whole before the merge began).
     async fn finish(&mut self, bucket: &Bucket, chunk: u64) -> Result<(), ExportError> {
         if self.object.check != Check::Streaming {
             return Ok(());
@@ -530,6 +551,16 @@ impl MergedFiles {
         };
         self.refill(source).await?;
         Ok(Some(key))
+    }
+
+    /// Checks every source to its end without taking more keys from them ([`Check`]): what
+    /// a merge that stops early owes before anything merged is published.
+    pub(super) async fn check_rest(&mut self) -> Result<(), ExportError> {
+        self.heap.clear();
+        for source in &mut self.sources {
+            source.check_rest().await?;
+        }
+        Ok(())
     }
 
     /// Pushes the next relevant key of `source`, if any.
@@ -882,6 +913,44 @@ mod tests {
         let error = read_to_error(&bucket, verified, chunk).await;
         assert!(
             error.ends_with("the object changed after it was verified"),
+            "{error}"
+        );
+    }
+
+    /// A merge that stops early (a retrieval object at the platform ceiling) still checks
+    /// what it did not read: the rest of the open file and the files after it.
+    #[tokio::test]
+    async fn a_merge_that_stops_early_still_checks_every_source_to_its_end() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 300, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 100).await;
+        assert_eq!(objects.len(), 3);
+        let stop_after_one = |bucket: Bucket, objects: Vec<SourceObject>| async move {
+            let mut merged = MergedFiles::with_chunk(&bucket, vec![objects], None, 64);
+            assert!(merged.next().await.unwrap().is_some());
+            merged.check_rest().await
+        };
+        assert!(
+            stop_after_one(bucket.clone(), objects.clone())
+                .await
+                .is_ok()
+        );
+
+        let last = objects[2].key.clone();
+        let mut changed = bucket.get(&last).await.unwrap().unwrap().to_vec();
+        let end = changed.len() - 1;
+        changed[end] ^= 0x01;
+        bucket
+            .put(&last, Bytes::from(changed), ObjectKind::ExportFile)
+            .await
+            .unwrap();
+        let error = stop_after_one(bucket, objects)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("{last}: ")), "{error}");
+        assert!(
+            error.ends_with("is not the one its ledger row records"),
             "{error}"
         );
     }

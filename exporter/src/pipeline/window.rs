@@ -299,7 +299,7 @@ impl Exporter {
     /// Renders `keys` as `window`'s parts and hands them to the upload step. From
     /// [`Sources::Streamed`] nothing is handed on before every source has been read to its end
     /// (and so checked): the window must fit in one object, and a retrieval object cut at the
-    /// platform ceiling still reads the rest of its sources first.
+    /// platform ceiling still checks the rest of its sources first.
     async fn render_keys(
         &self,
         window: Window,
@@ -357,8 +357,8 @@ impl Exporter {
                 if single_object {
                     // More keys than the platforms accept in one file: publish
                     // the first part (the hourly and daily files carry them all).
-                    if sources == Sources::Streamed {
-                        while keys.next().await?.is_some() {}
+                    if let Keys::Files(merged) = &mut keys {
+                        merged.check_rest().await?;
                     }
                     tracing::error!(
                         kind = window.kind.as_str(),
