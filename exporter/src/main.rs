@@ -14,7 +14,7 @@ use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::config::{Config, SigningConfig};
 use diagnosis_exporter::metrics_listener::InternalListener;
-use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
+use diagnosis_exporter::pipeline::{ExportError, Exporter, RunOutcome};
 use diagnosis_exporter::scheduled::{self, Schedule};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::run_verify;
@@ -138,32 +138,42 @@ async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
     let (exporter, _config, telemetry) = exporter(no_migrate).await?;
     let outcome = exporter.run_once().await;
     let _ = telemetry.write_metrics_snapshot();
-    match outcome.context("export run failed")? {
-        RunOutcome::Skipped => {
+    let report = match outcome {
+        Ok(RunOutcome::Skipped) => {
             println!("another exporter is at work; nothing done");
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
-        RunOutcome::Completed(report) => {
-            println!(
-                "published {} hourly and {} daily windows: {} files, {} keys, {} bytes; deleted {} old objects",
-                report.hours.len(),
-                report.days.len(),
-                report.files,
-                report.keys,
-                report.bytes,
-                report.deleted_objects
-            );
-            if report.refused_configs.is_empty() {
-                return Ok(ExitCode::SUCCESS);
-            }
-            for refused in &report.refused_configs {
-                eprintln!(
-                    "diagnosis-exporter: exposure configuration refused: {}",
-                    refused.reason
-                );
-            }
-            Ok(ExitCode::FAILURE)
-        }
+        Ok(RunOutcome::Completed(report)) => report,
+        // The steps that ran are reported too; the failed ones are named below.
+        Err(ExportError::StepsFailed(report)) => *report,
+        Err(e) => return Err(anyhow::Error::new(e).context("export run failed")),
+    };
+    println!(
+        "published {} hourly and {} daily windows: {} files, {} keys, {} bytes; deleted {} old objects",
+        report.hours.len(),
+        report.days.len(),
+        report.files,
+        report.keys,
+        report.bytes,
+        report.deleted_objects
+    );
+    for failure in &report.failures {
+        eprintln!(
+            "diagnosis-exporter: step {} failed: {}",
+            failure.step.as_str(),
+            failure.error
+        );
+    }
+    for refused in &report.refused_configs {
+        eprintln!(
+            "diagnosis-exporter: exposure configuration refused: {}",
+            refused.reason
+        );
+    }
+    if report.failures.is_empty() && report.refused_configs.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
     }
 }
 

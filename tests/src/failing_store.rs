@@ -1,10 +1,14 @@
-//! An object store that refuses writes after a number of them succeeded, for
-//! the exporter's error path: whatever fails, the indexes must only ever name
-//! objects that exist (DESIGN §4.2).
+//! An object store with faults, for the exporter's error paths: it refuses writes
+//! after a number of them succeeded, refuses every delete, or is slow to write.
+//! Whatever fails, the indexes must only ever name objects that exist, and no
+//! failure after publication may keep new hours from being indexed (DESIGN §4.2).
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
 
 use futures::stream::BoxStream;
 use object_store::path::Path;
@@ -13,11 +17,14 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// Delegates to `inner`, but every write after the first `allowed_writes` fails.
+/// Delegates to `inner`, but every write after the first `allowed_writes` fails,
+/// deletes fail when `refuse_deletes`, and each write first waits `write_delay`.
 pub struct FailingStore {
     inner: Arc<dyn ObjectStore>,
     allowed_writes: usize,
     writes: AtomicUsize,
+    refuse_deletes: bool,
+    write_delay: Duration,
 }
 
 impl FailingStore {
@@ -26,11 +33,38 @@ impl FailingStore {
             inner,
             allowed_writes,
             writes: AtomicUsize::new(0),
+            refuse_deletes: false,
+            write_delay: Duration::ZERO,
         }
     }
 
-    fn refuse(&self) -> Result<()> {
-        if self.writes.fetch_add(1, Ordering::SeqCst) >= self.allowed_writes {
+    /// Every write succeeds; every delete fails (a permanent `403` on `DeleteObject`).
+    pub fn refusing_deletes(inner: Arc<dyn ObjectStore>) -> FailingStore {
+        FailingStore {
+            refuse_deletes: true,
+            ..FailingStore::new(inner, usize::MAX)
+        }
+    }
+
+    /// Every write succeeds after waiting `delay`.
+    pub fn slow(inner: Arc<dyn ObjectStore>, delay: Duration) -> FailingStore {
+        FailingStore {
+            write_delay: delay,
+            ..FailingStore::new(inner, usize::MAX)
+        }
+    }
+
+    /// How many writes were started so far.
+    pub fn writes_started(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    async fn refuse(&self) -> Result<()> {
+        let write = self.writes.fetch_add(1, Ordering::SeqCst);
+        if !self.write_delay.is_zero() {
+            tokio::time::sleep(self.write_delay).await;
+        }
+        if write >= self.allowed_writes {
             return Err(object_store::Error::Generic {
                 store: "failing",
                 source: "the store refused the write".into(),
@@ -42,7 +76,11 @@ impl FailingStore {
 
 impl fmt::Debug for FailingStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FailingStore(after {} writes)", self.allowed_writes)
+        write!(
+            f,
+            "FailingStore(after {} writes, refusing deletes: {}, delay {:?})",
+            self.allowed_writes, self.refuse_deletes, self.write_delay
+        )
     }
 }
 
@@ -60,7 +98,7 @@ impl ObjectStore for FailingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.refuse()?;
+        self.refuse().await?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -69,7 +107,7 @@ impl ObjectStore for FailingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.refuse()?;
+        self.refuse().await?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -81,6 +119,16 @@ impl ObjectStore for FailingStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        if self.refuse_deletes {
+            return locations
+                .map(|_| {
+                    Err(object_store::Error::Generic {
+                        store: "failing",
+                        source: "the store refused the delete".into(),
+                    })
+                })
+                .boxed();
+        }
         self.inner.delete_stream(locations)
     }
 
@@ -93,7 +141,7 @@ impl ObjectStore for FailingStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.refuse()?;
+        self.refuse().await?;
         self.inner.copy_opts(from, to, options).await
     }
 }

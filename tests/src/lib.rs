@@ -16,6 +16,7 @@ pub mod failing_store;
 pub mod http_client;
 pub mod pg;
 pub mod process;
+pub mod restart_load;
 pub mod roles;
 pub mod s3;
 pub mod simulator;

@@ -1,5 +1,5 @@
 //! `exports`: the publication ledger (DESIGN §4.2), plus the exporter's
-//! single-writer lock and its padding secret.
+//! single-writer lock, its fence and its padding secret.
 //!
 //! A row is written only after its object is uploaded, so the ledger never names
 //! an object that does not exist; a crash between the two leaves an object the
@@ -29,21 +29,29 @@ pub struct ExportRecord {
 }
 
 /// Held while this process is the one exporter at work (a session-level
-/// Postgres advisory lock on a connection taken out of the pool).
+/// Postgres advisory lock on a connection taken out of the pool), with the
+/// fencing generation it took with it.
 pub struct ExporterLock {
     connection: Option<Object>,
     key: i64,
+    fence: Fence,
 }
 
 impl std::fmt::Debug for ExporterLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExporterLock")
             .field("key", &self.key)
+            .field("fence", &self.fence)
             .finish()
     }
 }
 
 impl ExporterLock {
+    /// What every write of the pass holding this lock is checked against.
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
     /// Releases the lock and returns the connection to the pool.
     pub async fn release(mut self) -> Result<(), StoreError> {
         if let Some(connection) = self.connection.take() {
@@ -67,6 +75,145 @@ impl Drop for ExporterLock {
         if let Some(connection) = self.connection.take() {
             drop(Object::take(connection));
         }
+    }
+}
+
+/// The fencing token of one lock tenure (DESIGN §4.2): the region's generation, incremented
+/// by every process that takes the lock, and the backend of the session holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    region: String,
+    generation: i64,
+    holder: i32,
+}
+
+impl Fence {
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+}
+
+/// A transaction that holds the region's fence row `FOR SHARE` after checking that the
+/// generation is still the pass's own and that the lock session still holds the lock. While
+/// it is open, no other exporter can take the lock over (its increment of the generation waits
+/// for this transaction), so whatever the pass writes meanwhile (a bucket object, ledger rows
+/// in this transaction) is ordered before anything a successor writes. [`FenceHold::commit`]
+/// ends it; dropped without that, its connection is closed, which rolls it back.
+pub struct FenceHold {
+    connection: Option<Object>,
+}
+
+impl std::fmt::Debug for FenceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FenceHold").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FenceHold {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(Object::take(connection));
+        }
+    }
+}
+
+impl FenceHold {
+    fn client(&self) -> Result<&Object, StoreError> {
+        self.connection.as_ref().ok_or(StoreError::LostLock)
+    }
+
+    /// Ends the hold, committing the ledger writes made through it.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if let Some(connection) = self.connection.take() {
+            match connection.batch_execute("COMMIT").await {
+                Ok(()) => drop(connection),
+                Err(e) => {
+                    drop(Object::take(connection));
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records published objects (all parts of one window together). A rerun that
+    /// republished the same objects replaces their rows.
+    pub async fn record_exports(
+        &self,
+        records: &[ExportRecord],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.client()?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO exports (object_key, kind, region, start_ts, end_ts, part, key_count,
+                                      bytes, sha256, published_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (object_key) DO UPDATE SET
+                     kind = EXCLUDED.kind, region = EXCLUDED.region,
+                     start_ts = EXCLUDED.start_ts, end_ts = EXCLUDED.end_ts,
+                     part = EXCLUDED.part, key_count = EXCLUDED.key_count,
+                     bytes = EXCLUDED.bytes, sha256 = EXCLUDED.sha256,
+                     published_at = EXCLUDED.published_at,
+                     unindexed_at = NULL, deleted_at = NULL",
+            )
+            .await?;
+        for record in records {
+            let key_count = i32::try_from(record.key_count)
+                .map_err(|_| StoreError::InvalidRow("exports.key_count"))?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &record.object_key,
+                        &record.kind,
+                        &record.region,
+                        &record.start_ts,
+                        &record.end_ts,
+                        &record.part,
+                        &key_count,
+                        &record.bytes,
+                        &record.sha256,
+                        &now,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks objects of `kind` whose window starts before `before` as gone
+    /// from the indexes (call after the indexes without them are written).
+    pub async fn mark_unindexed(
+        &self,
+        region: &str,
+        kind: &str,
+        before: UnixSeconds,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .client()?
+            .execute(
+                "UPDATE exports SET unindexed_at = $4
+                  WHERE region = $1 AND kind = $2 AND start_ts < $3 AND unindexed_at IS NULL",
+                &[&region, &kind, &before.get(), &now],
+            )
+            .await?)
+    }
+
+    /// Records that an object was deleted from the bucket.
+    pub async fn mark_deleted(
+        &self,
+        object_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.client()?
+            .execute(
+                "UPDATE exports SET deleted_at = $2 WHERE object_key = $1",
+                &[&object_key, &now],
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -98,7 +245,9 @@ const RECORD_COLUMNS: &str =
     "object_key, kind, region, start_ts, end_ts, part, key_count, bytes, sha256";
 
 impl Store {
-    /// Takes the exporter lock of `region` if no other process holds it.
+    /// Takes the exporter lock of `region` if no other process holds it, and with it the next
+    /// fencing generation. The increment waits for a write of the previous holder that is
+    /// still under way ([`FenceHold`]).
     pub async fn try_lock_exporter(
         &self,
         region: &str,
@@ -106,60 +255,61 @@ impl Store {
         let connection = self.pool.get().await?;
         let key = lock_key(region);
         let row = connection
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
             .await?;
         let locked: bool = row.try_get(0)?;
-        Ok(locked.then_some(ExporterLock {
+        if !locked {
+            return Ok(None);
+        }
+        let holder: i32 = row.try_get(1)?;
+        let mut lock = ExporterLock {
             connection: Some(connection),
             key,
-        }))
+            fence: Fence {
+                region: region.to_owned(),
+                generation: 0,
+                holder,
+            },
+        };
+        // Dropped on an error, the lock closes its session, which releases the lock.
+        let connection = lock.connection.as_ref().ok_or(StoreError::LostLock)?;
+        let row = connection
+            .query_one(
+                "INSERT INTO exporter_fence (region, generation) VALUES ($1, 1)
+                 ON CONFLICT (region) DO UPDATE SET generation = exporter_fence.generation + 1
+                 RETURNING generation",
+                &[&region],
+            )
+            .await?;
+        lock.fence.generation = row.try_get(0)?;
+        Ok(Some(lock))
     }
 
-    /// Records published objects (all parts of one window together). A rerun
-    /// that republished the same objects replaces their rows.
-    pub async fn record_exports(
-        &self,
-        records: &[ExportRecord],
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO exports (object_key, kind, region, start_ts, end_ts, part, key_count,
-                                      bytes, sha256, published_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (object_key) DO UPDATE SET
-                     kind = EXCLUDED.kind, region = EXCLUDED.region,
-                     start_ts = EXCLUDED.start_ts, end_ts = EXCLUDED.end_ts,
-                     part = EXCLUDED.part, key_count = EXCLUDED.key_count,
-                     bytes = EXCLUDED.bytes, sha256 = EXCLUDED.sha256,
-                     published_at = EXCLUDED.published_at,
-                     unindexed_at = NULL, deleted_at = NULL",
+    /// Opens a [`FenceHold`] for `fence`, or fails with [`StoreError::LostLock`] when the lock
+    /// session is gone or another exporter has taken the lock since.
+    pub async fn hold_fence(&self, fence: &Fence) -> Result<FenceHold, StoreError> {
+        let hold = FenceHold {
+            connection: Some(self.pool.get().await?),
+        };
+        let client = hold.client()?;
+        client.batch_execute("BEGIN").await?;
+        let row = client
+            .query_opt(
+                "SELECT f.generation,
+                        EXISTS (SELECT 1 FROM pg_locks l
+                                 WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2)
+                   FROM exporter_fence f WHERE f.region = $1 FOR SHARE OF f",
+                &[&fence.region, &fence.holder],
             )
             .await?;
-        for record in records {
-            let key_count = i32::try_from(record.key_count)
-                .map_err(|_| StoreError::InvalidRow("exports.key_count"))?;
-            tx.execute(
-                &statement,
-                &[
-                    &record.object_key,
-                    &record.kind,
-                    &record.region,
-                    &record.start_ts,
-                    &record.end_ts,
-                    &record.part,
-                    &key_count,
-                    &record.bytes,
-                    &record.sha256,
-                    &now,
-                ],
-            )
-            .await?;
+        let current = match &row {
+            Some(row) => (row.try_get::<_, i64>(0)?, row.try_get::<_, bool>(1)?),
+            None => return Err(StoreError::LostLock),
+        };
+        if current != (fence.generation, true) {
+            return Err(StoreError::LostLock);
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(hold)
     }
 
     /// The end of the newest window of `kind` published for `region`.
@@ -285,25 +435,6 @@ impl Store {
         .await
     }
 
-    /// Marks objects of `kind` whose window starts before `before` as gone
-    /// from the indexes (call after the indexes without them are written).
-    pub async fn mark_unindexed(
-        &self,
-        region: &str,
-        kind: &str,
-        before: UnixSeconds,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        Ok(client
-            .execute(
-                "UPDATE exports SET unindexed_at = $4
-                  WHERE region = $1 AND kind = $2 AND start_ts < $3 AND unindexed_at IS NULL",
-                &[&region, &kind, &before.get(), &now],
-            )
-            .await?)
-    }
-
     /// Objects that left the indexes before `unindexed_before` (an earlier run)
     /// and are not deleted yet.
     pub async fn exports_to_delete(
@@ -321,22 +452,6 @@ impl Store {
             )
             .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
-    }
-
-    /// Records that an object was deleted from the bucket.
-    pub async fn mark_deleted(
-        &self,
-        object_key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE exports SET deleted_at = $2 WHERE object_key = $1",
-                &[&object_key, &now],
-            )
-            .await?;
-        Ok(())
     }
 
     /// The named exporter secret, created (32 random bytes) on first use. Every

@@ -35,7 +35,7 @@ use crate::error::{causes, chain, find_cause};
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
-pub use exports::{ExportRecord, ExporterLock};
+pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
 pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
@@ -71,6 +71,12 @@ pub enum StoreError {
     Config(String),
     #[error("database returned an invalid row: {0}")]
     InvalidRow(&'static str),
+    /// The exporter lock this pass held is gone (its session ended, or another exporter took
+    /// it over): the pass must not write anything more (DESIGN §4.2).
+    #[error(
+        "the exporter lock was lost (its session ended or another exporter took it over); this pass writes nothing more"
+    )]
+    LostLock,
 }
 
 /// A Postgres error without the parts that can quote row values.

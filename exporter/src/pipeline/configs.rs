@@ -44,13 +44,12 @@ impl Exporter {
                 .map_err(|e| ExportError::ConfigDir(path.display().to_string(), e))?;
             match validate_exposure_config(&name, &bytes) {
                 Ok(()) => {
-                    self.bucket
-                        .put(
-                            &exposure_config_key(&name),
-                            Bytes::from(bytes),
-                            ObjectKind::ExposureConfig,
-                        )
-                        .await?;
+                    self.put_fenced(
+                        &exposure_config_key(&name),
+                        Bytes::from(bytes),
+                        ObjectKind::ExposureConfig,
+                    )
+                    .await?;
                     published += 1;
                 }
                 Err(e) => {

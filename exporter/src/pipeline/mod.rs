@@ -5,9 +5,21 @@
 //!
 //! Object keys and file bytes are deterministic (canonical order, RFC 6979
 //! signatures, fixed zip metadata, padding derived from a stored secret), so a
-//! rerun after a crash rewrites identical objects and finishes the work. Only
-//! one exporter works at a time (a Postgres advisory lock). This module must
-//! never log key material.
+//! rerun after a crash rewrites identical objects and finishes the work.
+//!
+//! A pass runs isolated steps, publication first (DESIGN §4.2): the closed hours,
+//! then the indexes; the daily and retrieval files, then the indexes again; then
+//! the exposure configurations, database retention and the deletion of objects
+//! that left the indexes. A failing step is logged and counted
+//! (`exporter_step_failures_total{step}`) and fails the pass, but the steps after
+//! it still run, so nothing that goes wrong after publication can keep new hours
+//! from being indexed, in this pass or the next.
+//!
+//! Only one exporter works at a time (a Postgres advisory lock), and the lock is
+//! fenced: every bucket write and ledger write of a pass is made under a
+//! [`FenceHold`] that checks the pass still holds the lock and keeps a successor
+//! from taking it over until the write is done. A pass that lost its lock stops
+//! at its next write. This module must never log key material.
 
 mod configs;
 mod derive;
@@ -20,7 +32,9 @@ mod window;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diagnosis_core::store::{PoolMetricsTask, RetentionReport, Store, StoreError};
+use diagnosis_core::store::{
+    Fence, FenceHold, PoolMetricsTask, RetentionReport, Store, StoreError,
+};
 use diagnosis_core::time::{Clock, HourNumber, RELEVANCE_DAYS, UnixSeconds};
 use diagnosis_format::archive::ArchiveError;
 use diagnosis_format::names::{ObjectKind, daily_index_key, hourly_index_key, manifest_key};
@@ -76,6 +90,63 @@ pub enum ExportError {
     /// the panic's own.
     #[error("signing and compressing a part failed: {0}")]
     SigningThread(String),
+    /// One or more steps of a pass failed; the report says what the pass did all the same
+    /// and which steps failed, and why.
+    #[error("{}", describe_failures(&.0.failures))]
+    StepsFailed(Box<RunReport>),
+}
+
+impl ExportError {
+    /// Whether the pass lost its lock: nothing more may be written.
+    fn lost_lock(&self) -> bool {
+        matches!(self, ExportError::Store(StoreError::LostLock))
+    }
+}
+
+fn describe_failures(failures: &[StepFailure]) -> String {
+    let steps: Vec<String> = failures
+        .iter()
+        .map(|failure| format!("step {}: {}", failure.step.as_str(), failure.error))
+        .collect();
+    format!("export pass failed in {}", steps.join("; "))
+}
+
+/// The isolated steps of a pass (DESIGN §4.2), in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Every closed hour not yet published.
+    Hours,
+    /// `index.txt`, `daily/index.txt` and `index.json`, rewritten from the ledger.
+    Indexes,
+    /// Daily files and the retrieval objects of the deployed apps.
+    Derived,
+    /// Exposure configurations.
+    Configs,
+    /// Database retention.
+    Retention,
+    /// Objects deleted once they have been out of the indexes long enough.
+    Deletions,
+}
+
+impl Step {
+    /// The value of the `step` label of `exporter_step_failures_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Hours => "hours",
+            Step::Indexes => "indexes",
+            Step::Derived => "derived",
+            Step::Configs => "configs",
+            Step::Retention => "retention",
+            Step::Deletions => "deletions",
+        }
+    }
+}
+
+/// A step that failed, and why (the error's text: no key material, DESIGN §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    pub step: Step,
+    pub error: String,
 }
 
 /// A pass's result once its lock is released: the pass's own error explains more than a
@@ -113,6 +184,8 @@ pub struct RunReport {
     /// Retrieval objects for the deployed apps rebuilt (§4.3).
     pub retrieval_objects: usize,
     pub refused_configs: Vec<RefusedConfig>,
+    /// The steps that failed; the pass then fails with [`ExportError::StepsFailed`].
+    pub failures: Vec<StepFailure>,
 }
 
 /// The result of [`Exporter::run_once`].
@@ -131,6 +204,8 @@ pub struct Exporter {
     settings: ExportSettings,
     signing: SigningKeys,
     padding: Option<Padding>,
+    /// The fence of the pass at work, if any: every write is checked against it.
+    fence: std::sync::Mutex<Option<Fence>>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -168,6 +243,7 @@ impl Exporter {
             settings,
             signing,
             padding,
+            fence: std::sync::Mutex::new(None),
         })
     }
 
@@ -185,9 +261,8 @@ impl Exporter {
         self.store.spawn_pool_metrics()
     }
 
-    /// One full pass: retention, exposure configurations, every closed hour not
-    /// yet published (in order), every completed day, then the indexes. Skips
-    /// when another exporter is at work.
+    /// One full pass (the steps of [`Step`], in order). Skips when another exporter is at
+    /// work; fails with [`ExportError::StepsFailed`] when a step failed.
     pub async fn run_once(&self) -> Result<RunOutcome, ExportError> {
         let started = std::time::Instant::now();
         let region = self.settings.export_region.as_str().to_owned();
@@ -199,7 +274,9 @@ impl Exporter {
             self.record_export_lag(&region).await;
             return Ok(RunOutcome::Skipped);
         };
+        self.set_fence(Some(lock.fence().clone()));
         let result = self.run_locked(&region).await;
+        self.set_fence(None);
         let result = after_release(result, lock.release().await);
         let outcome = if result.is_ok() {
             "completed"
@@ -241,30 +318,141 @@ impl Exporter {
             .set(last_closed.since(last_published).max(0) as f64);
     }
 
+    fn set_fence(&self, fence: Option<Fence>) {
+        match self.fence.lock() {
+            Ok(mut current) => *current = fence,
+            Err(poisoned) => *poisoned.into_inner() = fence,
+        }
+    }
+
+    /// Opens a [`FenceHold`] for the pass at work: fails with [`StoreError::LostLock`] when
+    /// the pass no longer holds the lock (or none is at work).
+    pub(super) async fn hold_fence(&self) -> Result<FenceHold, ExportError> {
+        let fence = match self.fence.lock() {
+            Ok(fence) => fence.clone(),
+            Err(_) => None,
+        };
+        let fence = fence.ok_or(StoreError::LostLock)?;
+        Ok(self.store.hold_fence(&fence).await?)
+    }
+
+    /// Writes one object while the pass provably holds the lock (a [`FenceHold`]).
+    pub(super) async fn put_fenced(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        kind: ObjectKind,
+    ) -> Result<(), ExportError> {
+        let hold = self.hold_fence().await?;
+        self.bucket.put(key, bytes, kind).await?;
+        hold.commit().await?;
+        Ok(())
+    }
+
+    /// Records a step's outcome: a failure is logged, counted and kept in the report. Returns
+    /// `false` when the pass must stop because it lost its lock.
+    fn settle(&self, step: Step, result: Result<(), ExportError>, report: &mut RunReport) -> bool {
+        let Err(error) = result else {
+            return true;
+        };
+        let lost_lock = error.lost_lock();
+        tracing::error!(step = step.as_str(), error = %error, "export step failed");
+        metrics::counter!("exporter_step_failures_total", "step" => step.as_str()).increment(1);
+        report.failures.push(StepFailure {
+            step,
+            error: error.to_string(),
+        });
+        !lost_lock
+    }
+
     async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
         let now = self.clock.now();
-        let now_unix = UnixSeconds::from(now);
-        let mut report = RunReport {
-            retention: self
-                .store
-                .purge_expired(now, self.settings.retention)
-                .await?,
-            ..RunReport::default()
-        };
+        let mut report = RunReport::default();
+        let finished = self.run_steps(region, now, &mut report).await;
+        if !report.failures.is_empty() {
+            if !finished {
+                tracing::error!("the pass lost the exporter lock and stopped");
+            }
+            return Err(ExportError::StepsFailed(Box::new(report)));
+        }
+        tracing::info!(
+            hours = report.hours.len(),
+            days = report.days.len(),
+            files = report.files,
+            keys = report.keys,
+            bytes = report.bytes,
+            deleted_objects = report.deleted_objects,
+            refused_configs = report.refused_configs.len(),
+            "export run completed"
+        );
+        Ok(report)
+    }
 
-        // Objects that left the indexes in an earlier pass (index first, object later).
-        for key in self.store.exports_to_delete(region, now).await? {
-            self.bucket.delete(&key).await?;
-            self.store.mark_deleted(&key, now).await?;
-            report.deleted_objects += 1;
+    /// Runs the steps in order (DESIGN §4.2); returns `false` when the pass stopped early
+    /// because it lost its lock.
+    async fn run_steps(
+        &self,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut RunReport,
+    ) -> bool {
+        // (1) Every closed hour, then the indexes, whatever happened before.
+        let result = self.publish_hours(region, now, report).await;
+        if !self.settle(Step::Hours, result, report) {
+            return false;
+        }
+        let result = self.write_indexes(region, now).await;
+        let indexed = result.is_ok();
+        if !self.settle(Step::Indexes, result, report) {
+            return false;
         }
 
+        // (2) Daily and retrieval files, then the indexes again when they changed.
+        let result = self.publish_derived(region, now, report).await;
+        if !self.settle(Step::Derived, result, report) {
+            return false;
+        }
+        if !report.days.is_empty() || !indexed {
+            let result = self.write_indexes(region, now).await;
+            if !self.settle(Step::Indexes, result, report) {
+                return false;
+            }
+        }
+
+        // (3) Configurations, retention, deletions.
         if let Some(dir) = &self.settings.exposure_config_dir {
-            let (published, refused) = self.publish_exposure_configs(dir).await?;
-            report.configs_published = published;
-            report.refused_configs = refused;
+            let result = self
+                .publish_exposure_configs(dir)
+                .await
+                .map(|(published, refused)| {
+                    report.configs_published = published;
+                    report.refused_configs = refused;
+                });
+            if !self.settle(Step::Configs, result, report) {
+                return false;
+            }
         }
+        let result = self
+            .store
+            .purge_expired(now, self.settings.retention)
+            .await
+            .map(|retention| report.retention = retention)
+            .map_err(ExportError::from);
+        if !self.settle(Step::Retention, result, report) {
+            return false;
+        }
+        let result = self.delete_unindexed(region, now, report).await;
+        self.settle(Step::Deletions, result, report)
+    }
 
+    /// Step (1): every closed hour not yet published, in order.
+    async fn publish_hours(
+        &self,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut RunReport,
+    ) -> Result<(), ExportError> {
+        let now_unix = UnixSeconds::from(now);
         let hourly = WindowKind::Hourly.as_str();
         let last_published_hour = self
             .store
@@ -291,50 +479,101 @@ impl Exporter {
         )
         .collect();
         let windows: Vec<Window> = hours.iter().copied().map(Window::hour).collect();
-        self.publish_all(&windows, &mut report).await?;
+        self.publish_all(&windows, report).await?;
         report.hours = hours.iter().map(|hour| hour.get()).collect();
+        Ok(())
+    }
 
+    /// Step (2): the daily file of every complete day not yet published, and the retrieval
+    /// objects that are out of date. Each window is published on its own, so one that fails
+    /// does not keep the others back.
+    async fn publish_derived(
+        &self,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut RunReport,
+    ) -> Result<(), ExportError> {
+        let now_unix = UnixSeconds::from(now);
         let hourly_indexed = self
             .store
-            .indexed_exports(region, hourly, oldest_indexed_hour(now_unix).start())
+            .indexed_exports(
+                region,
+                WindowKind::Hourly.as_str(),
+                oldest_indexed_hour(now_unix).start(),
+            )
             .await?;
-        if let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) {
-            let first_hour = UnixSeconds::new(first.start_ts).hour();
-            let last_hour = UnixSeconds::new(last.start_ts).hour();
-            let mut days = Vec::new();
-            for day in complete_days(now_unix, first_hour, last_hour) {
-                if !self
-                    .store
-                    .is_published(region, WindowKind::Daily.as_str(), day.start())
-                    .await?
-                {
-                    days.push(day);
+        let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) else {
+            return Ok(());
+        };
+        let first_hour = UnixSeconds::new(first.start_ts).hour();
+        let last_hour = UnixSeconds::new(last.start_ts).hour();
+        let mut windows = Vec::new();
+        for day in complete_days(now_unix, first_hour, last_hour) {
+            if !self
+                .store
+                .is_published(region, WindowKind::Daily.as_str(), day.start())
+                .await?
+            {
+                windows.push(Window::day(day));
+            }
+        }
+        let retrieval = self
+            .stale_retrieval(now_unix.day(), first_hour, last_hour)
+            .await?;
+        windows.extend(retrieval);
+        let mut first_error = None;
+        for window in windows {
+            match self.publish_all(&[window], report).await {
+                Ok(()) => match window.kind {
+                    WindowKind::Daily => report.days.push(window.first_hour.day().get()),
+                    WindowKind::RetrieveDay | WindowKind::RetrieveBundle => {
+                        report.retrieval_objects += 1;
+                    }
+                    WindowKind::Hourly => {}
+                },
+                Err(e) if e.lost_lock() => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        kind = window.kind.as_str(),
+                        start = window.start().get(),
+                        error = %e,
+                        "a derived file could not be published"
+                    );
+                    first_error.get_or_insert(e);
                 }
             }
-            // The days and the retrieval objects go through one pipeline: both are merged
-            // from the hourly files published above, and none of them needs another.
-            let mut windows: Vec<Window> = days.iter().copied().map(Window::day).collect();
-            let retrieval = self
-                .stale_retrieval(now_unix.day(), first_hour, last_hour)
-                .await?;
-            report.retrieval_objects = retrieval.len();
-            windows.extend(retrieval);
-            self.publish_all(&windows, &mut report).await?;
-            report.days = days.iter().map(|day| day.get()).collect();
         }
+        first_error.map_or(Ok(()), Err)
+    }
 
-        self.write_indexes(region, now).await?;
-        tracing::info!(
-            hours = report.hours.len(),
-            days = report.days.len(),
-            files = report.files,
-            keys = report.keys,
-            bytes = report.bytes,
-            deleted_objects = report.deleted_objects,
-            refused_configs = report.refused_configs.len(),
-            "export run completed"
-        );
-        Ok(report)
+    /// Step (3): deletes the objects that left the indexes long enough ago (index first,
+    /// object later), each under the fence. A refused delete is retried by the next pass; the
+    /// others go on.
+    async fn delete_unindexed(
+        &self,
+        region: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        report: &mut RunReport,
+    ) -> Result<(), ExportError> {
+        let mut first_error = None;
+        for key in self.store.exports_to_delete(region, now).await? {
+            let deleted = async {
+                let hold = self.hold_fence().await?;
+                self.bucket.delete(&key).await?;
+                hold.mark_deleted(&key, now).await?;
+                hold.commit().await?;
+                Ok::<(), ExportError>(())
+            }
+            .await;
+            match deleted {
+                Ok(()) => report.deleted_objects += 1,
+                Err(e) if e.lost_lock() => return Err(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Publishes `windows` in order, as two concurrent steps joined by a one-part queue: one
@@ -366,9 +605,9 @@ impl Exporter {
                 records.push(self.upload_job(job).await?);
                 if last {
                     // The ledger is written after every part of the window is uploaded.
-                    self.store
-                        .record_exports(&records, self.clock.now())
-                        .await?;
+                    let hold = self.hold_fence().await?;
+                    hold.record_exports(&records, self.clock.now()).await?;
+                    hold.commit().await?;
                     for record in records.drain(..) {
                         report.files += 1;
                         report.keys += record.key_count;
@@ -383,8 +622,9 @@ impl Exporter {
         uploaded.and(rendered)
     }
 
-    /// Rewrites the indexes from the ledger, then marks the files that fell out
-    /// of the 14-day window as unindexed (their objects go in a later pass).
+    /// Rewrites the indexes from the ledger, then marks the files that fell out of the 14-day
+    /// window as unindexed (their objects go later), all under one [`FenceHold`]: no successor
+    /// can write an index between these writes, and none of them happens once the lock is lost.
     async fn write_indexes(
         &self,
         region: &str,
@@ -393,6 +633,8 @@ impl Exporter {
         let now_unix = UnixSeconds::from(now);
         let hourly_since = oldest_indexed_hour(now_unix).start();
         let daily_since = now_unix.day().plus(-RELEVANCE_DAYS).start();
+        let hold = self.hold_fence().await?;
+        // Read under the hold: a predecessor's last ledger rows are committed by now.
         let hourly = self
             .store
             .indexed_exports(region, WindowKind::Hourly.as_str(), hourly_since)
@@ -422,17 +664,15 @@ impl Exporter {
                 ObjectKind::Manifest,
             )
             .await?;
-        self.store
-            .mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
+        hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
             .await?;
-        self.store
-            .mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
+        hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
             .await?;
         // The apps' per-day objects go with the daily files (the edge answers
         // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
-        self.store
-            .mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
+        hold.mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
             .await?;
+        hold.commit().await?;
         Ok(())
     }
 }

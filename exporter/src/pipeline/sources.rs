@@ -140,46 +140,45 @@ impl Exporter {
         memory: &Arc<Semaphore>,
     ) -> Result<Bytes, ExportError> {
         let key = &record.object_key;
-        let repaired = async {
-            let (zip, object_kind) = self.rebuild(record, memory).await?;
-            if !matches_ledger(record, &zip)? {
-                return Err(format!(
-                    "rebuilding it from the database gave other bytes ({} bytes, SHA-256 {})",
-                    zip.len(),
-                    hex::encode(Sha256::digest(&zip))
-                )
-                .into());
+        let reason = match self.rebuild(record, memory).await {
+            Ok((zip, object_kind)) if matches_ledger(record, &zip)? => {
+                let zip = Bytes::from(zip);
+                match self.put_fenced(key, zip.clone(), object_kind).await {
+                    Ok(()) => {
+                        let kind = source_kind(record);
+                        tracing::warn!(
+                            object = %key,
+                            kind,
+                            "a source of a derived file {problem}; rebuilt it from the database with the bytes its ledger row records and uploaded it again"
+                        );
+                        metrics::counter!("exporter_sources_repaired_total", "kind" => kind)
+                            .increment(1);
+                        return Ok(zip);
+                    }
+                    Err(error) if error.lost_lock() => return Err(error),
+                    Err(error) => error.to_string(),
+                }
             }
-            let zip = Bytes::from(zip);
-            self.bucket.put(key, zip.clone(), object_kind).await?;
-            Ok::<Bytes, RepairError>(zip)
-        }
-        .await;
-        match repaired {
-            Ok(zip) => {
-                let kind = source_kind(record);
-                tracing::warn!(
-                    object = %key,
-                    kind,
-                    "a source of a derived file {problem}; rebuilt it from the database with the bytes its ledger row records and uploaded it again"
-                );
-                metrics::counter!("exporter_sources_repaired_total", "kind" => kind).increment(1);
-                Ok(zip)
-            }
-            Err(RepairError(reason)) => {
-                tracing::error!(
-                    object = %key,
-                    %reason,
-                    "a source of a derived file {problem} and could not be rebuilt with the bytes its ledger row records; files derived from it are not published"
-                );
-                metrics::counter!("exporter_source_repair_failures_total").increment(1);
-                Err(ExportError::SourceNotRepaired {
-                    key: key.clone(),
-                    problem,
-                    reason,
-                })
-            }
-        }
+            Ok((zip, _)) => format!(
+                "rebuilding it from the database gave other bytes ({} bytes, SHA-256 {})",
+                zip.len(),
+                hex::encode(Sha256::digest(&zip))
+            ),
+            // A pass that lost its lock stops at once: that is not a failure to repair.
+            Err(error) if error.lost_lock() => return Err(error),
+            Err(error) => error.to_string(),
+        };
+        tracing::error!(
+            object = %key,
+            %reason,
+            "a source of a derived file {problem} and could not be rebuilt with the bytes its ledger row records; files derived from it are not published"
+        );
+        metrics::counter!("exporter_source_repair_failures_total").increment(1);
+        Err(ExportError::SourceNotRepaired {
+            key: key.clone(),
+            problem,
+            reason,
+        })
     }
 
     /// The bytes and kind of the object of `record`, rendered again as it was published: its
@@ -244,26 +243,5 @@ fn source_kind(record: &ExportRecord) -> &'static str {
         WindowKind::Daily.as_str()
     } else {
         WindowKind::Hourly.as_str()
-    }
-}
-
-/// Why a repair failed, as the error names it.
-struct RepairError(String);
-
-impl From<String> for RepairError {
-    fn from(reason: String) -> RepairError {
-        RepairError(reason)
-    }
-}
-
-impl From<ExportError> for RepairError {
-    fn from(error: ExportError) -> RepairError {
-        RepairError(error.to_string())
-    }
-}
-
-impl From<crate::storage::StorageError> for RepairError {
-    fn from(error: crate::storage::StorageError) -> RepairError {
-        RepairError(error.to_string())
     }
 }

@@ -576,8 +576,7 @@ impl Exporter {
             zip,
             record,
         } = self.seal(job).await?;
-        self.bucket
-            .put(&record.object_key, Bytes::from(zip), object_kind)
+        self.put_fenced(&record.object_key, Bytes::from(zip), object_kind)
             .await?;
         metrics::counter!("exporter_files_published_total", "kind" => kind).increment(1);
         metrics::counter!("exporter_keys_published_total", "kind" => kind)

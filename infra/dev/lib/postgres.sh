@@ -6,6 +6,8 @@
 #   port="$(pg_free_port)"      # a port in 20000-40000 that nothing listens on
 #   pg_start DIR PORT           # initdb DIR/data (once) and start; returns when it accepts connections
 #   pg_stop DIR                 # stop it (immediately: the data is disposable)
+#   pg_restart DIR              # pg_ctl restart -m fast -w: what an operator's restart does
+#   pg_setting DIR 'name = v'   # add a line to postgresql.conf (read at the next (re)start)
 #   pg_enable_tls DIR PORT      # a started cluster then accepts only TLS on TCP (restarts it)
 #
 # The cluster trusts every local connection (user `postgres`, no password), listens only on
@@ -200,6 +202,29 @@ hostnossl all       all   0.0.0.0/0     reject
 EOF
     pg_stop "$dir"
     pg_start "$dir" "$port"
+}
+
+# pg_restart DIR: restarts the cluster in DIR (started with pg_start) as an operator would: a fast
+# shutdown (sessions are ended, open transactions roll back, a checkpoint is written), then a
+# start on the same port; returns when it accepts connections again. pg_ctl restart reads the
+# options of the last start from postmaster.opts; the log is named again so that the new server
+# does not write to pg_ctl's own output.
+pg_restart() {
+    local dir="$1"
+    _pg_find_bin || { _pg_log "pg_restart: call pg_ensure_binaries first"; return 1; }
+    if ! _pg_run "$PG_BIN/pg_ctl" --pgdata="$dir/data" --log="$dir/postgres.log" --mode=fast \
+        --wait --timeout=60 --silent restart >/dev/null; then
+        _pg_log "PostgreSQL did not restart; its log ($dir/postgres.log) ends with:"
+        tail -n 20 "$dir/postgres.log" >&2 2>/dev/null || true
+        return 1
+    fi
+}
+
+# pg_setting DIR LINE: appends LINE (`name = value`, quoted for postgresql.conf) to the cluster's
+# postgresql.conf, where it overrides earlier lines from the next start or restart on.
+pg_setting() {
+    local dir="$1" line="$2"
+    printf '%s\n' "$line" | _pg_run tee -a "$dir/data/postgresql.conf" >/dev/null
 }
 
 # pg_stop DIR: stops the cluster in DIR if it runs. Never fails.

@@ -292,7 +292,7 @@ async fn privileges(db: &TestDatabase) -> String {
         .collect()
 }
 
-/// The grants of `sql/V4__roles.sql`. A change here is a change of the security boundary.
+/// The grants of `sql/V4__roles.sql` and of the migrations after it. A change here is a change of the security boundary.
 const EXPECTED_PRIVILEGES: &str = "\
 diagnosis_keys diagnosis_exporter: DELETE SELECT
 diagnosis_keys diagnosis_submit: INSERT SELECT(key_data)
@@ -302,6 +302,8 @@ encryption_keys_id_seq diagnosis_exporter: -
 encryption_keys_id_seq diagnosis_submit: -
 events diagnosis_exporter: INSERT SELECT UPDATE
 events diagnosis_submit: INSERT SELECT UPDATE
+exporter_fence diagnosis_exporter: INSERT SELECT UPDATE
+exporter_fence diagnosis_submit: -
 exporter_secrets diagnosis_exporter: INSERT SELECT
 exporter_secrets diagnosis_submit: -
 exports diagnosis_exporter: INSERT SELECT UPDATE

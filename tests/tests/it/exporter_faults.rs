@@ -1,0 +1,214 @@
+//! Publication that survives faults (DESIGN §4.2): a pass runs isolated steps,
+//! publication first, so a blocked retention, a bucket that refuses deletes or a
+//! corrupt object never keeps new hours from being indexed; and the exporter lock is
+//! fenced, so a pass that lost its lock session writes nothing more while a
+//! successor publishes.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use chrono::Duration;
+use diagnosis_core::store::{Store, StoreConfig};
+use diagnosis_core::time::{hour_number, interval_number};
+use diagnosis_exporter::pipeline::{ExportError, Exporter, RunReport, Step};
+use diagnosis_exporter::storage::Bucket;
+use diagnosis_format::names::ObjectKind;
+use diagnosis_tests::app::test_start_time;
+use diagnosis_tests::export::{ExportHarness, key, test_signing_keys};
+use diagnosis_tests::failing_store::FailingStore;
+
+fn hour_key(hour: i64) -> String {
+    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
+}
+
+/// The report of a pass that must have failed in some steps, and those steps.
+fn failed_steps(result: Result<impl std::fmt::Debug, ExportError>) -> (RunReport, Vec<Step>) {
+    match result {
+        Err(ExportError::StepsFailed(report)) => {
+            let steps = report.failures.iter().map(|f| f.step).collect();
+            (*report, steps)
+        }
+        other => panic!("expected a pass with failed steps, got {other:?}"),
+    }
+}
+
+/// The last closed hour at the harness's time (no grace in the test settings).
+fn last_closed_hour(h: &ExportHarness) -> i64 {
+    hour_number(h.now().timestamp()) - 1
+}
+
+#[tokio::test]
+async fn a_lock_held_on_the_retention_tables_keeps_no_new_hour_from_being_indexed() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    h.run().await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1)]).await;
+    h.advance(Duration::hours(3));
+
+    // A transaction holds the ban table: retention cannot delete from it and runs into the
+    // statement timeout.
+    let blocker = h.db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE failed_key_claim_attempts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let store = Store::connect(&StoreConfig {
+        database_url: h.db.url.clone(),
+        pool_size: 6,
+        statement_timeout: StdDuration::from_secs(1),
+        connect_timeout: StdDuration::from_secs(5),
+        application_name: "diagnosis-exporter-fault-tests",
+    })
+    .unwrap();
+    let exporter = Exporter::new(
+        store,
+        h.bucket.clone(),
+        Arc::new(h.clock.clone()),
+        h.settings.clone(),
+        test_signing_keys(),
+    )
+    .await
+    .unwrap();
+    let (report, steps) = failed_steps(exporter.run_once().await);
+    assert_eq!(steps, vec![Step::Retention], "{:?}", report.failures);
+    assert_eq!(report.hours.len(), 3);
+    let index = h.index("CA/index.txt").await;
+    assert_eq!(index.len(), 4);
+    assert_eq!(index.last(), Some(&hour_key(last_closed_hour(&h))));
+    let verified = h.verify().await;
+    assert!(verified.is_ok(), "{verified}");
+
+    // Once the lock is gone, the next pass completes.
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    h.advance(Duration::minutes(5));
+    h.run().await;
+}
+
+#[tokio::test]
+async fn a_bucket_that_refuses_deletes_keeps_no_new_hour_from_being_indexed() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    h.run().await;
+    let first = hour_key(hour_number(start.timestamp()) - 1);
+    // The first file leaves the index, and stays out of it longer than any deletion delay.
+    h.advance(Duration::days(14) + Duration::hours(1));
+    h.run().await;
+    h.advance(Duration::hours(25));
+
+    let refusing = Bucket::from_store(
+        Arc::new(FailingStore::refusing_deletes(h.test_bucket.store())),
+        "",
+    );
+    let (report, steps) = failed_steps(h.exporter_with(refusing).await.run_once().await);
+    assert_eq!(steps, vec![Step::Deletions], "{:?}", report.failures);
+    assert_eq!(report.hours.len(), 25);
+    assert_eq!(
+        h.index("CA/index.txt").await.last(),
+        Some(&hour_key(last_closed_hour(&h)))
+    );
+    assert!(h.bucket.exists(&first).await.unwrap());
+    let verified = h.verify().await;
+    assert!(verified.is_ok(), "{verified}");
+
+    // With a bucket that deletes again, the object goes.
+    h.advance(Duration::minutes(5));
+    assert!(h.run().await.deleted_objects >= 1);
+    assert!(!h.bucket.exists(&first).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_corrupt_hourly_object_keeps_no_new_hour_from_being_indexed() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 3)]).await;
+    h.run().await;
+    let published = h.index("CA/index.txt").await;
+    // An object of today, which the daily and retrieval files are merged from, is damaged.
+    let damaged = published.last().unwrap().clone();
+    h.bucket
+        .put(
+            &damaged,
+            Bytes::from_static(b"PK\x03\x04 not an export"),
+            ObjectKind::ExportFile,
+        )
+        .await
+        .unwrap();
+
+    // 01:20 tomorrow: today is complete, its daily file is due.
+    h.advance(Duration::hours(10));
+    let result = h.exporter().await.run_once().await;
+    let index = h.index("CA/index.txt").await;
+    assert_eq!(index.len(), published.len() + 10);
+    assert_eq!(index.last(), Some(&hour_key(last_closed_hour(&h))));
+    // Whatever the derived files made of the damage, only they can have failed.
+    if result.is_err() {
+        let (report, steps) = failed_steps(result);
+        assert!(
+            steps.iter().all(|step| *step == Step::Derived),
+            "{:?}",
+            report.failures
+        );
+        assert_eq!(report.hours.len(), 10);
+    }
+}
+
+#[tokio::test]
+async fn a_pass_that_lost_its_lock_session_writes_nothing_more_and_a_successor_publishes() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 3)]).await;
+    h.run().await;
+    h.advance(Duration::hours(8));
+
+    // The first pass writes slowly; its lock session is terminated in the middle of it.
+    let slow = Arc::new(FailingStore::slow(
+        h.test_bucket.store(),
+        StdDuration::from_millis(300),
+    ));
+    let first = h.exporter_with(Bucket::from_store(slow.clone(), "")).await;
+    let pass = tokio::spawn(async move { first.run_once().await });
+    while slow.writes_started() < 2 {
+        assert!(
+            !pass.is_finished(),
+            "the slow pass ended before its third write"
+        );
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+    let terminated =
+        h.db.client()
+            .await
+            .query(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap();
+    assert_eq!(terminated.len(), 1, "one exporter lock session");
+    let writes_at_termination = slow.writes_started();
+
+    // A second pass takes the lock over and publishes everything.
+    let second = h.run().await;
+    assert!(!second.hours.is_empty());
+    let (report, _) = failed_steps(pass.await.unwrap());
+    let lost = report.failures.last().unwrap();
+    assert!(lost.error.contains("lock was lost"), "{lost:?}");
+    // At most the write already past its fence check lands; nothing after it.
+    assert!(
+        slow.writes_started() <= writes_at_termination + 1,
+        "{} writes after the lock was lost",
+        slow.writes_started() - writes_at_termination
+    );
+
+    // The index names every closed hour (it never went back) and the bucket verifies.
+    let index = h.index("CA/index.txt").await;
+    assert_eq!(index.len(), 9);
+    assert_eq!(index.last(), Some(&hour_key(last_closed_hour(&h))));
+    let verified = h.verify().await;
+    assert!(verified.is_ok(), "{verified}");
+}
