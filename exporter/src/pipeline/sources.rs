@@ -70,9 +70,10 @@ type Rebuild<'a> =
 impl Exporter {
     /// Every source of a derived window verified whole before its merge reads a byte of it:
     /// each object is fetched in one request (one object in memory at a time, never more than
-    /// its recorded size: at most one part), hashed and compared with its ledger row, and repaired when it differs or is
-    /// missing. The merge then holds each read to the digest of the same read of the verified
-    /// bytes ([`Check::Verified`]), so no byte merged differs from the ledger's.
+    /// its recorded size: at most one part), hashed, compared with its ledger row, and repaired
+    /// when it differs or is missing. The merge then holds each read to the digest of the same
+    /// read of the verified bytes ([`Check::Verified`]), so no byte merged differs from the
+    /// ledger's.
     pub(super) async fn verified_sources(
         &self,
         records: &[Vec<ExportRecord>],
