@@ -262,15 +262,24 @@ impl OpenFile {
         }
         let mut file = OpenFile::unread(object);
         let key = file.object.key.clone();
-        let first = file
+        let mut first = file
             .fetch(bucket, chunk)
             .await?
             .ok_or_else(|| unreadable(&key, "the object is empty"))?;
         let entry = read_first_entry(&first).map_err(|e| unreadable(&key, &e.to_string()))?;
-        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
-        if entry.data_end > file.object.bytes || data_start > first.len() {
+        if entry.data_end > file.object.bytes {
             return Err(unreadable(&key, "entry larger than the object"));
         }
+        // A local header longer than the first read (a long extra field; the exporter writes
+        // none) is read on, so that the chunk size never changes what is read.
+        while (first.len() as u64) < entry.data_start {
+            let more = file
+                .fetch(bucket, chunk)
+                .await?
+                .ok_or_else(|| unreadable(&key, "entry larger than the object"))?;
+            first = [first, more].concat().into();
+        }
+        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
         file.data_end = entry.data_end;
         file.expected_crc = entry.crc32;
         file.expected_len = entry.size;
@@ -953,5 +962,39 @@ mod tests {
             error.ends_with("is not the one its ledger row records"),
             "{error}"
         );
+    }
+
+    /// Regression: a local header whose extra field ran past the first read failed at small
+    /// chunk sizes and not at the production one (the `derive_reader` fuzz target's corpus,
+    /// `regression-long-extra-field`). The chunk size never changes what is read.
+    #[tokio::test]
+    async fn a_long_extra_field_reads_the_same_at_every_chunk_size() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 20, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 100).await;
+        let zip = bucket.get(&objects[0].key).await.unwrap().unwrap();
+        // The local header's extra field length (offset 28) and 128 bytes of extra field
+        // after the name: the central directory is left pointing nowhere, which the reader
+        // never looks at.
+        let name_end = 30 + usize::from(u16::from_le_bytes([zip[26], zip[27]]));
+        let mut long = zip[..name_end].to_vec();
+        long[28..30].copy_from_slice(&128_u16.to_le_bytes());
+        long.extend_from_slice(&[0xe9; 128]);
+        long.extend_from_slice(&zip[name_end..]);
+        bucket
+            .put(
+                "CA/long.zip",
+                Bytes::from(long.clone()),
+                ObjectKind::ExportFile,
+            )
+            .await
+            .unwrap();
+        let object = source("CA/long.zip", &long, 20);
+        let mut expected = a.clone();
+        expected.sort_unstable_by(DiagnosisKey::canonical_cmp);
+        for chunk in [1, 8, 64, CHUNK_BYTES] {
+            let merged = MergedFiles::with_chunk(&bucket, vec![vec![object.clone()]], None, chunk);
+            assert!(drain(merged).await == expected, "chunk {chunk}");
+        }
     }
 }
