@@ -49,8 +49,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt,
-    PutOptions, PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, ClientConfigKey, GetOptions, GetRange, ObjectStore,
+    ObjectStoreExt, PutOptions, PutPayload, RetryConfig,
 };
 
 /// Why a bucket could not be opened or an object could not be read or written. Messages name
@@ -289,6 +289,43 @@ impl Bucket {
             .get_range(&path, range)
             .await
             .map_err(|error| self.request_error("get", key, &error))
+    }
+
+    /// The bytes `range` of the object at `key` and the size of the whole object, or `None`
+    /// when it does not exist: a reader that checks an object against its recorded size learns
+    /// it from the same request. The range must start within the object; it ends at the
+    /// object's end at the latest.
+    pub async fn get_range_and_size(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<(Bytes, u64)>, StorageError> {
+        let path = object_path(key)?;
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let result = match self.store.get_opts(&path, options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.request_error("get", key, &error)),
+        };
+        let size = result.meta.size;
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|error| self.request_error("get", key, &error))?;
+        Ok(Some((bytes, size)))
+    }
+
+    /// The size of the object at `key`, or `None` when it does not exist.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = object_path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.request_error("head", key, &error)),
+        }
     }
 
     /// Whether an object exists at `key`.

@@ -6,13 +6,21 @@
 //!
 //! A source is read in chunks of [`CHUNK_BYTES`] with ranged reads and inflated as it goes:
 //! memory is a few hundred kilobytes per source, whatever the size of the files. Only files the
-//! exporter wrote itself are read, at the sizes its ledger recorded; anything unexpected in
-//! them is an error, never a guess.
+//! exporter wrote itself are read, and every byte read is checked against the file's ledger row
+//! (DESIGN §4.2: a derived file is merged only from objects whose bytes match the ledger's
+//! SHA-256), in one of two ways ([`Check`]): hashed as it is read, the tail after `export.bin`
+//! included, and compared once the object's last byte is in; or compared read by read with the
+//! digests of bytes already verified whole (module `sources`). Anything unexpected — a size, a
+//! digest, a key count the ledger does not record, a malformed field — is an error, never a
+//! guess.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
 use std::num::NonZeroU64;
+use std::ops::Range;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::ExportRecord;
 use diagnosis_core::time;
@@ -20,6 +28,7 @@ use diagnosis_format::archive::read_first_entry;
 use diagnosis_proto::EXPORT_BIN_HEADER;
 use diagnosis_proto::export_bin::{self, KeyFields};
 use flate2::{Decompress, FlushDecompress, Status};
+use sha2::{Digest, Sha256};
 
 use super::ExportError;
 use crate::storage::Bucket;
@@ -27,25 +36,101 @@ use crate::storage::Bucket;
 /// Bytes fetched per ranged read.
 pub const CHUNK_BYTES: u64 = 64 * 1024;
 
+/// The first read of an object is at least this long, whatever the chunk size: enough for the
+/// zip's local header and the name `export.bin`.
+const FIRST_READ_MIN: u64 = 64;
+
 /// Why a published file could not be read back.
 fn unreadable(key: &str, what: &str) -> ExportError {
     ExportError::Derive(format!("{key}: {what}"))
 }
 
-/// One object to read: its key and its size in bytes.
+/// The bytes that read number `index` of an object of `size` bytes fetches, in chunks of
+/// `chunk`, or `None` past the object's end. Every reader of a source follows this one plan, so
+/// the digest of each read taken when an object is verified whole is the digest of the same
+/// read during the merge.
+pub(super) fn read_range(index: u64, chunk: u64, size: u64) -> Option<Range<u64>> {
+    let first = chunk.max(FIRST_READ_MIN);
+    if index == 0 {
+        return Some(0..first.min(size));
+    }
+    let start = (index - 1).checked_mul(chunk)?.checked_add(first)?;
+    (start < size).then(|| start..start.saturating_add(chunk).min(size))
+}
+
+/// The SHA-256 of each read of `object` ([`read_range`]), in order.
+pub(super) fn read_digests(object: &[u8], chunk: u64) -> Vec<[u8; 32]> {
+    let size = object.len() as u64;
+    (0..)
+        .map_while(|index| read_range(index, chunk, size))
+        .map(|range| {
+            let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+            let end = usize::try_from(range.end).unwrap_or(usize::MAX);
+            Sha256::digest(object.get(start..end).unwrap_or_default()).into()
+        })
+        .collect()
+}
+
+/// How the bytes of a source are checked against its ledger row while the merge reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Hashed as they are read; the object is read to its last byte (the `export.sig` entry
+    /// and the central directory, which the merge does not need, included) and its SHA-256
+    /// compared with the ledger's before the merge moves past it. The merge must therefore
+    /// publish nothing before every source is read to its end.
+    Streaming,
+    /// The object was verified whole before the merge: these are the SHA-256 of each of its
+    /// reads, and a read that differs (the object changed since) is an error at once.
+    Verified(Arc<[[u8; 32]]>),
+}
+
+/// One object to read, with what its ledger row says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct SourceObject {
     pub key: String,
     pub bytes: u64,
+    pub sha256: [u8; 32],
+    /// More keys than this in the object is an error (the merge of a window stays within the
+    /// sum of its sources' counts).
+    pub max_keys: u64,
+    pub check: Check,
 }
 
-impl From<&ExportRecord> for SourceObject {
-    fn from(record: &ExportRecord) -> SourceObject {
-        SourceObject {
+impl SourceObject {
+    /// The object of a ledger row, to be checked as `check` says.
+    pub(super) fn of_record(
+        record: &ExportRecord,
+        check: Check,
+    ) -> Result<SourceObject, ExportError> {
+        let sha256 = ledger_sha256(record)?;
+        Ok(SourceObject {
             key: record.object_key.clone(),
-            bytes: u64::try_from(record.bytes).unwrap_or(0),
-        }
+            bytes: ledger_bytes(record)?,
+            sha256,
+            max_keys: u64::try_from(record.key_count).map_err(|_| {
+                unreadable(&record.object_key, "the ledger's key count is negative")
+            })?,
+            check,
+        })
     }
+}
+
+/// The SHA-256 a ledger row records (lowercase hex in the ledger).
+pub(super) fn ledger_sha256(record: &ExportRecord) -> Result<[u8; 32], ExportError> {
+    let mut sha256 = [0_u8; 32];
+    hex::decode_to_slice(&record.sha256, &mut sha256).map_err(|_| {
+        unreadable(
+            &record.object_key,
+            "the ledger's sha256 is not 64 hexadecimal digits",
+        )
+    })?;
+    Ok(sha256)
+}
+
+/// The size a ledger row records.
+pub(super) fn ledger_bytes(record: &ExportRecord) -> Result<u64, ExportError> {
+    u64::try_from(record.bytes)
+        .map_err(|_| unreadable(&record.object_key, "the ledger's size is negative"))
 }
 
 /// The keys of one or more published files read one after the other (the parts of one window,
@@ -60,11 +145,13 @@ struct FileKeys {
 /// The state of the file being read.
 struct OpenFile {
     object: SourceObject,
-    /// Next byte of the object to fetch.
-    offset: u64,
+    /// The number of the next read ([`read_range`]).
+    next_read: u64,
+    /// Every byte before this one has been fetched and checked.
+    fetched: u64,
     /// Where the deflated `export.bin` ends in the object.
     data_end: u64,
-    input: bytes::Bytes,
+    input: Bytes,
     input_pos: usize,
     inflate: Decompress,
     inflated_all: bool,
@@ -75,6 +162,10 @@ struct OpenFile {
     out: Vec<u8>,
     out_pos: usize,
     header_checked: bool,
+    /// The SHA-256 of the bytes fetched so far ([`Check::Streaming`]).
+    digest: Sha256,
+    /// Keys parsed so far.
+    keys: u64,
 }
 
 /// One protobuf field read from the inflated bytes.
@@ -84,6 +175,21 @@ enum Field {
 }
 
 impl FileKeys {
+    /// Checks the bytes of this source that no key was taken from yet — the rest of the open
+    /// file and every file after it — without inflating them: for a merge that stops early
+    /// (a retrieval object at the platform ceiling) yet must check every source to its end.
+    async fn check_rest(&mut self) -> Result<(), ExportError> {
+        if let Some(mut file) = self.current.take() {
+            file.finish(&self.bucket, self.chunk).await?;
+        }
+        while let Some(object) = self.pending.pop_front() {
+            OpenFile::unread(object)
+                .finish(&self.bucket, self.chunk)
+                .await?;
+        }
+        Ok(())
+    }
+
     fn new(bucket: Bucket, objects: Vec<SourceObject>, chunk: u64) -> FileKeys {
         FileKeys {
             bucket,
@@ -110,6 +216,7 @@ impl FileKeys {
                     if file.out_pos != file.out.len() {
                         return Err(unreadable(&file.object.key, "export.bin ends mid-field"));
                     }
+                    file.finish(&self.bucket, self.chunk).await?;
                     self.current = None;
                 }
                 None => file.inflate_more(&self.bucket, self.chunk).await?,
@@ -119,46 +226,110 @@ impl FileKeys {
 }
 
 impl OpenFile {
+    /// An object of which nothing is read yet.
+    fn unread(object: SourceObject) -> OpenFile {
+        OpenFile {
+            object,
+            next_read: 0,
+            fetched: 0,
+            data_end: 0,
+            input: Bytes::new(),
+            input_pos: 0,
+            inflate: Decompress::new(false),
+            inflated_all: false,
+            crc: libdeflater::Crc::new(),
+            expected_crc: 0,
+            expected_len: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            header_checked: false,
+            digest: Sha256::new(),
+            keys: 0,
+        }
+    }
+
     /// Reads the zip's local header, which must be the exporter's own: `export.bin`, deflated.
     async fn open(
         bucket: &Bucket,
         object: SourceObject,
         chunk: u64,
     ) -> Result<OpenFile, ExportError> {
-        let first = bucket
-            .get_range(&object.key, 0..object.bytes.min(chunk.max(64)))
-            .await?;
-        let entry =
-            read_first_entry(&first).map_err(|e| unreadable(&object.key, &e.to_string()))?;
-        let data_end = entry.data_end;
-        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
-        if data_end > object.bytes || data_start > first.len() {
-            return Err(unreadable(&object.key, "entry larger than the object"));
+        if object.bytes == 0 {
+            return Err(unreadable(
+                &object.key,
+                "the ledger records an empty object",
+            ));
         }
-        let expected_crc = entry.crc32;
-        let expected_len = entry.size;
-        let fetched = first.len() as u64;
-        let input = first.slice(
-            data_start
-                ..first
-                    .len()
-                    .min(usize::try_from(data_end).unwrap_or(usize::MAX)),
-        );
-        Ok(OpenFile {
-            object,
-            offset: fetched.min(data_end),
-            data_end,
-            input,
-            input_pos: 0,
-            inflate: Decompress::new(false),
-            inflated_all: false,
-            crc: libdeflater::Crc::new(),
-            expected_crc,
-            expected_len,
-            out: Vec::new(),
-            out_pos: 0,
-            header_checked: false,
-        })
+        let mut file = OpenFile::unread(object);
+        let key = file.object.key.clone();
+        let mut first = file
+            .fetch(bucket, chunk)
+            .await?
+            .ok_or_else(|| unreadable(&key, "the object is empty"))?;
+        let entry = read_first_entry(&first).map_err(|e| unreadable(&key, &e.to_string()))?;
+        if entry.data_end > file.object.bytes {
+            return Err(unreadable(&key, "entry larger than the object"));
+        }
+        // A local header longer than the first read (a long extra field; the exporter writes
+        // none) is read on, so that the chunk size never changes what is read.
+        while (first.len() as u64) < entry.data_start {
+            let more = file
+                .fetch(bucket, chunk)
+                .await?
+                .ok_or_else(|| unreadable(&key, "entry larger than the object"))?;
+            first = [first, more].concat().into();
+        }
+        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
+        file.data_end = entry.data_end;
+        file.expected_crc = entry.crc32;
+        file.expected_len = entry.size;
+        let input_end = first
+            .len()
+            .min(usize::try_from(entry.data_end).unwrap_or(usize::MAX));
+        file.input = first.slice(data_start..input_end);
+        Ok(file)
+    }
+
+    /// The next read of the object ([`read_range`]), checked as [`Check`] says, or `None` after
+    /// its last byte. The object must still have the size the ledger records.
+    async fn fetch(&mut self, bucket: &Bucket, chunk: u64) -> Result<Option<Bytes>, ExportError> {
+        let Some(range) = read_range(self.next_read, chunk, self.object.bytes) else {
+            return Ok(None);
+        };
+        let key = &self.object.key;
+        let Some((bytes, size)) = bucket.get_range_and_size(key, range.clone()).await? else {
+            return Err(unreadable(key, "the object is missing"));
+        };
+        if size != self.object.bytes {
+            return Err(unreadable(
+                key,
+                &format!(
+                    "the object has {size} bytes, the ledger records {}",
+                    self.object.bytes
+                ),
+            ));
+        }
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(unreadable(
+                key,
+                "a read returned another length than asked for",
+            ));
+        }
+        match &self.object.check {
+            Check::Streaming => self.digest.update(&bytes),
+            Check::Verified(digests) => {
+                let expected = usize::try_from(self.next_read)
+                    .ok()
+                    .and_then(|index| digests.get(index));
+                let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                if expected != Some(&digest) {
+                    return Err(unreadable(key, "the object changed after it was verified"));
+                }
+            }
+        }
+        self.next_read += 1;
+        self.fetched = range.end;
+        Ok(Some(bytes))
     }
 
     /// Inflates more of `export.bin`, fetching the next chunk when the current one is spent,
@@ -168,13 +339,21 @@ impl OpenFile {
         self.out.drain(..self.out_pos);
         self.out_pos = 0;
         if self.input_pos >= self.input.len() {
-            if self.offset >= self.data_end {
+            let start = self.fetched;
+            if start >= self.data_end {
                 return Err(unreadable(&self.object.key, "deflate stream ends early"));
             }
-            let end = (self.offset + chunk).min(self.data_end);
-            self.input = bucket.get_range(&self.object.key, self.offset..end).await?;
+            let read = self
+                .fetch(bucket, chunk)
+                .await?
+                .ok_or_else(|| unreadable(&self.object.key, "deflate stream ends early"))?;
+            // The read may run past `export.bin` into the rest of the zip: only the deflated
+            // bytes are inflated.
+            let deflated = usize::try_from(self.data_end - start)
+                .unwrap_or(usize::MAX)
+                .min(read.len());
+            self.input = read.slice(..deflated);
             self.input_pos = 0;
-            self.offset = end;
         }
         let before_in = self.inflate.total_in();
         let before_out = self.out.len();
@@ -202,6 +381,24 @@ impl OpenFile {
         Ok(())
     }
 
+    /// After the last key (or when the merge needs no more keys from it): a streamed object is
+    /// read to its end and its SHA-256 compared with the ledger's (a verified one was compared
+    /// whole before the merge began).
+    async fn finish(&mut self, bucket: &Bucket, chunk: u64) -> Result<(), ExportError> {
+        if self.object.check != Check::Streaming {
+            return Ok(());
+        }
+        while self.fetch(bucket, chunk).await?.is_some() {}
+        let digest: [u8; 32] = std::mem::take(&mut self.digest).finalize().into();
+        if digest != self.object.sha256 {
+            return Err(unreadable(
+                &self.object.key,
+                "the object's SHA-256 is not the one its ledger row records",
+            ));
+        }
+        Ok(())
+    }
+
     /// Parses the next field of `export.bin` from the inflated bytes; `None` when they end
     /// before the field does.
     fn parse_field(&mut self) -> Result<Option<Field>, ExportError> {
@@ -219,12 +416,20 @@ impl OpenFile {
             return Ok(None);
         };
         let field = match field {
-            export_bin::Field::Key(body) => Field::Key(
-                export_bin::decode_key(body)
+            export_bin::Field::Key(body) => {
+                let key = export_bin::decode_key(body)
                     .ok()
                     .and_then(|key| diagnosis_key(&key))
-                    .ok_or_else(|| unreadable(&self.object.key, "malformed key"))?,
-            ),
+                    .ok_or_else(|| unreadable(&self.object.key, "malformed key"))?;
+                self.keys += 1;
+                if self.keys > self.object.max_keys {
+                    return Err(unreadable(
+                        &self.object.key,
+                        "more keys than its ledger row records",
+                    ));
+                }
+                Field::Key(key)
+            }
             export_bin::Field::Other => Field::Other,
         };
         self.out_pos += used;
@@ -250,17 +455,27 @@ fn diagnosis_key(key: &KeyFields<'_>) -> Option<DiagnosisKey> {
 /// `chunk_bytes`. `bytes` is the object's size as the ledger recorded it.
 ///
 /// The pipeline only merges; this entry point exists so that the fuzz targets (DESIGN §7) can
-/// hand the reader arbitrary bytes at any chunk size.
+/// hand the reader arbitrary bytes at any chunk size. With no ledger row to hold them to, the
+/// object is checked against the SHA-256 of its own bytes (read once whole), so the reads are
+/// hashed and compared as a merge's are.
 pub async fn read_published_keys(
     bucket: &Bucket,
     key: &str,
     bytes: u64,
     chunk_bytes: NonZeroU64,
 ) -> Result<Vec<DiagnosisKey>, ExportError> {
+    let whole = bucket
+        .get(key)
+        .await?
+        .ok_or_else(|| unreadable(key, "the object is missing"))?;
     let source = vec![SourceObject {
         key: key.to_owned(),
         bytes,
+        sha256: Sha256::digest(&whole).into(),
+        max_keys: u64::MAX,
+        check: Check::Streaming,
     }];
+    drop(whole);
     let mut merged = MergedFiles::with_chunk(bucket, vec![source], None, chunk_bytes.get());
     let mut keys = Vec::new();
     while let Some(key) = merged.next().await? {
@@ -347,6 +562,16 @@ impl MergedFiles {
         Ok(Some(key))
     }
 
+    /// Checks every source to its end without taking more keys from them ([`Check`]): what
+    /// a merge that stops early owes before anything merged is published.
+    pub(super) async fn check_rest(&mut self) -> Result<(), ExportError> {
+        self.heap.clear();
+        for source in &mut self.sources {
+            source.check_rest().await?;
+        }
+        Ok(())
+    }
+
     /// Pushes the next relevant key of `source`, if any.
     async fn refill(&mut self, source: usize) -> Result<(), ExportError> {
         while let Some(key) = self.sources[source].next().await? {
@@ -406,16 +631,24 @@ mod tests {
         for (i, part) in parts.iter().enumerate() {
             let zip = zip_export(&part.export_bin, b"not checked here").unwrap();
             let key = format!("CA/{name}-{i}.zip");
-            objects.push(SourceObject {
-                key: key.clone(),
-                bytes: zip.len() as u64,
-            });
+            objects.push(source(&key, &zip, part.key_count as u64));
             bucket
                 .put(&key, Bytes::from(zip), ObjectKind::ExportFile)
                 .await
                 .unwrap();
         }
         objects
+    }
+
+    /// The source the ledger would describe for `zip`, checked as it is streamed.
+    fn source(key: &str, zip: &[u8], keys: u64) -> SourceObject {
+        SourceObject {
+            key: key.to_owned(),
+            bytes: zip.len() as u64,
+            sha256: Sha256::digest(zip).into(),
+            max_keys: keys,
+            check: Check::Streaming,
+        }
     }
 
     async fn drain(mut merged: MergedFiles) -> Vec<DiagnosisKey> {
@@ -538,11 +771,11 @@ mod tests {
             )
             .await
             .unwrap();
-        let source = vec![SourceObject {
+        let damaged_source = SourceObject {
             key: "CA/damaged.zip".into(),
-            bytes: zip.len() as u64,
-        }];
-        let mut merged = MergedFiles::new(&bucket, vec![source], None);
+            ..objects[0].clone()
+        };
+        let mut merged = MergedFiles::new(&bucket, vec![vec![damaged_source]], None);
         let mut result = Ok(Some(a[0].clone()));
         while let Ok(Some(_)) = result {
             result = merged.next().await;
@@ -552,11 +785,216 @@ mod tests {
         let mut not_zip = MergedFiles::new(
             &bucket,
             vec![vec![SourceObject {
-                key: objects[0].key.clone(),
                 bytes: 20,
+                ..objects[0].clone()
             }]],
             None,
         );
         assert!(not_zip.next().await.is_err());
+    }
+
+    /// Reads `objects[0]` as the merge would, to its first error.
+    async fn read_to_error(bucket: &Bucket, object: SourceObject, chunk: u64) -> String {
+        let mut merged = MergedFiles::with_chunk(bucket, vec![vec![object]], None, chunk);
+        loop {
+            match merged.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return "read to the end without an error".to_owned(),
+                Err(error) => return error.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_reads_of_an_object_cover_it_once_in_order() {
+        for size in [1_u64, 63, 64, 65, 1_000, 70_000, 3 * CHUNK_BYTES + 64] {
+            for chunk in [1_u64, 7, 64, 1_000, CHUNK_BYTES] {
+                let ranges: Vec<Range<u64>> = (0..)
+                    .map_while(|index| read_range(index, chunk, size))
+                    .collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[ranges.len() - 1].end, size);
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+                assert!(ranges.iter().all(|r| r.start < r.end));
+                assert!(
+                    ranges[0].end >= size.min(64),
+                    "the local header in one read"
+                );
+                let object = vec![7_u8; size as usize];
+                assert_eq!(read_digests(&object, chunk).len(), ranges.len());
+            }
+        }
+    }
+
+    /// The merge never reads the `export.sig` entry or the central directory, yet a file whose
+    /// bytes there differ from the ledger's is refused: a streamed source is hashed to its end.
+    #[tokio::test]
+    async fn a_source_whose_tail_differs_from_the_ledger_is_refused() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 300, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 1_000).await;
+        let zip = bucket.get(&objects[0].key).await.unwrap().unwrap();
+        assert_eq!(
+            read_to_error(&bucket, objects[0].clone(), CHUNK_BYTES).await,
+            "read to the end without an error"
+        );
+        let mut tail_changed = zip.to_vec();
+        let last = tail_changed.len() - 30; // inside the central directory
+        tail_changed[last] ^= 0x20;
+        bucket
+            .put(
+                &objects[0].key,
+                Bytes::from(tail_changed),
+                ObjectKind::ExportFile,
+            )
+            .await
+            .unwrap();
+        for chunk in [64, 1_000, CHUNK_BYTES] {
+            let error = read_to_error(&bucket, objects[0].clone(), chunk).await;
+            assert!(
+                error.ends_with("is not the one its ledger row records"),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_of_another_size_or_with_more_keys_than_its_ledger_row_is_refused() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 300, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 1_000).await;
+        let object = &objects[0];
+
+        let fewer = SourceObject {
+            max_keys: 299,
+            ..object.clone()
+        };
+        let error = read_to_error(&bucket, fewer, CHUNK_BYTES).await;
+        assert!(
+            error.ends_with("more keys than its ledger row records"),
+            "{error}"
+        );
+
+        let zip = bucket.get(&object.key).await.unwrap().unwrap();
+        let mut longer = zip.to_vec();
+        longer.extend_from_slice(b"appended");
+        bucket
+            .put(&object.key, Bytes::from(longer), ObjectKind::ExportFile)
+            .await
+            .unwrap();
+        let error = read_to_error(&bucket, object.clone(), CHUNK_BYTES).await;
+        assert!(error.contains("the ledger records"), "{error}");
+
+        bucket.delete(&object.key).await.unwrap();
+        let error = read_to_error(&bucket, object.clone(), CHUNK_BYTES).await;
+        assert!(error.ends_with("the object is missing"), "{error}");
+    }
+
+    /// A source verified whole before the merge is held to the digests of its reads: a change
+    /// after the verification is refused at the read that carries it, before it is inflated.
+    #[tokio::test]
+    async fn a_verified_source_that_changes_before_it_is_merged_is_refused_at_once() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 3_000, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 5_000).await;
+        let zip = bucket.get(&objects[0].key).await.unwrap().unwrap();
+        let chunk = 1_000;
+        let verified = SourceObject {
+            check: Check::Verified(read_digests(&zip, chunk).into()),
+            ..objects[0].clone()
+        };
+        let mut expected = a.clone();
+        expected.sort_unstable_by(DiagnosisKey::canonical_cmp);
+        let merged = MergedFiles::with_chunk(&bucket, vec![vec![verified.clone()]], None, chunk);
+        assert!(drain(merged).await == expected);
+
+        let mut changed = zip.to_vec();
+        let middle = changed.len() / 2;
+        changed[middle] ^= 0x01;
+        bucket
+            .put(
+                &objects[0].key,
+                Bytes::from(changed),
+                ObjectKind::ExportFile,
+            )
+            .await
+            .unwrap();
+        let error = read_to_error(&bucket, verified, chunk).await;
+        assert!(
+            error.ends_with("the object changed after it was verified"),
+            "{error}"
+        );
+    }
+
+    /// A merge that stops early (a retrieval object at the platform ceiling) still checks
+    /// what it did not read: the rest of the open file and the files after it.
+    #[tokio::test]
+    async fn a_merge_that_stops_early_still_checks_every_source_to_its_end() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 300, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 100).await;
+        assert_eq!(objects.len(), 3);
+        let stop_after_one = |bucket: Bucket, objects: Vec<SourceObject>| async move {
+            let mut merged = MergedFiles::with_chunk(&bucket, vec![objects], None, 64);
+            assert!(merged.next().await.unwrap().is_some());
+            merged.check_rest().await
+        };
+        assert!(
+            stop_after_one(bucket.clone(), objects.clone())
+                .await
+                .is_ok()
+        );
+
+        let last = objects[2].key.clone();
+        let mut changed = bucket.get(&last).await.unwrap().unwrap().to_vec();
+        let end = changed.len() - 1;
+        changed[end] ^= 0x01;
+        bucket
+            .put(&last, Bytes::from(changed), ObjectKind::ExportFile)
+            .await
+            .unwrap();
+        let error = stop_after_one(bucket, objects)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("{last}: ")), "{error}");
+        assert!(
+            error.ends_with("is not the one its ledger row records"),
+            "{error}"
+        );
+    }
+
+    /// Regression: a local header whose extra field ran past the first read failed at small
+    /// chunk sizes and not at the production one (the `derive_reader` fuzz target's corpus,
+    /// `regression-long-extra-field`). The chunk size never changes what is read.
+    #[tokio::test]
+    async fn a_long_extra_field_reads_the_same_at_every_chunk_size() {
+        let bucket = Bucket::in_memory();
+        let mut a = keys(1, 20, 2_940_480);
+        let objects = publish(&bucket, "a", &mut a, 100).await;
+        let zip = bucket.get(&objects[0].key).await.unwrap().unwrap();
+        // The local header's extra field length (offset 28) and 128 bytes of extra field
+        // after the name: the central directory is left pointing nowhere, which the reader
+        // never looks at.
+        let name_end = 30 + usize::from(u16::from_le_bytes([zip[26], zip[27]]));
+        let mut long = zip[..name_end].to_vec();
+        long[28..30].copy_from_slice(&128_u16.to_le_bytes());
+        long.extend_from_slice(&[0xe9; 128]);
+        long.extend_from_slice(&zip[name_end..]);
+        bucket
+            .put(
+                "CA/long.zip",
+                Bytes::from(long.clone()),
+                ObjectKind::ExportFile,
+            )
+            .await
+            .unwrap();
+        let object = source("CA/long.zip", &long, 20);
+        let mut expected = a.clone();
+        expected.sort_unstable_by(DiagnosisKey::canonical_cmp);
+        for chunk in [1, 8, 64, CHUNK_BYTES] {
+            let merged = MergedFiles::with_chunk(&bucket, vec![vec![object.clone()]], None, chunk);
+            assert!(drain(merged).await == expected, "chunk {chunk}");
+        }
     }
 }

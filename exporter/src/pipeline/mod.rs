@@ -26,6 +26,7 @@ mod derive;
 mod indexes;
 mod plan;
 mod retrieval;
+mod sources;
 mod window;
 
 use std::sync::Arc;
@@ -71,6 +72,17 @@ pub enum ExportError {
     /// A published file could not be read back to build a bigger window from it.
     #[error("reading back a published file: {0}")]
     Derive(String),
+    /// A published object a derived file is merged from differs from its ledger row or is
+    /// missing, and could not be rebuilt with the bytes the ledger records: nothing is merged
+    /// from it (DESIGN §4.2).
+    #[error(
+        "{key} {problem} and could not be rebuilt with the bytes its ledger row records ({reason}); files derived from it are not published"
+    )]
+    SourceNotRepaired {
+        key: String,
+        problem: &'static str,
+        reason: String,
+    },
     /// The upload step ended (after an error of its own).
     #[error("the upload step stopped before every part was published")]
     UploadStopped,

@@ -19,11 +19,13 @@ use diagnosis_format::names::{
     ObjectKind, daily_file_key, hourly_file_key, retrieval_bundle_key, retrieval_day_key,
 };
 use diagnosis_format::render::{
-    ExportWindow, PLATFORM_MAX_KEYS_PER_FILE, RenderedPart, WindowRenderer, canonical_cmp,
+    ExportWindow, PLATFORM_MAX_KEYS_PER_FILE, PartNumber, RenderedPart, WindowRenderer,
+    canonical_cmp,
 };
 use diagnosis_format::sign::sign_export;
 
-use super::derive::{MergedFiles, SourceObject};
+use super::derive::MergedFiles;
+use super::sources::streamed_sources;
 use super::{ExportError, Exporter};
 
 /// What a window is published as.
@@ -194,10 +196,21 @@ fn join_error_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// Where the keys of a window being rendered come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sources {
+    /// Postgres.
+    Database,
+    /// Published files, each hashed as it is read (`Check::Streaming`).
+    Streamed,
+    /// Published files verified whole before the merge (`Check::Verified`).
+    Verified,
+}
+
 /// A rendered part on its way to the bucket; `last` closes its window.
 pub(super) struct PartJob {
-    window: Window,
-    part: RenderedPart,
+    pub(super) window: Window,
+    pub(super) part: RenderedPart,
     pub(super) last: bool,
     /// The part's share of [`PART_MEMORY_MIB`], given back once it is uploaded.
     memory: Option<OwnedSemaphorePermit>,
@@ -211,36 +224,92 @@ pub(super) const PART_MEMORY_MIB: u32 = 24;
 impl Exporter {
     /// Renders every part of `window` in order and hands each to the upload step
     /// ([`Exporter::publish_all`]), the last one marked as closing the window.
+    ///
+    /// A window merged from published files (DESIGN §4.2) hands on nothing read from a source
+    /// that was not checked against its ledger row. When the window fits in one object, its
+    /// sources are hashed as the merge streams them, and the object goes out only after the
+    /// merge has read every source to its end. A daily file of several parts is sent part by
+    /// part, so its sources are verified whole first (module `sources`), and so is any window
+    /// whose streamed merge failed: a source that differs from its ledger row, or is missing,
+    /// is rebuilt from Postgres with its recorded bytes before the merge starts again.
     pub(super) async fn render_window(
         &self,
         window: Window,
         parts: &tokio::sync::mpsc::Sender<PartJob>,
         memory: &Arc<Semaphore>,
     ) -> Result<(), ExportError> {
-        let stopped = |_| ExportError::UploadStopped;
-        let settings = &self.settings;
         // A file spanning many days keeps only keys still relevant at its end.
         let relevant_at = (window.kind == WindowKind::RetrieveBundle).then(|| window.end());
-        let mut keys = match self.published_sources(window).await? {
-            Some(sources) => Keys::Files(MergedFiles::new(
-                &self.bucket,
-                sources,
-                relevant_at.map(UnixSeconds::get),
-            )),
-            None => {
-                let fakes = self.padding_for(window).await?;
-                let stream = self
-                    .store
-                    .stream_publishable_keys(
-                        &settings.key_region,
-                        window.first_hour,
-                        window.last_hour,
-                        relevant_at,
-                    )
-                    .await?;
-                Keys::Database(Box::new(Merged::new(stream, fakes).await?))
-            }
+        let Some(records) = self.published_sources(window).await? else {
+            let fakes = self.padding_for(window).await?;
+            let stream = self
+                .store
+                .stream_publishable_keys(
+                    &self.settings.key_region,
+                    window.first_hour,
+                    window.last_hour,
+                    relevant_at,
+                )
+                .await?;
+            let keys = Keys::Database(Box::new(Merged::new(stream, fakes).await?));
+            return self
+                .render_keys(window, keys, Sources::Database, parts, memory)
+                .await;
         };
+        let relevant_at = relevant_at.map(UnixSeconds::get);
+        if self.fits_one_object(window, &records) {
+            let sources = streamed_sources(&records)?;
+            let keys = Keys::Files(MergedFiles::new(&self.bucket, sources, relevant_at));
+            match self
+                .render_keys(window, keys, Sources::Streamed, parts, memory)
+                .await
+            {
+                Err(ExportError::UploadStopped) => return Err(ExportError::UploadStopped),
+                Err(error) => tracing::info!(
+                    kind = window.kind.as_str(),
+                    start = window.start().get(),
+                    %error,
+                    "merging a derived file failed; verifying each of its sources before merging it again"
+                ),
+                Ok(()) => return Ok(()),
+            }
+        }
+        let sources = self.verified_sources(&records, memory).await?;
+        let keys = Keys::Files(MergedFiles::new(&self.bucket, sources, relevant_at));
+        self.render_keys(window, keys, Sources::Verified, parts, memory)
+            .await
+    }
+
+    /// Whether a window merged from `records` is published as a single object: a retrieval
+    /// object always is (it stops at the platform ceiling), a daily file when its sources hold
+    /// no more keys together than one part takes (the merge checks that no source holds more
+    /// than its ledger row records).
+    fn fits_one_object(&self, window: Window, records: &[Vec<ExportRecord>]) -> bool {
+        match window.kind {
+            WindowKind::RetrieveDay | WindowKind::RetrieveBundle => true,
+            WindowKind::Hourly | WindowKind::Daily => {
+                let keys = records.iter().flatten().fold(0_u64, |sum, r| {
+                    sum.saturating_add(r.key_count.unsigned_abs())
+                });
+                usize::try_from(keys).is_ok_and(|keys| keys <= self.settings.max_keys_per_file)
+            }
+        }
+    }
+
+    /// Renders `keys` as `window`'s parts and hands them to the upload step. From
+    /// [`Sources::Streamed`] nothing is handed on before every source has been read to its end
+    /// (and so checked): the window must fit in one object, and a retrieval object cut at the
+    /// platform ceiling still checks the rest of its sources first.
+    async fn render_keys(
+        &self,
+        window: Window,
+        mut keys: Keys,
+        sources: Sources,
+        parts: &tokio::sync::mpsc::Sender<PartJob>,
+        memory: &Arc<Semaphore>,
+    ) -> Result<(), ExportError> {
+        let stopped = |_| ExportError::UploadStopped;
+        let settings = &self.settings;
         let (start, end) = window.header_bounds()?;
         let region = settings.export_region.clone();
         let (export_window, max_keys) = match window.kind {
@@ -288,6 +357,9 @@ impl Exporter {
                 if single_object {
                     // More keys than the platforms accept in one file: publish
                     // the first part (the hourly and daily files carry them all).
+                    if let Keys::Files(merged) = &mut keys {
+                        merged.check_rest().await?;
+                    }
                     tracing::error!(
                         kind = window.kind.as_str(),
                         "a retrieval object reached the platform ceiling of 750 000 keys; the rest are left out of it"
@@ -300,6 +372,16 @@ impl Exporter {
                         memory,
                     });
                     return Ok(());
+                }
+                if sources == Sources::Streamed {
+                    // Unreachable while no source holds more keys than its ledger row records
+                    // (fits_one_object); kept so that no part leaves before its sources are
+                    // checked whatever the counts say.
+                    return Err(ExportError::Derive(format!(
+                        "{} window starting at {}: its sources hold more keys than their ledger rows record",
+                        window.kind.as_str(),
+                        window.start().get()
+                    )));
                 }
                 permit.send(PartJob {
                     window,
@@ -330,7 +412,7 @@ impl Exporter {
     async fn published_sources(
         &self,
         window: Window,
-    ) -> Result<Option<Vec<Vec<SourceObject>>>, ExportError> {
+    ) -> Result<Option<Vec<Vec<ExportRecord>>>, ExportError> {
         let region = self.settings.export_region.as_str();
         let hourly = WindowKind::Hourly.as_str();
         let first_hour = match window.kind {
@@ -365,12 +447,12 @@ impl Exporter {
         let mut hour = first_hour;
         while hour <= window.last_hour {
             let day = hour.day();
-            let daily: Vec<SourceObject> = dailies
+            let daily: Vec<ExportRecord> = dailies
                 .iter()
                 .filter(|r| {
                     r.start_ts == hour.start().get() && r.end_ts == day.last_hour().end().get()
                 })
-                .map(SourceObject::from)
+                .cloned()
                 .collect();
             if hour == day.first_hour() && day.last_hour() <= window.last_hour && !daily.is_empty()
             {
@@ -378,10 +460,10 @@ impl Exporter {
                 hour = day.plus(1).first_hour();
                 continue;
             }
-            let parts: Vec<SourceObject> = hours
+            let parts: Vec<ExportRecord> = hours
                 .iter()
                 .filter(|r| r.start_ts == hour.start().get() && r.end_ts == hour.end().get())
-                .map(SourceObject::from)
+                .cloned()
                 .collect();
             if parts.is_empty() {
                 // Padding puts fake keys in every hour, published or not: only a window whose
@@ -414,25 +496,22 @@ impl Exporter {
         Ok(fakes)
     }
 
-    /// Sign → zip → upload one part; the record is returned for the ledger.
-    pub(super) async fn upload_job(&self, job: PartJob) -> Result<ExportRecord, ExportError> {
-        // The part's memory is given back when this returns, after the upload.
-        let PartJob {
-            window,
-            part,
-            memory: _memory,
-            ..
-        } = job;
+    /// The object key a part of `window` is published under, and what kind of object it is.
+    pub(super) fn object_name(
+        &self,
+        window: Window,
+        part: PartNumber,
+    ) -> Result<(String, ObjectKind), ExportError> {
         let region = &self.settings.export_region;
         let (start, end) = window.header_bounds()?;
         let compat = &self.settings.compat_region_path;
-        let (key, object_kind) = match window.kind {
+        Ok(match window.kind {
             WindowKind::Hourly => (
-                hourly_file_key(region, start, end, part.part),
+                hourly_file_key(region, start, end, part),
                 ObjectKind::ExportFile,
             ),
             WindowKind::Daily => (
-                daily_file_key(region, start, end, part.part),
+                daily_file_key(region, start, end, part),
                 ObjectKind::ExportFile,
             ),
             WindowKind::RetrieveDay => {
@@ -448,7 +527,19 @@ impl Exporter {
             WindowKind::RetrieveBundle => {
                 (retrieval_bundle_key(compat), ObjectKind::RetrievalBundle)
             }
-        };
+        })
+    }
+
+    /// Sign → zip one part: the object's bytes, its name and its ledger record.
+    pub(super) async fn seal(&self, job: PartJob) -> Result<SealedPart, ExportError> {
+        // The part's memory is given back when this returns.
+        let PartJob {
+            window,
+            part,
+            memory: _memory,
+            ..
+        } = job;
+        let (key, object_kind) = self.object_name(window, part.part)?;
         let signing = self.signing.clone();
         let export_bin = part.export_bin;
         // Signing and compressing are the costly steps: they run on a blocking thread while
@@ -459,27 +550,49 @@ impl Exporter {
         })
         .await
         .map_err(|e| ExportError::SigningThread(join_error_message(e)))??;
-        let sha256 = hex::encode(Sha256::digest(&zip));
-        let bytes = i64::try_from(zip.len()).unwrap_or(i64::MAX);
-        self.put_fenced(&key, Bytes::from(zip), object_kind).await?;
-        metrics::counter!("exporter_files_published_total", "kind" => window.kind.as_str())
-            .increment(1);
-        metrics::counter!("exporter_keys_published_total", "kind" => window.kind.as_str())
-            .increment(u64::try_from(part.key_count).unwrap_or(0));
-        metrics::counter!("exporter_bytes_published_total", "kind" => window.kind.as_str())
-            .increment(u64::try_from(bytes).unwrap_or(0));
-        Ok(ExportRecord {
+        let record = ExportRecord {
             object_key: key,
             kind: window.kind.as_str().to_owned(),
-            region: region.as_str().to_owned(),
+            region: self.settings.export_region.as_str().to_owned(),
             start_ts: window.start().get(),
             end_ts: window.end().get(),
             part: i32::try_from(part.part.get()).unwrap_or(i32::MAX),
             key_count: i64::try_from(part.key_count).unwrap_or(i64::MAX),
-            bytes,
-            sha256,
+            bytes: i64::try_from(zip.len()).unwrap_or(i64::MAX),
+            sha256: hex::encode(Sha256::digest(&zip)),
+        };
+        Ok(SealedPart {
+            object_kind,
+            zip,
+            record,
         })
     }
+
+    /// Sign → zip → upload one part; the record is returned for the ledger.
+    pub(super) async fn upload_job(&self, job: PartJob) -> Result<ExportRecord, ExportError> {
+        let kind = job.window.kind.as_str();
+        let SealedPart {
+            object_kind,
+            zip,
+            record,
+        } = self.seal(job).await?;
+        self.put_fenced(&record.object_key, Bytes::from(zip), object_kind)
+            .await?;
+        metrics::counter!("exporter_files_published_total", "kind" => kind).increment(1);
+        metrics::counter!("exporter_keys_published_total", "kind" => kind)
+            .increment(u64::try_from(record.key_count).unwrap_or(0));
+        metrics::counter!("exporter_bytes_published_total", "kind" => kind)
+            .increment(u64::try_from(record.bytes).unwrap_or(0));
+        Ok(record)
+    }
+}
+
+/// A part signed and zipped, ready to upload.
+pub(super) struct SealedPart {
+    pub(super) object_kind: ObjectKind,
+    pub(super) zip: Vec<u8>,
+    /// Its ledger row (the object key among it).
+    pub(super) record: ExportRecord,
 }
 
 #[cfg(test)]

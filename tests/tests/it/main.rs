@@ -26,5 +26,6 @@ mod pg_restart;
 mod portal;
 mod relevance;
 mod scheduled;
+mod sources;
 mod store;
 mod upload;
