@@ -241,7 +241,11 @@ impl Exporter {
         };
 
         // Objects that left the indexes in an earlier pass (index first, object later).
-        for key in self.store.exports_to_delete(region, now).await? {
+        for key in self
+            .store
+            .exports_to_delete(region, now - self.settings.delete_unindexed_after)
+            .await?
+        {
             self.bucket.delete(&key).await?;
             self.store.mark_deleted(&key, now).await?;
             report.deleted_objects += 1;

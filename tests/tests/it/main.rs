@@ -23,6 +23,7 @@ mod least_privilege;
 mod operations;
 mod portal;
 mod relevance;
+mod retention;
 mod scheduled;
 mod store;
 mod upload;
