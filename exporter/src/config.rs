@@ -33,6 +33,10 @@ pub struct ExportSettings {
     pub compat_region_path: String,
     /// Database retention, with the submit service's limits.
     pub retention: RetentionPolicy,
+    /// `DELETE_UNINDEXED_AFTER_HOURS`: how long an object that left the indexes stays in the
+    /// bucket before it is deleted (default 24 h; 0 deletes it on the next pass), since phones
+    /// and CDN caches may still hold an index that names it (DESIGN §4.2).
+    pub delete_unindexed_after: chrono::Duration,
 }
 
 /// Everything `diagnosis-exporter` reads from its environment.
@@ -96,6 +100,23 @@ fn compat_region_path(env: &dyn Env) -> Result<String, ConfigError> {
     }
 }
 
+/// The longest `DELETE_UNINDEXED_AFTER_HOURS`: a file leaves the indexes 14 days after its
+/// window, so a week more has it gone about 21 days after its window, the longest DESIGN §4.2
+/// keeps personal data.
+pub const MAX_DELETE_UNINDEXED_AFTER_HOURS: u64 = 7 * 24;
+
+fn delete_unindexed_after(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
+    const NAME: &str = "DELETE_UNINDEXED_AFTER_HOURS";
+    let delay = duration_var(
+        env,
+        NAME,
+        TimeUnit::Hours,
+        24,
+        0..=MAX_DELETE_UNINDEXED_AFTER_HOURS,
+    )?;
+    chrono::Duration::from_std(delay).map_err(|_| ConfigError::new(NAME, "is too large"))
+}
+
 impl ExportSettings {
     pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
         let max_keys = integer_var(
@@ -114,6 +135,7 @@ impl ExportSettings {
                 .map(PathBuf::from),
             compat_region_path: compat_region_path(env)?,
             retention: SubmissionLimits::from_env(env)?.retention(),
+            delete_unindexed_after: delete_unindexed_after(env)?,
         })
     }
 }
@@ -182,6 +204,7 @@ mod tests {
         assert_eq!(s.grace_seconds, 600);
         assert_eq!(s.max_keys_per_file, 500_000);
         assert_eq!(s.pad_min_keys, 0);
+        assert_eq!(s.delete_unindexed_after, chrono::Duration::hours(24));
         assert_eq!(config.schedule, "0 */5 * * * *");
         assert!(s.exposure_config_dir.is_none());
         assert_eq!(config.http_read_timeout, Duration::from_secs(10));
@@ -199,6 +222,18 @@ mod tests {
     }
 
     #[test]
+    fn unindexed_objects_may_be_deleted_from_the_next_pass_to_a_week_later() {
+        for (hours, expected) in [("0", 0), ("2", 2), ("168", 168)] {
+            let config =
+                Config::from_env(&env(&[("DELETE_UNINDEXED_AFTER_HOURS", hours)])).unwrap();
+            assert_eq!(
+                config.settings.delete_unindexed_after,
+                chrono::Duration::hours(expected)
+            );
+        }
+    }
+
+    #[test]
     fn each_invalid_variable_is_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("EXPORT_REGION", "C A")], "EXPORT_REGION"),
@@ -208,6 +243,18 @@ mod tests {
             (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
             (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
             (&[("COMPAT_REGION_PATH", "30")], "COMPAT_REGION_PATH"),
+            (
+                &[("DELETE_UNINDEXED_AFTER_HOURS", "-1")],
+                "DELETE_UNINDEXED_AFTER_HOURS",
+            ),
+            (
+                &[("DELETE_UNINDEXED_AFTER_HOURS", "169")],
+                "DELETE_UNINDEXED_AFTER_HOURS",
+            ),
+            (
+                &[("DELETE_UNINDEXED_AFTER_HOURS", "1d")],
+                "DELETE_UNINDEXED_AFTER_HOURS",
+            ),
             (
                 &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
                 "HTTP_READ_TIMEOUT_SECONDS",

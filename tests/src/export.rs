@@ -59,6 +59,7 @@ pub fn test_export_settings() -> ExportSettings {
             keypair_validity_days: 15,
             claim_ban_duration: Duration::hours(1),
         },
+        delete_unindexed_after: Duration::hours(24),
     }
 }
 

@@ -435,8 +435,10 @@ impl Store {
         .await
     }
 
-    /// Objects that left the indexes before `unindexed_before` (an earlier run)
-    /// and are not deleted yet.
+    /// Objects that left the indexes before `unindexed_before` and are not deleted
+    /// yet. The exporter passes its clock minus `DELETE_UNINDEXED_AFTER_HOURS`, so an
+    /// object outlives its last index entry by at least that long (DESIGN §4.2): phones
+    /// and CDN caches may still hold an index that names it.
     pub async fn exports_to_delete(
         &self,
         region: &str,

@@ -2,10 +2,19 @@
 //! after their validity or once their quota is spent, diagnosis keys after 15
 //! days, failed-claim rows once their window has passed. The exporter runs it on
 //! every pass, so no personal data outlives 21 days.
+//!
+//! Each rule deletes in batches of at most `RETENTION_BATCH_ROWS` rows, each batch
+//! one statement in a transaction of its own that also counts the batch's events, so
+//! a backlog of millions of rows never holds one statement past the statement
+//! timeout, and a batch that fails leaves the batches before it deleted and counted.
+//! Every batch statement repeats its rule's condition in the `DELETE` itself, so a
+//! row that a concurrent request changed after the batch was chosen (a code claimed,
+//! a client failing again) is deleted only if it still matches.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use tokio_postgres::types::ToSql;
 
 use super::encryption_keys::keypair_valid_since;
 use super::events::{Event, record_event};
@@ -14,6 +23,12 @@ use crate::time::hour_number;
 
 /// Diagnosis keys are deleted this many days after their publish hour.
 pub const DIAGNOSIS_KEY_RETENTION_DAYS: i64 = 15;
+
+/// The rows one retention statement deletes: a batch takes tens of milliseconds,
+/// far below the statement timeout, and a backlog of a million keys a hundred
+/// batches. Codes, keypairs and failed claims are batched by time (`oldest_by_time`),
+/// so their batches also take the rows written in the same microsecond as the last.
+pub const RETENTION_BATCH_ROWS: i64 = 10_000;
 
 /// The limits retention enforces; they mirror the submit service's settings.
 #[derive(Debug, Clone, Copy)]
@@ -32,83 +47,244 @@ pub struct RetentionReport {
     pub failed_claims: u64,
 }
 
+/// The statement that deletes the oldest batch of `table`'s rows matching `condition`:
+/// the `$1` rows with the earliest `time`, plus those sharing the last one's `time`.
+/// It returns how many rows it deleted per value of `groups`, columns of the deleted
+/// rows that `returning` names (one count when `groups` is empty).
+///
+/// The batch is a range of an indexed time column rather than a set of row ids:
+/// the exporter's role may read only the columns its rules test (sql/V4__roles.sql),
+/// and the range is one index scan wherever the backlog sits. Several rows share a
+/// time only when they were written in the same microsecond.
+fn oldest_by_time(
+    table: &str,
+    condition: &str,
+    time: &str,
+    returning: &str,
+    groups: &str,
+) -> String {
+    let select = if groups.is_empty() {
+        "count(*) FROM gone".to_owned()
+    } else {
+        format!("{groups}, count(*) FROM gone GROUP BY {groups}")
+    };
+    format!(
+        "WITH gone AS (
+             DELETE FROM {table}
+              WHERE {condition}
+                AND {time} <= coalesce(
+                        (SELECT {time} FROM {table}
+                          WHERE {condition}
+                          ORDER BY {time}
+                         OFFSET $1::bigint - 1 LIMIT 1),
+                        'infinity')
+          RETURNING {returning})
+         SELECT {select}"
+    )
+}
+
+/// What a batch of one rule deleted, per the events it means.
+type EventOf = fn(&tokio_postgres::Row) -> Result<Option<(String, Event)>, StoreError>;
+
+fn no_event(_: &tokio_postgres::Row) -> Result<Option<(String, Event)>, StoreError> {
+    Ok(None)
+}
+
+// A row is an unclaimed code until its claim erases the code and stamps `claimed`
+// in the same UPDATE, so `claimed` tells the two states apart without reading
+// codes: the exporter's role may not (sql/V4__roles.sql).
+fn unclaimed_code_event(row: &tokio_postgres::Row) -> Result<Option<(String, Event)>, StoreError> {
+    Ok(Some((row.try_get(0)?, Event::OtkUnclaimed)))
+}
+
+fn keypair_event(row: &tokio_postgres::Row) -> Result<Option<(String, Event)>, StoreError> {
+    let uploaded: bool = row.try_get(1)?;
+    let exhausted: bool = row.try_get(2)?;
+    // An exhausted keypair was already counted as OTKExhausted at upload.
+    let event = match (exhausted, uploaded) {
+        (true, _) => return Ok(None),
+        (false, true) => Event::OtkExpired,
+        (false, false) => Event::OtkExpiredNoUploads,
+    };
+    Ok(Some((row.try_get(0)?, event)))
+}
+
 impl Store {
     /// Deletes what DESIGN §4.2 says must not be kept any longer, and counts the
     /// code life-cycle events (unclaimed, expired, expired without uploads) that
-    /// the deletions mean. One transaction: a failure leaves everything in place.
+    /// the deletions mean. Each batch of `RETENTION_BATCH_ROWS` is a transaction
+    /// of its own with its events: a failure leaves the batches before it deleted
+    /// and counted, and the rest for the next pass.
     pub async fn purge_expired(
         &self,
         now: DateTime<Utc>,
         policy: RetentionPolicy,
     ) -> Result<RetentionReport, StoreError> {
+        self.purge_in_batches(now, policy, RETENTION_BATCH_ROWS)
+            .await
+    }
+
+    /// [`Store::purge_expired`] in batches of `batch_rows` instead of
+    /// `RETENTION_BATCH_ROWS`, so that a test reaches several batches with few
+    /// rows. Only with the `test-support` feature.
+    #[cfg(feature = "test-support")]
+    pub async fn purge_expired_in_batches_of(
+        &self,
+        now: DateTime<Utc>,
+        policy: RetentionPolicy,
+        batch_rows: i64,
+    ) -> Result<RetentionReport, StoreError> {
+        self.purge_in_batches(now, policy, batch_rows).await
+    }
+
+    async fn purge_in_batches(
+        &self,
+        now: DateTime<Utc>,
+        policy: RetentionPolicy,
+        batch_rows: i64,
+    ) -> Result<RetentionReport, StoreError> {
+        if batch_rows < 1 {
+            return Err(StoreError::Config(format!(
+                "retention batches need at least one row, not {batch_rows}"
+            )));
+        }
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
         let today = utc_date(now);
-        let mut events: BTreeMap<(String, Event), i32> = BTreeMap::new();
+        let mut report = RetentionReport::default();
 
-        // A row is an unclaimed code until its claim erases the code and stamps
-        // `claimed` in the same UPDATE, so `claimed` tells the two states apart
-        // without reading codes: the exporter's role may not (sql/V4__roles.sql).
-        let unclaimed = tx
-            .query(
-                "DELETE FROM encryption_keys
-                  WHERE claimed IS NULL AND created <= $1
-              RETURNING originator",
-                &[&(now - policy.one_time_code_expiry)],
-            )
-            .await?;
-        for row in &unclaimed {
-            *events
-                .entry((row.try_get(0)?, Event::OtkUnclaimed))
-                .or_default() += 1;
-        }
+        let code_expired_at = now - policy.one_time_code_expiry;
+        report.unclaimed_codes = delete_in_batches(
+            &mut client,
+            &oldest_by_time(
+                "encryption_keys",
+                "claimed IS NULL AND created <= $2",
+                "created",
+                "originator",
+                "originator",
+            ),
+            &[&batch_rows, &code_expired_at],
+            batch_rows,
+            today,
+            unclaimed_code_event,
+        )
+        .await?;
 
-        let keypairs = tx
-            .query(
-                "DELETE FROM encryption_keys
-                  WHERE claimed IS NOT NULL
-                    AND (created < $1 OR remaining_keys = 0)
-              RETURNING originator, uploaded, remaining_keys = 0",
-                &[&keypair_valid_since(now, policy.keypair_validity_days)],
-            )
-            .await?;
-        for row in &keypairs {
-            let uploaded: bool = row.try_get(1)?;
-            let exhausted: bool = row.try_get(2)?;
-            // An exhausted keypair was already counted as OTKExhausted at upload.
-            let event = match (exhausted, uploaded) {
-                (true, _) => continue,
-                (false, true) => Event::OtkExpired,
-                (false, false) => Event::OtkExpiredNoUploads,
-            };
-            *events.entry((row.try_get(0)?, event)).or_default() += 1;
-        }
+        let valid_since = keypair_valid_since(now, policy.keypair_validity_days);
+        report.keypairs = delete_in_batches(
+            &mut client,
+            &oldest_by_time(
+                "encryption_keys",
+                "claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)",
+                "created",
+                "originator, uploaded, remaining_keys = 0 AS exhausted",
+                "originator, uploaded, exhausted",
+            ),
+            &[&batch_rows, &valid_since],
+            batch_rows,
+            today,
+            keypair_event,
+        )
+        .await?;
 
         let oldest_hour = hour_number(now.timestamp()) - DIAGNOSIS_KEY_RETENTION_DAYS * 24;
         let oldest_hour = i32::try_from(oldest_hour).unwrap_or(i32::MIN);
-        let diagnosis_keys = tx
-            .execute(
-                "DELETE FROM diagnosis_keys WHERE publish_hour < $1",
-                &[&oldest_hour],
+        // Keys share their publish hour by the thousand, so their batches are sets of
+        // row ids, chosen per region along the (region, publish_hour) index; the
+        // exporter's role reads the whole table.
+        let mut region = String::new();
+        while let Some(next) = client
+            .query_one(
+                "SELECT min(region) FROM diagnosis_keys WHERE region > $1",
+                &[&region],
+            )
+            .await?
+            .try_get::<_, Option<String>>(0)?
+        {
+            region = next;
+            report.diagnosis_keys += delete_in_batches(
+                &mut client,
+                "WITH gone AS (
+                     DELETE FROM diagnosis_keys
+                      WHERE ctid = ANY(ARRAY(
+                                SELECT ctid FROM diagnosis_keys
+                                 WHERE region = $3 AND publish_hour < $2
+                                 ORDER BY publish_hour
+                                 LIMIT $1))
+                        AND region = $3 AND publish_hour < $2
+                  RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[&batch_rows, &oldest_hour, &region],
+                batch_rows,
+                today,
+                no_event,
             )
             .await?;
+        }
 
-        let failed_claims = tx
-            .execute(
-                "DELETE FROM failed_key_claim_attempts WHERE last_failure <= $1",
-                &[&(now - policy.claim_ban_duration)],
-            )
-            .await?;
+        let ban_ended_at = now - policy.claim_ban_duration;
+        report.failed_claims = delete_in_batches(
+            &mut client,
+            &oldest_by_time(
+                "failed_key_claim_attempts",
+                "last_failure <= $2",
+                "last_failure",
+                "last_failure",
+                "",
+            ),
+            &[&batch_rows, &ban_ended_at],
+            batch_rows,
+            today,
+            no_event,
+        )
+        .await?;
 
+        Ok(report)
+    }
+}
+
+/// Runs `statement` (a batch of one rule; `$1` is the batch size, and it returns
+/// rows that end with a count of deleted rows) until a batch deletes fewer than
+/// `batch_rows` rows, each batch in a transaction of its own together with the
+/// events `event_of` reads from its rows. Returns how many rows were deleted.
+async fn delete_in_batches(
+    client: &mut deadpool_postgres::Object,
+    statement: &str,
+    params: &[&(dyn ToSql + Sync)],
+    batch_rows: i64,
+    today: NaiveDate,
+    event_of: EventOf,
+) -> Result<u64, StoreError> {
+    let batch_rows = u64::try_from(batch_rows).unwrap_or(0);
+    let mut deleted = 0_u64;
+    loop {
+        let tx = client.transaction().await?;
+        let mut batch = 0_u64;
+        let mut events: BTreeMap<(String, Event), i32> = BTreeMap::new();
+        for row in tx.query(statement, params).await? {
+            let last = row
+                .len()
+                .checked_sub(1)
+                .ok_or(StoreError::InvalidRow("retention count"))?;
+            let count: i64 = row.try_get(last)?;
+            let count =
+                u64::try_from(count).map_err(|_| StoreError::InvalidRow("retention count"))?;
+            batch += count;
+            if let Some(key) = event_of(&row)? {
+                let count = i32::try_from(count)
+                    .map_err(|_| StoreError::InvalidRow("retention event count"))?;
+                let total = events.entry(key).or_default();
+                *total = total.saturating_add(count);
+            }
+        }
+        // In the map's order, so that two purges at once (exporters of two export
+        // regions) cannot wait on each other's `events` rows in opposite orders.
         for ((source, event), count) in events {
             record_event(&tx, event, &source, today, count).await?;
         }
         tx.commit().await?;
-        Ok(RetentionReport {
-            unclaimed_codes: unclaimed.len() as u64,
-            keypairs: keypairs.len() as u64,
-            diagnosis_keys,
-            failed_claims,
-        })
+        deleted += batch;
+        if batch < batch_rows {
+            return Ok(deleted);
+        }
     }
 }

@@ -546,8 +546,8 @@ impl Exporter {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Step (3): deletes the objects that left the indexes long enough ago (index first,
-    /// object later), each under the fence. A refused delete is retried by the next pass; the
+    /// Step (3): deletes the objects that left the indexes at least
+    /// `DELETE_UNINDEXED_AFTER_HOURS` ago (index first, object later), each under the fence. A refused delete is retried by the next pass; the
     /// others go on.
     async fn delete_unindexed(
         &self,
@@ -556,7 +556,8 @@ impl Exporter {
         report: &mut RunReport,
     ) -> Result<(), ExportError> {
         let mut first_error = None;
-        for key in self.store.exports_to_delete(region, now).await? {
+        let unindexed_before = now - self.settings.delete_unindexed_after;
+        for key in self.store.exports_to_delete(region, unindexed_before).await? {
             let deleted = async {
                 let hold = self.hold_fence().await?;
                 self.bucket.delete(&key).await?;

@@ -25,6 +25,7 @@ mod operations;
 mod pg_restart;
 mod portal;
 mod relevance;
+mod retention;
 mod scheduled;
 mod sources;
 mod store;
