@@ -7,8 +7,9 @@
 //! * **exporter kills** — SIGKILL at random moments of passes over seeded keys;
 //! * **store faults** — passes through [`proxy::FaultProxy`], which answers 503, drops
 //!   connections, stalls past the client timeout and truncates bodies;
-//! * **lock races** — two exporters started over and over while the driver ends the session
-//!   that holds the exporter's advisory lock;
+//! * **lock races** — two exporters started over and over, half of them judging the closed
+//!   hours an hour late, while the driver ends the session that holds the exporter's advisory
+//!   lock;
 //! * **database restarts** — PostgreSQL restarted under upload load; reported as not run until
 //!   its driver is wired in here (its figures stay 0: none is ever estimated).
 //!

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::check::{CheckReport, Expectation, Violation};
-use super::harness::{ExporterRun, Harness, PassEnd, last_closed_now};
+use super::harness::{ExporterRun, GRACE_SECONDS, Harness, PassEnd, last_closed_now};
 use super::proxy::{Fault, FaultProxy};
 use super::report::ScenarioResult;
 use super::{ChaosConfig, progress, random_within};
@@ -271,7 +271,8 @@ pub async fn store_faults(
 
 /// Scenario 3: two exporters started together and restarted as they end, for one and a half
 /// pass durations per round, while the driver ends the session holding the exporter's
-/// advisory lock at random moments; a check after each round.
+/// advisory lock at random moments; half of them see the closed hours an hour late
+/// ([`start_racer`]). A check after each round.
 pub async fn lock_races(
     harness: &mut Harness,
     config: &ChaosConfig,
@@ -283,6 +284,7 @@ pub async fn lock_races(
     let endpoint = harness.setup.s3_endpoint.clone();
     let limit = pass_limit(pass_duration);
     let round_length = (pass_duration * 3 / 2).max(Duration::from_secs(1));
+    let mut lagging = 0;
     for _ in 0..config.races {
         harness.new_generation("races").await?;
         result.trials += 1;
@@ -291,8 +293,8 @@ pub async fn lock_races(
         let round_end = started + round_length;
         let mut next_kill = started + pass_duration / 10 + random_within(rng, pass_duration);
         let mut slots: Vec<Option<ExporterRun>> = vec![
-            Some(harness.start_exporter(&endpoint, &[])?),
-            Some(harness.start_exporter(&endpoint, &[])?),
+            Some(start_racer(harness, &endpoint, rng, &mut lagging)?),
+            Some(start_racer(harness, &endpoint, rng, &mut lagging)?),
         ];
         while Instant::now() < round_end {
             for slot in &mut slots {
@@ -302,7 +304,7 @@ pub async fn lock_races(
                         result.passes.add(end);
                     }
                     if Instant::now() < round_end {
-                        *slot = Some(harness.start_exporter(&endpoint, &[])?);
+                        *slot = Some(start_racer(harness, &endpoint, rng, &mut lagging)?);
                     }
                 }
             }
@@ -320,7 +322,30 @@ pub async fn lock_races(
         harness.wait_unlocked().await?;
         check(harness, Expectation::default(), result).await?;
     }
+    result.notes.push(format!(
+        "{lagging} of {} exporters started with their clock an hour behind",
+        result.passes.total()
+    ));
     clean_pass(harness, &endpoint, &[], pass_duration, result).await
+}
+
+/// Starts one racer. Half of them judge the closed hours an hour late
+/// (`EXPORT_GRACE_SECONDS` one hour longer): the view of an exporter that started just
+/// before an hour closed while the other started just after, which a race across an
+/// hour's close gives in production; a round is too short to wait for a real one.
+fn start_racer(
+    harness: &mut Harness,
+    endpoint: &str,
+    rng: &mut Rng,
+    lagging: &mut u64,
+) -> anyhow::Result<ExporterRun> {
+    if rng.below(2) == 0 {
+        *lagging += 1;
+        let grace = (GRACE_SECONDS + 3600).to_string();
+        harness.start_exporter(endpoint, &[("EXPORT_GRACE_SECONDS", &grace)])
+    } else {
+        harness.start_exporter(endpoint, &[])
+    }
 }
 
 /// Scenario 4, PostgreSQL restarted under upload load: this driver has no restart-under-load
