@@ -80,6 +80,11 @@ impl ExporterRun {
         matches!(self.child.try_wait(), Ok(None)) && self.child.start_kill().is_ok()
     }
 
+    /// When it was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Whether it has exited.
     pub fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))

@@ -285,6 +285,7 @@ pub async fn lock_races(
     let limit = pass_limit(pass_duration);
     let round_length = (pass_duration * 3 / 2).max(Duration::from_secs(1));
     let mut lagging = 0;
+    let mut overlapping_rounds = 0;
     for _ in 0..config.races {
         harness.new_generation("races").await?;
         result.trials += 1;
@@ -296,12 +297,19 @@ pub async fn lock_races(
             Some(start_racer(harness, &endpoint, rng, &mut lagging)?),
             Some(start_racer(harness, &endpoint, rng, &mut lagging)?),
         ];
+        // When each exporter that did not skip ran, and whether it failed (its lock session
+        // ended under it): a failed one overlapping another that took the lock is the race.
+        let mut working: Vec<(Instant, Instant, bool)> = Vec::new();
         while Instant::now() < round_end {
             for slot in &mut slots {
                 if slot.as_mut().is_some_and(ExporterRun::has_exited) {
                     if let Some(run) = slot.take() {
+                        let run_started = run.started();
                         let (end, _) = run.wait(limit).await?;
                         result.passes.add(end);
+                        if end != PassEnd::Skipped {
+                            working.push((run_started, Instant::now(), end == PassEnd::Failed));
+                        }
                     }
                     if Instant::now() < round_end {
                         *slot = Some(start_racer(harness, &endpoint, rng, &mut lagging)?);
@@ -315,16 +323,29 @@ pub async fn lock_races(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for run in slots.into_iter().flatten() {
+            let run_started = run.started();
             let (end, _) = run.wait(limit).await?;
             result.passes.add(end);
+            if end != PassEnd::Skipped {
+                working.push((run_started, Instant::now(), end == PassEnd::Failed));
+            }
+        }
+        let overlap = working
+            .iter()
+            .enumerate()
+            .any(|(i, a)| working[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+        if overlap {
+            overlapping_rounds += 1;
         }
         result.violations.extend(watcher.stop().await);
         harness.wait_unlocked().await?;
         check(harness, Expectation::default(), result).await?;
     }
     result.notes.push(format!(
-        "{lagging} of {} exporters started with their clock an hour behind",
-        result.passes.total()
+        "{lagging} of {} exporters started with their clock an hour behind; two exporters \
+         worked at the same time in {overlapping_rounds} of {} rounds",
+        result.passes.total(),
+        config.races
     ));
     clean_pass(harness, &endpoint, &[], pass_duration, result).await
 }
