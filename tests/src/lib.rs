@@ -11,6 +11,7 @@ pub mod app;
 pub mod bench;
 pub mod black_hole;
 pub mod cdn;
+pub mod chaos;
 pub mod export;
 pub mod failing_store;
 pub mod http_client;
