@@ -557,7 +557,11 @@ impl Exporter {
     ) -> Result<(), ExportError> {
         let mut first_error = None;
         let unindexed_before = now - self.settings.delete_unindexed_after;
-        for key in self.store.exports_to_delete(region, unindexed_before).await? {
+        for key in self
+            .store
+            .exports_to_delete(region, unindexed_before)
+            .await?
+        {
             let deleted = async {
                 let hold = self.hold_fence().await?;
                 self.bucket.delete(&key).await?;
@@ -644,11 +648,14 @@ impl Exporter {
             .store
             .indexed_exports(region, WindowKind::Daily.as_str(), daily_since)
             .await?;
+        // The manifest first and the phones' index.txt last: once index.txt exists the other
+        // two do, and a crash between the three leaves each naming only complete, verified
+        // files, at most one pass apart (DESIGN §4.2).
         self.bucket
             .put(
-                &hourly_index_key(region),
-                Bytes::from(index_txt(&hourly)),
-                ObjectKind::Index,
+                &manifest_key(region),
+                manifest_json(region, now_unix.get(), &hourly, &daily),
+                ObjectKind::Manifest,
             )
             .await?;
         self.bucket
@@ -660,9 +667,9 @@ impl Exporter {
             .await?;
         self.bucket
             .put(
-                &manifest_key(region),
-                manifest_json(region, now_unix.get(), &hourly, &daily),
-                ObjectKind::Manifest,
+                &hourly_index_key(region),
+                Bytes::from(index_txt(&hourly)),
+                ObjectKind::Index,
             )
             .await?;
         hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)

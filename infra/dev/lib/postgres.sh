@@ -227,6 +227,37 @@ pg_setting() {
     printf '%s\n' "$line" | _pg_run tee -a "$dir/data/postgresql.conf" >/dev/null
 }
 
+# pg_start_restartable DIR: starts a cluster in DIR that callers may restart, committing as
+# production does (synchronous_commit = on), on a free local port (three attempts); restarts it
+# once, which proves the restart works before anything relies on it. Sets PG_RESTARTABLE_PORT
+# and writes DIR/restart, a program that restarts the cluster (pg_ctl restart -m fast -w) and
+# returns once it accepts connections again.
+pg_start_restartable() {
+    local dir="$1" attempt port lib
+    lib="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/postgres.sh"
+    for attempt in 1 2 3; do
+        port="$(pg_free_port)"
+        if pg_start "$dir" "$port" &&
+            pg_setting "$dir" "synchronous_commit = on" &&
+            pg_restart "$dir"; then
+            PG_RESTARTABLE_PORT="$port"
+            {
+                printf '#!/usr/bin/env bash\n'
+                printf '# Restarts the cluster in %s (pg_ctl restart -m fast -w).\n' "$dir"
+                printf 'set -euo pipefail\n'
+                printf 'source %q\n' "$lib"
+                printf 'PG_BIN=%q\n' "$PG_BIN"
+                printf 'pg_restart %q\n' "$dir"
+            } >"$dir/restart"
+            chmod 0755 "$dir/restart"
+            return 0
+        fi
+        pg_stop "$dir"
+        _pg_log "retrying with another port (attempt $attempt failed)"
+    done
+    return 1
+}
+
 # pg_stop DIR: stops the cluster in DIR if it runs. Never fails.
 pg_stop() {
     local dir="$1"

@@ -3,12 +3,14 @@
 //! given, injects faults, checks the bucket after every trial, and prints a table and, as its
 //! last line, one JSON object. It exits non-zero when any check found a violation.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use diagnosis_tests::chaos::harness::Setup;
 use diagnosis_tests::chaos::{ChaosConfig, Scenario, run};
+use diagnosis_tests::restart_load::RestartableCluster;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +55,16 @@ struct Cli {
     /// always hold a complete UTC day [default: 48].
     #[arg(long)]
     hours: Option<usize>,
+    /// Restarts of PostgreSQL under upload load [default: 5; --short: 2].
+    #[arg(long)]
+    db_restarts: Option<u64>,
+    /// A cluster the db-restarts scenario may restart (a postgres:// URL of any database on
+    /// it, as a user who may create databases); without it that scenario is not run.
+    #[arg(long, env = "DIAGNOSIS_TEST_RESTART_DATABASE_URL")]
+    restart_database_url: Option<String>,
+    /// A program that restarts that cluster and returns once it accepts connections again.
+    #[arg(long, env = "DIAGNOSIS_TEST_RESTART_COMMAND")]
+    restart_command: Option<PathBuf>,
     /// Seed of every random choice (keys, kill moments, faults).
     #[arg(long, default_value_t = 2020)]
     seed: u64,
@@ -88,11 +100,24 @@ fn config(cli: &Cli) -> Result<ChaosConfig, String> {
     if scenarios.is_empty() {
         scenarios = Scenario::ALL.to_vec();
     }
+    let restart_cluster = match (&cli.restart_database_url, &cli.restart_command) {
+        (Some(url), Some(command)) => Some(RestartableCluster::new(
+            url.clone(),
+            command.clone(),
+            Vec::<OsString>::new(),
+        )),
+        (None, None) => None,
+        _ => {
+            return Err("--restart-database-url and --restart-command go together".to_owned());
+        }
+    };
     Ok(ChaosConfig {
         kills: pick(cli.kills, 50, 4),
         fault_rate,
         fault_passes: pick(cli.fault_passes, 8, 2),
         races: pick(cli.races, 10, 2),
+        db_restarts: pick(cli.db_restarts, 5, 2),
+        restart_cluster,
         keys: cli.keys.unwrap_or(if short { 20_000 } else { 200_000 }),
         hours,
         seed: cli.seed,

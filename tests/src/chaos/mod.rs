@@ -30,6 +30,7 @@ use anyhow::Context as _;
 
 use self::harness::{Harness, KEY_REGION, Setup, last_closed_now};
 use self::report::{ScenarioResult, Summary};
+use crate::restart_load::RestartableCluster;
 
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +76,11 @@ pub struct ChaosConfig {
     pub fault_passes: u64,
     /// Rounds of two racing exporters.
     pub races: u64,
+    /// Restarts of PostgreSQL under upload load.
+    pub db_restarts: u64,
+    /// The cluster the db-restarts scenario restarts (not the exporter's); without one that
+    /// scenario is listed as not run.
+    pub restart_cluster: Option<RestartableCluster>,
     /// Keys seeded.
     pub keys: usize,
     /// Closed hours they are spread over (48 or more always hold a complete UTC day).
@@ -113,6 +119,7 @@ pub async fn run(setup: Setup, config: &ChaosConfig) -> anyhow::Result<Summary> 
     ));
     let mut daily_files = pass.report.daily_files;
     let mut results = Vec::new();
+    let mut restart = None;
     for scenario in Scenario::ALL {
         let mut result = ScenarioResult::new(scenario);
         if config.scenarios.contains(&scenario) {
@@ -144,13 +151,14 @@ pub async fn run(setup: Setup, config: &ChaosConfig) -> anyhow::Result<Summary> 
                     )
                     .await?
                 }
-                Scenario::DbRestarts => scenarios::db_restarts(&mut result),
+                Scenario::DbRestarts => {
+                    restart = scenarios::db_restarts(config, &mut result).await?;
+                    None
+                }
             };
             daily_files = daily.unwrap_or(daily_files);
             result.checks = harness.checker.checks() - checks_before;
             result.seconds = scenario_started.elapsed().as_secs_f64();
-        } else if scenario == Scenario::DbRestarts {
-            scenarios::db_restarts(&mut result);
         } else {
             result.notes.push("not selected".to_owned());
         }
@@ -173,6 +181,7 @@ pub async fn run(setup: Setup, config: &ChaosConfig) -> anyhow::Result<Summary> 
         index_regressions: regressions,
         max_index_regressions: largest_step,
         daily_files,
+        restart,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

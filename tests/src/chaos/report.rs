@@ -7,6 +7,7 @@ use super::Scenario;
 use super::check::Violation;
 use super::harness::PassEnd;
 use super::seed::Seeded;
+use crate::restart_load::RestartFigures;
 
 /// How the passes of a scenario ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct ScenarioResult {
     pub seconds: f64,
     /// Details for the table (fault kinds, what was not run and why).
     pub notes: Vec<String>,
+    /// Checks after an interrupted pass that found the manifest and the two `index.txt`
+    /// listing the files of two successive passes (`check::one_pass_apart`; not violations).
+    pub indexes_one_pass_apart: u64,
 }
 
 impl ScenarioResult {
@@ -69,6 +73,7 @@ impl ScenarioResult {
             clean_pass: None,
             seconds: 0.0,
             notes: Vec::new(),
+            indexes_one_pass_apart: 0,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Summary {
     pub max_index_regressions: i64,
     /// Daily files in the last complete check.
     pub daily_files: usize,
+    /// What the db-restarts scenario saw, when it ran.
+    pub restart: Option<RestartFigures>,
     pub seconds: f64,
 }
 
@@ -119,8 +126,20 @@ impl Summary {
             ("lock_kills", self.total(Scenario::LockRaces).into()),
             ("bucket_checks", self.bucket_checks.into()),
             ("bucket_violations", self.bucket_violations().into()),
-            ("acknowledged_uploads", 0.into()),
-            ("acknowledged_keys_lost", 0.into()),
+            (
+                "acknowledged_uploads",
+                self.restart
+                    .as_ref()
+                    .map_or(0, |figures| figures.acknowledged_uploads)
+                    .into(),
+            ),
+            (
+                "acknowledged_keys_lost",
+                self.restart
+                    .as_ref()
+                    .map_or(0, |figures| figures.acknowledged_keys_lost)
+                    .into(),
+            ),
             (
                 "immutable_objects_changed",
                 self.immutable_objects_changed.into(),
@@ -134,11 +153,25 @@ impl Summary {
         format!("{{{}}}", body.join(", "))
     }
 
+    /// A scenario's violations: what its bucket checks found, and for db-restarts the promises
+    /// to phones that did not hold.
+    fn scenario_violations(&self, result: &ScenarioResult) -> usize {
+        let restart = match (&self.restart, result.scenario) {
+            (Some(figures), Scenario::DbRestarts) => figures.violations().len(),
+            _ => 0,
+        };
+        result.violations.len() + restart
+    }
+
     /// True when nothing was violated.
     pub fn passed(&self) -> bool {
         self.bucket_violations() == 0
             && self.immutable_objects_changed == 0
             && self.max_index_regressions == 0
+            && self
+                .restart
+                .as_ref()
+                .is_none_or(|figures| figures.violations().is_empty())
     }
 
     /// The human table.
@@ -192,7 +225,7 @@ impl Summary {
                 result.trials,
                 result.faults,
                 result.checks,
-                result.violations.len(),
+                self.scenario_violations(result),
                 result.passes.completed,
                 result.passes.failed,
                 result.passes.killed,
@@ -203,12 +236,23 @@ impl Summary {
             );
         }
         for result in &self.scenarios {
-            if result.notes.is_empty() && result.violations.is_empty() {
+            if result.notes.is_empty()
+                && result.violations.is_empty()
+                && result.indexes_one_pass_apart == 0
+            {
                 continue;
             }
             let _ = writeln!(out, "\n{}:", result.scenario.name());
             for note in &result.notes {
                 let _ = writeln!(out, "  {note}");
+            }
+            if result.indexes_one_pass_apart > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} finding(s) of index.json and index.txt one pass apart after a pass died \
+                     between them (not violations)",
+                    result.indexes_one_pass_apart
+                );
             }
             let mut categories: BTreeMap<String, usize> = BTreeMap::new();
             for violation in &result.violations {
@@ -276,6 +320,7 @@ mod tests {
             index_regressions: 0,
             max_index_regressions: 0,
             daily_files: 1,
+            restart: None,
             seconds: 2.0,
         }
     }
@@ -312,6 +357,45 @@ mod tests {
         // One from a scenario's checks, one from the measuring pass's.
         assert_eq!(value["bucket_violations"], 2);
         assert!(!summary().passed());
+    }
+
+    #[test]
+    fn the_restart_figures_fill_their_fields_and_a_lost_key_fails_the_run() {
+        let mut clean = summary();
+        clean.scenarios[0].violations.clear();
+        clean.measuring_violations.clear();
+        clean.scenarios[3].ran = true;
+        clean.scenarios[3].faults = 5;
+        let figures = RestartFigures {
+            restarts: 5,
+            uploads_attempted: 120,
+            acknowledged_uploads: 100,
+            acknowledged_keys: 1400,
+            uploads_after_last_restart: 20,
+            uploads_after_last_restart_ok: 20,
+            ..RestartFigures::default()
+        };
+        clean.restart = Some(figures.clone());
+        let value: serde_json::Value = serde_json::from_str(&clean.json()).unwrap();
+        assert_eq!(value["db_restarts"], 5);
+        assert_eq!(value["acknowledged_uploads"], 100);
+        assert_eq!(value["acknowledged_keys_lost"], 0);
+        assert!(clean.passed(), "{}", clean.table());
+
+        let mut lossy = clean;
+        lossy.restart = Some(RestartFigures {
+            acknowledged_keys_lost: 3,
+            ..figures
+        });
+        let value: serde_json::Value = serde_json::from_str(&lossy.json()).unwrap();
+        assert_eq!(value["acknowledged_keys_lost"], 3);
+        assert!(!lossy.passed());
+        let table = lossy.table();
+        let row = table
+            .lines()
+            .find(|line| line.starts_with("db-restarts"))
+            .unwrap();
+        assert_eq!(row.split_whitespace().nth(4), Some("1"), "{table}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::proxy::{Fault, FaultProxy};
 use super::report::ScenarioResult;
 use super::{ChaosConfig, progress, random_within};
 use crate::bench::Rng;
+use crate::restart_load::{LoadSettings, RestartFigures, upload_through_restarts};
 
 /// What the client waits for one object-store request in the store-fault passes
 /// (`AWS_TIMEOUT`), and how long the proxy stalls a request: longer, so a stall is a timeout.
@@ -113,6 +114,7 @@ async fn check(
 ) -> anyhow::Result<CheckReport> {
     let report = harness.check(expectation).await?;
     result.violations.extend(report.violations.iter().cloned());
+    result.indexes_one_pass_apart += report.indexes_one_pass_apart;
     Ok(report)
 }
 
@@ -369,15 +371,34 @@ fn start_racer(
     }
 }
 
-/// Scenario 4, PostgreSQL restarted under upload load: this driver has no restart-under-load
-/// step of its own, so the scenario is listed as not run and its figures (`db_restarts`,
-/// `acknowledged_uploads`, `acknowledged_keys_lost`) stay 0, never estimated.
-pub fn db_restarts(result: &mut ScenarioResult) -> Option<usize> {
-    result.ran = false;
-    result.notes.push(
-        "not run: no restart-under-load step in this driver; db_restarts, acknowledged_uploads \
-         and acknowledged_keys_lost are 0 because nothing was measured"
-            .to_owned(),
-    );
-    None
+/// Scenario 4, PostgreSQL restarted under upload load: the submit service on a database of
+/// the restartable cluster (not the exporter's) under continuous uploads from eight phones,
+/// the cluster restarted `config.db_restarts` times with `pg_ctl restart -m fast` at random
+/// moments ([`upload_through_restarts`]). Every key of every upload answered 200 must be
+/// stored, no request may go unanswered, and uploads must succeed again after the last restart
+/// on the same service. Without a restartable cluster the scenario is listed as not run and its
+/// figures stay 0, never estimated.
+pub async fn db_restarts(
+    config: &ChaosConfig,
+    result: &mut ScenarioResult,
+) -> anyhow::Result<Option<RestartFigures>> {
+    let Some(cluster) = &config.restart_cluster else {
+        result.notes.push(
+            "not run: no restartable cluster (--restart-database-url, --restart-command)"
+                .to_owned(),
+        );
+        return Ok(None);
+    };
+    let restarts = usize::try_from(config.db_restarts).context("--db-restarts")?;
+    let figures = upload_through_restarts(cluster, restarts, LoadSettings::default())
+        .await
+        .context("restarting PostgreSQL under upload load")?;
+    result.ran = true;
+    result.trials = figures.restarts as u64;
+    result.faults = figures.restarts as u64;
+    result.notes.push(figures.to_string());
+    for violation in figures.violations() {
+        result.notes.push(format!("VIOLATION: {violation}"));
+    }
+    Ok(Some(figures))
 }

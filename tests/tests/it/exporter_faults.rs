@@ -212,3 +212,38 @@ async fn a_pass_that_lost_its_lock_session_writes_nothing_more_and_a_successor_p
     let verified = h.verify().await;
     assert!(verified.is_ok(), "{verified}");
 }
+
+/// A first pass that dies at any write, whichever it is, leaves a bucket that either publishes
+/// nothing yet (no `index.txt`) or verifies whole: the manifest and `daily/index.txt` are
+/// written before the phones' `index.txt`, so neither can be missing once it exists.
+#[tokio::test]
+async fn a_first_pass_that_dies_at_any_write_leaves_index_txt_only_with_its_companions() {
+    let start = test_start_time();
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    let mut allowed = 0;
+    loop {
+        let h = ExportHarness::new(start).await;
+        h.upload(&[key(today - 144, 1), key(today - 288, 2)]).await;
+        h.advance(Duration::hours(3));
+        let failing = Bucket::from_store(
+            Arc::new(FailingStore::new(h.test_bucket.store(), allowed)),
+            "",
+        );
+        let outcome = h.exporter_with(failing).await.run_once().await;
+        if h.bucket.get("CA/index.txt").await.unwrap().is_some() {
+            let report = h.verify().await;
+            assert!(
+                report.is_ok(),
+                "after a pass that died at write {}: {report}",
+                allowed + 1
+            );
+        }
+        if outcome.is_ok() {
+            break;
+        }
+        allowed += 1;
+        assert!(allowed < 100, "the pass never completed");
+    }
+    // Hours, retrieval objects, the bundle and the three indexes were each a point of death.
+    assert!(allowed >= 6, "only {allowed} writes");
+}
