@@ -124,9 +124,12 @@ async fn a_corrupt_hourly_object_keeps_no_new_hour_from_being_indexed() {
     let h = ExportHarness::new(start).await;
     let today = interval_number(start.timestamp()) / 144 * 144;
     h.upload(&[key(today - 144, 1), key(today - 288, 3)]).await;
+    h.advance(Duration::hours(1));
     h.run().await;
     let published = h.index("CA/index.txt").await;
-    // An object of today, which the daily and retrieval files are merged from, is damaged.
+    // The hour holding the keys, which today's daily and retrieval files are merged from, is
+    // damaged, and cannot be rebuilt with its recorded bytes: the database no longer holds its
+    // keys.
     let damaged = published.last().unwrap().clone();
     h.bucket
         .put(
@@ -136,23 +139,31 @@ async fn a_corrupt_hourly_object_keeps_no_new_hour_from_being_indexed() {
         )
         .await
         .unwrap();
+    h.db.client()
+        .await
+        .execute("DELETE FROM diagnosis_keys", &[])
+        .await
+        .unwrap();
 
     // 01:20 tomorrow: today is complete, its daily file is due.
-    h.advance(Duration::hours(10));
+    h.advance(Duration::hours(9));
     let result = h.exporter().await.run_once().await;
     let index = h.index("CA/index.txt").await;
-    assert_eq!(index.len(), published.len() + 10);
+    assert_eq!(index.len(), published.len() + 9);
     assert_eq!(index.last(), Some(&hour_key(last_closed_hour(&h))));
-    // Whatever the derived files made of the damage, only they can have failed.
-    if result.is_err() {
-        let (report, steps) = failed_steps(result);
-        assert!(
-            steps.iter().all(|step| *step == Step::Derived),
-            "{:?}",
-            report.failures
-        );
-        assert_eq!(report.hours.len(), 10);
-    }
+    // The windows merged from the damaged object fail, and only they.
+    let (report, steps) = failed_steps(result);
+    assert!(
+        !steps.is_empty() && steps.iter().all(|step| *step == Step::Derived),
+        "{:?}",
+        report.failures
+    );
+    assert!(
+        report.failures.iter().any(|f| f.error.contains(&damaged)),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(report.hours.len(), 9);
 }
 
 #[tokio::test]
