@@ -65,6 +65,38 @@ pub fn manifest_json(
     Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap_or_default())
 }
 
+/// The manifest to publish: the previous one's bytes when it already lists exactly these files
+/// (its `generated_at` is when what it lists was generated, so a pass that changes nothing
+/// leaves it as it was), else a new one generated at `now`.
+pub fn manifest_for(
+    region: &str,
+    now: i64,
+    hourly: &[ExportRecord],
+    daily: &[ExportRecord],
+    previous: Option<&Bytes>,
+) -> Bytes {
+    if let Some(previous) = previous
+        && let Some(at) = generated_at(previous)
+    {
+        let same = manifest_json(region, at, hourly, daily);
+        if same == previous {
+            return same;
+        }
+    }
+    manifest_json(region, now, hourly, daily)
+}
+
+/// The `generated_at` of a published manifest; `None` when it is not one.
+fn generated_at(manifest: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        generated_at: i64,
+    }
+    serde_json::from_slice::<Head>(manifest)
+        .ok()
+        .map(|head| head.generated_at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +143,33 @@ mod tests {
         assert_eq!(value["files"][0]["keys"], 3);
         assert_eq!(value["files"][0]["bytes"], 250);
         assert_eq!(value["files"][0]["part"], 1);
+    }
+
+    #[test]
+    fn an_unchanged_manifest_keeps_its_bytes_and_a_changed_one_is_new() {
+        let hourly = [record("CA/1-2-00001.zip", "hourly", 3600)];
+        let previous = manifest_json("CA", 100, &hourly, &[]);
+        assert_eq!(
+            manifest_for("CA", 999, &hourly, &[], Some(&previous)),
+            previous
+        );
+        let more = [
+            record("CA/1-2-00001.zip", "hourly", 3600),
+            record("CA/2-3-00001.zip", "hourly", 7200),
+        ];
+        assert_eq!(
+            manifest_for("CA", 999, &more, &[], Some(&previous)),
+            manifest_json("CA", 999, &more, &[])
+        );
+        for damaged in [Bytes::from_static(b"not json"), Bytes::new()] {
+            assert_eq!(
+                manifest_for("CA", 999, &hourly, &[], Some(&damaged)),
+                manifest_json("CA", 999, &hourly, &[])
+            );
+        }
+        assert_eq!(
+            manifest_for("CA", 999, &hourly, &[], None),
+            manifest_json("CA", 999, &hourly, &[])
+        );
     }
 }

@@ -43,7 +43,7 @@ use diagnosis_format::sign::{SignError, SigningKeys};
 
 pub use configs::RefusedConfig;
 pub use derive::{CHUNK_BYTES, read_published_keys};
-pub use indexes::{index_txt, manifest_json};
+pub use indexes::{index_txt, manifest_for, manifest_json};
 pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
 pub use window::{Window, WindowKind};
 
@@ -650,28 +650,45 @@ impl Exporter {
             .await?;
         // The manifest first and the phones' index.txt last: once index.txt exists the other
         // two do, and a crash between the three leaves each naming only complete, verified
-        // files, at most one pass apart (DESIGN §4.2).
-        self.bucket
-            .put(
-                &manifest_key(region),
-                manifest_json(region, now_unix.get(), &hourly, &daily),
-                ObjectKind::Manifest,
-            )
-            .await?;
-        self.bucket
-            .put(
-                &daily_index_key(region),
+        // files, at most one pass apart (DESIGN §4.2). An index whose bytes would not change is
+        // not written again: most passes publish nothing new, and an unchanged object keeps its
+        // ETag and Last-Modified for the CDN and the phones' conditional requests.
+        let (manifest_key, daily_key, hourly_key) = (
+            manifest_key(region),
+            daily_index_key(region),
+            hourly_index_key(region),
+        );
+        let (old_manifest, old_daily, old_hourly) = tokio::try_join!(
+            self.bucket.get(&manifest_key),
+            self.bucket.get(&daily_key),
+            self.bucket.get(&hourly_key),
+        )?;
+        let manifest = manifest_for(
+            region,
+            now_unix.get(),
+            &hourly,
+            &daily,
+            old_manifest.as_ref(),
+        );
+        for (key, old, new, kind) in [
+            (&manifest_key, old_manifest, manifest, ObjectKind::Manifest),
+            (
+                &daily_key,
+                old_daily,
                 Bytes::from(index_txt(&daily)),
                 ObjectKind::Index,
-            )
-            .await?;
-        self.bucket
-            .put(
-                &hourly_index_key(region),
+            ),
+            (
+                &hourly_key,
+                old_hourly,
                 Bytes::from(index_txt(&hourly)),
                 ObjectKind::Index,
-            )
-            .await?;
+            ),
+        ] {
+            if old.as_ref() != Some(&new) {
+                self.bucket.put(key, new, kind).await?;
+            }
+        }
         hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
             .await?;
         hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)

@@ -611,3 +611,46 @@ async fn files_merged_from_hourly_files_equal_files_read_from_postgres() {
         );
     }
 }
+
+/// Most passes have nothing new to publish: such a pass writes no object, so the indexes keep
+/// their bytes, ETag and Last-Modified; the next closed hour rewrites all three.
+#[tokio::test]
+async fn a_pass_with_nothing_new_writes_nothing_and_the_next_hour_rewrites_the_indexes() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1)]).await;
+    h.advance(Duration::hours(1));
+    h.run().await;
+    let before = all_objects(&h).await;
+
+    let counting = |h: &ExportHarness| {
+        std::sync::Arc::new(diagnosis_tests::failing_store::FailingStore::new(
+            h.test_bucket.store(),
+            usize::MAX,
+        ))
+    };
+    let idle = counting(&h);
+    let bucket = diagnosis_exporter::storage::Bucket::from_store(idle.clone(), "");
+    h.advance(Duration::minutes(5));
+    let outcome = h.exporter_with(bucket).await.run_once().await.unwrap();
+    assert!(
+        matches!(&outcome, RunOutcome::Completed(report) if report.hours.is_empty()),
+        "{outcome:?}"
+    );
+    assert_eq!(idle.writes_started(), 0, "an idle pass wrote objects");
+    assert_eq!(all_objects(&h).await, before);
+
+    let next = counting(&h);
+    let bucket = diagnosis_exporter::storage::Bucket::from_store(next.clone(), "");
+    h.advance(Duration::hours(1));
+    h.exporter_with(bucket).await.run_once().await.unwrap();
+    let after = all_objects(&h).await;
+    for index in ["CA/index.txt", "CA/daily/index.txt", "CA/index.json"] {
+        assert!(after.contains_key(index), "{index} is missing");
+    }
+    assert_ne!(after["CA/index.txt"], before["CA/index.txt"]);
+    assert_ne!(after["CA/index.json"], before["CA/index.json"]);
+    assert!(h.verify().await.is_ok());
+    assert!(next.writes_started() >= 3, "{}", next.writes_started());
+}
