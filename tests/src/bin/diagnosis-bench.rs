@@ -20,7 +20,7 @@ use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_wind
 use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_format::testing::export_bin_in_order;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, population};
+use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, history, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
 use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 use serde_json::json;
@@ -196,11 +196,8 @@ async fn seed_command(
     }))
 }
 
-/// `keys_per_day` keys a day over the `days × 24` hours ending with `last_hour`, spread
-/// evenly over the hours (the remainder to the first hours of each day), in one COPY. The
-/// cases of each hour were diagnosed on the day of the hour two hours earlier, so their
-/// newest keys have expired two hours before they are uploaded and every key is published
-/// in the hour it was uploaded (DESIGN §2): each hour holds its own share of keys.
+/// `keys_per_day` keys a day over the `days × 24` hours ending with `last_hour`, in one
+/// COPY; each hour publishes its own keys ([`history`]).
 async fn seed_history(
     database_url: &str,
     keys_per_day: usize,
@@ -214,17 +211,8 @@ async fn seed_history(
     }
     let started = Instant::now();
     let client = connect(database_url).await?;
-    let mut rng = Rng::new(seed);
     let first_hour = last_hour - days * 24 + 1;
-    let per_hour = keys_per_day / 24;
-    let extra = i64::try_from(keys_per_day % 24)?;
-    let rows = (first_hour..=last_hour).flat_map(move |hour| {
-        let count = per_hour + usize::from(hour.rem_euclid(24) < extra);
-        let case_day = (hour - 2).div_euclid(24);
-        population(&mut rng, case_day, count)
-            .into_iter()
-            .map(move |k| (hour, k))
-    });
+    let rows = history(Rng::new(seed), keys_per_day, first_hour, last_hour);
     let written = copy_keys(&client, region, rows).await?;
     client.batch_execute("ANALYZE diagnosis_keys").await?;
     Ok(json!({
