@@ -104,6 +104,29 @@ pub fn population(rng: &mut Rng, upload_day: i64, count: usize) -> Vec<Diagnosis
     keys
 }
 
+/// `(submission hour, key)` pairs of a history: `keys_per_day` keys a day over the hours
+/// `first_hour..=last_hour`, spread evenly (the remainder to the first hours of each day).
+/// The cases of each hour were diagnosed on the day of the hour two hours earlier, so their
+/// newest keys expired at least two hours before the upload and every key is published in
+/// the hour it was uploaded (DESIGN §2): each hour holds its own share of the keys.
+pub fn history(
+    mut rng: Rng,
+    keys_per_day: usize,
+    first_hour: i64,
+    last_hour: i64,
+) -> impl Iterator<Item = (i64, DiagnosisKey)> {
+    let per_hour = keys_per_day / 24;
+    let extra = keys_per_day % 24;
+    (first_hour..=last_hour).flat_map(move |hour| {
+        let hour_of_day = usize::try_from(hour.rem_euclid(24)).unwrap_or(0);
+        let count = per_hour + usize::from(hour_of_day < extra);
+        let case_day = (hour - 2).div_euclid(24);
+        population(&mut rng, case_day, count)
+            .into_iter()
+            .map(move |k| (hour, k))
+    })
+}
+
 /// Writes `(submission hour, key)` pairs into `diagnosis_keys` with a binary COPY and
 /// returns the number of rows written.
 pub async fn copy_keys(
@@ -388,6 +411,30 @@ mod tests {
         assert!((1_500..3_500).contains(&unknown_onset), "{unknown_onset}");
         let distinct: HashSet<&KeyData> = a.iter().map(|k| &k.key_data).collect();
         assert_eq!(distinct.len(), a.len());
+    }
+
+    #[test]
+    fn a_history_publishes_each_hour_its_own_share_of_keys() {
+        let last_hour = 20_400 * 24 + 5;
+        let first_hour = last_hour - 3 * 24 + 1;
+        let rows: Vec<(i64, DiagnosisKey)> =
+            history(Rng::new(3), 2_410, first_hour, last_hour).collect();
+        assert_eq!(rows.len(), 3 * 2_410);
+        let mut per_hour = std::collections::BTreeMap::new();
+        for (hour, key) in &rows {
+            let published =
+                publish_hour(*hour, key.rolling_start_interval_number, key.rolling_period);
+            assert_eq!(published, *hour, "a key uploaded in hour {hour}");
+            *per_hour.entry(*hour).or_insert(0) += 1;
+        }
+        assert_eq!(
+            per_hour.keys().copied().collect::<Vec<_>>(),
+            (first_hour..=last_hour).collect::<Vec<_>>()
+        );
+        assert!(
+            per_hour.values().all(|n| (100..=101).contains(n)),
+            "{per_hour:?}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_wind
 use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_format::testing::export_bin_in_order;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, population};
+use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, history, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
 use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 use serde_json::json;
@@ -34,16 +34,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Stores `keys` synthetic keys (whole cases of 28) uploaded during the 24 hours of
-    /// UTC day `day`, spread evenly over its hours, with a binary COPY.
+    /// Stores synthetic keys (whole cases of 28) with a binary COPY: `keys` uploaded during
+    /// the 24 hours of UTC day `day`, spread evenly over its hours; or, with `last_hour`,
+    /// `keys` a day for `days` days of hours ending with `last_hour`, each hour's keys
+    /// already expired when uploaded, so that each hour publishes its own keys.
     Seed {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
+        /// Keys in all (with `day`) or a day (with `last_hour`).
         #[arg(long)]
         keys: usize,
         /// UTC day number (days since 1970-01-01).
+        #[arg(
+            long,
+            required_unless_present = "last_hour",
+            conflicts_with = "last_hour"
+        )]
+        day: Option<i64>,
+        /// The newest hour of a history (hours since 1970-01-01).
         #[arg(long)]
-        day: i64,
+        last_hour: Option<i64>,
+        /// The days of hours a history spans, ending with `last_hour`.
+        #[arg(long, default_value_t = 14, requires = "last_hour")]
+        days: i64,
         #[arg(long, default_value = "302")]
         region: String,
         #[arg(long, default_value_t = 2020)]
@@ -99,9 +112,17 @@ fn main() -> ExitCode {
                 database_url,
                 keys,
                 day,
+                last_hour,
+                days,
                 region,
                 seed,
-            } => seed_command(&database_url, keys, day, &region, seed).await,
+            } => match (day, last_hour) {
+                (Some(day), _) => seed_command(&database_url, keys, day, &region, seed).await,
+                (None, Some(last_hour)) => {
+                    seed_history(&database_url, keys, last_hour, days, &region, seed).await
+                }
+                (None, None) => Err(anyhow::anyhow!("seed needs --day or --last-hour")),
+            },
             Command::Size { keys, seed } => size(keys, seed),
             Command::Catchup {
                 database_url,
@@ -171,6 +192,34 @@ async fn seed_command(
         "day": day,
         "first_hour": day * 24,
         "last_hour": day * 24 + 23,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+}
+
+/// `keys_per_day` keys a day over the `days × 24` hours ending with `last_hour`, in one
+/// COPY; each hour publishes its own keys ([`history`]).
+async fn seed_history(
+    database_url: &str,
+    keys_per_day: usize,
+    last_hour: i64,
+    days: i64,
+    region: &str,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    if days < 1 {
+        bail!("--days must be at least 1");
+    }
+    let started = Instant::now();
+    let client = connect(database_url).await?;
+    let first_hour = last_hour - days * 24 + 1;
+    let rows = history(Rng::new(seed), keys_per_day, first_hour, last_hour);
+    let written = copy_keys(&client, region, rows).await?;
+    client.batch_execute("ANALYZE diagnosis_keys").await?;
+    Ok(json!({
+        "keys": written,
+        "days": days,
+        "first_hour": first_hour,
+        "last_hour": last_hour,
         "seconds": started.elapsed().as_secs_f64(),
     }))
 }
@@ -364,7 +413,9 @@ async fn load(
     }
     let (mut claims, claim_failures, claim_seconds) = gather(workers, started).await?;
 
-    // Upload phase: each claimed keypair uploads 14 keys once.
+    // Upload phase: each claimed keypair uploads 14 keys once. The generator's own CPU
+    // time over the phase is reported, since it shares the machine with what it measures.
+    let cpu_before = process_cpu_seconds()?;
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..phones {
@@ -385,6 +436,7 @@ async fn load(
         }));
     }
     let (mut uploads, upload_failures, upload_seconds) = gather(workers, started).await?;
+    let upload_client_cpu_seconds = process_cpu_seconds()? - cpu_before;
     if claim_failures + upload_failures > 0 {
         bail!("{claim_failures} claims and {upload_failures} uploads failed");
     }
@@ -401,7 +453,29 @@ async fn load(
         "upload_per_s": rate(uploads.0.len(), upload_seconds),
         "upload_p50_ms": uploads.percentile_ms(50.0),
         "upload_p99_ms": uploads.percentile_ms(99.0),
+        "upload_client_cpu_seconds": upload_client_cpu_seconds,
     }))
+}
+
+/// The CPU time (user and system) this process has used, from `/proc/self/stat`, whose
+/// times are in clock ticks of 1/100 s on Linux.
+fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name may hold spaces; the fields after it start with the state (field 3).
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("/proc/self/stat without a command name")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("/proc/self/stat too short")?
+            .parse::<u64>()
+            .context("/proc/self/stat: a time that is not a number")
+    };
+    // utime and stime are fields 14 and 15, that is 11 and 12 after the state.
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// Joins a phase's workers: their latencies, failures, and the phase's wall time.
