@@ -167,6 +167,21 @@ fn after_release<T>(
     }
 }
 
+/// What a pipeline of windows does when one of them fails ([`Exporter::publish_windows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failures {
+    /// The pipeline stops: the hours are published without a gap or not at all.
+    StopAll,
+    /// The window is given up and the next one goes on: derived files are independent.
+    PerWindow,
+}
+
+/// Whether an error ends a pipeline even when its windows fail one by one: the lock is lost,
+/// or the other step ended.
+fn stops_pipeline(error: &ExportError) -> bool {
+    error.lost_lock() || matches!(error, ExportError::UploadStopped)
+}
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunReport {
@@ -485,8 +500,8 @@ impl Exporter {
     }
 
     /// Step (2): the daily file of every complete day not yet published, and the retrieval
-    /// objects that are out of date. Each window is published on its own, so one that fails
-    /// does not keep the others back.
+    /// objects that are out of date, in one pipeline. A window that fails does not keep the
+    /// others back ([`Failures::PerWindow`]).
     async fn publish_derived(
         &self,
         region: &str,
@@ -521,27 +536,30 @@ impl Exporter {
             .stale_retrieval(now_unix.day(), first_hour, last_hour)
             .await?;
         windows.extend(retrieval);
-        let mut first_error = None;
+        let failed = self
+            .publish_windows(&windows, Failures::PerWindow, report)
+            .await?;
         for window in windows {
-            match self.publish_all(&[window], report).await {
-                Ok(()) => match window.kind {
-                    WindowKind::Daily => report.days.push(window.first_hour.day().get()),
-                    WindowKind::RetrieveDay | WindowKind::RetrieveBundle => {
-                        report.retrieval_objects += 1;
-                    }
-                    WindowKind::Hourly => {}
-                },
-                Err(e) if e.lost_lock() => return Err(e),
-                Err(e) => {
-                    tracing::error!(
-                        kind = window.kind.as_str(),
-                        start = window.start().get(),
-                        error = %e,
-                        "a derived file could not be published"
-                    );
-                    first_error.get_or_insert(e);
-                }
+            if failed.iter().any(|(w, _)| *w == window) {
+                continue;
             }
+            match window.kind {
+                WindowKind::Daily => report.days.push(window.first_hour.day().get()),
+                WindowKind::RetrieveDay | WindowKind::RetrieveBundle => {
+                    report.retrieval_objects += 1;
+                }
+                WindowKind::Hourly => {}
+            }
+        }
+        let mut first_error = None;
+        for (window, e) in failed {
+            tracing::error!(
+                kind = window.kind.as_str(),
+                start = window.start().get(),
+                error = %e,
+                "a derived file could not be published"
+            );
+            first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -581,50 +599,138 @@ impl Exporter {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Publishes `windows` in order, as two concurrent steps joined by a one-part queue: one
-    /// streams keys and renders parts, the other signs, compresses (on a blocking thread) and
-    /// uploads them, and writes a window's ledger rows once all its parts are uploaded. So the
-    /// database read, the rendering and the compression overlap, and at most two parts are in
-    /// memory, within `PART_MEMORY_MIB` together unless one part alone is larger. When either step fails, the other stops after its current part: nothing
-    /// after a failed part is uploaded, and the ledger names only uploaded windows.
+    /// Publishes `windows` in order as one pipeline ([`Exporter::publish_windows`]); the first
+    /// failure stops it.
     async fn publish_all(
         &self,
         windows: &[Window],
         report: &mut RunReport,
     ) -> Result<(), ExportError> {
+        let failures = self
+            .publish_windows(windows, Failures::StopAll, report)
+            .await?;
+        failures.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
+    }
+
+    /// Publishes `windows` in order, as two concurrent steps joined by a one-part queue: one
+    /// streams keys and renders parts, the other signs, compresses (on a blocking thread) and
+    /// uploads them, and writes a window's ledger rows once all its parts are uploaded. So the
+    /// database read, the rendering and the compression overlap, also from one window to the
+    /// next, and at most two parts are in memory, within `PART_MEMORY_MIB` together unless one
+    /// part alone is larger.
+    ///
+    /// With [`Failures::StopAll`], when either step fails the other stops after its current
+    /// part: nothing after a failed part is uploaded. With [`Failures::PerWindow`], a window
+    /// that fails (other than by losing the lock) is given up — its remaining parts are not
+    /// uploaded, its ledger rows not written — and the pipeline goes on with the next window;
+    /// the failed windows are returned with their errors. Either way the ledger names only
+    /// windows whose every part was uploaded.
+    ///
+    /// A `00000` bundle is merged from the daily files (DESIGN §4.3), so it starts rendering
+    /// only once the ledger rows of the daily windows before it are written (or those windows
+    /// failed); the retrieval objects in between overlap with the daily file's last part.
+    async fn publish_windows(
+        &self,
+        windows: &[Window],
+        failures: Failures,
+        report: &mut RunReport,
+    ) -> Result<Vec<(Window, ExportError)>, ExportError> {
         let (parts, mut queue) = tokio::sync::mpsc::channel::<window::PartJob>(1);
         let memory = Arc::new(tokio::sync::Semaphore::new(
             window::PART_MEMORY_MIB as usize,
         ));
+        // The windows the upload step is done with: published, or failed.
+        let (settled_tx, settled) = tokio::sync::watch::channel(Vec::<Window>::new());
         let render = async move {
-            for &window in windows {
-                self.render_window(window, &parts, &memory).await?;
+            let mut failed = Vec::new();
+            // The next hour's keys are read while this one renders ([`Exporter::open_hour`]).
+            let mut opened = windows.first().and_then(|&w| self.open_hour(w));
+            for (index, &window) in windows.iter().enumerate() {
+                let this = opened.take();
+                opened = windows.get(index + 1).and_then(|&w| self.open_hour(w));
+                if window.kind == WindowKind::RetrieveBundle {
+                    let dailies: Vec<Window> = windows[..index]
+                        .iter()
+                        .filter(|w| w.kind == WindowKind::Daily)
+                        .filter(|w| !failed.iter().any(|(f, _)| f == *w))
+                        .copied()
+                        .collect();
+                    let mut settled = settled.clone();
+                    settled
+                        .wait_for(|done| dailies.iter().all(|w| done.contains(w)))
+                        .await
+                        .map_err(|_| ExportError::UploadStopped)?;
+                }
+                match self.render_window_from(window, this, &parts, &memory).await {
+                    Ok(()) => {}
+                    Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => return Err(e),
+                    Err(e) => failed.push((window, e)),
+                }
             }
-            Ok::<(), ExportError>(())
+            Ok::<_, ExportError>(failed)
         };
         // Moved in, so that the queue closes when this step ends, even on an error.
         let upload = async move {
+            let mut failed = Vec::new();
             let mut records = Vec::new();
+            // The window whose parts `records` holds, and one whose upload failed.
+            let mut open: Option<Window> = None;
+            let mut given_up: Option<Window> = None;
             while let Some(job) = queue.recv().await {
+                let window = job.window;
                 let last = job.last;
-                records.push(self.upload_job(job).await?);
-                if last {
-                    // The ledger is written after every part of the window is uploaded.
-                    let hold = self.hold_fence().await?;
-                    hold.record_exports(&records, self.clock.now()).await?;
-                    hold.commit().await?;
-                    for record in records.drain(..) {
-                        report.files += 1;
-                        report.keys += record.key_count;
-                        report.bytes += record.bytes;
+                if open.is_some_and(|w| w != window) {
+                    // The render step gave up the open window before its last part.
+                    records.clear();
+                }
+                open = Some(window);
+                if given_up == Some(window) {
+                    continue;
+                }
+                let uploaded = async {
+                    records.push(self.upload_job(job).await?);
+                    if last {
+                        // The ledger is written after every part of the window is uploaded.
+                        let hold = self.hold_fence().await?;
+                        hold.record_exports(&records, self.clock.now()).await?;
+                        hold.commit().await?;
+                    }
+                    Ok::<(), ExportError>(())
+                }
+                .await;
+                match uploaded {
+                    Ok(()) if last => {
+                        for record in records.drain(..) {
+                            report.files += 1;
+                            report.keys += record.key_count;
+                            report.bytes += record.bytes;
+                        }
+                        settled_tx.send_modify(|done| done.push(window));
+                    }
+                    Ok(()) => {}
+                    Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => {
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        records.clear();
+                        given_up = Some(window);
+                        failed.push((window, e));
+                        settled_tx.send_modify(|done| done.push(window));
                     }
                 }
             }
-            Ok::<(), ExportError>(())
+            Ok::<_, ExportError>(failed)
         };
         let (rendered, uploaded) = tokio::join!(render, upload);
         // The upload step's own error explains a render step stopped by it.
-        uploaded.and(rendered)
+        let mut failed = uploaded?;
+        for (window, error) in rendered? {
+            if !failed.iter().any(|(w, _)| *w == window) {
+                failed.push((window, error));
+            }
+        }
+        failed.sort_by_key(|(w, _)| windows.iter().position(|x| x == w));
+        Ok(failed)
     }
 
     /// Rewrites the indexes from the ledger, then marks the files that fell out of the 14-day

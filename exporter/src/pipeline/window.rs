@@ -181,6 +181,34 @@ impl Keys {
     }
 }
 
+/// The keys of an hourly window whose `COPY` was started ahead of its rendering
+/// ([`Exporter::open_hour`]).
+pub(super) struct OpenedHour {
+    window: Window,
+    stream: tokio::task::JoinHandle<Result<KeyStream, StoreError>>,
+}
+
+impl Exporter {
+    /// Starts reading the keys of the hourly window `window` from Postgres on a connection of
+    /// its own, so that Postgres selects and sorts them while the window before it is
+    /// rendered: the hours of a pass are read one `COPY` ahead. Until the rendering reads it,
+    /// the `COPY` waits on its connection (at most its socket's buffers are filled), so memory
+    /// does not grow; dropped unread, it is closed.
+    pub(super) fn open_hour(&self, window: Window) -> Option<OpenedHour> {
+        if window.kind != WindowKind::Hourly {
+            return None;
+        }
+        let store = self.store.clone();
+        let region = self.settings.key_region.clone();
+        let stream = tokio::spawn(async move {
+            store
+                .stream_publishable_keys(&region, window.first_hour, window.last_hour, None)
+                .await
+        });
+        Some(OpenedHour { window, stream })
+    }
+}
+
 /// What a signing thread that did not return says: its panic message, when it has one.
 fn join_error_message(error: tokio::task::JoinError) -> String {
     if !error.is_panic() {
@@ -238,19 +266,38 @@ impl Exporter {
         parts: &tokio::sync::mpsc::Sender<PartJob>,
         memory: &Arc<Semaphore>,
     ) -> Result<(), ExportError> {
+        self.render_window_from(window, None, parts, memory).await
+    }
+
+    /// [`Exporter::render_window`], with the window's keys already being read from Postgres
+    /// when `opened` is given (an hourly window, see [`Exporter::open_hour`]).
+    pub(super) async fn render_window_from(
+        &self,
+        window: Window,
+        opened: Option<OpenedHour>,
+        parts: &tokio::sync::mpsc::Sender<PartJob>,
+        memory: &Arc<Semaphore>,
+    ) -> Result<(), ExportError> {
         // A file spanning many days keeps only keys still relevant at its end.
         let relevant_at = (window.kind == WindowKind::RetrieveBundle).then(|| window.end());
         let Some(records) = self.published_sources(window).await? else {
             let fakes = self.padding_for(window).await?;
-            let stream = self
-                .store
-                .stream_publishable_keys(
-                    &self.settings.key_region,
-                    window.first_hour,
-                    window.last_hour,
-                    relevant_at,
-                )
-                .await?;
+            let stream = match opened {
+                Some(opened) if opened.window == window => opened
+                    .stream
+                    .await
+                    .map_err(|e| ExportError::Derive(format!("opening an hour's keys: {e}")))??,
+                _ => {
+                    self.store
+                        .stream_publishable_keys(
+                            &self.settings.key_region,
+                            window.first_hour,
+                            window.last_hour,
+                            relevant_at,
+                        )
+                        .await?
+                }
+            };
             let keys = Keys::Database(Box::new(Merged::new(stream, fakes).await?));
             return self
                 .render_keys(window, keys, Sources::Database, parts, memory)
