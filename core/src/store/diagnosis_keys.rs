@@ -64,13 +64,16 @@ impl Store {
     /// longer valid: in both cases nothing is written. The quota is judged
     /// after `open`, so an invalid upload on a spent keypair fails as invalid.
     ///
-    /// `open` runs while the row lock is held. That is the price of reading
-    /// the keypair and locking it in one round trip, and it is small: opening
-    /// a 28-key box and validating it takes a few tens of microseconds, less
-    /// than one round trip to the database, and the only request that can wait
-    /// for the lock is another upload to the same keypair, i.e. from the same
-    /// phone. Reading without the lock first would cost every upload a second
-    /// round trip to spare that rare second upload a wait of that size.
+    /// `open` runs while the row lock is held and the connection is checked
+    /// out. That is the price of reading and locking the keypair in one round
+    /// trip, and it is small: opening the box (one X25519 agreement and the
+    /// XSalsa20-Poly1305 pass) and validating the upload takes well under a
+    /// tenth of a millisecond, less than one round trip to the database. The
+    /// only requests that can wait for the lock are other uploads to the same
+    /// keypair, i.e. from the same phone, and each waits at most that long
+    /// more than before. Reading without the lock first would cost every
+    /// upload a second round trip to spare that rare concurrent upload a
+    /// wait of that size.
     pub async fn store_upload<K, E>(
         &self,
         server_public: &ServerPublicKey,
