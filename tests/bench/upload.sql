@@ -1,9 +1,9 @@
 -- pgbench script: the SQL work of one accepted 14-key upload (core/src/store/diagnosis_keys.rs,
--- store_diagnosis_keys), for infra/dev/bench's upload_vs_pgbench_ratio. Run with -M prepared,
+-- store_upload), for infra/dev/bench's upload_vs_pgbench_ratio. Run with -M prepared,
 -- as the service prepares its statements. The keypairs come from tests/bench/keypairs.sql.
 \set keypair random(1, 100000)
 BEGIN;
-SELECT remaining_keys, originator FROM encryption_keys
+SELECT server_private_key, app_public_key, remaining_keys, originator FROM encryption_keys
  WHERE server_public_key = sha256(('bench-server-' || :keypair)::bytea)
    AND app_public_key IS NOT NULL AND created >= now() - interval '15 days'
    FOR UPDATE;

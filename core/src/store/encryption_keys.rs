@@ -207,40 +207,55 @@ impl Store {
             }
         }
     }
+}
 
-    /// The keypair an upload is addressed to, if it is claimed and still valid.
-    pub async fn keypair_for_upload(
-        &self,
-        server_public: &ServerPublicKey,
-        now: DateTime<Utc>,
-        validity_days: u32,
-    ) -> Result<Option<UploadKeypair>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT server_private_key, app_public_key FROM encryption_keys
-                  WHERE server_public_key = $1 AND app_public_key IS NOT NULL AND created >= $2",
-            )
-            .await?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[
-                    &server_public.as_bytes().as_slice(),
-                    &keypair_valid_since(now, validity_days),
-                ],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let server_secret = ServerSecretKey::try_from(row.try_get::<_, &[u8]>(0)?)
-            .map_err(|_| StoreError::InvalidRow("encryption_keys.server_private_key"))?;
-        let app_public = AppPublicKey::try_from(row.try_get::<_, &[u8]>(1)?)
-            .map_err(|_| StoreError::InvalidRow("encryption_keys.app_public_key"))?;
-        Ok(Some(UploadKeypair {
+/// The keypair an upload is addressed to, locked for the rest of `tx`.
+#[derive(Debug)]
+pub(super) struct LockedKeypair {
+    pub keypair: UploadKeypair,
+    pub remaining_keys: i32,
+    pub originator: String,
+}
+
+/// Locks the keypair an upload is addressed to and reads everything the upload
+/// needs from it, in one statement: the key that opens the box and the quota.
+/// `None` when no claimed keypair with that server key is still valid.
+pub(super) async fn lock_keypair_for_upload(
+    tx: &deadpool_postgres::Transaction<'_>,
+    server_public: &ServerPublicKey,
+    now: DateTime<Utc>,
+    validity_days: u32,
+) -> Result<Option<LockedKeypair>, StoreError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT server_private_key, app_public_key, remaining_keys, originator
+               FROM encryption_keys
+              WHERE server_public_key = $1 AND app_public_key IS NOT NULL AND created >= $2
+                FOR UPDATE",
+        )
+        .await?;
+    let row = tx
+        .query_opt(
+            &statement,
+            &[
+                &server_public.as_bytes().as_slice(),
+                &keypair_valid_since(now, validity_days),
+            ],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let server_secret = ServerSecretKey::try_from(row.try_get::<_, &[u8]>(0)?)
+        .map_err(|_| StoreError::InvalidRow("encryption_keys.server_private_key"))?;
+    let app_public = AppPublicKey::try_from(row.try_get::<_, &[u8]>(1)?)
+        .map_err(|_| StoreError::InvalidRow("encryption_keys.app_public_key"))?;
+    Ok(Some(LockedKeypair {
+        keypair: UploadKeypair {
             server_secret,
             app_public,
-        }))
-    }
+        },
+        remaining_keys: row.try_get(2)?,
+        originator: row.try_get(3)?,
+    }))
 }
 
 /// Binds the app key to the code's keypair and records the claim's events;

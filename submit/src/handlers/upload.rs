@@ -1,10 +1,11 @@
 //! `POST /upload`: an app uploads its keys sealed in a NaCl box (DESIGN §3.3).
-//! Checks run in the contract's order, first failure wins; storing is one
-//! transaction with the keypair row locked.
+//! Checks run in the contract's order, first failure wins; from the keypair
+//! lookup on, everything runs in one transaction with the keypair row locked.
 
+use chrono::{DateTime, Utc};
 use diagnosis_core::crypto::open_upload_payload;
-use diagnosis_core::domain::{AppPublicKey, ServerPublicKey};
-use diagnosis_core::store::StoreKeysOutcome;
+use diagnosis_core::domain::{AppPublicKey, DiagnosisKey, ServerPublicKey};
+use diagnosis_core::store::{StoreKeysOutcome, UploadKeypair};
 use diagnosis_core::upload::validate_upload;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_proto::{EncryptedUploadRequest, Message, Upload};
@@ -27,11 +28,43 @@ pub async fn upload(state: &AppState, body: Incoming) -> Result<Response<Body>, 
     let server_public = ServerPublicKey::try_from(request.server_public_key())
         .map_err(|_| UploadError::InvalidCryptoParameters)?;
     let now = state.clock.now();
-    let keypair = state
+    let mut key_count = 0;
+    // One transaction: the keypair is locked and read in one statement, the
+    // box is opened and validated, then the keys are written (see
+    // `Store::store_upload` for why the lock is held while the box opens).
+    let outcome = state
         .store
-        .keypair_for_upload(&server_public, now, settings.encryption_key_validity_days)
-        .await?
-        .ok_or(UploadError::UnknownKeypair)?;
+        .store_upload(
+            &server_public,
+            &settings.region,
+            now,
+            settings.encryption_key_validity_days,
+            |keypair| {
+                let keys = open_and_validate(&request, &keypair, now)?;
+                key_count = keys.len();
+                Ok::<_, UploadError>(keys)
+            },
+        )
+        .await??;
+    match outcome {
+        StoreKeysOutcome::Stored { inserted, .. } => {
+            metrics::counter!("submit_keys_stored_total").increment(u64::from(inserted));
+            metrics::histogram!("submit_upload_keys").record(key_count as f64);
+            Ok(upload_response(StatusCode::OK, ErrorCode::None))
+        }
+        StoreKeysOutcome::QuotaExhausted => Err(UploadError::QuotaExhausted),
+        StoreKeysOutcome::TooManyKeys => Err(UploadError::TooManyKeys),
+        StoreKeysOutcome::KeypairInvalid => Err(UploadError::UnknownKeypair),
+    }
+}
+
+/// Checks 4 to 10 of DESIGN §3.3 on a request whose keypair exists: the
+/// lengths, the app key and the box, then the `Upload` inside it.
+fn open_and_validate(
+    request: &EncryptedUploadRequest,
+    keypair: &UploadKeypair,
+    now: DateTime<Utc>,
+) -> Result<Vec<DiagnosisKey>, UploadError> {
     let nonce: &[u8; 24] = request
         .nonce()
         .try_into()
@@ -52,24 +85,5 @@ pub async fn upload(state: &AppState, body: Incoming) -> Result<Response<Body>, 
     .map_err(|_| UploadError::DecryptionFailed)?;
     let upload = Upload::decode(plaintext.as_slice()).map_err(|_| UploadError::InvalidPayload)?;
     let validated = validate_upload(&upload, now.timestamp()).map_err(UploadError::Rejected)?;
-    let outcome = state
-        .store
-        .store_diagnosis_keys(
-            &server_public,
-            &validated.keys,
-            &settings.region,
-            now,
-            settings.encryption_key_validity_days,
-        )
-        .await?;
-    match outcome {
-        StoreKeysOutcome::Stored { inserted, .. } => {
-            metrics::counter!("submit_keys_stored_total").increment(u64::from(inserted));
-            metrics::histogram!("submit_upload_keys").record(validated.keys.len() as f64);
-            Ok(upload_response(StatusCode::OK, ErrorCode::None))
-        }
-        StoreKeysOutcome::QuotaExhausted => Err(UploadError::QuotaExhausted),
-        StoreKeysOutcome::TooManyKeys => Err(UploadError::TooManyKeys),
-        StoreKeysOutcome::KeypairInvalid => Err(UploadError::UnknownKeypair),
-    }
+    Ok(validated.keys)
 }

@@ -542,3 +542,183 @@ async fn wrong_methods_are_not_allowed() {
         assert_eq!(reply.header("allow"), Some("POST"));
     }
 }
+
+#[tokio::test]
+async fn an_invalid_upload_on_a_spent_keypair_fails_as_invalid() {
+    // The quota is judged only when storing, after every check of the upload itself.
+    let app = TestApp::spawn_with(|settings| settings.initial_remaining_keys = 1).await;
+    let phone = app.claimed_phone().await;
+    let now = app.now_unix();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 1), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+    assert_eq!(remaining_keys(&app, &phone).await, 0);
+
+    let before = app.db.snapshot().await;
+    let mut sealed = phone
+        .sealed_request(&upload_of(app_keys(now, 1), now))
+        .unwrap();
+    if let Some(byte) = sealed.payload.as_mut().and_then(|p| p.last_mut()) {
+        *byte ^= 1;
+    }
+    let reply = phone.send_upload(sealed.encode_to_vec()).await.unwrap();
+    assert_eq!(outcome(&reply), (400, ErrorCode::DecryptionFailed));
+    let reply = phone.upload(&upload_of(Vec::new(), now)).await.unwrap();
+    assert_eq!(outcome(&reply), (400, ErrorCode::NoKeysInPayload));
+    assert_eq!(app.db.snapshot().await, before);
+}
+
+/// Statements a PostgreSQL client sends, counted by a proxy between the service and the
+/// database: every simple `Query` and every extended-protocol `Sync` is one statement whose
+/// answer the client waits for.
+mod statements {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A counting proxy on `127.0.0.1:0`; stops accepting when dropped.
+    pub struct CountingProxy {
+        pub addr: SocketAddr,
+        statements: Arc<AtomicUsize>,
+        accept: tokio::task::JoinHandle<()>,
+    }
+
+    impl CountingProxy {
+        pub async fn start(upstream: SocketAddr) -> CountingProxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let statements = Arc::new(AtomicUsize::new(0));
+            let counter = Arc::clone(&statements);
+            let accept = tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let counter = Arc::clone(&counter);
+                    tokio::spawn(async move {
+                        let Ok(server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (mut client_read, mut client_write) = client.into_split();
+                        let (mut server_read, mut server_write) = server.into_split();
+                        let _ = tokio::join!(
+                            forward_counting(&mut client_read, &mut server_write, &counter),
+                            tokio::io::copy(&mut server_read, &mut client_write),
+                        );
+                    });
+                }
+            });
+            CountingProxy {
+                addr,
+                statements,
+                accept,
+            }
+        }
+
+        /// `url` (a `postgres://` URL) pointed at this proxy instead of its host and port.
+        pub fn url_for(&self, url: &str) -> String {
+            let (scheme, rest) = url.split_once("://").unwrap();
+            let (credentials, host_and_more) = match rest.split_once('@') {
+                Some((credentials, more)) => (format!("{credentials}@"), more),
+                None => (String::new(), rest),
+            };
+            let path = host_and_more
+                .find(['/', '?'])
+                .map_or("", |index| &host_and_more[index..]);
+            format!("{scheme}://{credentials}{}{path}", self.addr)
+        }
+
+        /// Statements sent so far over every connection.
+        pub fn statements(&self) -> usize {
+            self.statements.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for CountingProxy {
+        fn drop(&mut self) {
+            self.accept.abort();
+        }
+    }
+
+    /// Forwards the client's messages one by one, counting each statement before it is sent
+    /// on. The first messages have no type byte: an SSL or GSS encryption request (answered
+    /// "no" by the test cluster), then the startup message.
+    async fn forward_counting(
+        from: &mut tokio::net::tcp::OwnedReadHalf,
+        to: &mut tokio::net::tcp::OwnedWriteHalf,
+        counter: &AtomicUsize,
+    ) {
+        const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
+        let mut started = false;
+        loop {
+            let mut head = vec![0_u8; if started { 5 } else { 4 }];
+            if from.read_exact(&mut head).await.is_err() {
+                let _ = to.shutdown().await;
+                return;
+            }
+            let length_at = head.len() - 4;
+            let length = u32::from_be_bytes(head[length_at..].try_into().unwrap()) as usize;
+            let mut body = vec![0_u8; length.saturating_sub(4)];
+            if from.read_exact(&mut body).await.is_err() {
+                let _ = to.shutdown().await;
+                return;
+            }
+            if started {
+                if matches!(head[0], b'Q' | b'S') {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            } else {
+                let code = body
+                    .get(..4)
+                    .map(|c| u32::from_be_bytes(c.try_into().unwrap()));
+                started = !code.is_some_and(|code| ENCRYPTION_REQUESTS.contains(&code));
+            }
+            head.extend_from_slice(&body);
+            if to.write_all(&head).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_upload_is_one_transaction_of_six_statements() {
+    use diagnosis_core::store::{Store, StoreConfig};
+    use diagnosis_tests::black_hole::upstream_of;
+    use diagnosis_tests::pg::TestDatabase;
+
+    let db = std::sync::Arc::new(TestDatabase::new().await);
+    let proxy = statements::CountingProxy::start(upstream_of(&db.url)).await;
+    // One connection, so that the first upload prepares every statement the second one uses.
+    let store = Store::connect(&StoreConfig {
+        database_url: proxy.url_for(&db.url),
+        pool_size: 1,
+        statement_timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(5),
+        application_name: "diagnosis-upload-tests",
+    })
+    .unwrap();
+    let app = TestApp::spawn_with_store(std::sync::Arc::clone(&db), store).await;
+    let phone = app.claimed_phone().await;
+    let now = app.now_unix();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 7), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+
+    let before = proxy.statements();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 14), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+    assert_eq!(
+        proxy.statements() - before,
+        6,
+        "BEGIN, the keypair read and locked at once, the keys, the quota, the upload count, COMMIT"
+    );
+    assert_eq!(stored_keys(&app).await, 21);
+}
