@@ -189,19 +189,33 @@ async fn a_pass_that_lost_its_lock_session_writes_nothing_more_and_a_successor_p
         );
         tokio::time::sleep(StdDuration::from_millis(5)).await;
     }
-    let terminated =
-        h.db.client()
-            .await
-            .query(
-                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+    let admin = h.db.client().await;
+    let terminated = admin
+        .query(
+            "SELECT l.pid, pg_terminate_backend(l.pid) FROM pg_locks l
               WHERE l.locktype = 'advisory' AND l.granted
                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(terminated.len(), 1, "one exporter lock session");
+    let writes_at_termination = slow.writes_started();
+    // pg_terminate_backend only signals: the session lets go of its lock when it has ended.
+    let pid: i32 = terminated[0].get(0);
+    for _ in 0..500 {
+        let alive = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
             )
             .await
             .unwrap();
-    assert_eq!(terminated.len(), 1, "one exporter lock session");
-    let writes_at_termination = slow.writes_started();
+        if alive.get::<_, i64>(0) == 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
 
     // A second pass takes the lock over and publishes everything.
     let second = h.run().await;
