@@ -5,6 +5,8 @@
 //! an object that does not exist; a crash between the two leaves an object the
 //! next run overwrites with identical bytes.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Object;
 use rand::RngExt;
@@ -341,37 +343,41 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// The window `(start_ts, end_ts)` an object was last published with.
-    pub async fn published_window(
+    /// The window `(start, end)` of each of `object_keys` that the ledger holds and that is not
+    /// deleted, in one query (a pass asks about every retrieval object at once).
+    pub async fn published_windows(
         &self,
-        object_key: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
+        object_keys: &[String],
+    ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT start_ts, end_ts FROM exports WHERE object_key = $1 AND deleted_at IS NULL",
-                &[&object_key],
+        let rows = client
+            .query(
+                "SELECT object_key, start_ts, end_ts FROM exports
+                  WHERE object_key = ANY($1) AND deleted_at IS NULL",
+                &[&object_keys],
             )
             .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .transpose()
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
+            .collect()
     }
 
-    /// Whether a window of `kind` starting at `start` was published.
-    pub async fn is_published(
+    /// Which of `starts` begin a published window of `kind`, in one query.
+    pub async fn published_starts(
         &self,
         region: &str,
         kind: &str,
-        start: UnixSeconds,
-    ) -> Result<bool, StoreError> {
+        starts: &[i64],
+    ) -> Result<HashSet<i64>, StoreError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT 1 FROM exports WHERE region = $1 AND kind = $2 AND start_ts = $3 LIMIT 1",
-                &[&region, &kind, &start.get()],
+        let rows = client
+            .query(
+                "SELECT DISTINCT start_ts FROM exports
+                  WHERE region = $1 AND kind = $2 AND start_ts = ANY($3)",
+                &[&region, &kind, &starts],
             )
             .await?;
-        Ok(row.is_some())
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
     /// Every object of `kind` not deleted whose window starts in `from..to`, oldest first

@@ -522,16 +522,17 @@ impl Exporter {
         };
         let first_hour = UnixSeconds::new(first.start_ts).hour();
         let last_hour = UnixSeconds::new(last.start_ts).hour();
-        let mut windows = Vec::new();
-        for day in complete_days(now_unix, first_hour, last_hour) {
-            if !self
-                .store
-                .is_published(region, WindowKind::Daily.as_str(), day.start())
-                .await?
-            {
-                windows.push(Window::day(day));
-            }
-        }
+        let days: Vec<_> = complete_days(now_unix, first_hour, last_hour).collect();
+        let starts: Vec<i64> = days.iter().map(|day| day.start().get()).collect();
+        let published = self
+            .store
+            .published_starts(region, WindowKind::Daily.as_str(), &starts)
+            .await?;
+        let mut windows: Vec<Window> = days
+            .into_iter()
+            .filter(|day| !published.contains(&day.start().get()))
+            .map(Window::day)
+            .collect();
         let retrieval = self
             .stale_retrieval(now_unix.day(), first_hour, last_hour)
             .await?;

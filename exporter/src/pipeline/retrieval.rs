@@ -20,20 +20,23 @@ impl Exporter {
         last_hour: HourNumber,
     ) -> Result<Vec<Window>, ExportError> {
         let first_day = today.plus(-RELEVANCE_DAYS).max(first_hour.day());
-        let mut stale = Vec::new();
-        for window in (first_day.get()..=today.get())
+        let windows: Vec<Window> = (first_day.get()..=today.get())
             .map(|day| Window::retrieve_day(DayNumber::new(day), last_hour))
             .chain([Window::retrieve_bundle(today, last_hour)])
-        {
-            let current = self
-                .store
-                .published_window(&self.retrieval_key(window))
-                .await?;
-            if current != Some((window.start().get(), window.end().get())) {
-                stale.push(window);
-            }
-        }
-        Ok(stale)
+            .collect();
+        let keys: Vec<String> = windows
+            .iter()
+            .map(|window| self.retrieval_key(*window))
+            .collect();
+        let published = self.store.published_windows(&keys).await?;
+        Ok(windows
+            .into_iter()
+            .zip(&keys)
+            .filter(|(window, key)| {
+                published.get(*key) != Some(&(window.start().get(), window.end().get()))
+            })
+            .map(|(window, _)| window)
+            .collect())
     }
 
     fn retrieval_key(&self, window: Window) -> String {
