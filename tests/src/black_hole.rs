@@ -70,17 +70,7 @@ impl BlackHoleProxy {
 
     /// `url` (a `postgres://` URL) pointed at this proxy instead of its host and port.
     pub fn url_for(&self, url: &str) -> String {
-        let (scheme, rest) = url
-            .split_once("://")
-            .unwrap_or_else(|| panic!("not a URL: {url}"));
-        let (credentials, host_and_more) = match rest.split_once('@') {
-            Some((credentials, more)) => (format!("{credentials}@"), more),
-            None => (String::new(), rest),
-        };
-        let path = host_and_more
-            .find(['/', '?'])
-            .map_or("", |index| &host_and_more[index..]);
-        format!("{scheme}://{credentials}{}{path}", self.addr)
+        url_via(url, self.addr)
     }
 }
 
@@ -88,6 +78,22 @@ impl Drop for BlackHoleProxy {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+/// `url` (a `postgres://` URL) with its host and port replaced by `addr`, keeping its
+/// credentials, database and parameters: the URL of a proxy in front of that database.
+pub fn url_via(url: &str, addr: impl std::fmt::Display) -> String {
+    let (scheme, rest) = url
+        .split_once("://")
+        .unwrap_or_else(|| panic!("not a URL: {url}"));
+    let (credentials, host_and_more) = match rest.split_once('@') {
+        Some((credentials, more)) => (format!("{credentials}@"), more),
+        None => (String::new(), rest),
+    };
+    let path = host_and_more
+        .find(['/', '?'])
+        .map_or("", |index| &host_and_more[index..]);
+    format!("{scheme}://{credentials}{addr}{path}")
 }
 
 /// Copies `from` to `to` while the switch is on. Bytes read just before the switch went off
