@@ -9,14 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::ClientWrapper;
 use futures::Stream;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 
 use super::encryption_keys::{UploadKeypair, lock_keypair_for_upload};
 use super::events::{Event, record_event};
-use super::{Store, StoreError, utc_date};
+use super::{LongSession, Store, StoreError, utc_date};
 use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
 use crate::time::{self, HourNumber, UnixSeconds, hour_number, publish_hour};
 
@@ -324,22 +323,29 @@ pub struct KeyMetadataCount {
 /// A stream of keys read with a binary `COPY`, in the canonical order of DESIGN §4.1,
 /// holding its connection until it ends.
 ///
-/// Postgres sorts only by `rolling_start_interval_number`, an integer, which it does fast;
-/// each run of equal start intervals is then sorted here by the rest of the canonical order
-/// (packed into 20 bytes per key). Sorting by `key_data` in Postgres costs about five times
-/// the read itself (tests/bench/README.md). Memory is one run of keys: with keys spread over
-/// 14 days of start intervals, about a fourteenth of the window.
+/// Sorting by `key_data` in Postgres costs about five times the read itself
+/// (tests/bench/README.md), so the canonical order is made here from keys packed into 24 bytes
+/// each ([`RunKey`]), in one of two ways:
+/// - one publish hour (an hourly window, the export's every-pass read): Postgres sends the rows
+///   unsorted and the whole hour is sorted here; memory is the hour's keys, 24 bytes each;
+/// - a longer window: Postgres sorts only by `rolling_start_interval_number`, an integer, and
+///   each run of equal start intervals is sorted here by the rest of the canonical order;
+///   memory is one run of keys: with keys spread over 14 days of start intervals, about a
+///   fourteenth of the window.
 ///
 /// The connection runs with export-sized settings (a long statement timeout, a
-/// large sort memory), so it is a connection of its own ([`Store::long_session`]),
-/// closed when the stream is dropped rather than returned to the pool.
+/// large sort memory), so it is a connection of its own ([`Store::long_session`]), never
+/// one of the pool's. Once its `COPY` has ended, dropping the stream keeps the session for the
+/// next read of the pass; a stream dropped before its end closes it.
 pub struct KeyStream {
     rows: Pin<Box<BinaryCopyOutStream>>,
-    /// Held, never read: the COPY runs on it, and dropping it closes it.
-    _connection: ClientWrapper,
+    /// The COPY runs on it; once the COPY has ended, dropping it keeps it for the next read.
+    session: LongSession,
+    /// The whole stream is one run (the rows come unsorted).
+    whole: bool,
     /// The current run: its start interval and its keys; once `sorted`, yielded from `next`.
     run_start: i32,
-    run: Vec<PackedKey>,
+    run: Vec<RunKey>,
     sorted: bool,
     next: usize,
     /// The first key of the following run, read before the current run was sorted.
@@ -347,24 +353,26 @@ pub struct KeyStream {
     finished: bool,
 }
 
-/// A key without its start interval, ordered as DESIGN §4.1 orders keys of one start
-/// interval: `meta` packs rolling period, transmission risk, report type and days since
-/// onset (unknown first) from the most significant byte down, then the key bytes.
+/// A key ordered as DESIGN §4.1 orders keys: its start interval, then `meta`, which packs
+/// rolling period, transmission risk, report type and days since onset (unknown first) from
+/// the most significant byte down, then the key bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct PackedKey {
+struct RunKey {
+    rolling_start_interval_number: i32,
     meta: u32,
     key_data: [u8; 16],
 }
 
-impl PackedKey {
-    fn pack(key: &DiagnosisKey) -> Result<PackedKey, StoreError> {
+impl RunKey {
+    fn pack(key: &DiagnosisKey) -> Result<RunKey, StoreError> {
         let byte =
             |v: i32, what: &'static str| u8::try_from(v).map_err(|_| StoreError::InvalidRow(what));
         let onset = match key.days_since_onset {
             None => 0,
             Some(days) => byte(days + 15, "diagnosis_keys.days_since_onset")?,
         };
-        Ok(PackedKey {
+        Ok(RunKey {
+            rolling_start_interval_number: key.rolling_start_interval_number,
             meta: u32::from_be_bytes([
                 byte(key.rolling_period, "diagnosis_keys.rolling_period")?,
                 byte(
@@ -378,11 +386,11 @@ impl PackedKey {
         })
     }
 
-    fn unpack(&self, rolling_start_interval_number: i32) -> Result<DiagnosisKey, StoreError> {
+    fn unpack(&self) -> Result<DiagnosisKey, StoreError> {
         let [period, risk, report, onset] = self.meta.to_be_bytes();
         Ok(DiagnosisKey {
             key_data: KeyData::from_array(self.key_data),
-            rolling_start_interval_number,
+            rolling_start_interval_number: self.rolling_start_interval_number,
             rolling_period: i32::from(period),
             transmission_risk_level: i32::from(risk),
             report_type: ReportType::from_i32(i32::from(report))
@@ -442,7 +450,7 @@ impl Stream for KeyStream {
             if this.sorted {
                 if let Some(packed) = this.run.get(this.next) {
                     this.next += 1;
-                    return Poll::Ready(Some(packed.unpack(this.run_start)));
+                    return Poll::Ready(Some(packed.unpack()));
                 }
                 if this.finished {
                     return Poll::Ready(None);
@@ -453,7 +461,7 @@ impl Stream for KeyStream {
                 this.sorted = false;
                 if let Some(first) = this.lookahead.take() {
                     this.run_start = first.rolling_start_interval_number;
-                    match PackedKey::pack(&first) {
+                    match RunKey::pack(&first) {
                         Ok(packed) => this.run.push(packed),
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     }
@@ -464,6 +472,8 @@ impl Stream for KeyStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => {
+                    // The COPY ran to its end: its session may serve the next read.
+                    this.session.reusable();
                     this.finished = true;
                     this.run.sort_unstable();
                     this.sorted = true;
@@ -477,8 +487,8 @@ impl Stream for KeyStream {
             if this.run.is_empty() {
                 this.run_start = key.rolling_start_interval_number;
             }
-            if key.rolling_start_interval_number == this.run_start {
-                match PackedKey::pack(&key) {
+            if this.whole || key.rolling_start_interval_number == this.run_start {
+                match RunKey::pack(&key) {
                     Ok(packed) => this.run.push(packed),
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }
@@ -502,19 +512,25 @@ impl Store {
         last_hour: HourNumber,
         relevant_at: Option<UnixSeconds>,
     ) -> Result<KeyStream, StoreError> {
-        let connection = self.long_session().await?;
-        connection.batch_execute(&export_session()).await?;
+        let whole = first_hour == last_hour;
+        let connection = self.long_session(&export_session()).await?;
         let query = format!(
             "COPY (SELECT key_data, rolling_start_interval_number, rolling_period,
                           transmission_risk_level, report_type, days_since_onset
-                     FROM diagnosis_keys WHERE {} ORDER BY rolling_start_interval_number)
+                     FROM diagnosis_keys WHERE {}{})
              TO STDOUT (FORMAT binary)",
-            publishable_at(region, first_hour, last_hour, relevant_at)?
+            publishable_at(region, first_hour, last_hour, relevant_at)?,
+            if whole {
+                ""
+            } else {
+                " ORDER BY rolling_start_interval_number"
+            }
         );
-        match connection.copy_out(query.as_str()).await {
+        match connection.client()?.copy_out(query.as_str()).await {
             Ok(copy) => Ok(KeyStream {
                 rows: Box::pin(BinaryCopyOutStream::new(copy, &KEY_COLUMN_TYPES)),
-                _connection: connection,
+                session: connection,
+                whole,
                 run_start: 0,
                 run: Vec::new(),
                 sorted: false,

@@ -210,6 +210,60 @@ impl Connections {
 struct LongSessions {
     connector: Connector,
     config: tokio_postgres::Config,
+    /// Sessions whose last `COPY` ran to its end, kept for the next one
+    /// ([`Store::close_idle_long_sessions`] closes them).
+    idle: std::sync::Mutex<Vec<ClientWrapper>>,
+}
+
+/// Idle export sessions kept for reuse: the exporter reads one window while it opens the next.
+const MAX_IDLE_LONG_SESSIONS: usize = 2;
+
+impl LongSessions {
+    fn take_idle(&self) -> Option<ClientWrapper> {
+        self.idle.lock().ok()?.pop()
+    }
+}
+
+/// A connection from [`Store::long_session`]. Once [`LongSession::reusable`] says its last
+/// statement ran to its end, dropping it keeps it for the next export read; otherwise (a
+/// `COPY` left half-read, an error) dropping it closes it.
+pub(crate) struct LongSession {
+    client: Option<ClientWrapper>,
+    home: Option<Arc<LongSessions>>,
+    reusable: bool,
+}
+
+impl LongSession {
+    /// The session is idle again and may serve the next export read.
+    pub(crate) fn reusable(&mut self) {
+        self.reusable = true;
+    }
+
+    /// The connection (`None` only inside `drop`, which gives it back).
+    pub(crate) fn client(&self) -> Result<&tokio_postgres::Client, StoreError> {
+        match &self.client {
+            Some(client) => Ok(client),
+            None => Err(StoreError::Pool(
+                "an export session used after it was given back".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for LongSession {
+    fn drop(&mut self) {
+        let (Some(client), Some(home)) = (self.client.take(), self.home.as_ref()) else {
+            return;
+        };
+        if !self.reusable || client.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = home.idle.lock()
+            && idle.len() < MAX_IDLE_LONG_SESSIONS
+        {
+            idle.push(client);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -270,6 +324,7 @@ impl Store {
                 ..connector.clone()
             },
             config: pg.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
         };
         let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
         let manager = Manager::from_connect(
@@ -342,13 +397,50 @@ impl Store {
     /// A connection of its own for statements that may run up to the export session's
     /// statement timeout. It never returns to the pool (its session settings differ), and it is
     /// opened outside it, so it is one connection more than `DATABASE_POOL_SIZE`.
-    pub(crate) async fn long_session(&self) -> Result<ClientWrapper, StoreError> {
-        match &self.long_sessions {
-            Some(long) => {
-                let (client, task) = long.connector.connect(&long.config).await?;
-                Ok(ClientWrapper::new(client, task))
+    ///
+    /// `setup` runs first on the session. A session kept from an earlier read whose `COPY` ran
+    /// to its end is used again when it is still open; if `setup` fails on it (the server
+    /// closed it meanwhile), a new one is opened.
+    pub(crate) async fn long_session(&self, setup: &str) -> Result<LongSession, StoreError> {
+        let Some(long) = &self.long_sessions else {
+            let session = LongSession {
+                client: Some(Object::take(self.pool.get().await?)),
+                home: None,
+                reusable: false,
+            };
+            session.client()?.batch_execute(setup).await?;
+            return Ok(session);
+        };
+        while let Some(client) = long.take_idle() {
+            if client.is_closed() {
+                continue;
             }
-            None => Ok(Object::take(self.pool.get().await?)),
+            let session = LongSession {
+                client: Some(client),
+                home: Some(long.clone()),
+                reusable: false,
+            };
+            if session.client()?.batch_execute(setup).await.is_ok() {
+                return Ok(session);
+            }
+        }
+        let (client, task) = long.connector.connect(&long.config).await?;
+        let session = LongSession {
+            client: Some(ClientWrapper::new(client, task)),
+            home: Some(long.clone()),
+            reusable: false,
+        };
+        session.client()?.batch_execute(setup).await?;
+        Ok(session)
+    }
+
+    /// Closes the export sessions kept for reuse ([`Store::long_session`]): the exporter calls
+    /// it when a pass has read what it needed, so that no connection outlives the pass.
+    pub fn close_idle_long_sessions(&self) {
+        if let Some(long) = &self.long_sessions
+            && let Ok(mut idle) = long.idle.lock()
+        {
+            idle.clear();
         }
     }
 

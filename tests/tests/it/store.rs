@@ -300,9 +300,10 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     assert_eq!(again, diagnosis_core::store::RetentionReport::default());
 }
 
-/// Postgres sorts a window only by start interval; the store sorts each run of equal start
-/// intervals by the rest of DESIGN §4.1's order. Whatever the metadata, the stream must come out
-/// exactly as a full sort would put it, with every key of the window and no other.
+/// One hour's keys come unsorted and the store sorts them whole; for a longer window Postgres
+/// sorts only by start interval and the store sorts each run of equal start intervals by the
+/// rest of DESIGN §4.1's order. Whatever the metadata, either stream must come out exactly as a
+/// full sort would put it, with every key of the window and no other.
 #[tokio::test]
 async fn publishable_keys_stream_in_canonical_order() {
     use diagnosis_tests::bench::{Rng, copy_keys, population};
@@ -344,9 +345,9 @@ async fn publishable_keys_stream_in_canonical_order() {
     copy_keys(&client, "302", keys.iter().cloned().map(|k| (hour, k)))
         .await
         .unwrap();
-    // A neighbouring hour's keys stay out of the window.
+    // A neighbouring hour's keys stay out of the one-hour window.
     let other = population(&mut rng, day, 50);
-    copy_keys(&client, "302", other.into_iter().map(|k| (hour + 1, k)))
+    copy_keys(&client, "302", other.iter().cloned().map(|k| (hour + 1, k)))
         .await
         .unwrap();
 
@@ -364,4 +365,143 @@ async fn publishable_keys_stream_in_canonical_order() {
     keys.sort_unstable_by(DiagnosisKey::canonical_cmp);
     assert_eq!(streamed.len(), keys.len());
     assert!(streamed == keys, "the stream is not the canonical order");
+
+    // Both hours: sorted by start interval in Postgres, each run here.
+    let two_hours: Vec<DiagnosisKey> = store
+        .stream_publishable_keys(
+            &region,
+            HourNumber::new(hour),
+            HourNumber::new(hour + 1),
+            None,
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    keys.extend(
+        other
+            .into_iter()
+            .filter(|k| k.expiry_unix() > (hour + 2) * 3600 - 14 * 86_400),
+    );
+    keys.sort_unstable_by(DiagnosisKey::canonical_cmp);
+    assert!(two_hours.len() > streamed.len());
+    assert!(
+        two_hours == keys,
+        "the two-hour stream is not the canonical order"
+    );
+}
+
+/// The backends of the sessions a store opened under `application_name`.
+async fn backends(db: &TestDatabase, application_name: &str) -> Vec<i32> {
+    db.client()
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            &[&application_name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Waits until the backends of `application_name` are `expected` (a closed session's backend
+/// takes a moment to leave `pg_stat_activity`).
+async fn await_backends(db: &TestDatabase, application_name: &str, expected: usize) -> Vec<i32> {
+    for _ in 0..200 {
+        let pids = backends(db, application_name).await;
+        if pids.len() == expected {
+            return pids;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "{application_name}: {:?}, expected {expected} backends",
+        backends(db, application_name).await
+    );
+}
+
+/// An export read (a `COPY` on a session of its own) that ran to its end leaves its session
+/// for the next read; a read dropped half-way closes its session, whose connection is in the
+/// middle of a `COPY`; a kept session the server has closed since is replaced, not used; and
+/// `close_idle_long_sessions` leaves no session open between passes.
+#[tokio::test]
+async fn export_sessions_are_reused_only_after_a_whole_copy() {
+    use diagnosis_tests::bench::{Rng, copy_keys, population};
+    use futures::TryStreamExt as _;
+
+    let db = TestDatabase::new().await;
+    let app = "export-session-test";
+    let store = Store::connect(&StoreConfig {
+        database_url: db.url.clone(),
+        pool_size: 2,
+        statement_timeout: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(5),
+        application_name: app,
+    })
+    .unwrap();
+    let day = hour_number(test_start_time().timestamp()) / 24 - 1;
+    let hour = day * 24 + 5;
+    let keys = population(&mut Rng::new(7), day, 2_000);
+    copy_keys(
+        &**db.client().await,
+        "302",
+        keys.into_iter().map(|k| (hour, k)),
+    )
+    .await
+    .unwrap();
+    let region = Region::parse("302").unwrap();
+    let read_all = || async {
+        let keys: Vec<DiagnosisKey> = store
+            .stream_publishable_keys(&region, HourNumber::new(hour), HourNumber::new(hour), None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(keys.len() > 1_000, "{}", keys.len());
+    };
+
+    read_all().await;
+    let first = await_backends(&db, app, 1).await;
+    read_all().await;
+    assert_eq!(
+        await_backends(&db, app, 1).await,
+        first,
+        "the session was not reused"
+    );
+
+    // The server ends the kept session: the next read opens another.
+    db.client()
+        .await
+        .execute("SELECT pg_terminate_backend($1)", &[&first[0]])
+        .await
+        .unwrap();
+    await_backends(&db, app, 0).await;
+    read_all().await;
+    let second = await_backends(&db, app, 1).await;
+    assert_ne!(second, first);
+
+    // A read dropped after its first key takes the kept session and closes it. (A one-hour
+    // read sorts its whole COPY before its first key, so this one reads two hours, which
+    // Postgres sorts by start interval and the store yields run by run.)
+    let mut half = store
+        .stream_publishable_keys(
+            &region,
+            HourNumber::new(hour),
+            HourNumber::new(hour + 1),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(half.try_next().await.unwrap().is_some());
+    drop(half);
+    await_backends(&db, app, 0).await;
+
+    read_all().await;
+    await_backends(&db, app, 1).await;
+    store.close_idle_long_sessions();
+    await_backends(&db, app, 0).await;
 }
