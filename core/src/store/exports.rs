@@ -119,9 +119,47 @@ impl Drop for FenceHold {
     }
 }
 
+/// The rows of objects of kind `$2` in region `$1`, still in the indexes, whose windows start
+/// at or after `$3`.
+const INDEXED_CONDITION: &str =
+    "region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL";
+
+/// The ledger rows matching `condition`, oldest first (by start, then part), read on `client`.
+async fn records_on(
+    client: &tokio_postgres::Client,
+    condition: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<ExportRecord>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM exports WHERE {condition} ORDER BY start_ts, part"
+            ),
+            params,
+        )
+        .await?;
+    rows.iter().map(record_from_row).collect()
+}
+
 impl FenceHold {
     fn client(&self) -> Result<&Object, StoreError> {
         self.connection.as_ref().ok_or(StoreError::LostLock)
+    }
+
+    /// [`Store::indexed_exports`] read through the hold's own transaction: what the indexes
+    /// written under this hold must name, without a second connection.
+    pub async fn indexed_exports(
+        &self,
+        region: &str,
+        kind: &str,
+        since: UnixSeconds,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        records_on(
+            self.client()?,
+            INDEXED_CONDITION,
+            &[&region, &kind, &since.get()],
+        )
+        .await
     }
 
     /// Ends the hold, committing the ledger writes made through it.
@@ -402,16 +440,7 @@ impl Store {
         condition: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<ExportRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM exports WHERE {condition} ORDER BY start_ts, part"
-                ),
-                params,
-            )
-            .await?;
-        rows.iter().map(record_from_row).collect()
+        records_on(&**self.pool.get().await?, condition, params).await
     }
 
     /// The start of the oldest window of `kind` ever published for `region`, deleted or not.
@@ -434,11 +463,8 @@ impl Store {
         kind: &str,
         since: UnixSeconds,
     ) -> Result<Vec<ExportRecord>, StoreError> {
-        self.records(
-            "region = $1 AND kind = $2 AND start_ts >= $3 AND unindexed_at IS NULL",
-            &[&region, &kind, &since.get()],
-        )
-        .await
+        self.records(INDEXED_CONDITION, &[&region, &kind, &since.get()])
+            .await
     }
 
     /// Objects that left the indexes before `unindexed_before` and are not deleted

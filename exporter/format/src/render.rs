@@ -379,7 +379,15 @@ pub struct WindowRenderer {
     max_keys_per_file: NonZeroUsize,
     part: PartNumber,
     current: ExportBinWriter,
+    /// Keys the current part and the parts after it are expected to hold at most
+    /// ([`WindowRenderer::expect_keys`]).
+    expected_keys: usize,
 }
+
+/// The most bytes one key takes in `export.bin` with values the domain allows: field tag and
+/// length, then `key_data` (18), transmission risk (2), start interval (at most 6), rolling
+/// period (at most 3), report type (2) and days since onset (2).
+const MAX_KEY_BYTES: usize = 2 + 18 + 2 + 6 + 3 + 2 + 2;
 
 impl WindowRenderer {
     /// Starts rendering `window` for `signers` (newest first), splitting after
@@ -401,7 +409,27 @@ impl WindowRenderer {
             max_keys_per_file,
             part: PartNumber::FIRST,
             current,
+            expected_keys: 0,
         })
+    }
+
+    /// Says, before the first key, how many keys the window will hold at most (the sum of its
+    /// sources' counts), so
+    /// that each part's buffer is sized once for its keys instead of doubling as it grows:
+    /// no copy of a part's bytes, and no moment holding both the old and the new buffer. An
+    /// estimate too small only means the buffer grows again; space reserved beyond what is
+    /// written is never touched, so it costs no memory.
+    pub fn expect_keys(&mut self, keys: usize) {
+        self.expected_keys = keys;
+        self.reserve_part();
+    }
+
+    fn reserve_part(&mut self) {
+        let keys = self
+            .expected_keys
+            .min(self.max_keys_per_file.get())
+            .saturating_sub(self.current.key_count());
+        self.current.buf.reserve(keys.saturating_mul(MAX_KEY_BYTES));
     }
 
     /// Adds the next key. Returns the previous part when this key starts a new one.
@@ -417,6 +445,10 @@ impl WindowRenderer {
         // renderer as it was.
         next.push(key)?;
         let full = std::mem::replace(&mut self.current, next);
+        self.expected_keys = self.expected_keys.saturating_sub(full.key_count());
+        if self.expected_keys > 0 {
+            self.reserve_part();
+        }
         let finished = RenderedPart {
             part: self.part,
             key_count: full.key_count(),

@@ -519,6 +519,8 @@ pub(super) struct MergedFiles {
     heap: BinaryHeap<Reverse<Head>>,
     relevant_at: Option<i64>,
     started: bool,
+    /// The most keys the merge can yield: the sum of its sources' ledger counts.
+    max_keys: u64,
 }
 
 impl MergedFiles {
@@ -537,7 +539,12 @@ impl MergedFiles {
         relevant_at: Option<i64>,
         chunk: u64,
     ) -> MergedFiles {
+        let max_keys = sources
+            .iter()
+            .flatten()
+            .fold(0_u64, |sum, object| sum.saturating_add(object.max_keys));
         MergedFiles {
+            max_keys,
             sources: sources
                 .into_iter()
                 .map(|objects| FileKeys::new(bucket.clone(), objects, chunk))
@@ -546,6 +553,11 @@ impl MergedFiles {
             relevant_at,
             started: false,
         }
+    }
+
+    /// The most keys the merge can yield (the sum of its sources' ledger counts).
+    pub(super) fn max_keys(&self) -> u64 {
+        self.max_keys
     }
 
     pub(super) async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {

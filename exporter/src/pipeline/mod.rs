@@ -236,6 +236,14 @@ impl std::fmt::Debug for Exporter {
 /// The name of the padding secret in `exporter_secrets`.
 const PADDING_SECRET: &str = "padding";
 
+/// A part on its way from the seal step to the upload step of [`Exporter::publish_windows`]:
+/// zipped, or the error that stopped it.
+struct SealedJob {
+    window: Window,
+    last: bool,
+    part: Result<window::SealedPart, ExportError>,
+}
+
 impl Exporter {
     /// Builds an exporter; with padding on, reads (or creates) the padding secret.
     pub async fn new(
@@ -613,12 +621,12 @@ impl Exporter {
         failures.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
     }
 
-    /// Publishes `windows` in order, as two concurrent steps joined by a one-part queue: one
-    /// streams keys and renders parts, the other signs, compresses (on a blocking thread) and
-    /// uploads them, and writes a window's ledger rows once all its parts are uploaded. So the
-    /// database read, the rendering and the compression overlap, also from one window to the
-    /// next, and at most two parts are in memory, within `PART_MEMORY_MIB` together unless one
-    /// part alone is larger.
+    /// Publishes `windows` in order, as three concurrent steps joined by one-part queues: one
+    /// streams keys and renders parts, one signs and compresses them (on a blocking thread),
+    /// and one uploads them and writes a window's ledger rows once all its parts are uploaded.
+    /// So the database read, the rendering, the compression and the upload overlap, also from
+    /// one window to the next, and the parts' buffers stay within `PART_MEMORY_MIB` together
+    /// unless one part alone is larger ([`window::PART_MEMORY_MIB`]).
     ///
     /// With [`Failures::StopAll`], when either step fails the other stops after its current
     /// part: nothing after a failed part is uploaded. With [`Failures::PerWindow`], a window
@@ -670,14 +678,29 @@ impl Exporter {
             }
             Ok::<_, ExportError>(failed)
         };
-        // Moved in, so that the queue closes when this step ends, even on an error.
+        // Moved in, so that each queue closes when the step that reads it ends, even on an
+        // error: the steps before it then stop too.
+        let (sealed_tx, mut sealed) = tokio::sync::mpsc::channel::<SealedJob>(1);
+        let seal = async move {
+            while let Some(job) = queue.recv().await {
+                let (window, last) = (job.window, job.last);
+                let part = self.seal(job).await;
+                if sealed_tx
+                    .send(SealedJob { window, last, part })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        };
         let upload = async move {
             let mut failed = Vec::new();
             let mut records = Vec::new();
             // The window whose parts `records` holds, and one whose upload failed.
             let mut open: Option<Window> = None;
             let mut given_up: Option<Window> = None;
-            while let Some(job) = queue.recv().await {
+            while let Some(job) = sealed.recv().await {
                 let window = job.window;
                 let last = job.last;
                 if open.is_some_and(|w| w != window) {
@@ -689,7 +712,7 @@ impl Exporter {
                     continue;
                 }
                 let uploaded = async {
-                    records.push(self.upload_job(job).await?);
+                    records.push(self.put_sealed(job.part?).await?);
                     if last {
                         // The ledger is written after every part of the window is uploaded.
                         let hold = self.hold_fence().await?;
@@ -722,7 +745,10 @@ impl Exporter {
             }
             Ok::<_, ExportError>(failed)
         };
-        let (rendered, uploaded) = tokio::join!(render, upload);
+        let (rendered, (), uploaded) = tokio::join!(render, seal, upload);
+        // No export session outlives the windows it read (a scheduled exporter idles between
+        // passes).
+        self.store.close_idle_long_sessions();
         // The upload step's own error explains a render step stopped by it.
         let mut failed = uploaded?;
         for (window, error) in rendered? {
@@ -746,13 +772,12 @@ impl Exporter {
         let hourly_since = oldest_indexed_hour(now_unix).start();
         let daily_since = now_unix.day().plus(-RELEVANCE_DAYS).start();
         let hold = self.hold_fence().await?;
-        // Read under the hold: a predecessor's last ledger rows are committed by now.
-        let hourly = self
-            .store
+        // Read under the hold, on its connection: a predecessor's last ledger rows are
+        // committed by now, and the pass needs no second connection for it.
+        let hourly = hold
             .indexed_exports(region, WindowKind::Hourly.as_str(), hourly_since)
             .await?;
-        let daily = self
-            .store
+        let daily = hold
             .indexed_exports(region, WindowKind::Daily.as_str(), daily_since)
             .await?;
         // The manifest first and the phones' index.txt last: once index.txt exists the other

@@ -181,6 +181,122 @@ impl Keys {
     }
 }
 
+/// Keys per batch handed from a window's reader task to its renderer ([`KeysAhead`]).
+const BATCH_KEYS: usize = 2_048;
+
+/// Batches a reader task may have ready ahead of the renderer: with the batch being filled
+/// and the one being rendered, at most `BATCH_KEYS × (BATCHES_AHEAD + 2)` keys (about half a
+/// megabyte) are between the two.
+const BATCHES_AHEAD: usize = 4;
+
+/// What a window's reader task hands its renderer.
+enum Batch {
+    Keys(Vec<DiagnosisKey>),
+    End,
+    Failed(ExportError),
+}
+
+/// A window's keys read on a task of their own, so that reading and decoding them — the rows
+/// of Postgres's `COPY` sorted in each run, or the merged source files inflated, checked and
+/// decoded — runs on one core while the window renders on the other. The keys arrive in the
+/// order the source gives them, in batches, and an error arrives where it happened in that
+/// order. Dropping this stops the task.
+struct KeysAhead {
+    batches: tokio::sync::mpsc::Receiver<Batch>,
+    current: std::vec::IntoIter<DiagnosisKey>,
+    task: Option<tokio::task::JoinHandle<Keys>>,
+    ended: bool,
+}
+
+impl KeysAhead {
+    fn spawn(keys: Keys) -> KeysAhead {
+        let (sender, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        KeysAhead {
+            batches,
+            current: Vec::new().into_iter(),
+            task: Some(tokio::spawn(read_ahead(keys, sender))),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {
+        loop {
+            if let Some(key) = self.current.next() {
+                return Ok(Some(key));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.batches.recv().await {
+                Some(Batch::Keys(keys)) => self.current = keys.into_iter(),
+                Some(Batch::End) => self.ended = true,
+                Some(Batch::Failed(error)) => {
+                    self.ended = true;
+                    return Err(error);
+                }
+                None => {
+                    self.ended = true;
+                    return Err(match self.stop().await {
+                        Err(error) => error,
+                        Ok(_) => ExportError::Derive("a window's key reader stopped early".into()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stops the task after the batch it is reading and returns its source, to check the
+    /// rest of the source files ([`MergedFiles::check_rest`]).
+    async fn stop(&mut self) -> Result<Keys, ExportError> {
+        self.batches.close();
+        let task = self.task.take().ok_or_else(|| {
+            ExportError::Derive("a window's key reader was already stopped".into())
+        })?;
+        task.await.map_err(|e| {
+            ExportError::Derive(format!(
+                "reading a window's keys: {}",
+                join_error_message(e)
+            ))
+        })
+    }
+}
+
+impl Drop for KeysAhead {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The reader task of [`KeysAhead`]: sends `keys` in batches, then the end or the error, and
+/// returns the source once everything is sent or the renderer stopped listening.
+async fn read_ahead(mut keys: Keys, batches: tokio::sync::mpsc::Sender<Batch>) -> Keys {
+    loop {
+        let mut batch = Vec::with_capacity(BATCH_KEYS);
+        let end = loop {
+            match keys.next().await {
+                Ok(Some(key)) => {
+                    batch.push(key);
+                    if batch.len() == BATCH_KEYS {
+                        break None;
+                    }
+                }
+                Ok(None) => break Some(Batch::End),
+                Err(error) => break Some(Batch::Failed(error)),
+            }
+        };
+        if !batch.is_empty() && batches.send(Batch::Keys(batch)).await.is_err() {
+            return keys;
+        }
+        if let Some(end) = end {
+            // A renderer that stopped listening no longer needs the end.
+            let _ = batches.send(end).await;
+            return keys;
+        }
+    }
+}
+
 /// The keys of an hourly window whose `COPY` was started ahead of its rendering
 /// ([`Exporter::open_hour`]).
 pub(super) struct OpenedHour {
@@ -244,9 +360,10 @@ pub(super) struct PartJob {
     memory: Option<OwnedSemaphorePermit>,
 }
 
-/// Parts in memory at once, in MiB of `export.bin`: the part being signed, compressed and
-/// uploaded and the next one being rendered share it, so rendering waits when a big part is
-/// still being compressed. A single part larger than this is rendered alone.
+/// Part buffers in memory at once, in MiB: `export.bin` from its rendering until it is signed
+/// and zipped, then the zip until it is uploaded. The parts being rendered, zipped and uploaded
+/// share it, so rendering waits while big parts are still being zipped or uploaded. A single
+/// part larger than this is rendered alone.
 pub(super) const PART_MEMORY_MIB: u32 = 24;
 
 impl Exporter {
@@ -350,7 +467,7 @@ impl Exporter {
     async fn render_keys(
         &self,
         window: Window,
-        mut keys: Keys,
+        keys: Keys,
         sources: Sources,
         parts: &tokio::sync::mpsc::Sender<PartJob>,
         memory: &Arc<Semaphore>,
@@ -376,10 +493,14 @@ impl Exporter {
         };
         let mut renderer =
             WindowRenderer::new(export_window, &self.signing.signer_infos(), max_keys)?;
+        if let Keys::Files(merged) = &keys {
+            renderer.expect_keys(usize::try_from(merged.max_keys()).unwrap_or(usize::MAX));
+        }
         // A part is rendered only once the queue has room, and grows only within the memory
         // it holds: at most two parts are in memory, within PART_MEMORY_MIB together.
         let mut permit = parts.reserve().await.map_err(stopped)?;
         let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut keys = KeysAhead::spawn(keys);
         while let Some(key) = keys.next().await? {
             let needed = u32::try_from(renderer.part_bytes() >> 20)
                 .unwrap_or(u32::MAX)
@@ -404,7 +525,7 @@ impl Exporter {
                 if single_object {
                     // More keys than the platforms accept in one file: publish
                     // the first part (the hourly and daily files carry them all).
-                    if let Keys::Files(merged) = &mut keys {
+                    if let Keys::Files(mut merged) = keys.stop().await? {
                         merged.check_rest().await?;
                     }
                     tracing::error!(
@@ -577,13 +698,13 @@ impl Exporter {
         })
     }
 
-    /// Sign → zip one part: the object's bytes, its name and its ledger record.
+    /// Sign → zip one part: the object's bytes, its name and its ledger record. The part's
+    /// memory is given back once it is zipped, all but the zip's share ([`SealedPart`]).
     pub(super) async fn seal(&self, job: PartJob) -> Result<SealedPart, ExportError> {
-        // The part's memory is given back when this returns.
         let PartJob {
             window,
             part,
-            memory: _memory,
+            mut memory,
             ..
         } = job;
         let (key, object_kind) = self.object_name(window, part.part)?;
@@ -608,21 +729,29 @@ impl Exporter {
             bytes: i64::try_from(zip.len()).unwrap_or(i64::MAX),
             sha256: hex::encode(Sha256::digest(&zip)),
         };
+        if let Some(permits) = memory.as_mut() {
+            let zip_mib = (zip.len() >> 20).saturating_add(1);
+            drop(permits.split(permits.num_permits().saturating_sub(zip_mib)));
+        }
         Ok(SealedPart {
             object_kind,
             zip,
             record,
+            kind: window.kind.as_str(),
+            memory,
         })
     }
 
-    /// Sign → zip → upload one part; the record is returned for the ledger.
-    pub(super) async fn upload_job(&self, job: PartJob) -> Result<ExportRecord, ExportError> {
-        let kind = job.window.kind.as_str();
+    /// Uploads one sealed part; its record is returned for the ledger, and its memory given
+    /// back once the object is written.
+    pub(super) async fn put_sealed(&self, sealed: SealedPart) -> Result<ExportRecord, ExportError> {
         let SealedPart {
             object_kind,
             zip,
             record,
-        } = self.seal(job).await?;
+            kind,
+            memory: _memory,
+        } = sealed;
         self.put_fenced(&record.object_key, Bytes::from(zip), object_kind)
             .await?;
         metrics::counter!("exporter_files_published_total", "kind" => kind).increment(1);
@@ -640,6 +769,11 @@ pub(super) struct SealedPart {
     pub(super) zip: Vec<u8>,
     /// Its ledger row (the object key among it).
     pub(super) record: ExportRecord,
+    /// The window's kind, the metrics' label.
+    kind: &'static str,
+    /// The zip's share of [`PART_MEMORY_MIB`] (one MiB more than its size, at most what its
+    /// `export.bin` held), given back once it is uploaded.
+    memory: Option<OwnedSemaphorePermit>,
 }
 
 #[cfg(test)]
