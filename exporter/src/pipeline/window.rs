@@ -203,32 +203,55 @@ enum Batch {
 /// order. Dropping this stops the task.
 struct KeysAhead {
     batches: tokio::sync::mpsc::Receiver<Batch>,
-    current: std::vec::IntoIter<DiagnosisKey>,
+    /// The batch being rendered, and the position of its next key.
+    current: Vec<DiagnosisKey>,
+    next: usize,
+    /// Spent batches, handed back to the task to fill again ([`SpentBatches`]).
+    spent: SpentBatches,
     task: Option<tokio::task::JoinHandle<Keys>>,
     ended: bool,
 }
 
+/// Batches the renderer has emptied, for the reader task to fill again: the same few buffers
+/// go back and forth instead of one allocation per batch, each of which the allocator (which
+/// returns freed pages at once) would have to fault in again. At most `BATCHES_AHEAD + 2`
+/// exist.
+type SpentBatches = Arc<std::sync::Mutex<Vec<Vec<DiagnosisKey>>>>;
+
 impl KeysAhead {
     fn spawn(keys: Keys) -> KeysAhead {
         let (sender, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let spent = SpentBatches::default();
         KeysAhead {
             batches,
-            current: Vec::new().into_iter(),
-            task: Some(tokio::spawn(read_ahead(keys, sender))),
+            current: Vec::new(),
+            next: 0,
+            spent: spent.clone(),
+            task: Some(tokio::spawn(read_ahead(keys, sender, spent))),
             ended: false,
         }
     }
 
     async fn next(&mut self) -> Result<Option<DiagnosisKey>, ExportError> {
         loop {
-            if let Some(key) = self.current.next() {
-                return Ok(Some(key));
+            if let Some(key) = self.current.get(self.next) {
+                self.next += 1;
+                return Ok(Some(key.clone()));
             }
             if self.ended {
                 return Ok(None);
             }
             match self.batches.recv().await {
-                Some(Batch::Keys(keys)) => self.current = keys.into_iter(),
+                Some(Batch::Keys(keys)) => {
+                    let mut spent = std::mem::replace(&mut self.current, keys);
+                    self.next = 0;
+                    if spent.capacity() > 0
+                        && let Ok(mut batches) = self.spent.lock()
+                    {
+                        spent.clear();
+                        batches.push(spent);
+                    }
+                }
                 Some(Batch::End) => self.ended = true,
                 Some(Batch::Failed(error)) => {
                     self.ended = true;
@@ -271,9 +294,17 @@ impl Drop for KeysAhead {
 
 /// The reader task of [`KeysAhead`]: sends `keys` in batches, then the end or the error, and
 /// returns the source once everything is sent or the renderer stopped listening.
-async fn read_ahead(mut keys: Keys, batches: tokio::sync::mpsc::Sender<Batch>) -> Keys {
+async fn read_ahead(
+    mut keys: Keys,
+    batches: tokio::sync::mpsc::Sender<Batch>,
+    spent: SpentBatches,
+) -> Keys {
     loop {
-        let mut batch = Vec::with_capacity(BATCH_KEYS);
+        let mut batch = spent
+            .lock()
+            .ok()
+            .and_then(|mut spent| spent.pop())
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_KEYS));
         let end = loop {
             match keys.next().await {
                 Ok(Some(key)) => {
