@@ -234,6 +234,20 @@ pub(crate) struct LongSession {
 }
 
 impl LongSession {
+    /// Runs `setup` on `client`: the session, ready for an export read.
+    async fn start(
+        client: ClientWrapper,
+        home: Option<Arc<LongSessions>>,
+        setup: &str,
+    ) -> Result<LongSession, StoreError> {
+        client.batch_execute(setup).await?;
+        Ok(LongSession {
+            client: Some(client),
+            home,
+            reusable: false,
+        })
+    }
+
     /// The session is idle again and may serve the next export read.
     pub(crate) fn reusable(&mut self) {
         self.reusable = true;
@@ -395,43 +409,26 @@ impl Store {
     }
 
     /// A connection of its own for statements that may run up to the export session's
-    /// statement timeout. It never returns to the pool (its session settings differ), and it is
-    /// opened outside it, so it is one connection more than `DATABASE_POOL_SIZE`.
+    /// statement timeout. It never returns to the pool (its session settings differ) and is
+    /// opened outside it, so it is a connection more than `DATABASE_POOL_SIZE`.
     ///
     /// `setup` runs first on the session. A session kept from an earlier read whose `COPY` ran
     /// to its end is used again when it is still open; if `setup` fails on it (the server
     /// closed it meanwhile), a new one is opened.
     pub(crate) async fn long_session(&self, setup: &str) -> Result<LongSession, StoreError> {
         let Some(long) = &self.long_sessions else {
-            let session = LongSession {
-                client: Some(Object::take(self.pool.get().await?)),
-                home: None,
-                reusable: false,
-            };
-            session.client()?.batch_execute(setup).await?;
-            return Ok(session);
+            return LongSession::start(Object::take(self.pool.get().await?), None, setup).await;
         };
         while let Some(client) = long.take_idle() {
             if client.is_closed() {
                 continue;
             }
-            let session = LongSession {
-                client: Some(client),
-                home: Some(long.clone()),
-                reusable: false,
-            };
-            if session.client()?.batch_execute(setup).await.is_ok() {
+            if let Ok(session) = LongSession::start(client, Some(long.clone()), setup).await {
                 return Ok(session);
             }
         }
         let (client, task) = long.connector.connect(&long.config).await?;
-        let session = LongSession {
-            client: Some(ClientWrapper::new(client, task)),
-            home: Some(long.clone()),
-            reusable: false,
-        };
-        session.client()?.batch_execute(setup).await?;
-        Ok(session)
+        LongSession::start(ClientWrapper::new(client, task), Some(long.clone()), setup).await
     }
 
     /// Closes the export sessions kept for reuse ([`Store::long_session`]): the exporter calls
