@@ -6,119 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use diagnosis_core::store::Store;
-use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN};
+use diagnosis_tests::app::PORTAL_TOKEN;
+use diagnosis_tests::binaries::{command, exporter_env, finish, submit_env, submit_serves, text};
 use diagnosis_tests::pg::TestDatabase;
-use diagnosis_tests::process::{built_binary, temp_dir};
+use diagnosis_tests::process::temp_dir;
 use diagnosis_tests::simulator::Portal;
 use diagnosis_tests::tls_pg::{TlsCluster, session_is_tls};
-use tokio::process::Command;
-
-fn command(name: &str, args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(built_binary(name));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
-
-/// Runs a command that must end by itself; fails the test if it runs for a minute.
-async fn finish(mut command: Command) -> std::process::Output {
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the binary did not stop within 60 s")
-        .unwrap()
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-fn submit_env(database_url: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", database_url),
-        ("KEY_CLAIM_TOKEN", format!("{PORTAL_TOKEN}={PORTAL_LABEL}")),
-        ("BIND_ADDR", free_addr()),
-        ("METRICS_ADDR", free_addr()),
-    ]
-}
-
-/// The environment of `diagnosis-exporter run-once` into a fresh `file://` bucket, with a
-/// fresh signing key.
-async fn exporter_env(database_url: String) -> Vec<(&'static str, String)> {
-    let dir = temp_dir("tls-exporter");
-    let key = dir.join("signing-key.pem");
-    let keygen = finish(command(
-        "diagnosis-exporter",
-        &["keygen", "--out", key.to_str().unwrap()],
-        &[],
-    ))
-    .await;
-    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
-    vec![
-        ("DATABASE_URL", database_url),
-        (
-            "BUCKET_URL",
-            format!("file://{}", dir.join("bucket").display()),
-        ),
-        ("SIGNING_KEY_FILE", key.display().to_string()),
-        (
-            "EXPOSURE_CONFIG_DIR",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../infra/exposure-configuration"
-            )
-            .to_owned(),
-        ),
-    ]
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Starts `diagnosis-submit`, waits until it answers, issues a code through it (which writes
-/// to the database) and stops it.
-async fn submit_serves(env: &[(&str, String)]) {
-    let bind = env
-        .iter()
-        .find(|(name, _)| *name == "BIND_ADDR")
-        .map(|(_, value)| value.clone())
-        .unwrap();
-    let mut child = command("diagnosis-submit", &[], env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base_url = format!("http://{bind}");
-    let portal = Portal::new(&base_url, PORTAL_TOKEN);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let output = child.wait_with_output().await.unwrap();
-            panic!(
-                "diagnosis-submit stopped ({status}): {}",
-                text(&output.stderr)
-            );
-        }
-        match portal.issue_code().await {
-            Ok(code) => break code,
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("diagnosis-submit did not serve within 60 s: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    assert!(!code.is_empty());
-    child.kill().await.unwrap();
-}
 
 /// Every session the server holds for `application` on `database`, and whether all are TLS.
 async fn sessions(cluster: &TlsCluster, database: &str, application: &str) -> (i64, bool) {
