@@ -11,7 +11,9 @@
 //!   the response timeout, or the connection fails. This is the bound for a peer that keeps the
 //!   TCP connection open but never answers (a hung proxy, a frozen server): the server's own
 //!   `statement_timeout` cannot fire for a query the server never received. A connection that
-//!   failed this way is closed, so the pool discards it instead of lending it again.
+//!   failed this way is closed, so the pool discards it instead of lending it again. The one
+//!   connection without it is the migrations' own, whose statements may run for any time
+//!   (DESIGN §5).
 //!
 //! The watchdog knows nothing of the protocol: it measures silence after a write. A peer that
 //! stops in the middle of an answer is left to keepalive and to the next statement.
@@ -49,8 +51,9 @@ pub(crate) struct Connector {
     pub tls: Option<MakeRustlsConnect>,
     /// Bounds one connection attempt, TCP to authentication, and paces keepalive.
     pub connect_timeout: Duration,
-    /// How long a connection may stay silent after sending.
-    pub response_timeout: Duration,
+    /// How long a connection may stay silent after sending; `None` for the migrations' session,
+    /// whose statements may run for any time (DESIGN §5).
+    pub response_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -353,21 +356,22 @@ impl AsyncWrite for Transport {
 
 /// A stream whose peer must answer within `response_timeout` of the last write: once bytes
 /// were written and none has been read since, a read fails with `TimedOut` at the deadline.
+/// Without a `response_timeout` it only passes the bytes through.
 pub(crate) struct Watched<S> {
     inner: S,
-    response_timeout: Duration,
+    response_timeout: Option<Duration>,
     /// Armed between a write and the next byte read.
     awaiting: bool,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(inner: S, response_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, response_timeout: Option<Duration>) -> Self {
         Watched {
             inner,
             response_timeout,
             awaiting: false,
-            deadline: Box::pin(tokio::time::sleep(response_timeout)),
+            deadline: Box::pin(tokio::time::sleep(response_timeout.unwrap_or_default())),
         }
     }
 }
@@ -379,12 +383,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.awaiting && this.deadline.as_mut().poll(cx).is_ready() {
+        if let Some(timeout) = this.response_timeout
+            && this.awaiting
+            && this.deadline.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
                     "the database sent no answer within {} s; the connection is dropped",
-                    this.response_timeout.as_secs_f32()
+                    timeout.as_secs_f32()
                 ),
             )));
         }
@@ -409,10 +416,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = result
             && written > 0
+            && let Some(timeout) = this.response_timeout
         {
             this.awaiting = true;
-            let deadline = Instant::now() + this.response_timeout;
-            this.deadline.as_mut().reset(deadline);
+            this.deadline.as_mut().reset(Instant::now() + timeout);
         }
         result
     }
@@ -437,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn silence_after_a_write_fails_the_read() {
         let (client, server) = tokio::io::duplex(64);
-        let mut watched = Watched::new(client, BOUND);
+        let mut watched = Watched::new(client, Some(BOUND));
         watched
             .write_all(b"Q")
             .await
@@ -453,7 +460,7 @@ mod tests {
     #[tokio::test]
     async fn an_answered_connection_is_not_watched() {
         let (client, mut server) = tokio::io::duplex(64);
-        let mut watched = Watched::new(client, BOUND);
+        let mut watched = Watched::new(client, Some(BOUND));
         watched
             .write_all(b"Q")
             .await
