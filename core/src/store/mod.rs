@@ -293,11 +293,21 @@ impl Store {
     /// Builds the pool. No connection is opened until the first query
     /// ([`Store::check_connection`] opens one at start).
     ///
-    /// Reads the `sslrootcert` file of `DATABASE_URL` (or the system's trusted certificates);
-    /// a bad URL or certificate file is a [`StoreError::Config`] naming `DATABASE_URL`.
+    /// Reads the root certificate of `DATABASE_URL` (`sslrootcert`, `~/.postgresql/root.crt`
+    /// or the system's trusted certificates, see [`tls`]); a bad URL or certificate file, or a
+    /// `verify-*` mode without a root certificate, is a [`StoreError::Config`] naming
+    /// `DATABASE_URL`.
     pub fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(&config.database_url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        if let Some(missing) = &url.tls.missing_root_cert {
+            tracing::warn!(
+                sslrootcert = %missing.display(),
+                sslmode = url.tls.mode.as_str(),
+                "DATABASE_URL: the sslrootcert file does not exist, so the server's certificate \
+                 is not checked (libpq's rule for this sslmode)"
+            );
+        }
         let tls = url
             .tls
             .client_config()
@@ -475,7 +485,7 @@ fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
         let code = db.code();
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             return "the server refuses this connection: no pg_hba.conf rule allows it \
-                    (a server that accepts only TLS refuses sslmode=disable)"
+                    (a server that accepts only TLS refuses a connection without TLS)"
                 .to_owned();
         }
         if *code == SqlState::INVALID_PASSWORD {

@@ -2,6 +2,7 @@
 //! does, against a real cluster that accepts only TLS (started by `infra/dev/test`), through the
 //! store and through both binaries as an operator runs them.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -269,4 +270,125 @@ async fn the_store_serves_queries_over_verify_full() {
     assert!(session_is_tls(&store).await);
     let env = submit_env(cluster.url(&database, &cluster.verify_full()));
     submit_serves(&env).await;
+}
+
+/// A home directory for a binary, whose `~/.postgresql/root.crt` is a copy of `ca` when given.
+fn home_with_root_cert(ca: Option<&str>) -> std::path::PathBuf {
+    let home = temp_dir("tls-home");
+    if let Some(ca) = ca {
+        std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+        std::fs::copy(ca, home.join(".postgresql/root.crt")).unwrap();
+    }
+    home
+}
+
+/// `diagnosis-exporter migrate` on `url`, run with `HOME` set to `home`.
+async fn migrate_at_home(url: &str, home: &Path) -> std::process::Output {
+    finish(command(
+        "diagnosis-exporter",
+        &["migrate"],
+        &[
+            ("DATABASE_URL", url.to_owned()),
+            ("HOME", home.display().to_string()),
+        ],
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn verify_modes_without_a_root_certificate_stop_at_start_naming_sslrootcert() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(None);
+    let missing = format!("{}/.postgresql/root.crt does not exist", home.display());
+    for mode in ["verify-ca", "verify-full"] {
+        let url = cluster.url("postgres", &format!("sslmode={mode}"));
+        let exporter = migrate_at_home(&url, &home).await;
+        let mut env = submit_env(url);
+        env.push(("HOME", home.display().to_string()));
+        let submit = finish(command("diagnosis-submit", &[], &env)).await;
+        for (name, output) in [("exporter", exporter), ("submit", submit)] {
+            let stderr = text(&output.stderr);
+            assert!(!output.status.success(), "{name} {mode}: started: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "DATABASE_URL: sslmode={mode} needs a root certificate: set sslrootcert"
+                )),
+                "{name} {mode}: {stderr}"
+            );
+            assert!(stderr.contains(&missing), "{name} {mode}: {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_root_certificate_in_the_home_directory_is_used_without_sslrootcert() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(Some(&cluster.ca));
+    let database = cluster.create_database().await;
+    for query in [
+        "sslmode=verify-full",
+        "sslmode=verify-ca",
+        "sslmode=require",
+        "",
+    ] {
+        let run = migrate_at_home(&cluster.url(&database, query), &home).await;
+        assert!(run.status.success(), "{query}: {}", text(&run.stderr));
+    }
+    let mut env = submit_env(cluster.url(&database, "sslmode=verify-full"));
+    env.push(("HOME", home.display().to_string()));
+    submit_serves(&env).await;
+}
+
+#[tokio::test]
+async fn another_cas_root_certificate_in_the_home_directory_is_refused_in_every_mode_using_tls() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(Some(&cluster.other_ca));
+    let root_cert = format!("root certificate {}/.postgresql/root.crt", home.display());
+    // libpq checks the chain whenever a root certificate exists, require included.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let run =
+            migrate_at_home(&cluster.url("postgres", &format!("sslmode={mode}")), &home).await;
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "{mode}: started: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "DATABASE_URL: the server's certificate is not trusted (sslmode={mode}, {root_cert}"
+            )),
+            "{mode}: {stderr}"
+        );
+    }
+    // prefer tries again without TLS, which this server refuses: both reasons are given.
+    let run = migrate_at_home(&cluster.url("postgres", "sslmode=prefer"), &home).await;
+    let stderr = text(&run.stderr);
+    assert!(!run.status.success(), "prefer: started: {stderr}");
+    assert!(
+        stderr.contains(
+            "DATABASE_URL: the server's certificate is not trusted; tried again without TLS, as \
+             sslmode=prefer does: the server refuses this connection"
+        ),
+        "prefer: {stderr}"
+    );
+    assert!(stderr.contains(&root_cert), "prefer: {stderr}");
+}
+
+#[tokio::test]
+async fn sslrootcert_system_trusts_the_operating_systems_roots_and_nothing_else() {
+    let cluster = TlsCluster::from_env();
+    // The cluster's CA at home changes nothing: sslrootcert names where the roots come from.
+    let home = home_with_root_cert(Some(&cluster.ca));
+    for query in [
+        "sslrootcert=system",
+        "sslmode=verify-full&sslrootcert=system",
+    ] {
+        let run = migrate_at_home(&cluster.url("postgres", query), &home).await;
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "{query}: started: {stderr}");
+        assert!(
+            stderr.contains(
+                "DATABASE_URL: the server's certificate is not trusted (sslmode=verify-full, \
+                 sslrootcert=system)"
+            ),
+            "{query}: {stderr}"
+        );
+    }
 }
