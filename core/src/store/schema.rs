@@ -74,7 +74,8 @@ pub fn embedded_migrations() -> Vec<Migration> {
 }
 
 /// Applies the embedded migrations of `sql/` on `client` (see the module documentation). The
-/// session's `statement_timeout` and `lock_timeout` are what they were before once it returns.
+/// session's `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` are
+/// back at the session's defaults once it returns.
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     apply(client, &embedded_migrations()).await
 }
@@ -87,6 +88,8 @@ pub async fn migrate_with(client: &mut Client, migrations: &[Migration]) -> Resu
     apply(client, migrations).await
 }
 
+/// `migrations` applied as the module documentation says, the session's timeouts lifted while
+/// they run.
 pub(super) async fn apply(client: &mut Client, migrations: &[Migration]) -> Result<(), StoreError> {
     client
         .batch_execute(
