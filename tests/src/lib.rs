@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod binaries;
 pub mod black_hole;
 pub mod cdn;
 pub mod chaos;

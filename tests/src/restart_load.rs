@@ -648,8 +648,8 @@ mod tests {
                 "postgres://postgres@127.0.0.1:5432/postgres?dbname=restart_1",
             ),
             (
-                "postgres://u@h/db?sslmode=verify-full",
-                "postgres://u@h/db?sslmode=verify-full&dbname=restart_1",
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=system",
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=system&dbname=restart_1",
             ),
         ];
         for (admin, expected) in cases {

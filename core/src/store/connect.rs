@@ -11,7 +11,11 @@
 //!   the response timeout, or the connection fails. This is the bound for a peer that keeps the
 //!   TCP connection open but never answers (a hung proxy, a frozen server): the server's own
 //!   `statement_timeout` cannot fire for a query the server never received. A connection that
-//!   failed this way is closed, so the pool discards it instead of lending it again.
+//!   failed this way is closed, so the pool discards it instead of lending it again. The one
+//!   connection without it is the migrations' own, whose statements may run for any time
+//!   (DESIGN §5);
+//! * libpq's `sslmode=prefer`: a TLS attempt that fails is tried again without TLS
+//!   ([`Connector::again_without_tls`]).
 //!
 //! The watchdog knows nothing of the protocol: it measures silence after a write. A peer that
 //! stops in the middle of an answer is left to keepalive and to the next statement.
@@ -34,7 +38,7 @@ use tokio_postgres::tls::{MakeTlsConnect, NoTls};
 use tokio_postgres::{Client, Config, Connection};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::describe_postgres;
+use super::{connect_failure_reason, describe_postgres};
 
 /// PostgreSQL's default port.
 const DEFAULT_PORT: u16 = 5432;
@@ -49,8 +53,9 @@ pub(crate) struct Connector {
     pub tls: Option<MakeRustlsConnect>,
     /// Bounds one connection attempt, TCP to authentication, and paces keepalive.
     pub connect_timeout: Duration,
-    /// How long a connection may stay silent after sending.
-    pub response_timeout: Duration,
+    /// How long a connection may stay silent after sending; `None` for the migrations' session,
+    /// whose statements may run for any time (DESIGN §5).
+    pub response_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -127,6 +132,41 @@ impl Connector {
         pg_config: &Config,
         target: &Target,
     ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let (stream, tls_name) = self.open(pg_config, target).await?;
+        let (client, task) = match (&self.tls, tls_name) {
+            (Some(make), Some(name)) => match start_tls(pg_config, stream, make, name).await {
+                Ok(connected) => connected,
+                Err(error) if pg_config.get_ssl_mode() == SslMode::Prefer => {
+                    self.again_without_tls(pg_config, target, &error).await?
+                }
+                Err(error) => return Err(error),
+            },
+            // libpq does not use TLS on a unix socket, whatever sslmode says.
+            (None, _) | (_, None) => start_plain(pg_config, stream).await?,
+        };
+        if pg_config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+            let rows = client.simple_query("SHOW transaction_read_only").await?;
+            let read_only = rows.iter().any(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
+                _ => false,
+            });
+            if read_only {
+                task.abort();
+                return Err(
+                    failure(pg_config, "the server is read-only (target_session_attrs)").await,
+                );
+            }
+        }
+        Ok((client, task))
+    }
+
+    /// The socket to `target`, watched, and the name a TLS handshake checks (`None` on a unix
+    /// socket).
+    async fn open<'a>(
+        &self,
+        pg_config: &Config,
+        target: &'a Target,
+    ) -> Result<(Watched<Transport>, Option<&'a str>), tokio_postgres::Error> {
         let (transport, tls_name) = match target {
             Target::Tcp { name, addr, port } => match self.open_tcp(name, *addr, *port).await {
                 Ok(stream) => (Transport::Tcp(stream), Some(name.as_str())),
@@ -144,40 +184,40 @@ impl Connector {
                 }
             }
         };
-        let stream = Watched::new(transport, self.response_timeout);
-        let (client, task) = match (&self.tls, tls_name) {
-            (Some(make), Some(name)) => {
-                let mut make = make.clone();
-                let tls =
-                    match MakeTlsConnect::<Watched<Transport>>::make_tls_connect(&mut make, name) {
-                        Ok(tls) => tls,
-                        Err(never) => match never {},
-                    };
-                let (client, connection) = pg_config.connect_raw(stream, tls).await?;
-                (client, spawn_connection(connection))
-            }
-            // libpq does not use TLS on a unix socket, whatever sslmode says.
-            (None, _) | (_, None) => {
-                let mut plain = pg_config.clone();
-                plain.ssl_mode(SslMode::Disable);
-                let (client, connection) = plain.connect_raw(stream, NoTls).await?;
-                (client, spawn_connection(connection))
-            }
+        Ok((Watched::new(transport, self.response_timeout), tls_name))
+    }
+
+    /// libpq's `sslmode=prefer`: a connection whose TLS attempt failed (a certificate the root
+    /// certificate refuses, a login refused over TLS) is tried once more without TLS, and fails
+    /// only when that fails too, with both reasons.
+    async fn again_without_tls(
+        &self,
+        pg_config: &Config,
+        target: &Target,
+        tls_error: &tokio_postgres::Error,
+    ) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+        let tls_reason = connect_failure_reason(tls_error);
+        let outcome = match self.open(pg_config, target).await {
+            Ok((stream, _)) => start_plain(pg_config, stream).await,
+            Err(error) => Err(error),
         };
-        if pg_config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
-            let rows = client.simple_query("SHOW transaction_read_only").await?;
-            let read_only = rows.iter().any(|message| match message {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0) == Some("on"),
-                _ => false,
-            });
-            if read_only {
-                task.abort();
-                return Err(
-                    failure(pg_config, "the server is read-only (target_session_attrs)").await,
+        match outcome {
+            Ok(connected) => {
+                tracing::warn!(
+                    reason = %tls_reason,
+                    "the TLS attempt failed; connected without TLS, as sslmode=prefer allows \
+                     (sslmode=require or verify-full refuse this)"
                 );
+                Ok(connected)
+            }
+            Err(plain_error) => {
+                let message = format!(
+                    "{tls_reason}; tried again without TLS, as sslmode=prefer does: {}",
+                    connect_failure_reason(&plain_error)
+                );
+                Err(failure(pg_config, &message).await)
             }
         }
-        Ok((client, task))
     }
 
     /// Resolves and connects, then turns keepalive and the user timeout on.
@@ -251,6 +291,33 @@ fn targets(pg_config: &Config) -> Vec<Target> {
             }
         })
         .collect()
+}
+
+/// The startup exchange over TLS, checking the certificate for `name`.
+async fn start_tls(
+    pg_config: &Config,
+    stream: Watched<Transport>,
+    make: &MakeRustlsConnect,
+    name: &str,
+) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    let mut make = make.clone();
+    let tls = match MakeTlsConnect::<Watched<Transport>>::make_tls_connect(&mut make, name) {
+        Ok(tls) => tls,
+        Err(never) => match never {},
+    };
+    let (client, connection) = pg_config.connect_raw(stream, tls).await?;
+    Ok((client, spawn_connection(connection)))
+}
+
+/// The startup exchange without TLS.
+async fn start_plain(
+    pg_config: &Config,
+    stream: Watched<Transport>,
+) -> Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    let mut plain = pg_config.clone();
+    plain.ssl_mode(SslMode::Disable);
+    let (client, connection) = plain.connect_raw(stream, NoTls).await?;
+    Ok((client, spawn_connection(connection)))
 }
 
 /// Runs a connection in the background; its end is logged without row data.
@@ -353,21 +420,22 @@ impl AsyncWrite for Transport {
 
 /// A stream whose peer must answer within `response_timeout` of the last write: once bytes
 /// were written and none has been read since, a read fails with `TimedOut` at the deadline.
+/// Without a `response_timeout` it only passes the bytes through.
 pub(crate) struct Watched<S> {
     inner: S,
-    response_timeout: Duration,
+    response_timeout: Option<Duration>,
     /// Armed between a write and the next byte read.
     awaiting: bool,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(inner: S, response_timeout: Duration) -> Self {
+    pub(crate) fn new(inner: S, response_timeout: Option<Duration>) -> Self {
         Watched {
             inner,
             response_timeout,
             awaiting: false,
-            deadline: Box::pin(tokio::time::sleep(response_timeout)),
+            deadline: Box::pin(tokio::time::sleep(response_timeout.unwrap_or_default())),
         }
     }
 }
@@ -379,12 +447,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.awaiting && this.deadline.as_mut().poll(cx).is_ready() {
+        if let Some(timeout) = this.response_timeout
+            && this.awaiting
+            && this.deadline.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
                     "the database sent no answer within {} s; the connection is dropped",
-                    this.response_timeout.as_secs_f32()
+                    timeout.as_secs_f32()
                 ),
             )));
         }
@@ -409,10 +480,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = result
             && written > 0
+            && let Some(timeout) = this.response_timeout
         {
             this.awaiting = true;
-            let deadline = Instant::now() + this.response_timeout;
-            this.deadline.as_mut().reset(deadline);
+            this.deadline.as_mut().reset(Instant::now() + timeout);
         }
         result
     }
@@ -437,7 +508,7 @@ mod tests {
     #[tokio::test]
     async fn silence_after_a_write_fails_the_read() {
         let (client, server) = tokio::io::duplex(64);
-        let mut watched = Watched::new(client, BOUND);
+        let mut watched = Watched::new(client, Some(BOUND));
         watched
             .write_all(b"Q")
             .await
@@ -453,7 +524,7 @@ mod tests {
     #[tokio::test]
     async fn an_answered_connection_is_not_watched() {
         let (client, mut server) = tokio::io::duplex(64);
-        let mut watched = Watched::new(client, BOUND);
+        let mut watched = Watched::new(client, Some(BOUND));
         watched
             .write_all(b"Q")
             .await

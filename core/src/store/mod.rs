@@ -15,6 +15,7 @@ mod exports;
 mod failed_claims;
 mod metrics;
 mod retention;
+mod schema;
 mod submit_secrets;
 pub mod tls;
 
@@ -30,7 +31,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::connect::Connector;
 use self::tls::{DatabaseUrl, TlsSettings};
-use crate::error::{causes, chain, find_cause};
+use crate::error::{causes, chain};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
@@ -39,15 +40,12 @@ pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
 pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
+#[cfg(feature = "test-support")]
+pub use schema::migrate_with;
+pub use schema::{
+    MIGRATION_LOCK_ID, MIGRATION_LOCK_TIMEOUT, Migration, embedded_migrations, migrate,
+};
 pub use submit_secrets::CLIENT_IDENTITY_SECRET;
-
-mod embedded {
-    refinery::embed_migrations!("../sql");
-}
-
-/// Serialises schema migrations across processes: two replicas starting at the
-/// same moment must not both apply the same migration.
-const MIGRATION_LOCK_ID: i64 = 0x6469_6167_6d69_6772; // "diagmigr"
 
 /// An error from the database layer. Callers turn it into `SERVER_ERROR`/500 or
 /// a failed job.
@@ -106,20 +104,6 @@ impl From<PoolError> for StoreError {
             PoolError::Backend(e) => StoreError::Pool(describe_postgres(e)),
             other => StoreError::Pool(other.to_string()),
         }
-    }
-}
-
-impl From<refinery::Error> for StoreError {
-    /// refinery's text says which step failed but not why; the Postgres error
-    /// under it (e.g. `permission denied for schema public` when a runtime role
-    /// meets a pending migration) is appended in its safe form.
-    fn from(error: refinery::Error) -> Self {
-        let mut text = error.to_string();
-        if let Some(postgres) = find_cause::<tokio_postgres::Error>(&error) {
-            text.push_str(": ");
-            text.push_str(&describe_postgres(postgres));
-        }
-        StoreError::Migration(text)
     }
 }
 
@@ -309,11 +293,21 @@ impl Store {
     /// Builds the pool. No connection is opened until the first query
     /// ([`Store::check_connection`] opens one at start).
     ///
-    /// Reads the `sslrootcert` file of `DATABASE_URL` (or the system's trusted certificates);
-    /// a bad URL or certificate file is a [`StoreError::Config`] naming `DATABASE_URL`.
+    /// Reads the root certificate of `DATABASE_URL` (`sslrootcert`, `~/.postgresql/root.crt`
+    /// or the system's trusted certificates, see [`tls`]); a bad URL or certificate file, or a
+    /// `verify-*` mode without a root certificate, is a [`StoreError::Config`] naming
+    /// `DATABASE_URL`.
     pub fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
         let url = DatabaseUrl::parse(&config.database_url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        if let Some(missing) = &url.tls.missing_root_cert {
+            tracing::warn!(
+                sslrootcert = %missing.display(),
+                sslmode = url.tls.mode.as_str(),
+                "DATABASE_URL: the sslrootcert file does not exist, so the server's certificate \
+                 is not checked (libpq's rule for this sslmode)"
+            );
+        }
         let tls = url
             .tls
             .client_config()
@@ -329,12 +323,13 @@ impl Store {
         let connector = Connector {
             tls,
             connect_timeout: config.connect_timeout,
-            response_timeout: config.statement_timeout.saturating_add(RESPONSE_GRACE),
+            response_timeout: Some(config.statement_timeout.saturating_add(RESPONSE_GRACE)),
         };
         let long_sessions = LongSessions {
             connector: Connector {
-                response_timeout: diagnosis_keys::EXPORT_STATEMENT_TIMEOUT
-                    .saturating_add(RESPONSE_GRACE),
+                response_timeout: Some(
+                    diagnosis_keys::EXPORT_STATEMENT_TIMEOUT.saturating_add(RESPONSE_GRACE),
+                ),
                 ..connector.clone()
             },
             config: pg.clone(),
@@ -441,59 +436,38 @@ impl Store {
         }
     }
 
-    /// Applies the migrations of `sql/` that are not applied yet.
+    /// Applies the migrations of `sql/` that are not applied yet, on a session of its own
+    /// (DESIGN §5: see [`migrate`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
-        migrate(&mut client).await
+        self.apply_migrations(&embedded_migrations()).await
     }
-}
 
-/// Applies the embedded migrations of `sql/` on `client`, holding a session
-/// advisory lock so that processes starting together apply each migration once.
-///
-/// When the history already records exactly the embedded migrations, nothing
-/// else is run: a binary connected as its least-privilege runtime role (DESIGN
-/// §7), which may read the history but not create tables, then starts without
-/// `--no-migrate`. refinery alone would fail there, because its first statement
-/// is a `CREATE TABLE IF NOT EXISTS` of the history, which PostgreSQL refuses
-/// without CREATE on the schema even when the table exists.
-pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
-        .await?;
-    let runner = embedded::migrations::runner().set_abort_divergent(true);
-    let result = if schema_is_current(&runner, client).await {
-        Ok(None)
-    } else {
-        runner.run_async(client).await.map(Some)
-    };
-    let unlock = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
-        .await;
-    let report = result?;
-    unlock?;
-    for migration in report.iter().flat_map(|report| report.applied_migrations()) {
-        tracing::info!(
-            version = migration.version(),
-            name = migration.name(),
-            "applied migration"
-        );
+    /// [`Store::migrate`] with a set of migrations of the caller's. Only with the
+    /// `test-support` feature: the binaries apply the embedded set.
+    #[cfg(feature = "test-support")]
+    pub async fn migrate_with(&self, migrations: &[Migration]) -> Result<(), StoreError> {
+        self.apply_migrations(migrations).await
     }
-    Ok(())
-}
 
-/// True when the migration history holds exactly the embedded migrations, with
-/// the same names and checksums. Anything else (no history yet, a pending, a
-/// changed or an unknown migration, or an error reading the history) is left to
-/// refinery, which applies what is pending or reports the problem.
-async fn schema_is_current(runner: &refinery::Runner, client: &mut tokio_postgres::Client) -> bool {
-    let Ok(mut applied) = runner.get_applied_migrations_async(client).await else {
-        return false;
-    };
-    let mut embedded = runner.get_migrations().clone();
-    applied.sort();
-    embedded.sort();
-    applied == embedded
+    async fn apply_migrations(&self, migrations: &[Migration]) -> Result<(), StoreError> {
+        let mut session = self.migration_session().await?;
+        schema::apply(&mut session, migrations).await
+    }
+
+    /// A connection for the migrations, closed when dropped: never lent again, since a
+    /// migration, or the wait for another process's, may take any time. It has no response
+    /// watchdog for the same reason; TCP keepalive still notices a server that vanished.
+    async fn migration_session(&self) -> Result<ClientWrapper, StoreError> {
+        let Some(long) = &self.long_sessions else {
+            return Ok(Object::take(self.pool.get().await?));
+        };
+        let connector = Connector {
+            response_timeout: None,
+            ..long.connector.clone()
+        };
+        let (client, task) = connector.connect(&long.config).await?;
+        Ok(ClientWrapper::new(client, task))
+    }
 }
 
 /// Why a connection could not be opened, in an operator's words; never row data.
@@ -511,7 +485,7 @@ fn connect_failure_reason(error: &tokio_postgres::Error) -> String {
         let code = db.code();
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             return "the server refuses this connection: no pg_hba.conf rule allows it \
-                    (a server that accepts only TLS refuses sslmode=disable)"
+                    (a server that accepts only TLS refuses a connection without TLS)"
                 .to_owned();
         }
         if *code == SqlState::INVALID_PASSWORD {

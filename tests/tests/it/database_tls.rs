@@ -2,123 +2,17 @@
 //! does, against a real cluster that accepts only TLS (started by `infra/dev/test`), through the
 //! store and through both binaries as an operator runs them.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use diagnosis_core::store::Store;
-use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN};
+use diagnosis_tests::app::PORTAL_TOKEN;
+use diagnosis_tests::binaries::{command, exporter_env, finish, submit_env, submit_serves, text};
 use diagnosis_tests::pg::TestDatabase;
-use diagnosis_tests::process::{built_binary, temp_dir};
+use diagnosis_tests::process::temp_dir;
 use diagnosis_tests::simulator::Portal;
 use diagnosis_tests::tls_pg::{TlsCluster, session_is_tls};
-use tokio::process::Command;
-
-fn command(name: &str, args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(built_binary(name));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
-
-/// Runs a command that must end by itself; fails the test if it runs for a minute.
-async fn finish(mut command: Command) -> std::process::Output {
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the binary did not stop within 60 s")
-        .unwrap()
-}
-
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-fn submit_env(database_url: String) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", database_url),
-        ("KEY_CLAIM_TOKEN", format!("{PORTAL_TOKEN}={PORTAL_LABEL}")),
-        ("BIND_ADDR", free_addr()),
-        ("METRICS_ADDR", free_addr()),
-    ]
-}
-
-/// The environment of `diagnosis-exporter run-once` into a fresh `file://` bucket, with a
-/// fresh signing key.
-async fn exporter_env(database_url: String) -> Vec<(&'static str, String)> {
-    let dir = temp_dir("tls-exporter");
-    let key = dir.join("signing-key.pem");
-    let keygen = finish(command(
-        "diagnosis-exporter",
-        &["keygen", "--out", key.to_str().unwrap()],
-        &[],
-    ))
-    .await;
-    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
-    vec![
-        ("DATABASE_URL", database_url),
-        (
-            "BUCKET_URL",
-            format!("file://{}", dir.join("bucket").display()),
-        ),
-        ("SIGNING_KEY_FILE", key.display().to_string()),
-        (
-            "EXPOSURE_CONFIG_DIR",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../infra/exposure-configuration"
-            )
-            .to_owned(),
-        ),
-    ]
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Starts `diagnosis-submit`, waits until it answers, issues a code through it (which writes
-/// to the database) and stops it.
-async fn submit_serves(env: &[(&str, String)]) {
-    let bind = env
-        .iter()
-        .find(|(name, _)| *name == "BIND_ADDR")
-        .map(|(_, value)| value.clone())
-        .unwrap();
-    let mut child = command("diagnosis-submit", &[], env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base_url = format!("http://{bind}");
-    let portal = Portal::new(&base_url, PORTAL_TOKEN);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let output = child.wait_with_output().await.unwrap();
-            panic!(
-                "diagnosis-submit stopped ({status}): {}",
-                text(&output.stderr)
-            );
-        }
-        match portal.issue_code().await {
-            Ok(code) => break code,
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("diagnosis-submit did not serve within 60 s: {e:#}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    assert!(!code.is_empty());
-    child.kill().await.unwrap();
-}
 
 /// Every session the server holds for `application` on `database`, and whether all are TLS.
 async fn sessions(cluster: &TlsCluster, database: &str, application: &str) -> (i64, bool) {
@@ -376,4 +270,125 @@ async fn the_store_serves_queries_over_verify_full() {
     assert!(session_is_tls(&store).await);
     let env = submit_env(cluster.url(&database, &cluster.verify_full()));
     submit_serves(&env).await;
+}
+
+/// A home directory for a binary, whose `~/.postgresql/root.crt` is a copy of `ca` when given.
+fn home_with_root_cert(ca: Option<&str>) -> std::path::PathBuf {
+    let home = temp_dir("tls-home");
+    if let Some(ca) = ca {
+        std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+        std::fs::copy(ca, home.join(".postgresql/root.crt")).unwrap();
+    }
+    home
+}
+
+/// `diagnosis-exporter migrate` on `url`, run with `HOME` set to `home`.
+async fn migrate_at_home(url: &str, home: &Path) -> std::process::Output {
+    finish(command(
+        "diagnosis-exporter",
+        &["migrate"],
+        &[
+            ("DATABASE_URL", url.to_owned()),
+            ("HOME", home.display().to_string()),
+        ],
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn verify_modes_without_a_root_certificate_stop_at_start_naming_sslrootcert() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(None);
+    let missing = format!("{}/.postgresql/root.crt does not exist", home.display());
+    for mode in ["verify-ca", "verify-full"] {
+        let url = cluster.url("postgres", &format!("sslmode={mode}"));
+        let exporter = migrate_at_home(&url, &home).await;
+        let mut env = submit_env(url);
+        env.push(("HOME", home.display().to_string()));
+        let submit = finish(command("diagnosis-submit", &[], &env)).await;
+        for (name, output) in [("exporter", exporter), ("submit", submit)] {
+            let stderr = text(&output.stderr);
+            assert!(!output.status.success(), "{name} {mode}: started: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "DATABASE_URL: sslmode={mode} needs a root certificate: set sslrootcert"
+                )),
+                "{name} {mode}: {stderr}"
+            );
+            assert!(stderr.contains(&missing), "{name} {mode}: {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_root_certificate_in_the_home_directory_is_used_without_sslrootcert() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(Some(&cluster.ca));
+    let database = cluster.create_database().await;
+    for query in [
+        "sslmode=verify-full",
+        "sslmode=verify-ca",
+        "sslmode=require",
+        "",
+    ] {
+        let run = migrate_at_home(&cluster.url(&database, query), &home).await;
+        assert!(run.status.success(), "{query}: {}", text(&run.stderr));
+    }
+    let mut env = submit_env(cluster.url(&database, "sslmode=verify-full"));
+    env.push(("HOME", home.display().to_string()));
+    submit_serves(&env).await;
+}
+
+#[tokio::test]
+async fn another_cas_root_certificate_in_the_home_directory_is_refused_in_every_mode_using_tls() {
+    let cluster = TlsCluster::from_env();
+    let home = home_with_root_cert(Some(&cluster.other_ca));
+    let root_cert = format!("root certificate {}/.postgresql/root.crt", home.display());
+    // libpq checks the chain whenever a root certificate exists, require included.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let run =
+            migrate_at_home(&cluster.url("postgres", &format!("sslmode={mode}")), &home).await;
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "{mode}: started: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "DATABASE_URL: the server's certificate is not trusted (sslmode={mode}, {root_cert}"
+            )),
+            "{mode}: {stderr}"
+        );
+    }
+    // prefer tries again without TLS, which this server refuses: both reasons are given.
+    let run = migrate_at_home(&cluster.url("postgres", "sslmode=prefer"), &home).await;
+    let stderr = text(&run.stderr);
+    assert!(!run.status.success(), "prefer: started: {stderr}");
+    assert!(
+        stderr.contains(
+            "DATABASE_URL: the server's certificate is not trusted; tried again without TLS, as \
+             sslmode=prefer does: the server refuses this connection"
+        ),
+        "prefer: {stderr}"
+    );
+    assert!(stderr.contains(&root_cert), "prefer: {stderr}");
+}
+
+#[tokio::test]
+async fn sslrootcert_system_trusts_the_operating_systems_roots_and_nothing_else() {
+    let cluster = TlsCluster::from_env();
+    // The cluster's CA at home changes nothing: sslrootcert names where the roots come from.
+    let home = home_with_root_cert(Some(&cluster.ca));
+    for query in [
+        "sslrootcert=system",
+        "sslmode=verify-full&sslrootcert=system",
+    ] {
+        let run = migrate_at_home(&cluster.url("postgres", query), &home).await;
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "{query}: started: {stderr}");
+        assert!(
+            stderr.contains(
+                "DATABASE_URL: the server's certificate is not trusted (sslmode=verify-full, \
+                 sslrootcert=system)"
+            ),
+            "{query}: {stderr}"
+        );
+    }
 }

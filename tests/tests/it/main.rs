@@ -21,6 +21,7 @@ mod exporter_cli;
 mod exporter_faults;
 mod harness;
 mod least_privilege;
+mod migrations;
 mod operations;
 mod pg_restart;
 mod portal;
