@@ -24,6 +24,7 @@ mod least_privilege;
 mod operations;
 mod pg_restart;
 mod portal;
+mod publication_clock;
 mod relevance;
 mod retention;
 mod scheduled;
