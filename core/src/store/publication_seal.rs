@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
 
 use super::{Store, StoreError};
 use crate::time::HourNumber;
@@ -22,6 +23,12 @@ use crate::time::HourNumber;
 /// name is the second key). Two-key locks never collide with the one-key locks of
 /// migrations, exports and hash IDs.
 const SEAL_LOCK_CLASS: i32 = 0x7365_616c; // "seal"
+
+/// The longest one attempt to seal waits for the uploads under way (each holds the lock for
+/// a few milliseconds), and so the longest new uploads wait behind it.
+const SEAL_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Attempts to seal before the pass's hours step fails (and the next pass tries again).
+const SEAL_ATTEMPTS: u32 = 5;
 
 /// The database's clock, or the one a test put in its place, as an SQL expression over a
 /// `timestamptz` parameter that is NULL unless a test replaced the clock.
@@ -56,16 +63,49 @@ impl Store {
     /// Seals the hours of `region` (the region keys are stored under) up to `through`: waits
     /// for every upload storing keys at this moment, then records `through`, so that every
     /// later upload files its keys after it. A seal never moves back.
+    ///
+    /// While the seal waits for its lock, new uploads queue behind it, so it waits at most
+    /// [`SEAL_LOCK_WAIT`] at a time: an upload transaction that stalls (its replica paused,
+    /// its network gone) makes the seal give way and try again, [`SEAL_ATTEMPTS`] times in
+    /// all, rather than hold every other upload back until the database ends that transaction.
     pub async fn seal_hours(&self, region: &str, through: HourNumber) -> Result<(), StoreError> {
         let hour = i32::try_from(through.get())
             .map_err(|_| StoreError::InvalidRow("sealed hour out of range"))?;
+        for attempt in 1..=SEAL_ATTEMPTS {
+            if self.try_seal(region, hour).await? {
+                return Ok(());
+            }
+            if attempt < SEAL_ATTEMPTS {
+                tokio::time::sleep(SEAL_LOCK_WAIT).await;
+            }
+        }
+        Err(StoreError::Postgres(format!(
+            "the hours of {region} could not be sealed: uploads held the seal lock through \
+             {SEAL_ATTEMPTS} waits of {} ms",
+            SEAL_LOCK_WAIT.as_millis()
+        )))
+    }
+
+    /// One attempt of [`Store::seal_hours`]; `false` when the lock was not had in time.
+    async fn try_seal(&self, region: &str, hour: i32) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&SEAL_LOCK_CLASS, &region],
-        )
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            SEAL_LOCK_WAIT.as_millis()
+        ))
         .await?;
+        let locked = tx
+            .execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&SEAL_LOCK_CLASS, &region],
+            )
+            .await;
+        match locked {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         tx.execute(
             "INSERT INTO publication_seal (region, sealed_through_hour) VALUES ($1, $2)
              ON CONFLICT (region) DO UPDATE
@@ -75,7 +115,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The last hour of `region` sealed so far, if any.

@@ -276,3 +276,45 @@ async fn the_clock_check_refuses_beyond_the_grace_only() {
     }
     assert_eq!(h.index("CA/index.txt").await, before);
 }
+
+/// An upload transaction that stalls while it holds the seal lock (its replica paused, its
+/// network gone) cannot hold every other upload back behind a waiting seal: the seal waits a
+/// second at a time and gives way in between, and seals once the stalled transaction ends.
+#[tokio::test]
+async fn a_stalled_upload_cannot_hold_the_other_uploads_behind_a_seal() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let mut stalled = h.db.client().await;
+    let stalled = stalled.transaction().await.unwrap();
+    stalled
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared(x'7365616c'::int, hashtext('302'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let store = h.store.clone();
+    let hour = UnixSeconds::from(start).hour();
+    let seal = tokio::spawn(async move { store.seal_hours("302", hour).await });
+    eventually("the seal waiting for the stalled upload", async || {
+        seal_locks(&h, "ExclusiveLock", false).await == 1
+    })
+    .await;
+
+    let day = interval_number(start.timestamp()) / 144 * 144;
+    tokio::time::timeout(StdDuration::from_secs(20), h.upload(&[key(day - 288, 1)]))
+        .await
+        .expect("an upload stayed queued behind the seal");
+    assert!(
+        !seal.is_finished(),
+        "the seal did not wait for the stalled upload"
+    );
+
+    stalled.commit().await.unwrap();
+    tokio::time::timeout(StdDuration::from_secs(20), seal)
+        .await
+        .expect("the seal did not follow once the stalled upload ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.store.sealed_through("302").await.unwrap(), Some(hour));
+}
