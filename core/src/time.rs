@@ -430,10 +430,20 @@ pub fn publish_hour(
     rolling_start_interval_number: i32,
     rolling_period: i32,
 ) -> i64 {
+    submission_hour.max(held_back_until(
+        rolling_start_interval_number,
+        rolling_period,
+    ))
+}
+
+/// The earliest hour a key may be published in, whenever it is submitted: two hours after the
+/// hour its expiry falls in (rounded up), the hold-back half of [`publish_hour`]. The store
+/// files an upload's keys under `max(this, the submission hour the database's clock gives)`.
+pub fn held_back_until(rolling_start_interval_number: i32, rolling_period: i32) -> i64 {
     let expiry = key_expiry(rolling_start_interval_number, rolling_period);
     // Ceiling division that is also right for negative numbers: -floor(-x / d).
     let expiry_hour_ceiling = -(-expiry).div_euclid(SECONDS_PER_HOUR);
-    submission_hour.max(expiry_hour_ceiling + PUBLISH_DELAY_HOURS)
+    expiry_hour_ceiling + PUBLISH_DELAY_HOURS
 }
 
 /// [`RELEVANCE_DAYS`] in seconds.

@@ -27,6 +27,13 @@
 //! slow link) and each connection attempt 5 s; `AWS_TIMEOUT`, `AWS_CONNECT_TIMEOUT` (and the
 //! `GOOGLE_`/`AZURE_` forms) override these.
 //!
+//! The request budget ([`Bucket::request_budget`]): the longest one operation may take, retries
+//! included (the retry timeout, then one last request's own timeout, then the longest backoff
+//! before it). Every upload is cut there at the latest, and the database transaction that
+//! holds the exporter's fence across an upload is allowed to stay idle that long, so no
+//! database limit shorter than the store's own can cut a write that is still going (DESIGN
+//! §4.2: a slow store is not a broken one).
+//!
 //! Headers on a `file://` bucket: object_store's local file system store cannot keep
 //! Content-Type or Cache-Control, so a `file://` bucket stores the bytes only and
 //! [`Bucket::attributes`] answers `None`. The static server in front of such a directory derives
@@ -122,6 +129,8 @@ pub struct Bucket {
     location: String,
     /// False where the backend cannot keep Content-Type and Cache-Control (local files).
     keeps_headers: bool,
+    /// The longest one operation may take, retries included (module docs).
+    budget: Duration,
 }
 
 impl fmt::Debug for Bucket {
@@ -162,6 +171,18 @@ impl Cloud {
 const REQUEST_TIMEOUT: &str = "120s";
 /// One connection attempt; a store that does not answer this fast is retried.
 const CONNECT_TIMEOUT: &str = "5s";
+/// The request budget of a store whose requests have no timeout of their own (a local
+/// directory, memory, a store a test wraps): as long as one cloud request may take.
+const LOCAL_REQUEST_BUDGET: Duration = Duration::from_secs(120);
+
+/// The longest one operation of a cloud store may take: retries stop `retry_timeout` after the
+/// first try, the last one may wait the longest backoff first and then take its own timeout.
+fn request_budget(retry: &RetryConfig, request_timeout: Duration) -> Duration {
+    retry
+        .retry_timeout
+        .saturating_add(retry.backoff.max_backoff)
+        .saturating_add(request_timeout)
+}
 
 impl Bucket {
     /// The retry policy of [`Bucket::from_url`]: see the module documentation.
@@ -218,6 +239,7 @@ impl Bucket {
             store: Arc::new(InMemory::new()),
             location: "memory://".to_string(),
             keeps_headers: true,
+            budget: LOCAL_REQUEST_BUDGET,
         }
     }
 
@@ -238,12 +260,19 @@ impl Bucket {
             store: narrow(store, prefix),
             location,
             keeps_headers,
+            budget: LOCAL_REQUEST_BUDGET,
         }
     }
 
     /// Where this bucket is, as `scheme://bucket/prefix`; safe to log.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The longest one operation may take, retries included; an upload is cut there at the
+    /// latest (module docs).
+    pub fn request_budget(&self) -> Duration {
+        self.budget
     }
 
     /// Uploads a whole object with the Content-Type and Cache-Control of `kind`, replacing any
@@ -256,11 +285,21 @@ impl Bucket {
             attributes.insert(Attribute::CacheControl, kind.cache_control().into());
         }
         let options = PutOptions::from(attributes);
-        self.store
-            .put_opts(&path, PutPayload::from(bytes), options)
-            .await
-            .map(|_| ())
-            .map_err(|error| self.request_error("put", key, &error))
+        let put = self.store.put_opts(&path, PutPayload::from(bytes), options);
+        match tokio::time::timeout(self.budget, put).await {
+            Ok(result) => result
+                .map(|_| ())
+                .map_err(|error| self.request_error("put", key, &error)),
+            Err(_) => Err(StorageError::Request {
+                operation: "put",
+                key: key.to_string(),
+                location: self.location.clone(),
+                message: format!(
+                    "no answer within the request budget of {} s",
+                    self.budget.as_secs()
+                ),
+            }),
+        }
     }
 
     /// The object's bytes, or `None` when it does not exist.
@@ -489,6 +528,7 @@ fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, Sto
                 store: narrow(store, prefix),
                 location,
                 keeps_headers: true,
+                budget: LOCAL_REQUEST_BUDGET,
             });
         }
         "s3" => Cloud::S3,
@@ -504,11 +544,12 @@ fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, Sto
     if host.is_empty() {
         return Err(invalid(&location, "names no bucket or container"));
     }
-    let store = build_cloud(cloud, host, settings, retry, &location)?;
+    let (store, request_timeout) = build_cloud(cloud, host, settings, retry.clone(), &location)?;
     Ok(Bucket {
         store: narrow(store, prefix),
         location,
         keeps_headers: true,
+        budget: request_budget(&retry, request_timeout),
     })
 }
 
@@ -536,18 +577,20 @@ fn open_directory(parsed: &url::Url, location: &str) -> Result<Bucket, StorageEr
         store: Arc::new(store),
         location: format!("file://{}", directory.display()),
         keeps_headers: false,
+        budget: LOCAL_REQUEST_BUDGET,
     })
 }
 
-/// Builds an S3, GCS or Azure store. Option values are applied in this order, later winning:
-/// this module's timeouts, then the environment (or nothing), then explicit options.
+/// Builds an S3, GCS or Azure store, and says how long one of its requests may take. Option
+/// values are applied in this order, later winning: this module's timeouts, then the
+/// environment (or nothing), then explicit options.
 fn build_cloud(
     cloud: Cloud,
     bucket: &str,
     settings: Settings,
     retry: RetryConfig,
     location: &str,
-) -> Result<Arc<dyn ObjectStore>, StorageError> {
+) -> Result<(Arc<dyn ObjectStore>, Duration), StorageError> {
     let (from_env, options) = match settings {
         Settings::Environment => (true, Vec::new()),
         Settings::Only(options) => (false, options),
@@ -588,20 +631,27 @@ fn build_cloud(
                 let parsed: $key = key.parse().map_err(|_| unknown(&key))?;
                 builder = builder.with_config(parsed, value);
             }
+            let timeout = builder.get_config_value(&$key::Client(ClientConfigKey::Timeout));
             let store = builder
                 .$name(bucket)
                 .with_retry(retry)
                 .build()
                 .map_err(configuration)?;
-            Arc::new(store)
+            let store: Arc<dyn ObjectStore> = Arc::new(store);
+            (store, timeout)
         }};
     }
-    let store: Arc<dyn ObjectStore> = match cloud {
+    let (store, timeout) = match cloud {
         Cloud::S3 => build!(AmazonS3Builder, AmazonS3ConfigKey, with_bucket_name),
         Cloud::Gcs => build!(GoogleCloudStorageBuilder, GoogleConfigKey, with_bucket_name),
         Cloud::Azure => build!(MicrosoftAzureBuilder, AzureConfigKey, with_container_name),
     };
-    Ok(store)
+    // The builder has already accepted the value; one it could not parse would have failed
+    // `build`. Without one, requests have object_store's own default of 30 s.
+    let request_timeout = timeout
+        .and_then(|value| humantime::parse_duration(&value).ok())
+        .unwrap_or(Duration::from_secs(30));
+    Ok((store, request_timeout))
 }
 
 fn narrow(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {

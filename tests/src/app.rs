@@ -127,6 +127,8 @@ impl TestApp {
         settings: Settings,
         adjust_state: impl FnOnce(&mut AppState),
     ) -> TestApp {
+        // The test's clock is the database's too: uploads are filed under its hour.
+        let store = store.with_database_clock(Arc::new(clock.clone()));
         // As the binary does at start: the first instance creates the secret.
         let client_identity = store
             .client_identity_key(clock.now())

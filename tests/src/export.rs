@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
+    ServerPublicKey,
 };
 use diagnosis_core::store::{
     BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode,
@@ -93,7 +94,10 @@ impl ExportHarness {
         clock: ManualClock,
         adjust: impl FnOnce(&mut ExportSettings),
     ) -> ExportHarness {
-        let store = Store::from_pool(db.pool().clone());
+        // The test's clock is the database's too: the exporter's clock check and the hours
+        // uploads are filed under read it.
+        let store =
+            Store::from_pool(db.pool().clone()).with_database_clock(Arc::new(clock.clone()));
         let test_bucket = TestBucket::new().await;
         let bucket = test_bucket.bucket();
         let mut settings = test_export_settings();
@@ -110,8 +114,18 @@ impl ExportHarness {
 
     /// An exporter over this harness's store and clock, writing to `bucket`.
     pub async fn exporter_with(&self, bucket: Bucket) -> Exporter {
+        self.exporter_on(self.store.clone(), bucket).await
+    }
+
+    /// An exporter over `store` (for example one with another database clock) and this
+    /// harness's clock and bucket.
+    pub async fn exporter_over(&self, store: Store) -> Exporter {
+        self.exporter_on(store, self.bucket.clone()).await
+    }
+
+    async fn exporter_on(&self, store: Store, bucket: Bucket) -> Exporter {
         Exporter::new(
-            self.store.clone(),
+            store,
             bucket,
             Arc::new(self.clock.clone()),
             self.settings.clone(),
@@ -145,7 +159,22 @@ impl ExportHarness {
 
     /// Stores `keys` as one upload of a freshly claimed keypair, at the clock's time.
     pub async fn upload(&self, keys: &[DiagnosisKey]) {
-        let region = Region::parse("302").unwrap_or_else(|| panic!("region"));
+        let server = self.claimed_keypair().await;
+        let outcome = self
+            .store
+            .store_diagnosis_keys(&server, keys, &test_region(), self.now(), 15)
+            .await
+            .unwrap_or_else(|e| panic!("store keys: {e}"));
+        assert!(
+            matches!(outcome, StoreKeysOutcome::Stored { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    /// The server key of a freshly issued and claimed keypair (region `302`, quota 1000), at
+    /// the clock's time.
+    pub async fn claimed_keypair(&self) -> ServerPublicKey {
+        let region = test_region();
         let label = OriginatorLabel::parse("ON").unwrap_or_else(|| panic!("label"));
         let now = self.now();
         let new = NewCode {
@@ -184,15 +213,7 @@ impl ExportHarness {
         else {
             panic!("not claimed")
         };
-        let outcome = self
-            .store
-            .store_diagnosis_keys(&server, keys, &region, now, 15)
-            .await
-            .unwrap_or_else(|e| panic!("store keys: {e}"));
-        assert!(
-            matches!(outcome, StoreKeysOutcome::Stored { .. }),
-            "{outcome:?}"
-        );
+        server
     }
 
     /// Verifies the published bucket with the test public key.
@@ -222,6 +243,11 @@ impl ExportHarness {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// The region the submit service stores keys under in the tests (`REGION`, `302`).
+pub fn test_region() -> Region {
+    Region::parse("302").unwrap_or_else(|| panic!("region"))
 }
 
 /// A random key with the given metadata.

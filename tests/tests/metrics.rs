@@ -334,10 +334,21 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     app.stop().await;
 }
 
-/// An exporter over `db`, publishing to `bucket`, on `clock`.
+/// An exporter over `db`, publishing to `bucket`, on `clock` (which stands in for the
+/// database's clock too).
 async fn exporter(db: &TestDatabase, clock: &ManualClock, bucket: Bucket) -> Exporter {
+    exporter_with_database_clock(db, clock, clock, bucket).await
+}
+
+/// An exporter on `clock` whose database's clock is `database`.
+async fn exporter_with_database_clock(
+    db: &TestDatabase,
+    clock: &ManualClock,
+    database: &ManualClock,
+    bucket: Bucket,
+) -> Exporter {
     Exporter::new(
-        Store::from_pool(db.pool().clone()),
+        Store::from_pool(db.pool().clone()).with_database_clock(Arc::new(database.clone())),
         bucket,
         Arc::new(clock.clone()),
         test_export_settings(),
@@ -368,6 +379,7 @@ async fn export_runs_report_duration_lag_and_last_success() {
     assert!(matches!(outcome, RunOutcome::Completed(_)), "{outcome:?}");
     let all = render();
     assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 0.0);
+    assert_eq!(require(&all, "exporter_clock_skew_seconds", &[]), 0.0);
     assert_eq!(
         require(&all, "exporter_last_published_hour", &[]),
         first_hour as f64
@@ -465,4 +477,17 @@ async fn export_runs_report_duration_lag_and_last_success() {
             &[("kind", "hourly")]
         ) >= 4.0
     );
+
+    // The database's clock 700 s behind this exporter's (more than the 600 s grace): the pass
+    // fails, and the gauge says by how much.
+    let behind = ManualClock::new(clock.now() - chrono::Duration::seconds(700));
+    assert!(
+        exporter_with_database_clock(&db, &clock, &behind, bucket.clone())
+            .await
+            .run_once()
+            .await
+            .is_err()
+    );
+    let all = render();
+    assert_eq!(require(&all, "exporter_clock_skew_seconds", &[]), 700.0);
 }

@@ -15,9 +15,10 @@ use tokio_postgres::types::Type;
 
 use super::encryption_keys::{UploadKeypair, lock_keypair_for_upload};
 use super::events::{Event, record_event};
+use super::publication_seal::{database_clock_sql, hold_seal_shared};
 use super::{LongSession, Store, StoreError, utc_date};
 use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
-use crate::time::{self, HourNumber, UnixSeconds, hour_number, publish_hour};
+use crate::time::{self, HourNumber, UnixSeconds, held_back_until};
 
 /// The result of [`Store::store_upload`] and [`Store::store_diagnosis_keys`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +87,14 @@ impl Store {
     {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(locked) = lock_keypair_for_upload(&tx, server_public, now, validity_days).await?
-        else {
+        // Both statements go out in one round trip. The seal lock, held shared until the
+        // transaction ends, keeps the exporter from sealing an hour these keys may still be
+        // filed under (DESIGN §4.2).
+        let (_, locked) = futures::try_join!(
+            hold_seal_shared(&tx, region.as_str()),
+            lock_keypair_for_upload(&tx, server_public, now, validity_days),
+        )?;
+        let Some(locked) = locked else {
             return Ok(Ok(StoreKeysOutcome::KeypairInvalid));
         };
         // Dropping the transaction on any early return rolls it back, which
@@ -103,24 +110,10 @@ impl Store {
             return Ok(Ok(StoreKeysOutcome::QuotaExhausted));
         }
 
-        let submission_hour = hour_number(now.timestamp());
-        let columns = KeyColumns::new(keys, submission_hour)?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO diagnosis_keys
-                     (key_data, rolling_start_interval_number, rolling_period,
-                      transmission_risk_level, report_type, days_since_onset,
-                      region, originator, hour_of_submission, publish_hour)
-                 SELECT k, rsin, rp, trl, rt, dso, $7, $8, $9, ph
-                   FROM UNNEST($1::bytea[], $2::int4[], $3::int2[], $4::int2[], $5::int2[],
-                               $6::int2[], $10::int4[]) AS u(k, rsin, rp, trl, rt, dso, ph)
-                 ON CONFLICT (key_data) DO NOTHING",
-            )
-            .await?;
-        let submission_hour_column = i32::try_from(submission_hour)
-            .map_err(|_| StoreError::InvalidRow("submission hour out of range"))?;
-        let inserted = tx
-            .execute(
+        let columns = KeyColumns::new(keys)?;
+        let insert = tx.prepare_cached(&insert_keys_sql()).await?;
+        let row = tx
+            .query_one(
                 &insert,
                 &[
                     &columns.key_data,
@@ -131,12 +124,13 @@ impl Store {
                     &columns.days_since_onset,
                     &region.as_str(),
                     &originator,
-                    &submission_hour_column,
-                    &columns.publish_hour,
+                    &columns.held_back_until,
+                    &self.database_clock_override(),
                 ],
             )
             .await?;
-        let inserted = i32::try_from(inserted).unwrap_or(i32::MAX);
+        let inserted = i32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(i32::MAX);
+        let filed_late = row.try_get::<_, Option<bool>>(1)?.unwrap_or(false);
         if inserted > remaining {
             // Dropping the transaction rolls back the insert: nothing is stored.
             return Ok(Ok(StoreKeysOutcome::TooManyKeys));
@@ -162,11 +156,57 @@ impl Store {
             record_event(&tx, Event::OtkExhausted, &originator, utc_date(now), 1).await?;
         }
         tx.commit().await?;
+        if filed_late && inserted > 0 {
+            report_late_keys(inserted);
+        }
         Ok(Ok(StoreKeysOutcome::Stored {
             inserted: u32::try_from(inserted).unwrap_or(0),
             remaining: left,
         }))
     }
+}
+
+/// The statement that files an upload's keys (DESIGN §2, §4.2). The submission hour is the
+/// database's clock's hour (one clock for every replica); a key is published in
+/// `max(its hold-back hour, the submission hour, the hour after the sealed one)`, so a key
+/// whose upload reaches the database after its hour was sealed goes into the next open hour.
+/// Its one row: how many keys were new, and whether they were filed after the seal moved
+/// past their submission hour (a database clock behind the exporter's seal).
+fn insert_keys_sql() -> String {
+    format!(
+        "WITH clock AS (
+             SELECT floor(extract(epoch FROM {now}) / 3600)::int4 AS submission_hour,
+                    coalesce((SELECT sealed_through_hour + 1 FROM publication_seal
+                               WHERE region = $7), 0) AS first_open_hour
+         ), inserted AS (
+             INSERT INTO diagnosis_keys
+                 (key_data, rolling_start_interval_number, rolling_period,
+                  transmission_risk_level, report_type, days_since_onset,
+                  region, originator, hour_of_submission, publish_hour)
+             SELECT k, rsin, rp, trl, rt, dso, $7, $8, clock.submission_hour,
+                    greatest(held, clock.submission_hour, clock.first_open_hour)
+               FROM clock,
+                    UNNEST($1::bytea[], $2::int4[], $3::int2[], $4::int2[], $5::int2[],
+                           $6::int2[], $9::int4[]) AS u(k, rsin, rp, trl, rt, dso, held)
+             ON CONFLICT (key_data) DO NOTHING
+             RETURNING 1
+         )
+         SELECT count(*)::int8, (SELECT first_open_hour > submission_hour FROM clock)
+           FROM inserted",
+        now = database_clock_sql(10),
+    )
+}
+
+/// Keys filed after their hour was sealed: the database's clock was behind the hour the
+/// exporter had already read (a failover to a server whose clock is late). They are
+/// published in the next open hour; the operator should know the clocks disagree.
+fn report_late_keys(inserted: i32) {
+    tracing::warn!(
+        keys = inserted,
+        "an upload reached the database after its hour was sealed; its keys are published in the next open hour (check the database server's clock)"
+    );
+    metrics::counter!("submit_keys_filed_after_seal_total")
+        .increment(u64::try_from(inserted).unwrap_or(0));
 }
 
 /// The keys of one upload as column arrays for a single `UNNEST` insert.
@@ -177,11 +217,11 @@ struct KeyColumns<'a> {
     transmission_risk: Vec<i16>,
     report_type: Vec<i16>,
     days_since_onset: Vec<Option<i16>>,
-    publish_hour: Vec<i32>,
+    held_back_until: Vec<i32>,
 }
 
 impl<'a> KeyColumns<'a> {
-    fn new(keys: &'a [DiagnosisKey], submission_hour: i64) -> Result<Self, StoreError> {
+    fn new(keys: &'a [DiagnosisKey]) -> Result<Self, StoreError> {
         let small =
             |v: i32, what: &'static str| i16::try_from(v).map_err(|_| StoreError::InvalidRow(what));
         let mut columns = KeyColumns {
@@ -191,7 +231,7 @@ impl<'a> KeyColumns<'a> {
             transmission_risk: Vec::with_capacity(keys.len()),
             report_type: Vec::with_capacity(keys.len()),
             days_since_onset: Vec::with_capacity(keys.len()),
-            publish_hour: Vec::with_capacity(keys.len()),
+            held_back_until: Vec::with_capacity(keys.len()),
         };
         for key in keys {
             columns.key_data.push(key.key_data.as_bytes().as_slice());
@@ -213,13 +253,9 @@ impl<'a> KeyColumns<'a> {
                     .map(|d| small(d, "days_since_onset"))
                     .transpose()?,
             );
-            let hour = publish_hour(
-                submission_hour,
-                key.rolling_start_interval_number,
-                key.rolling_period,
-            );
+            let hour = held_back_until(key.rolling_start_interval_number, key.rolling_period);
             columns
-                .publish_hour
+                .held_back_until
                 .push(i32::try_from(hour).map_err(|_| StoreError::InvalidRow("publish_hour"))?);
         }
         Ok(columns)

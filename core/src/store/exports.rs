@@ -101,8 +101,15 @@ impl Fence {
 /// for this transaction), so whatever the pass writes meanwhile (a bucket object, ledger rows
 /// in this transaction) is ordered before anything a successor writes. [`FenceHold::commit`]
 /// ends it; dropped without that, its connection is closed, which rolls it back.
+///
+/// The transaction stays idle while the object store works, so its session is allowed to be
+/// idle in it for as long as one store operation may take (`idle_limit` of
+/// [`Store::hold_fence`]): no database limit shorter than the store's own may cut a write that
+/// is still going (DESIGN §4.2). [`FenceHold::renew`] between operations keeps each idle spell
+/// to one operation.
 pub struct FenceHold {
     connection: Option<Object>,
+    fence: Fence,
 }
 
 impl std::fmt::Debug for FenceHold {
@@ -144,6 +151,13 @@ async fn records_on(
 impl FenceHold {
     fn client(&self) -> Result<&Object, StoreError> {
         self.connection.as_ref().ok_or(StoreError::LostLock)
+    }
+
+    /// Checks again that the pass still holds its lock, before the next store operation under
+    /// this hold: a lost lock is found before that write, and the session's idle spell starts
+    /// afresh.
+    pub async fn renew(&self) -> Result<(), StoreError> {
+        check_fence(self.client()?, &self.fence).await
     }
 
     /// [`Store::indexed_exports`] read through the hold's own transaction: what the indexes
@@ -257,6 +271,28 @@ impl FenceHold {
     }
 }
 
+/// Holds `fence`'s row `FOR SHARE` in the transaction open on `client`, having checked that its
+/// generation is still the pass's own and that the lock session still holds the lock.
+async fn check_fence(client: &Object, fence: &Fence) -> Result<(), StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT f.generation,
+                    EXISTS (SELECT 1 FROM pg_locks l
+                             WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2)
+               FROM exporter_fence f WHERE f.region = $1 FOR SHARE OF f",
+            &[&fence.region, &fence.holder],
+        )
+        .await?;
+    let current = match &row {
+        Some(row) => (row.try_get::<_, i64>(0)?, row.try_get::<_, bool>(1)?),
+        None => return Err(StoreError::LostLock),
+    };
+    if current != (fence.generation, true) {
+        return Err(StoreError::LostLock);
+    }
+    Ok(())
+}
+
 fn lock_key(region: &str) -> i64 {
     // "diagexp" in the high bytes, a hash of the region in the low ones, so
     // exporters of different regions do not block each other.
@@ -326,29 +362,26 @@ impl Store {
     }
 
     /// Opens a [`FenceHold`] for `fence`, or fails with [`StoreError::LostLock`] when the lock
-    /// session is gone or another exporter has taken the lock since.
-    pub async fn hold_fence(&self, fence: &Fence) -> Result<FenceHold, StoreError> {
+    /// session is gone or another exporter has taken the lock since. Its session may stay idle
+    /// in the transaction for `idle_limit` (the longest one store operation may take) instead
+    /// of the pool's limit, twice the statement timeout.
+    pub async fn hold_fence(
+        &self,
+        fence: &Fence,
+        idle_limit: std::time::Duration,
+    ) -> Result<FenceHold, StoreError> {
         let hold = FenceHold {
             connection: Some(self.pool.get().await?),
+            fence: fence.clone(),
         };
         let client = hold.client()?;
-        client.batch_execute("BEGIN").await?;
-        let row = client
-            .query_opt(
-                "SELECT f.generation,
-                        EXISTS (SELECT 1 FROM pg_locks l
-                                 WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $2)
-                   FROM exporter_fence f WHERE f.region = $1 FOR SHARE OF f",
-                &[&fence.region, &fence.holder],
-            )
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {}",
+                idle_limit.as_millis().max(1)
+            ))
             .await?;
-        let current = match &row {
-            Some(row) => (row.try_get::<_, i64>(0)?, row.try_get::<_, bool>(1)?),
-            None => return Err(StoreError::LostLock),
-        };
-        if current != (fence.generation, true) {
-            return Err(StoreError::LostLock);
-        }
+        check_fence(client, fence).await?;
         Ok(hold)
     }
 

@@ -14,6 +14,7 @@ mod events;
 mod exports;
 mod failed_claims;
 mod metrics;
+mod publication_seal;
 mod retention;
 mod schema;
 mod submit_secrets;
@@ -165,6 +166,9 @@ pub struct Store {
     long_sessions: Option<Arc<LongSessions>>,
     /// The TLS settings of `DATABASE_URL`, quoted when a connection fails.
     tls: Option<Arc<TlsSettings>>,
+    /// A test's clock in place of the database's (`Store::with_database_clock`); `None` in
+    /// the binaries.
+    database_clock: Option<Arc<dyn crate::time::Clock>>,
 }
 
 /// The pool with one bound on a whole checkout. deadpool bounds waiting for a slot and creating
@@ -358,6 +362,7 @@ impl Store {
             },
             long_sessions: Some(Arc::new(long_sessions)),
             tls: Some(Arc::new(url.tls)),
+            database_clock: None,
         })
     }
 
@@ -372,6 +377,7 @@ impl Store {
             },
             long_sessions: None,
             tls: None,
+            database_clock: None,
         }
     }
 

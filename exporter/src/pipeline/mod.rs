@@ -90,6 +90,16 @@ pub enum ExportError {
     /// the panic's own.
     #[error("signing and compressing a part failed: {0}")]
     SigningThread(String),
+    /// This exporter's clock and the database's differ by more than the grace: the pass
+    /// publishes nothing (DESIGN §4.2).
+    #[error(
+        "this exporter's clock ({exporter}) differs from the database's ({database}) by more than EXPORT_GRACE_SECONDS ({grace_seconds} s); nothing is published until the clocks agree"
+    )]
+    ClockSkew {
+        exporter: chrono::DateTime<chrono::Utc>,
+        database: chrono::DateTime<chrono::Utc>,
+        grace_seconds: i64,
+    },
     /// One or more steps of a pass failed; the report says what the pass did all the same
     /// and which steps failed, and why.
     #[error("{}", describe_failures(&.0.failures))]
@@ -165,6 +175,15 @@ fn after_release<T>(
         }
         (Ok(_), Err(release)) => Err(release.into()),
     }
+}
+
+/// How long a [`FenceHold`] may stay idle in its transaction: one store operation, retries
+/// included, and a margin for the round trips around it (DESIGN §4.2: a slow store is not a
+/// broken one).
+fn fence_idle_limit(bucket: &Bucket) -> std::time::Duration {
+    bucket
+        .request_budget()
+        .saturating_add(std::time::Duration::from_secs(30))
 }
 
 /// What a pipeline of windows does when one of them fails ([`Exporter::publish_windows`]).
@@ -356,7 +375,10 @@ impl Exporter {
             Err(_) => None,
         };
         let fence = fence.ok_or(StoreError::LostLock)?;
-        Ok(self.store.hold_fence(&fence).await?)
+        Ok(self
+            .store
+            .hold_fence(&fence, fence_idle_limit(&self.bucket))
+            .await?)
     }
 
     /// Writes one object while the pass provably holds the lock (a [`FenceHold`]).
@@ -369,6 +391,25 @@ impl Exporter {
         let hold = self.hold_fence().await?;
         self.bucket.put(key, bytes, kind).await?;
         hold.commit().await?;
+        Ok(())
+    }
+
+    /// Compares this exporter's clock with the database's, which files every upload under
+    /// its hour (DESIGN §4.2): a pass whose clock is off by more than the grace would seal
+    /// and read hours that are not closed by the database's clock, or hold closed ones back,
+    /// so it publishes nothing and names both times. The difference (this clock minus the
+    /// database's, in seconds, round trip included) is `exporter_clock_skew_seconds`.
+    async fn check_clock(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ExportError> {
+        let database = self.store.database_now().await?;
+        let skew = (now - database).num_milliseconds() as f64 / 1000.0;
+        metrics::gauge!("exporter_clock_skew_seconds").set(skew);
+        if skew.abs() > self.settings.grace_seconds as f64 {
+            return Err(ExportError::ClockSkew {
+                exporter: now,
+                database,
+                grace_seconds: self.settings.grace_seconds,
+            });
+        }
         Ok(())
     }
 
@@ -390,6 +431,7 @@ impl Exporter {
 
     async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
         let now = self.clock.now();
+        self.check_clock(now).await?;
         let mut report = RunReport::default();
         let finished = self.run_steps(region, now, &mut report).await;
         if !report.failures.is_empty() {
@@ -501,6 +543,12 @@ impl Exporter {
             earliest_key_hour,
         )
         .collect();
+        if let Some(last) = hours.last() {
+            // No upload can file a key under these hours once they are sealed (DESIGN §4.2).
+            self.store
+                .seal_hours(self.settings.key_region.as_str(), *last)
+                .await?;
+        }
         let windows: Vec<Window> = hours.iter().copied().map(Window::hour).collect();
         self.publish_all(&windows, report).await?;
         report.hours = hours.iter().map(|hour| hour.get()).collect();
@@ -818,6 +866,7 @@ impl Exporter {
             ),
         ] {
             if old.as_ref() != Some(&new) {
+                hold.renew().await?;
                 self.bucket.put(key, new, kind).await?;
             }
         }

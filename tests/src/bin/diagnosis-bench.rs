@@ -305,7 +305,8 @@ async fn catchup(database_url: &str, keys_per_hour: usize) -> anyhow::Result<ser
     let clock = ManualClock::new(at(today * 24)?);
     let bucket = Bucket::in_memory();
     let exporter = Exporter::new(
-        store,
+        // The fixed day's clock stands in for the database's too.
+        store.with_database_clock(Arc::new(clock.clone())),
         bucket.clone(),
         Arc::new(clock.clone()),
         settings.clone(),

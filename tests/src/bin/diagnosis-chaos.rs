@@ -45,6 +45,10 @@ struct Cli {
     /// Passes through the fault proxy [default: 8; --short: 2].
     #[arg(long)]
     fault_passes: Option<u64>,
+    /// Passes through a store whose first PUTs of each pass reach it 3 s late, longer than the
+    /// exporter's sessions may idle in a transaction [default: 4; --short: 1].
+    #[arg(long)]
+    slow_passes: Option<u64>,
     /// Rounds of two racing exporters with the lock session ended [default: 10; --short: 2].
     #[arg(long)]
     races: Option<u64>,
@@ -68,8 +72,8 @@ struct Cli {
     /// Seed of every random choice (keys, kill moments, faults).
     #[arg(long, default_value_t = 2020)]
     seed: u64,
-    /// Run only this scenario (repeatable): exporter-kills, store-faults, lock-races,
-    /// db-restarts [default: all].
+    /// Run only this scenario (repeatable): exporter-kills, store-faults, slow-store,
+    /// lock-races, db-restarts [default: all].
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
 }
@@ -115,6 +119,7 @@ fn config(cli: &Cli) -> Result<ChaosConfig, String> {
         kills: pick(cli.kills, 50, 4),
         fault_rate,
         fault_passes: pick(cli.fault_passes, 8, 2),
+        slow_passes: pick(cli.slow_passes, 4, 1),
         races: pick(cli.races, 10, 2),
         db_restarts: pick(cli.db_restarts, 5, 2),
         restart_cluster,

@@ -7,6 +7,9 @@
 //! * **exporter kills** — SIGKILL at random moments of passes over seeded keys;
 //! * **store faults** — passes through [`proxy::FaultProxy`], which answers 503, drops
 //!   connections, stalls past the client timeout and truncates bodies;
+//! * **slow store** — passes through [`proxy::FaultProxy`] whose first `PUT`s reach the store
+//!   later than the exporter's database sessions may idle in a transaction; each pass must
+//!   publish everything (DESIGN §4.2: a slow store is not a broken one);
 //! * **lock races** — two exporters started over and over, half of them judging the closed
 //!   hours an hour late, while the driver ends the session that holds the exporter's advisory
 //!   lock;
@@ -37,14 +40,16 @@ use crate::restart_load::RestartableCluster;
 pub enum Scenario {
     ExporterKills,
     StoreFaults,
+    SlowStore,
     LockRaces,
     DbRestarts,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::ExporterKills,
         Scenario::StoreFaults,
+        Scenario::SlowStore,
         Scenario::LockRaces,
         Scenario::DbRestarts,
     ];
@@ -53,6 +58,7 @@ impl Scenario {
         match self {
             Scenario::ExporterKills => "exporter-kills",
             Scenario::StoreFaults => "store-faults",
+            Scenario::SlowStore => "slow-store",
             Scenario::LockRaces => "lock-races",
             Scenario::DbRestarts => "db-restarts",
         }
@@ -74,6 +80,8 @@ pub struct ChaosConfig {
     pub fault_rate: f64,
     /// Passes through the fault proxy.
     pub fault_passes: u64,
+    /// Passes through a store whose first `PUT`s are slower than the database's limits.
+    pub slow_passes: u64,
     /// Rounds of two racing exporters.
     pub races: u64,
     /// Restarts of PostgreSQL under upload load.
@@ -140,6 +148,9 @@ pub async fn run(setup: Setup, config: &ChaosConfig) -> anyhow::Result<Summary> 
                 Scenario::StoreFaults => {
                     scenarios::store_faults(&mut harness, config, pass.duration, &mut result)
                         .await?
+                }
+                Scenario::SlowStore => {
+                    scenarios::slow_store(&mut harness, config, pass.duration, &mut result).await?
                 }
                 Scenario::LockRaces => {
                     scenarios::lock_races(

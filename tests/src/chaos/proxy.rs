@@ -13,6 +13,9 @@
 //!   body, then the connection is closed. An answer without a body cannot be cut, so it is
 //!   dropped after the store carried the request out, and counted as dropped.
 //!
+//! Apart from faults, the proxy can be a slow store ([`FaultProxy::slow_puts`]): the next few
+//! `PUT`s reach the store only after a delay, and are then answered as the store answers.
+//!
 //! The draws come from a seeded generator, so a run's sequence of faults is reproducible for
 //! a given order of requests. The proxy listens on 127.0.0.1 only.
 
@@ -113,6 +116,10 @@ struct State {
     stall: Duration,
     requests: AtomicU64,
     by_kind: [AtomicU64; 4],
+    /// `PUT`s still to slow down, and by how long.
+    slow_puts: AtomicU64,
+    slow_delay: Mutex<Duration>,
+    slowed: AtomicU64,
 }
 
 /// A fault-injecting proxy on `127.0.0.1:0`; stops accepting when dropped.
@@ -147,6 +154,9 @@ impl FaultProxy {
             stall,
             requests: AtomicU64::new(0),
             by_kind: Default::default(),
+            slow_puts: AtomicU64::new(0),
+            slow_delay: Mutex::new(Duration::ZERO),
+            slowed: AtomicU64::new(0),
         });
         let serving = Arc::clone(&state);
         let accept = tokio::spawn(async move {
@@ -184,6 +194,22 @@ impl FaultProxy {
             .only
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = fault;
+    }
+
+    /// Makes the next `count` `PUT`s slow: each reaches the store `delay` late, then gets the
+    /// store's answer. Replaces whatever slowing was still pending.
+    pub fn slow_puts(&self, count: u64, delay: Duration) {
+        *self
+            .state
+            .slow_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+        self.state.slow_puts.store(count, Ordering::SeqCst);
+    }
+
+    /// `PUT`s slowed down so far.
+    pub fn slowed(&self) -> u64 {
+        self.state.slowed.load(Ordering::SeqCst)
     }
 
     /// The proxy's address as an `http://` endpoint.
@@ -227,8 +253,31 @@ impl State {
         self.by_kind[fault.index()].fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Whether this request is a `PUT` to slow down (and counts it as one).
+    fn take_slow_put(&self, request: &Request<Incoming>) -> Option<Duration> {
+        if request.method() != hyper::Method::PUT {
+            return None;
+        }
+        self.slow_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .ok()?;
+        self.slowed.fetch_add(1, Ordering::SeqCst);
+        Some(
+            *self
+                .slow_delay
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     async fn handle(&self, request: Request<Incoming>) -> Result<Response<ProxyBody>, Hangup> {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(delay) = self.take_slow_put(&request) {
+            tokio::time::sleep(delay).await;
+            return self.forward(request).await.map(whole);
+        }
         let (fault, carried_out) = self.draw();
         match fault {
             None => self.forward(request).await.map(whole),

@@ -107,6 +107,15 @@ impl Summary {
             .sum()
     }
 
+    /// The trials of `scenario` (for the slow store: its passes), 0 when it did not run.
+    fn trials(&self, scenario: Scenario) -> u64 {
+        self.scenarios
+            .iter()
+            .filter(|result| result.scenario == scenario && result.ran)
+            .map(|result| result.trials)
+            .sum()
+    }
+
     pub fn bucket_violations(&self) -> u64 {
         let scenarios: u64 = self
             .scenarios
@@ -118,9 +127,10 @@ impl Summary {
 
     /// The machine-readable line: exactly these fields, in this order.
     pub fn json(&self) -> String {
-        let fields: [(&str, serde_json::Value); 10] = [
+        let fields: [(&str, serde_json::Value); 11] = [
             ("exporter_kills", self.total(Scenario::ExporterKills).into()),
             ("store_faults", self.total(Scenario::StoreFaults).into()),
+            ("slow_store_passes", self.trials(Scenario::SlowStore).into()),
             // Counted by the restart scenario when it runs; never estimated.
             ("db_restarts", self.total(Scenario::DbRestarts).into()),
             ("lock_kills", self.total(Scenario::LockRaces).into()),
@@ -298,6 +308,10 @@ mod tests {
         let mut races = ScenarioResult::new(Scenario::LockRaces);
         races.ran = true;
         races.faults = 2;
+        let mut slow = ScenarioResult::new(Scenario::SlowStore);
+        slow.ran = true;
+        slow.trials = 4;
+        slow.faults = 12;
         Summary {
             seeded: Seeded {
                 keys: 10,
@@ -314,6 +328,7 @@ mod tests {
                 ScenarioResult::new(Scenario::StoreFaults),
                 races,
                 ScenarioResult::new(Scenario::DbRestarts),
+                slow,
             ],
             bucket_checks: 7,
             immutable_objects_changed: 0,
@@ -339,6 +354,7 @@ mod tests {
             [
                 "exporter_kills",
                 "store_faults",
+                "slow_store_passes",
                 "db_restarts",
                 "lock_kills",
                 "bucket_checks",
@@ -352,6 +368,7 @@ mod tests {
         assert_eq!(value["exporter_kills"], 3);
         assert_eq!(value["lock_kills"], 2);
         assert_eq!(value["store_faults"], 0);
+        assert_eq!(value["slow_store_passes"], 4);
         assert_eq!(value["db_restarts"], 0);
         assert_eq!(value["bucket_checks"], 7);
         // One from a scenario's checks, one from the measuring pass's.

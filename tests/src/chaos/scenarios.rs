@@ -222,19 +222,7 @@ pub async fn store_faults(
     result: &mut ScenarioResult,
 ) -> anyhow::Result<Option<usize>> {
     result.ran = true;
-    let upstream: SocketAddr = harness
-        .setup
-        .s3_endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .with_context(|| {
-            format!(
-                "the S3 endpoint {} is not http://IP:PORT",
-                harness.setup.s3_endpoint
-            )
-        })?;
-    let proxy = FaultProxy::start(upstream, config.seed ^ 0x5eed_fa17, STALL).await?;
+    let proxy = FaultProxy::start(s3_upstream(harness)?, config.seed ^ 0x5eed_fa17, STALL).await?;
     let endpoint = proxy.endpoint();
     let extra = [("AWS_TIMEOUT", STORE_TIMEOUT)];
     // Stalls and retries lengthen a pass well beyond the measured one.
@@ -269,6 +257,78 @@ pub async fn store_faults(
             .join(", ")
     ));
     clean_pass(harness, &endpoint, &extra, pass_duration, result).await
+}
+
+/// How late the slow store's first `PUT`s of a pass reach it, how many there are, and the
+/// exporter's statement timeout meanwhile: its sessions may idle in a transaction for twice
+/// that, 2 s, so before the fence's idle limit followed the store's budget every such pass
+/// failed at its first hour.
+const SLOW_PUT_DELAY: Duration = Duration::from_secs(3);
+const SLOW_PUTS_PER_PASS: u64 = 3;
+const SLOW_STORE_STATEMENT_TIMEOUT_MS: &str = "1000";
+
+/// Scenario 2b: passes from an empty bucket through a store whose first `PUT`s reach it
+/// later than the exporter's database sessions may idle in a transaction (DESIGN §4.2). A
+/// pass that does not complete is a violation: a slow store is not a broken one.
+pub async fn slow_store(
+    harness: &mut Harness,
+    config: &ChaosConfig,
+    pass_duration: Duration,
+    result: &mut ScenarioResult,
+) -> anyhow::Result<Option<usize>> {
+    result.ran = true;
+    let proxy = FaultProxy::start(s3_upstream(harness)?, config.seed ^ 0x5105, STALL).await?;
+    let endpoint = proxy.endpoint();
+    let extra = [(
+        "DATABASE_STATEMENT_TIMEOUT_MS",
+        SLOW_STORE_STATEMENT_TIMEOUT_MS,
+    )];
+    let limit = pass_limit(pass_duration) + SLOW_PUT_DELAY * 10;
+    for _ in 0..config.slow_passes {
+        harness.new_generation("slow").await?;
+        result.trials += 1;
+        let through = last_closed_now();
+        let slowed_before = proxy.slowed();
+        proxy.slow_puts(SLOW_PUTS_PER_PASS, SLOW_PUT_DELAY);
+        let end = pass(harness, &endpoint, &extra, None, limit, result).await?;
+        result.faults += proxy.slowed() - slowed_before;
+        if end != PassEnd::Completed {
+            result.violations.push(Violation::Incomplete {
+                what: format!("a pass over a slow store ended {end:?}"),
+            });
+        }
+        check(
+            harness,
+            Expectation {
+                complete: end == PassEnd::Completed,
+                through_hour: Some(through),
+            },
+            result,
+        )
+        .await?;
+    }
+    result.notes.push(format!(
+        "{} passes, each with its first {SLOW_PUTS_PER_PASS} PUTs {} s late and DATABASE_STATEMENT_TIMEOUT_MS={SLOW_STORE_STATEMENT_TIMEOUT_MS}",
+        config.slow_passes,
+        SLOW_PUT_DELAY.as_secs()
+    ));
+    clean_pass(harness, &endpoint, &extra, pass_duration, result).await
+}
+
+/// The address of the S3-compatible server, which the proxies forward to.
+fn s3_upstream(harness: &Harness) -> anyhow::Result<SocketAddr> {
+    harness
+        .setup
+        .s3_endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| {
+            format!(
+                "the S3 endpoint {} is not http://IP:PORT",
+                harness.setup.s3_endpoint
+            )
+        })
 }
 
 /// Scenario 3: two exporters started together and restarted as they end, for one and a half

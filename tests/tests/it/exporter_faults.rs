@@ -61,7 +61,8 @@ async fn a_lock_held_on_the_retention_tables_keeps_no_new_hour_from_being_indexe
         connect_timeout: StdDuration::from_secs(5),
         application_name: "diagnosis-exporter-fault-tests",
     })
-    .unwrap();
+    .unwrap()
+    .with_database_clock(Arc::new(h.clock.clone()));
     let exporter = Exporter::new(
         store,
         h.bucket.clone(),
@@ -271,4 +272,65 @@ async fn a_first_pass_that_dies_at_any_write_leaves_index_txt_only_with_its_comp
     }
     // Hours, retrieval objects, the bundle and the three indexes were each a point of death.
     assert!(allowed >= 6, "only {allowed} writes");
+}
+
+/// A slow store is not a broken one (DESIGN §4.2): with a 1 s statement timeout (so sessions
+/// may idle in a transaction for 2 s) and the first PUTs of the pass reaching the store 3 s
+/// late, one pass still publishes every hour and its indexes.
+#[tokio::test]
+async fn a_store_slower_than_the_database_limits_still_publishes_in_one_pass() {
+    use diagnosis_tests::chaos::proxy::FaultProxy;
+    use diagnosis_tests::s3::short_retry;
+
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    h.run().await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 2)]).await;
+    h.advance(Duration::hours(3));
+
+    let moto = h.test_bucket.endpoint.trim_start_matches("http://");
+    let proxy = FaultProxy::start(moto.parse().unwrap(), 7, StdDuration::from_secs(1))
+        .await
+        .unwrap();
+    let options = h.test_bucket.options().into_iter().map(|(name, value)| {
+        let value = if name == "aws_endpoint" {
+            proxy.endpoint()
+        } else {
+            value
+        };
+        (name, value)
+    });
+    let slow_bucket =
+        Bucket::from_url_with_options(&h.test_bucket.url(""), options, short_retry()).unwrap();
+    let store = Store::connect(&StoreConfig {
+        database_url: h.db.url.clone(),
+        pool_size: 6,
+        statement_timeout: StdDuration::from_secs(1),
+        connect_timeout: StdDuration::from_secs(5),
+        application_name: "diagnosis-exporter-slow-store-tests",
+    })
+    .unwrap()
+    .with_database_clock(Arc::new(h.clock.clone()));
+    let exporter = Exporter::new(
+        store,
+        slow_bucket,
+        Arc::new(h.clock.clone()),
+        h.settings.clone(),
+        test_signing_keys(),
+    )
+    .await
+    .unwrap();
+
+    proxy.slow_puts(2, StdDuration::from_secs(3));
+    let report = match exporter.run_once().await {
+        Ok(diagnosis_exporter::pipeline::RunOutcome::Completed(report)) => report,
+        other => panic!("the pass over a slow store did not complete: {other:?}"),
+    };
+    assert_eq!(proxy.slowed(), 2, "the store was not slow");
+    assert_eq!(report.hours.len(), 3);
+    let index = h.index("CA/index.txt").await;
+    assert_eq!(index.last(), Some(&hour_key(last_closed_hour(&h))));
+    let verified = h.verify().await;
+    assert!(verified.is_ok(), "{verified}");
 }

@@ -312,6 +312,8 @@ failed_key_claim_attempts diagnosis_exporter: DELETE SELECT(last_failure)
 failed_key_claim_attempts diagnosis_submit: DELETE INSERT SELECT UPDATE
 otk_life_duration diagnosis_exporter: -
 otk_life_duration diagnosis_submit: INSERT SELECT UPDATE
+publication_seal diagnosis_exporter: INSERT SELECT UPDATE
+publication_seal diagnosis_submit: SELECT
 refinery_schema_history diagnosis_exporter: SELECT
 refinery_schema_history diagnosis_submit: SELECT
 submit_secrets diagnosis_exporter: -

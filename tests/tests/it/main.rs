@@ -25,6 +25,7 @@ mod migrations;
 mod operations;
 mod pg_restart;
 mod portal;
+mod publication_clock;
 mod relevance;
 mod retention;
 mod scheduled;

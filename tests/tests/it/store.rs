@@ -9,12 +9,18 @@ use diagnosis_core::store::{
     ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreConfig,
     StoreKeysOutcome,
 };
-use diagnosis_core::time::{HourNumber, hour_number, interval_number};
+use diagnosis_core::time::{HourNumber, ManualClock, hour_number, interval_number};
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::pg::TestDatabase;
 
 fn store_for(db: &TestDatabase) -> Store {
     Store::from_pool(db.pool().clone())
+}
+
+/// The store of an upload made at `at`: the database's clock, which files the keys under its
+/// hour, reads `at`.
+fn store_at(db: &TestDatabase, at: DateTime<Utc>) -> Store {
+    store_for(db).with_database_clock(std::sync::Arc::new(ManualClock::new(at)))
 }
 
 #[tokio::test]
@@ -206,7 +212,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     let expired_used = claimed_keypair(&store, days_ago(16), 1).await;
     // Expired before it was uploaded: published in its submission hour, 16 days ago.
     let rsin = interval_number(days_ago(17).timestamp());
-    let stored = store
+    let stored = store_at(&db, days_ago(16))
         .store_diagnosis_keys(
             &expired_used,
             &[diagnosis_key(1, rsin)],
@@ -223,7 +229,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     let keys: Vec<DiagnosisKey> = (0..43)
         .map(|i| diagnosis_key(100 + i, today - 144 * i64::from(i % 13)))
         .collect();
-    let stored = store
+    let stored = store_at(&db, days_ago(1))
         .store_diagnosis_keys(&spent, &keys, &region, days_ago(1), 15)
         .await
         .unwrap();

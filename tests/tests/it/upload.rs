@@ -676,7 +676,7 @@ mod statements {
 }
 
 #[tokio::test]
-async fn an_accepted_upload_is_one_transaction_of_six_statements() {
+async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
     use diagnosis_core::store::{Store, StoreConfig};
     use diagnosis_tests::black_hole::upstream_of;
     use diagnosis_tests::pg::TestDatabase;
@@ -709,8 +709,9 @@ async fn an_accepted_upload_is_one_transaction_of_six_statements() {
     assert_eq!(outcome(&reply), (200, ErrorCode::None));
     assert_eq!(
         proxy.statements() - before,
-        6,
-        "BEGIN, the keypair read and locked at once, the keys, the quota, the upload count, COMMIT"
+        7,
+        "BEGIN, the seal lock and the keypair read and locked (sent together), the keys, the \
+         quota, the upload count, COMMIT"
     );
     assert_eq!(stored_keys(&app).await, 21);
 }
