@@ -140,9 +140,32 @@ impl ExportSettings {
     }
 }
 
+/// The fewest pooled connections a pass works with: a pass holds its lock session for its
+/// whole length, and meanwhile its upload step holds a fenced write (DESIGN §4.2) while its
+/// render step reads the ledger or repairs a source under a fence of its own. The key streams
+/// are sessions of their own outside the pool. With fewer, a step waits for a connection the
+/// others hold for as long as a bucket write takes, and fails after
+/// `DATABASE_CONNECT_TIMEOUT_SECONDS` (DESIGN §6: every accepted value works).
+pub const MIN_DATABASE_POOL_SIZE: usize = 3;
+
+fn check_pool_size(common: &CommonConfig) -> Result<(), ConfigError> {
+    if common.database_pool_size < MIN_DATABASE_POOL_SIZE {
+        return Err(ConfigError::new(
+            "DATABASE_POOL_SIZE",
+            format!(
+                "must be at least {MIN_DATABASE_POOL_SIZE} for the exporter, got {}: a pass holds \
+                 its lock session, a fenced write and a ledger read at once",
+                common.database_pool_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let common = CommonConfig::from_env(env)?;
+        check_pool_size(&common)?;
         let settings = ExportSettings::from_env(env)?;
         let statement_timeout_s =
             i64::try_from(common.database_statement_timeout.as_secs()).unwrap_or(i64::MAX);
@@ -231,6 +254,27 @@ mod tests {
                 chrono::Duration::hours(expected)
             );
         }
+    }
+
+    #[test]
+    fn the_pool_holds_what_a_pass_holds_at_once() {
+        for size in ["1", "2"] {
+            let error = Config::from_env(&env(&[("DATABASE_POOL_SIZE", size)])).unwrap_err();
+            assert_eq!(error.variable, "DATABASE_POOL_SIZE");
+            assert_eq!(
+                error.message,
+                format!(
+                    "must be at least 3 for the exporter, got {size}: a pass holds its lock \
+                     session, a fenced write and a ledger read at once"
+                )
+            );
+        }
+        for (size, expected) in [("3", 3), ("4", 4), ("1000", 1000)] {
+            let config = Config::from_env(&env(&[("DATABASE_POOL_SIZE", size)])).unwrap();
+            assert_eq!(config.common.database_pool_size, expected);
+        }
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.common.database_pool_size, 16);
     }
 
     #[test]
