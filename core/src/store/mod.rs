@@ -16,6 +16,7 @@ mod failed_claims;
 mod metrics;
 mod retention;
 mod submit_secrets;
+pub mod submit_settings;
 pub mod tls;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_rema
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use submit_secrets::CLIENT_IDENTITY_SECRET;
+pub use submit_settings::{RecordedSettings, SubmitInstance, SubmitLimits};
 
 mod embedded {
     refinery::embed_migrations!("../sql");

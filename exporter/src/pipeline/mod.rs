@@ -26,6 +26,7 @@ mod derive;
 mod indexes;
 mod plan;
 mod retrieval;
+mod settings;
 mod sources;
 mod window;
 
@@ -456,11 +457,9 @@ impl Exporter {
             }
         }
         let result = self
-            .store
-            .purge_expired(now, self.settings.retention)
+            .purge(now)
             .await
-            .map(|retention| report.retention = retention)
-            .map_err(ExportError::from);
+            .map(|retention| report.retention = retention);
         if !self.settle(Step::Retention, result, report) {
             return false;
         }

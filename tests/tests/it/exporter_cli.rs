@@ -329,3 +329,44 @@ async fn the_exporter_refuses_a_pool_smaller_than_a_pass_holds_and_works_with_th
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn an_exporter_still_configured_with_the_submit_services_limits_starts_and_ignores_them() {
+    let dir = temp_dir("cli-ignored");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    let bucket = dir.join("bucket");
+    // As an earlier release's configuration has them, one beyond today's range.
+    let env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("BUCKET_URL", format!("file://{}", bucket.display())),
+        ("SIGNING_KEY_FILE", key.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("ONE_TIME_CODE_EXPIRY_MINUTES", "1440".to_owned()),
+        ("ENCRYPTION_KEY_VALIDITY_DAYS", "31".to_owned()),
+        ("CLAIM_KEY_BAN_DURATION_MINUTES", "60".to_owned()),
+    ];
+    let run = exporter(&["run-once"], &env);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "run-once failed: {stderr}");
+    assert!(bucket.join("CA/index.txt").exists());
+    for variable in [
+        "ONE_TIME_CODE_EXPIRY_MINUTES",
+        "ENCRYPTION_KEY_VALIDITY_DAYS",
+        "CLAIM_KEY_BAN_DURATION_MINUTES",
+    ] {
+        assert!(
+            stderr.contains(&format!("{variable} is set but ignored")),
+            "{variable}: {stderr}"
+        );
+    }
+    // No replica has recorded its limits: retention says it keeps codes, keypairs and bans.
+    assert!(
+        stderr.contains("no submit replica has recorded its settings"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -29,4 +29,5 @@ mod retention;
 mod scheduled;
 mod sources;
 mod store;
+mod submit_settings;
 mod upload;
