@@ -1,12 +1,16 @@
 //! The submit service's recorded settings (DESIGN §5, §6): each replica records the limits it
-//! enforces at start and refreshes them while it runs.
+//! enforces at start and refreshes them while it runs, and each exporter pass reports a grace
+//! that does not exceed the statement timeout a live replica's uploads run under.
 
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use diagnosis_core::store::{RecordedSettings, SubmitLimits};
 use diagnosis_core::time::Clock;
+use diagnosis_exporter::pipeline::SettingsMismatch;
 use diagnosis_tests::app::TestApp;
+use diagnosis_tests::export::ExportHarness;
 
 async fn rows(app: &TestApp) -> Vec<RecordedSettings> {
     app.store.recorded_submit_settings().await.unwrap()
@@ -61,4 +65,27 @@ async fn each_replica_records_its_limits_at_start_and_refreshes_them_while_it_ru
     assert_eq!(refreshed(&recorded), vec![app.clock.now(); 2]);
     assert!(recorded.iter().all(|row| row.started == started));
     drop(replica);
+}
+
+#[tokio::test]
+async fn each_pass_reports_a_grace_that_does_not_exceed_a_live_replicas_statement_timeout() {
+    let slow = TestApp::spawn_with(|s| s.statement_timeout = StdDuration::from_secs(600)).await;
+    let h = ExportHarness::sharing(Arc::clone(&slow.db), slow.clock.clone(), |_| {}).await;
+    assert_eq!(h.settings.grace_seconds, 600);
+
+    let report = h.run().await;
+    assert_eq!(
+        report.settings_mismatches,
+        vec![SettingsMismatch::StatementTimeout {
+            grace_seconds: 600,
+            statement_timeout: StdDuration::from_secs(600),
+        }]
+    );
+
+    // The slow replica is replaced by one with the default 5 s: once its row is no longer live,
+    // the passes find nothing to report.
+    let fixed = slow.replica().await;
+    slow.stop().await;
+    fixed.advance_past_refresh(Duration::minutes(5), 1).await;
+    assert_eq!(h.run().await.settings_mismatches, vec![]);
 }
