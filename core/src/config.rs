@@ -603,6 +603,18 @@ pub fn redact_database_url(url: &str) -> String {
     format!("{scheme}://{rest}")
 }
 
+/// A region code (`REGION`, `EXPORT_REGION`): 1 to 16 characters of
+/// `[A-Za-z0-9_]`; `default` when unset.
+pub fn region_var(
+    env: &dyn Env,
+    name: &'static str,
+    default: &str,
+) -> Result<crate::domain::Region, ConfigError> {
+    let value: String = optional(env, name, default.to_owned())?;
+    crate::domain::Region::parse(&value)
+        .ok_or_else(|| ConfigError::new(name, "must be 1 to 16 characters of A-Z, a-z, 0-9 or _"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -982,57 +994,4 @@ mod tests {
         assert_eq!(Env::get(&map, "B"), None);
         assert_eq!(Env::get(&map, "C"), None);
     }
-}
-
-/// The limits of codes, keypairs and claim bans (DESIGN §3.1–§3.2). The submit
-/// service enforces them; the exporter's database retention (§4.2) deletes by
-/// them, so both read the same variables with the same defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubmissionLimits {
-    /// `ONE_TIME_CODE_EXPIRY_MINUTES` (default 1440).
-    pub one_time_code_expiry: chrono::Duration,
-    /// `ENCRYPTION_KEY_VALIDITY_DAYS` (default 15).
-    pub encryption_key_validity_days: u32,
-    /// `CLAIM_KEY_BAN_DURATION_MINUTES` (default 60).
-    pub claim_ban_duration: chrono::Duration,
-}
-
-impl SubmissionLimits {
-    pub fn from_env(env: &dyn Env) -> Result<SubmissionLimits, ConfigError> {
-        let minutes = |name: &'static str, default: u64| -> Result<chrono::Duration, ConfigError> {
-            let duration = duration_var(env, name, TimeUnit::Minutes, default, 1..=10_080)?;
-            chrono::Duration::from_std(duration).map_err(|_| ConfigError::new(name, "is too large"))
-        };
-        Ok(SubmissionLimits {
-            one_time_code_expiry: minutes("ONE_TIME_CODE_EXPIRY_MINUTES", 1440)?,
-            encryption_key_validity_days: integer_var(
-                env,
-                "ENCRYPTION_KEY_VALIDITY_DAYS",
-                15,
-                1..=30,
-            )?,
-            claim_ban_duration: minutes("CLAIM_KEY_BAN_DURATION_MINUTES", 60)?,
-        })
-    }
-
-    /// What the exporter's database retention deletes by.
-    pub fn retention(&self) -> crate::store::RetentionPolicy {
-        crate::store::RetentionPolicy {
-            one_time_code_expiry: self.one_time_code_expiry,
-            keypair_validity_days: self.encryption_key_validity_days,
-            claim_ban_duration: self.claim_ban_duration,
-        }
-    }
-}
-
-/// A region code (`REGION`, `EXPORT_REGION`): 1 to 16 characters of
-/// `[A-Za-z0-9_]`; `default` when unset.
-pub fn region_var(
-    env: &dyn Env,
-    name: &'static str,
-    default: &str,
-) -> Result<crate::domain::Region, ConfigError> {
-    let value: String = optional(env, name, default.to_owned())?;
-    crate::domain::Region::parse(&value)
-        .ok_or_else(|| ConfigError::new(name, "must be 1 to 16 characters of A-Z, a-z, 0-9 or _"))
 }

@@ -326,6 +326,15 @@ impl ManualClock {
         self.state.borrow().waits_begun
     }
 
+    /// Completes once at least `count` waits for instants the clock has not reached are
+    /// pending: after a move of the clock, the loops it woke have done their work and wait
+    /// again.
+    pub async fn until_waiting(&self, count: usize) {
+        let mut changes = self.state.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = changes.wait_for(|state| state.waiting.len() >= count).await;
+    }
+
     /// Completes once some task waits for an instant the clock has not reached, and returns
     /// the earliest such instant.
     pub async fn next_wait(&self) -> DateTime<Utc> {

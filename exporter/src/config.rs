@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, duration_var,
-    integer_var, optional, optional_opt, region_var,
+    CommonConfig, ConfigError, Env, MetricProvider, TimeUnit, duration_var, integer_var, optional,
+    optional_opt, region_var,
 };
 use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
-use diagnosis_core::store::RetentionPolicy;
 use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
 use diagnosis_format::sign::SigningKeys;
 
@@ -31,8 +30,6 @@ pub struct ExportSettings {
     /// `COMPAT_REGION_PATH`: the MCC in the deployed apps' retrieval path
     /// (`retrieve/{MCC}/…`, DESIGN §4.3), default `302`.
     pub compat_region_path: String,
-    /// Database retention, with the submit service's limits.
-    pub retention: RetentionPolicy,
     /// `DELETE_UNINDEXED_AFTER_HOURS`: how long an object that left the indexes stays in the
     /// bucket before it is deleted (default 24 h; 0 deletes it on the next pass), since phones
     /// and CDN caches may still hold an index that names it (DESIGN §4.2).
@@ -52,7 +49,20 @@ pub struct Config {
     /// to send its request head, and the longest its connection may sit idle
     /// (default 10, as on the submit service's listeners).
     pub http_read_timeout: Duration,
+    /// The submit service's variables set in this environment, which the exporter ignores
+    /// ([`IGNORED_SUBMIT_VARIABLES`]); the binary warns about each.
+    pub ignored_variables: Vec<&'static str>,
 }
+
+/// Variables an exporter of an earlier release read for its retention. They are the submit
+/// service's settings alone (DESIGN §6): retention reads them from `submit_settings`, where its
+/// replicas record them. An exporter whose environment still sets them starts all the same,
+/// whatever their values, so that a rolling release needs no change of its configuration first.
+pub const IGNORED_SUBMIT_VARIABLES: [&str; 3] = [
+    "ONE_TIME_CODE_EXPIRY_MINUTES",
+    "ENCRYPTION_KEY_VALIDITY_DAYS",
+    "CLAIM_KEY_BAN_DURATION_MINUTES",
+];
 
 /// `SIGNING_KEY_FILE`, `SIGNING_KEY_VERSION`, `SIGNING_KEY_ID` as read, before
 /// the files are opened (the `verify` command needs only the public halves).
@@ -134,15 +144,37 @@ impl ExportSettings {
             exposure_config_dir: optional_opt::<String>(env, "EXPOSURE_CONFIG_DIR")?
                 .map(PathBuf::from),
             compat_region_path: compat_region_path(env)?,
-            retention: SubmissionLimits::from_env(env)?.retention(),
             delete_unindexed_after: delete_unindexed_after(env)?,
         })
     }
 }
 
+/// The fewest pooled connections a pass works with: a pass holds its lock session for its
+/// whole length, and meanwhile its upload step holds a fenced write (DESIGN §4.2) while its
+/// render step reads the ledger or repairs a source under a fence of its own. The key streams
+/// are sessions of their own outside the pool. With fewer, a step waits for a connection the
+/// others hold for as long as a bucket write takes, and fails after
+/// `DATABASE_CONNECT_TIMEOUT_SECONDS` (DESIGN §6: every accepted value works).
+pub const MIN_DATABASE_POOL_SIZE: usize = 3;
+
+fn check_pool_size(common: &CommonConfig) -> Result<(), ConfigError> {
+    if common.database_pool_size < MIN_DATABASE_POOL_SIZE {
+        return Err(ConfigError::new(
+            "DATABASE_POOL_SIZE",
+            format!(
+                "must be at least {MIN_DATABASE_POOL_SIZE} for the exporter, got {}: a pass holds \
+                 its lock session, a fenced write and a ledger read at once",
+                common.database_pool_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let common = CommonConfig::from_env(env)?;
+        check_pool_size(&common)?;
         let settings = ExportSettings::from_env(env)?;
         let statement_timeout_s =
             i64::try_from(common.database_statement_timeout.as_secs()).unwrap_or(i64::MAX);
@@ -167,6 +199,10 @@ impl Config {
                 10,
                 1..=300,
             )?,
+            ignored_variables: IGNORED_SUBMIT_VARIABLES
+                .into_iter()
+                .filter(|name| env.get(name).is_some())
+                .collect(),
         })
     }
 
@@ -231,6 +267,40 @@ mod tests {
                 chrono::Duration::hours(expected)
             );
         }
+    }
+
+    #[test]
+    fn the_submit_services_limits_are_ignored_whatever_their_values() {
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert!(config.ignored_variables.is_empty());
+        let config = Config::from_env(&env(&[
+            ("ONE_TIME_CODE_EXPIRY_MINUTES", "1440"),
+            ("ENCRYPTION_KEY_VALIDITY_DAYS", "30"),
+            ("CLAIM_KEY_BAN_DURATION_MINUTES", "soon"),
+        ]))
+        .unwrap();
+        assert_eq!(config.ignored_variables, IGNORED_SUBMIT_VARIABLES);
+    }
+
+    #[test]
+    fn the_pool_holds_what_a_pass_holds_at_once() {
+        for size in ["1", "2"] {
+            let error = Config::from_env(&env(&[("DATABASE_POOL_SIZE", size)])).unwrap_err();
+            assert_eq!(error.variable, "DATABASE_POOL_SIZE");
+            assert_eq!(
+                error.message,
+                format!(
+                    "must be at least 3 for the exporter, got {size}: a pass holds its lock \
+                     session, a fenced write and a ledger read at once"
+                )
+            );
+        }
+        for (size, expected) in [("3", 3), ("4", 4), ("1000", 1000)] {
+            let config = Config::from_env(&env(&[("DATABASE_POOL_SIZE", size)])).unwrap();
+            assert_eq!(config.common.database_pool_size, expected);
+        }
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.common.database_pool_size, 16);
     }
 
     #[test]

@@ -124,6 +124,14 @@ async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemet
         &config.common,
         APPLICATION_NAME,
     ))?;
+    for variable in &config.ignored_variables {
+        tracing::warn!(
+            variable,
+            "{variable} is set but ignored: retention goes by the limits the submit service's \
+             replicas record in submit_settings; it belongs in the submit service's \
+             configuration only"
+        );
+    }
     let store = Store::open(
         &StoreConfig::from_common(&config.common, APPLICATION_NAME),
         !no_migrate,

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, bool_var,
-    duration_var, integer_var, optional, region_var, secret_optional, secret_required,
-    socket_addr_var,
+    CommonConfig, ConfigError, Env, MetricProvider, TimeUnit, bool_var, duration_var, integer_var,
+    optional, region_var, secret_optional, secret_required, socket_addr_var,
 };
 use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
 use diagnosis_core::store::BanPolicy;
+use diagnosis_core::store::submit_settings::{MAX_KEYPAIR_VALIDITY_DAYS, MAX_LIMIT_MINUTES};
 
 use crate::client::{ForwardedFor, TrustedProxies};
 use crate::state::{MetricsCredentials, Settings, Timeouts};
@@ -32,10 +32,11 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::new("BIND_ADDR", "invalid built-in default"))?;
         let bind_addr = socket_addr_var(env, "BIND_ADDR", default_bind)?;
+        let settings = settings_from_env(env, &common)?;
         Ok(Config {
             common,
             bind_addr,
-            settings: settings_from_env(env)?,
+            settings,
         })
     }
 
@@ -52,11 +53,45 @@ impl Config {
     }
 }
 
+/// The limits of codes, keypairs and claim bans (DESIGN §3.1–§3.2, §6). They are the submit
+/// service's alone: each replica records them in `submit_settings`, where the exporter's
+/// retention reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubmissionLimits {
+    /// `ONE_TIME_CODE_EXPIRY_MINUTES` (default 1440, at most a week).
+    one_time_code_expiry: chrono::Duration,
+    /// `ENCRYPTION_KEY_VALIDITY_DAYS` (default 15, at most 20: counted from UTC midnight of the
+    /// issue day, with retention on every exporter pass, no keypair outlives 21 days).
+    encryption_key_validity_days: u32,
+    /// `CLAIM_KEY_BAN_DURATION_MINUTES` (default 60, at most a week).
+    claim_ban_duration: chrono::Duration,
+}
+
+impl SubmissionLimits {
+    fn from_env(env: &dyn Env) -> Result<SubmissionLimits, ConfigError> {
+        let max_minutes = u64::try_from(MAX_LIMIT_MINUTES).unwrap_or(u64::MAX);
+        let minutes = |name: &'static str, default: u64| -> Result<chrono::Duration, ConfigError> {
+            let duration = duration_var(env, name, TimeUnit::Minutes, default, 1..=max_minutes)?;
+            chrono::Duration::from_std(duration).map_err(|_| ConfigError::new(name, "is too large"))
+        };
+        Ok(SubmissionLimits {
+            one_time_code_expiry: minutes("ONE_TIME_CODE_EXPIRY_MINUTES", 1440)?,
+            encryption_key_validity_days: integer_var(
+                env,
+                "ENCRYPTION_KEY_VALIDITY_DAYS",
+                15,
+                1..=MAX_KEYPAIR_VALIDITY_DAYS,
+            )?,
+            claim_ban_duration: minutes("CLAIM_KEY_BAN_DURATION_MINUTES", 60)?,
+        })
+    }
+}
+
 /// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
 /// some memory, and more than this is a typo rather than a plan.
 const MAX_CONNECTIONS_LIMIT: usize = 262_144;
 
-fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
+fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
     let region = region_var(env, "REGION", DEFAULT_REGION)?;
     let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
@@ -66,24 +101,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             "must be a valid header value such as * or https://portal.example",
         )
     })?;
-    let username = secret_optional(env, "METRICS_USERNAME", non_empty)?;
-    let password = secret_optional(env, "METRICS_PASSWORD", non_empty)?;
-    let metrics_credentials = match (username, password) {
-        (Some(username), Some(password)) => Some(MetricsCredentials { username, password }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::new(
-                "METRICS_PASSWORD",
-                "must be set when METRICS_USERNAME is",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::new(
-                "METRICS_USERNAME",
-                "must be set when METRICS_PASSWORD is",
-            ));
-        }
-    };
+    let metrics_credentials = metrics_credentials_var(env)?;
     let limits = SubmissionLimits::from_env(env)?;
     let read_timeout = duration_var(
         env,
@@ -111,6 +129,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             Settings::DEFAULT_MAX_CONNECTIONS,
             1..=MAX_CONNECTIONS_LIMIT,
         )?,
+        statement_timeout: common.database_statement_timeout,
         timeouts: Timeouts {
             header_read: read_timeout,
             body_read: read_timeout,
@@ -123,6 +142,24 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             )?,
         },
     })
+}
+
+/// `METRICS_USERNAME` and `METRICS_PASSWORD`: both or neither.
+fn metrics_credentials_var(env: &dyn Env) -> Result<Option<MetricsCredentials>, ConfigError> {
+    let username = secret_optional(env, "METRICS_USERNAME", non_empty)?;
+    let password = secret_optional(env, "METRICS_PASSWORD", non_empty)?;
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(MetricsCredentials { username, password })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            "METRICS_PASSWORD",
+            "must be set when METRICS_USERNAME is",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "METRICS_USERNAME",
+            "must be set when METRICS_PASSWORD is",
+        )),
+    }
 }
 
 /// `TRUST_X_FORWARDED_FOR` and `TRUSTED_PROXIES` (DESIGN §3.2). Both at once
@@ -246,6 +283,51 @@ mod tests {
                 "{vars:?}: expected an error naming {variable}, got {error}"
             );
         }
+    }
+
+    #[test]
+    fn no_keypair_is_valid_past_twenty_days() {
+        for (days, expected) in [("1", 1), ("20", 20)] {
+            let config = Config::from_env(&env(&[("ENCRYPTION_KEY_VALIDITY_DAYS", days)])).unwrap();
+            assert_eq!(config.settings.encryption_key_validity_days, expected);
+        }
+        for days in ["21", "30", "0"] {
+            let error =
+                Config::from_env(&env(&[("ENCRYPTION_KEY_VALIDITY_DAYS", days)])).unwrap_err();
+            assert_eq!(error.variable, "ENCRYPTION_KEY_VALIDITY_DAYS");
+            assert_eq!(
+                error.message,
+                format!("must be a whole number from 1 to 20, got \"{days}\"")
+            );
+        }
+        for name in [
+            "ONE_TIME_CODE_EXPIRY_MINUTES",
+            "CLAIM_KEY_BAN_DURATION_MINUTES",
+        ] {
+            assert!(Config::from_env(&env(&[(name, "10080")])).is_ok(), "{name}");
+            let error = Config::from_env(&env(&[(name, "10081")])).unwrap_err();
+            assert_eq!(error.variable, name);
+        }
+    }
+
+    #[test]
+    fn the_recorded_limits_are_the_enforced_ones() {
+        let config = Config::from_env(&env(&[
+            ("ONE_TIME_CODE_EXPIRY_MINUTES", "90"),
+            ("ENCRYPTION_KEY_VALIDITY_DAYS", "20"),
+            ("CLAIM_KEY_BAN_DURATION_MINUTES", "120"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "7500"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.settings.limits(),
+            diagnosis_core::store::SubmitLimits {
+                one_time_code_expiry: chrono::Duration::minutes(90),
+                encryption_key_validity_days: 20,
+                claim_ban_duration: chrono::Duration::minutes(120),
+                statement_timeout: std::time::Duration::from_millis(7500),
+            }
+        );
     }
 
     #[test]

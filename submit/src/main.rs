@@ -8,7 +8,7 @@ use anyhow::Context;
 use diagnosis_core::config::ProcessEnv;
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry;
-use diagnosis_core::time::{Clock, SystemClock};
+use diagnosis_core::time::SystemClock;
 use diagnosis_submit::config::Config;
 use diagnosis_submit::{AppState, Listeners, Version};
 
@@ -74,11 +74,6 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     if migrate_only {
         return Ok(());
     }
-    let clock = SystemClock;
-    let client_identity = store
-        .client_identity_key(clock.now())
-        .await
-        .context("while loading the client-identity secret from submit_secrets")?;
     let api = diagnosis_submit::bind(config.bind_addr)
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
     let internal = if config.serves_internal_listener() {
@@ -115,14 +110,19 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
              METRICS_USERNAME/METRICS_PASSWORD is set"
         ),
     }
-    let state = Arc::new(AppState {
+    let mut state = AppState::start(
         store,
-        clock: Arc::new(clock),
-        settings: config.settings,
-        client_identity,
-        version: Version::of_build(),
-        prometheus: telemetry.prometheus_handle().cloned(),
-    });
+        Arc::new(SystemClock),
+        config.settings,
+        Version::of_build(),
+    )
+    .await?;
+    state.prometheus = telemetry.prometheus_handle().cloned();
+    tracing::info!(
+        instance = state.instance.id(),
+        "this replica's limits are recorded in submit_settings"
+    );
+    let state = Arc::new(state);
     diagnosis_submit::run(state, Listeners { api, internal }, shutdown_signal()).await?;
     tracing::info!("diagnosis-submit stopped");
     Ok(())

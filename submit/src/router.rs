@@ -156,7 +156,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 /// no further than this function.
 fn client_identifier(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> ClientIdentifier {
     let address = client_address(&state.settings.forwarded_for, headers, peer.ip());
-    ClientIdentifier::new(&state.client_identity, address)
+    ClientIdentifier::new(&state.client_identity.get(), address)
 }
 
 /// Request metrics and one log line per request: endpoint, status and outcome

@@ -65,7 +65,8 @@ impl Kind {
 
 /// Serves the listeners until `shutdown` completes, then stops accepting and
 /// waits (up to the configured grace) for in-flight requests to finish. Samples
-/// the connection-pool gauges (`db_pool_*`) while it runs.
+/// the connection-pool gauges (`db_pool_*`) and refreshes the replica's shared
+/// state (`replica`) while it runs.
 pub async fn run(
     state: Arc<AppState>,
     listeners: Listeners,
@@ -73,6 +74,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     // Pool gauges for `/metrics`, sampled until the listeners have stopped.
     let _pool_metrics = state.store.spawn_pool_metrics();
+    let _refresh = crate::replica::spawn_refresh(Arc::clone(&state));
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;

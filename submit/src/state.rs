@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diagnosis_core::domain::{KeyClaimTokens, Region};
-use diagnosis_core::store::{BanPolicy, ClientIdentityKey, Store};
+use diagnosis_core::store::{BanPolicy, Store, StoreError, SubmitInstance, SubmitLimits};
 use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::client::ForwardedFor;
+use crate::replica::CurrentIdentityKey;
 
 /// The submit service's behaviour, parsed from the environment by
 /// [`crate::config`] or built directly by tests.
@@ -29,12 +30,25 @@ pub struct Settings {
     /// `MAX_CONNECTIONS`: open connections each listener holds at most
     /// (DESIGN §3.4); further clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`, which every statement of an upload runs under: recorded
+    /// with the limits, since the exporter's grace must exceed it (DESIGN §2).
+    pub statement_timeout: Duration,
     pub timeouts: Timeouts,
 }
 
 impl Settings {
     /// The default of `MAX_CONNECTIONS`.
     pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+    /// The limits this replica records in `submit_settings` (DESIGN §6).
+    pub fn limits(&self) -> SubmitLimits {
+        SubmitLimits {
+            one_time_code_expiry: self.one_time_code_expiry,
+            encryption_key_validity_days: self.encryption_key_validity_days,
+            claim_ban_duration: self.ban.ban_duration,
+            statement_timeout: self.statement_timeout,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -53,6 +67,7 @@ impl std::fmt::Debug for Settings {
             .field("cors_allow_origin", &self.cors_allow_origin)
             .field("metrics_credentials", &self.metrics_credentials)
             .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
             .field("timeouts", &self.timeouts)
             .finish()
     }
@@ -121,8 +136,52 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
     /// Keys the identifiers of claiming clients; loaded at start with
-    /// [`Store::client_identity_key`].
-    pub client_identity: ClientIdentityKey,
+    /// [`Store::client_identity_key`] and read again every minute while the service runs.
+    pub client_identity: CurrentIdentityKey,
+    /// This process, as its row of `submit_settings` names it.
+    pub instance: SubmitInstance,
     pub version: Version,
     pub prometheus: Option<PrometheusHandle>,
+}
+
+/// Why the service could not start on its database.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("while loading the client-identity secret from submit_secrets: {0}")]
+    IdentityKey(StoreError),
+    #[error("while recording this replica's settings in submit_settings: {0}")]
+    Settings(StoreError),
+}
+
+impl AppState {
+    /// The state of a service starting now, as the binary starts it: loads the client-identity
+    /// secret (the first replica creates it) and records this replica's limits in
+    /// `submit_settings` under a new instance id (DESIGN §6), so the exporter goes by them
+    /// before the first request is served.
+    pub async fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        version: Version,
+    ) -> Result<AppState, StartError> {
+        let now = clock.now();
+        let key = store
+            .client_identity_key(now)
+            .await
+            .map_err(StartError::IdentityKey)?;
+        let instance = SubmitInstance::new(now);
+        store
+            .record_submit_settings(&instance, &settings.limits(), now)
+            .await
+            .map_err(StartError::Settings)?;
+        Ok(AppState {
+            store,
+            clock,
+            settings,
+            client_identity: CurrentIdentityKey::new(key),
+            instance,
+            version,
+            prometheus: None,
+        })
+    }
 }

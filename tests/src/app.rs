@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use diagnosis_core::domain::{KeyClaimTokens, Region};
+use diagnosis_core::store::submit_settings::REFRESH_PERIOD;
 use diagnosis_core::store::{BanPolicy, Store};
 use diagnosis_core::time::Clock;
 use diagnosis_core::time::ManualClock;
@@ -40,6 +41,7 @@ pub fn test_settings() -> Settings {
         cors_allow_origin: http::HeaderValue::from_static("*"),
         metrics_credentials: None,
         max_connections: Settings::DEFAULT_MAX_CONNECTIONS,
+        statement_timeout: std::time::Duration::from_millis(5_000),
         timeouts: Timeouts::default(),
     }
 }
@@ -129,23 +131,20 @@ impl TestApp {
     ) -> TestApp {
         // The test's clock is the database's too: uploads are filed under its hour.
         let store = store.with_database_clock(Arc::new(clock.clone()));
-        // As the binary does at start: the first instance creates the secret.
-        let client_identity = store
-            .client_identity_key(clock.now())
-            .await
-            .unwrap_or_else(|e| panic!("loading the client-identity secret: {e}"));
+        // As the binary does at start: the first instance creates the secret, and each records
+        // its limits in submit_settings.
+        let mut state = AppState::start(
+            store.clone(),
+            Arc::new(clock.clone()),
+            settings,
+            Version::of_build(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("starting the submit service: {e}"));
         let api = bind().await;
         let internal = bind().await;
         let addr = local_addr(&api);
         let internal_addr = local_addr(&internal);
-        let mut state = AppState {
-            store: store.clone(),
-            clock: Arc::new(clock.clone()),
-            settings,
-            client_identity,
-            version: Version::of_build(),
-            prometheus: None,
-        };
         adjust_state(&mut state);
         let state = Arc::new(state);
         let (shutdown, stopped) = oneshot::channel::<()>();
@@ -197,6 +196,20 @@ impl TestApp {
 
     pub fn now_unix(&self) -> i64 {
         self.clock.now().timestamp()
+    }
+
+    /// Moves the shared clock by `by` (at least a refresh period) and waits until each of the
+    /// `replicas` running on it has refreshed its settings row and identity key and waits for
+    /// its next refresh.
+    pub async fn advance_past_refresh(&self, by: chrono::Duration, replicas: usize) {
+        assert!(by >= REFRESH_PERIOD, "{by} does not reach the next refresh");
+        self.clock.advance(by);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.clock.until_waiting(replicas),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{replicas} replicas did not refresh within 60 s"));
     }
 
     /// Stops the service gracefully and waits for it.

@@ -12,8 +12,8 @@ use diagnosis_core::domain::{
     ServerPublicKey,
 };
 use diagnosis_core::store::{
-    BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode,
-    RetentionPolicy, Store, StoreKeysOutcome,
+    BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode, Store,
+    StoreKeysOutcome, SubmitInstance, SubmitLimits,
 };
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
@@ -55,11 +55,6 @@ pub fn test_export_settings() -> ExportSettings {
         pad_min_keys: 0,
         exposure_config_dir: None,
         compat_region_path: "302".to_owned(),
-        retention: RetentionPolicy {
-            one_time_code_expiry: Duration::hours(24),
-            keypair_validity_days: 15,
-            claim_ban_duration: Duration::hours(1),
-        },
         delete_unindexed_after: Duration::hours(24),
     }
 }
@@ -214,6 +209,23 @@ impl ExportHarness {
             panic!("not claimed")
         };
         server
+    }
+
+    /// Records the limits of a submit replica in `submit_settings` at the clock's time, as a
+    /// replica does when it starts: the contract's defaults as `adjust` changes them.
+    pub async fn record_submit_settings(&self, adjust: impl FnOnce(&mut SubmitLimits)) {
+        let mut limits = SubmitLimits {
+            one_time_code_expiry: Duration::hours(24),
+            encryption_key_validity_days: 15,
+            claim_ban_duration: Duration::hours(1),
+            statement_timeout: std::time::Duration::from_millis(5_000),
+        };
+        adjust(&mut limits);
+        let now = self.now();
+        self.store
+            .record_submit_settings(&SubmitInstance::new(now), &limits, now)
+            .await
+            .unwrap_or_else(|e| panic!("recording submit settings: {e}"));
     }
 
     /// Verifies the published bucket with the test public key.

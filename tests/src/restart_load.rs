@@ -25,7 +25,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use diagnosis_core::config::CommonConfig;
 use diagnosis_core::store::{Store, StoreConfig};
-use diagnosis_core::time::{Clock, SystemClock};
+use diagnosis_core::time::SystemClock;
 use diagnosis_submit::{AppState, Listeners, Version};
 use hyper::StatusCode;
 use tokio::sync::{oneshot, watch};
@@ -480,22 +480,19 @@ struct Service {
 
 impl Service {
     async fn start(store: Store) -> anyhow::Result<Service> {
-        let clock = SystemClock;
-        let client_identity = store
-            .client_identity_key(clock.now())
+        let state = Arc::new(
+            AppState::start(
+                store,
+                Arc::new(SystemClock),
+                test_settings(),
+                Version::of_build(),
+            )
             .await
-            .context("while loading the client-identity secret")?;
+            .context("while starting the service on its database")?,
+        );
         let api = diagnosis_submit::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .context("while binding the service's port")?;
         let addr = api.local_addr()?;
-        let state = Arc::new(AppState {
-            store,
-            clock: Arc::new(clock),
-            settings: test_settings(),
-            client_identity,
-            version: Version::of_build(),
-            prometheus: None,
-        });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(diagnosis_submit::run(
             state,

@@ -1,6 +1,7 @@
 //! Prometheus metrics of both binaries, rendered exactly as `/metrics` serves them: the
 //! submit service's request, claim, upload and pool metrics after a real portal → claim →
-//! upload exchange, and the exporter's run metrics over completed, skipped and failed passes.
+//! upload exchange, and the exporter's run metrics over completed, skipped and failed passes,
+//! with the settings mismatch each of them checks.
 //! DESIGN §7: no label value carries a client address, code, token or key.
 //!
 //! This binary installs one global recorder (a process holds only one), shared by its tests;
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
-use diagnosis_core::store::Store;
+use diagnosis_core::store::{Store, SubmitInstance, SubmitLimits};
 use diagnosis_core::telemetry::{Telemetry, prometheus_builder};
 use diagnosis_core::time::{Clock, ManualClock, hour_number};
 use diagnosis_exporter::pipeline::{Exporter, RunOutcome};
@@ -289,6 +290,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         "state",
         "step",
         "kind",
+        "setting",
         "le",
         "quantile",
     ]);
@@ -369,6 +371,20 @@ async fn export_runs_report_duration_lag_and_last_success() {
     let first_hour = hour_number(started) - 1;
     let render = || samples(&telemetry.render_prometheus().unwrap());
 
+    // A submit replica whose uploads may run as long as the grace: every pass, even a skipped
+    // one, reports whether a live replica's statement timeout reaches the grace.
+    let limits = SubmitLimits {
+        one_time_code_expiry: chrono::Duration::hours(24),
+        encryption_key_validity_days: 15,
+        claim_ban_duration: chrono::Duration::hours(1),
+        statement_timeout: std::time::Duration::from_secs(600),
+    };
+    store
+        .record_submit_settings(&SubmitInstance::new(clock.now()), &limits, clock.now())
+        .await
+        .unwrap();
+    let mismatch = [("setting", "statement_timeout")];
+
     // A first pass publishes the last closed hour: no lag.
     let bucket = Bucket::in_memory();
     let outcome = exporter(&db, &clock, bucket.clone())
@@ -384,6 +400,7 @@ async fn export_runs_report_duration_lag_and_last_success() {
         require(&all, "exporter_last_published_hour", &[]),
         first_hour as f64
     );
+    assert_eq!(require(&all, "exporter_settings_mismatch", &mismatch), 1.0);
     assert_eq!(
         require(&all, "exporter_last_success_timestamp_seconds", &[]),
         started as f64
@@ -401,6 +418,8 @@ async fn export_runs_report_duration_lag_and_last_success() {
     lock.release().await.unwrap();
     let all = render();
     assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 3.0);
+    // The replica has not refreshed its row for three hours: it is gone.
+    assert_eq!(require(&all, "exporter_settings_mismatch", &mismatch), 0.0);
 
     // A pass whose bucket refuses every write fails: the lag stays, the last success too.
     let refusing = Bucket::from_store(

@@ -18,6 +18,7 @@ mod publication_seal;
 mod retention;
 mod schema;
 mod submit_secrets;
+pub mod submit_settings;
 pub mod tls;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use schema::{
     MIGRATION_LOCK_ID, MIGRATION_LOCK_TIMEOUT, Migration, embedded_migrations, migrate,
 };
 pub use submit_secrets::CLIENT_IDENTITY_SECRET;
+pub use submit_settings::{RecordedSettings, SubmitInstance, SubmitLimits};
 
 /// An error from the database layer. Callers turn it into `SERVER_ERROR`/500 or
 /// a failed job.

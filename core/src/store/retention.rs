@@ -1,7 +1,10 @@
 //! Database retention (DESIGN §4.2): unclaimed codes after their expiry, keypairs
 //! after their validity or once their quota is spent, diagnosis keys after 15
 //! days, failed-claim rows once their window has passed. The exporter runs it on
-//! every pass, so no personal data outlives 21 days.
+//! every pass, so no personal data outlives 21 days. The limits of codes, keypairs
+//! and failed claims are the submit service's, as its replicas record them
+//! ([`super::submit_settings::retention_policy`]); without them those rules do not
+//! run, and diagnosis keys are deleted all the same.
 //!
 //! Each rule deletes in batches of at most `RETENTION_BATCH_ROWS` rows, each batch
 //! one statement in a transaction of its own that also counts the batch's events, so
@@ -30,8 +33,9 @@ pub const DIAGNOSIS_KEY_RETENTION_DAYS: i64 = 15;
 /// so their batches also take the rows written in the same microsecond as the last.
 pub const RETENTION_BATCH_ROWS: i64 = 10_000;
 
-/// The limits retention enforces; they mirror the submit service's settings.
-#[derive(Debug, Clone, Copy)]
+/// The limits retention deletes codes, keypairs and failed claims by: the submit service's
+/// settings as its replicas record them (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
     pub one_time_code_expiry: Duration,
     pub keypair_validity_days: u32,
@@ -114,11 +118,13 @@ impl Store {
     /// code life-cycle events (unclaimed, expired, expired without uploads) that
     /// the deletions mean. Each batch of `RETENTION_BATCH_ROWS` is a transaction
     /// of its own with its events: a failure leaves the batches before it deleted
-    /// and counted, and the rest for the next pass.
+    /// and counted, and the rest for the next pass. Without a `policy` (no submit
+    /// replica has recorded its settings yet) codes, keypairs and failed claims are
+    /// left alone and only diagnosis keys are deleted.
     pub async fn purge_expired(
         &self,
         now: DateTime<Utc>,
-        policy: RetentionPolicy,
+        policy: Option<RetentionPolicy>,
     ) -> Result<RetentionReport, StoreError> {
         self.purge_in_batches(now, policy, RETENTION_BATCH_ROWS)
             .await
@@ -131,7 +137,7 @@ impl Store {
     pub async fn purge_expired_in_batches_of(
         &self,
         now: DateTime<Utc>,
-        policy: RetentionPolicy,
+        policy: Option<RetentionPolicy>,
         batch_rows: i64,
     ) -> Result<RetentionReport, StoreError> {
         self.purge_in_batches(now, policy, batch_rows).await
@@ -140,7 +146,7 @@ impl Store {
     async fn purge_in_batches(
         &self,
         now: DateTime<Utc>,
-        policy: RetentionPolicy,
+        policy: Option<RetentionPolicy>,
         batch_rows: i64,
     ) -> Result<RetentionReport, StoreError> {
         if batch_rows < 1 {
@@ -149,112 +155,156 @@ impl Store {
             )));
         }
         let mut client = self.pool.get().await?;
-        let today = utc_date(now);
+        let batches = Batches {
+            rows: batch_rows,
+            today: utc_date(now),
+        };
         let mut report = RetentionReport::default();
-
-        let code_expired_at = now - policy.one_time_code_expiry;
-        report.unclaimed_codes = delete_in_batches(
-            &mut client,
-            &oldest_by_time(
-                "encryption_keys",
-                "claimed IS NULL AND created <= $2",
-                "created",
-                "originator",
-                "originator",
-            ),
-            &[&batch_rows, &code_expired_at],
-            batch_rows,
-            today,
-            unclaimed_code_event,
-        )
-        .await?;
-
-        let valid_since = keypair_valid_since(now, policy.keypair_validity_days);
-        report.keypairs = delete_in_batches(
-            &mut client,
-            &oldest_by_time(
-                "encryption_keys",
-                "claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)",
-                "created",
-                "originator, uploaded, remaining_keys = 0 AS exhausted",
-                "originator, uploaded, exhausted",
-            ),
-            &[&batch_rows, &valid_since],
-            batch_rows,
-            today,
-            keypair_event,
-        )
-        .await?;
-
-        let oldest_hour = hour_number(now.timestamp()) - DIAGNOSIS_KEY_RETENTION_DAYS * 24;
-        let oldest_hour = i32::try_from(oldest_hour).unwrap_or(i32::MIN);
-        // Keys share their publish hour by the thousand, so their batches are sets of
-        // row ids, chosen per region along the (region, publish_hour) index; the
-        // exporter's role reads the whole table.
-        let mut region = String::new();
-        while let Some(next) = client
-            .query_one(
-                "SELECT min(region) FROM diagnosis_keys WHERE region > $1",
-                &[&region],
-            )
-            .await?
-            .try_get::<_, Option<String>>(0)?
-        {
-            region = next;
-            report.diagnosis_keys += delete_in_batches(
+        if let Some(policy) = policy {
+            report.unclaimed_codes =
+                purge_unclaimed_codes(&mut client, batches, now - policy.one_time_code_expiry)
+                    .await?;
+            report.keypairs = purge_keypairs(
                 &mut client,
-                "WITH gone AS (
-                     DELETE FROM diagnosis_keys
-                      WHERE ctid = ANY(ARRAY(
-                                SELECT ctid FROM diagnosis_keys
-                                 WHERE region = $3 AND publish_hour < $2
-                                 ORDER BY publish_hour
-                                 LIMIT $1))
-                        AND region = $3 AND publish_hour < $2
-                  RETURNING 1)
-                 SELECT count(*) FROM gone",
-                &[&batch_rows, &oldest_hour, &region],
-                batch_rows,
-                today,
-                no_event,
+                batches,
+                keypair_valid_since(now, policy.keypair_validity_days),
             )
             .await?;
         }
-
-        let ban_ended_at = now - policy.claim_ban_duration;
-        report.failed_claims = delete_in_batches(
-            &mut client,
-            &oldest_by_time(
-                "failed_key_claim_attempts",
-                "last_failure <= $2",
-                "last_failure",
-                "last_failure",
-                "",
-            ),
-            &[&batch_rows, &ban_ended_at],
-            batch_rows,
-            today,
-            no_event,
-        )
-        .await?;
-
+        report.diagnosis_keys = purge_diagnosis_keys(&mut client, batches, now).await?;
+        if let Some(policy) = policy {
+            report.failed_claims =
+                purge_failed_claims(&mut client, batches, now - policy.claim_ban_duration).await?;
+        }
         Ok(report)
     }
 }
 
+/// How retention batches its deletions, and the day their events are counted under.
+#[derive(Debug, Clone, Copy)]
+struct Batches {
+    rows: i64,
+    today: NaiveDate,
+}
+
+async fn purge_unclaimed_codes(
+    client: &mut deadpool_postgres::Object,
+    batches: Batches,
+    expired_at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    delete_in_batches(
+        client,
+        &oldest_by_time(
+            "encryption_keys",
+            "claimed IS NULL AND created <= $2",
+            "created",
+            "originator",
+            "originator",
+        ),
+        &[&batches.rows, &expired_at],
+        batches,
+        unclaimed_code_event,
+    )
+    .await
+}
+
+async fn purge_keypairs(
+    client: &mut deadpool_postgres::Object,
+    batches: Batches,
+    valid_since: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    delete_in_batches(
+        client,
+        &oldest_by_time(
+            "encryption_keys",
+            "claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)",
+            "created",
+            "originator, uploaded, remaining_keys = 0 AS exhausted",
+            "originator, uploaded, exhausted",
+        ),
+        &[&batches.rows, &valid_since],
+        batches,
+        keypair_event,
+    )
+    .await
+}
+
+async fn purge_diagnosis_keys(
+    client: &mut deadpool_postgres::Object,
+    batches: Batches,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let oldest_hour = hour_number(now.timestamp()) - DIAGNOSIS_KEY_RETENTION_DAYS * 24;
+    let oldest_hour = i32::try_from(oldest_hour).unwrap_or(i32::MIN);
+    let mut deleted = 0;
+    // Keys share their publish hour by the thousand, so their batches are sets of
+    // row ids, chosen per region along the (region, publish_hour) index; the
+    // exporter's role reads the whole table.
+    let mut region = String::new();
+    while let Some(next) = client
+        .query_one(
+            "SELECT min(region) FROM diagnosis_keys WHERE region > $1",
+            &[&region],
+        )
+        .await?
+        .try_get::<_, Option<String>>(0)?
+    {
+        region = next;
+        deleted += delete_in_batches(
+            client,
+            "WITH gone AS (
+                 DELETE FROM diagnosis_keys
+                  WHERE ctid = ANY(ARRAY(
+                            SELECT ctid FROM diagnosis_keys
+                             WHERE region = $3 AND publish_hour < $2
+                             ORDER BY publish_hour
+                             LIMIT $1))
+                    AND region = $3 AND publish_hour < $2
+              RETURNING 1)
+             SELECT count(*) FROM gone",
+            &[&batches.rows, &oldest_hour, &region],
+            batches,
+            no_event,
+        )
+        .await?;
+    }
+    Ok(deleted)
+}
+
+async fn purge_failed_claims(
+    client: &mut deadpool_postgres::Object,
+    batches: Batches,
+    ban_ended_at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    delete_in_batches(
+        client,
+        &oldest_by_time(
+            "failed_key_claim_attempts",
+            "last_failure <= $2",
+            "last_failure",
+            "last_failure",
+            "",
+        ),
+        &[&batches.rows, &ban_ended_at],
+        batches,
+        no_event,
+    )
+    .await
+}
+
 /// Runs `statement` (a batch of one rule; `$1` is the batch size, and it returns
 /// rows that end with a count of deleted rows) until a batch deletes fewer than
-/// `batch_rows` rows, each batch in a transaction of its own together with the
+/// `batches.rows` rows, each batch in a transaction of its own together with the
 /// events `event_of` reads from its rows. Returns how many rows were deleted.
 async fn delete_in_batches(
     client: &mut deadpool_postgres::Object,
     statement: &str,
     params: &[&(dyn ToSql + Sync)],
-    batch_rows: i64,
-    today: NaiveDate,
+    batches: Batches,
     event_of: EventOf,
 ) -> Result<u64, StoreError> {
-    let batch_rows = u64::try_from(batch_rows).unwrap_or(0);
+    let Batches { rows, today } = batches;
+    let batch_rows = u64::try_from(rows).unwrap_or(0);
     let mut deleted = 0_u64;
     loop {
         let tx = client.transaction().await?;

@@ -26,6 +26,7 @@ mod derive;
 mod indexes;
 mod plan;
 mod retrieval;
+mod settings;
 mod sources;
 mod window;
 
@@ -45,6 +46,7 @@ pub use configs::RefusedConfig;
 pub use derive::{CHUNK_BYTES, read_published_keys};
 pub use indexes::{index_txt, manifest_for, manifest_json};
 pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
+pub use settings::SettingsMismatch;
 pub use window::{Window, WindowKind};
 
 use crate::config::ExportSettings;
@@ -218,6 +220,9 @@ pub struct RunReport {
     /// Retrieval objects for the deployed apps rebuilt (§4.3).
     pub retrieval_objects: usize,
     pub refused_configs: Vec<RefusedConfig>,
+    /// The exporter's settings that do not fit the live submit replicas' recorded ones, found
+    /// when the pass started (logged, and `exporter_settings_mismatch`); the pass goes on.
+    pub settings_mismatches: Vec<SettingsMismatch>,
     /// The steps that failed; the pass then fails with [`ExportError::StepsFailed`].
     pub failures: Vec<StepFailure>,
 }
@@ -308,6 +313,7 @@ impl Exporter {
     pub async fn run_once(&self) -> Result<RunOutcome, ExportError> {
         let started = std::time::Instant::now();
         let region = self.settings.export_region.as_str().to_owned();
+        let mismatches = self.check_settings(self.clock.now()).await;
         let Some(lock) = self.store.try_lock_exporter(&region).await? else {
             tracing::info!("another exporter holds the lock; skipping this run");
             metrics::counter!("exporter_runs_total", "outcome" => "skipped").increment(1);
@@ -317,7 +323,7 @@ impl Exporter {
             return Ok(RunOutcome::Skipped);
         };
         self.set_fence(Some(lock.fence().clone()));
-        let result = self.run_locked(&region).await;
+        let result = self.run_locked(&region, mismatches).await;
         self.set_fence(None);
         let result = after_release(result, lock.release().await);
         let outcome = if result.is_ok() {
@@ -429,10 +435,17 @@ impl Exporter {
         !lost_lock
     }
 
-    async fn run_locked(&self, region: &str) -> Result<RunReport, ExportError> {
+    async fn run_locked(
+        &self,
+        region: &str,
+        settings_mismatches: Vec<SettingsMismatch>,
+    ) -> Result<RunReport, ExportError> {
         let now = self.clock.now();
         self.check_clock(now).await?;
-        let mut report = RunReport::default();
+        let mut report = RunReport {
+            settings_mismatches,
+            ..RunReport::default()
+        };
         let finished = self.run_steps(region, now, &mut report).await;
         if !report.failures.is_empty() {
             if !finished {
@@ -498,11 +511,9 @@ impl Exporter {
             }
         }
         let result = self
-            .store
-            .purge_expired(now, self.settings.retention)
+            .purge(now)
             .await
-            .map(|retention| report.retention = retention)
-            .map_err(ExportError::from);
+            .map(|retention| report.retention = retention);
         if !self.settle(Step::Retention, result, report) {
             return false;
         }

@@ -435,6 +435,59 @@ async fn the_stored_identifier_is_a_keyed_hash_made_with_the_stored_secret() {
     let _ = replica;
 }
 
+#[tokio::test]
+async fn replicas_follow_a_replaced_identity_secret_within_a_refresh_period() {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    let first = TestApp::spawn().await;
+    let db = first.db.client().await;
+    // The secret's row is restored from an older backup, and a replica starts after that.
+    let restored = [0x5a_u8; 32];
+    db.execute(
+        "UPDATE submit_secrets SET secret = $2 WHERE name = $1",
+        &[&CLIENT_IDENTITY_SECRET, &&restored[..]],
+    )
+    .await
+    .unwrap();
+    let second = first.replica().await;
+    let identifiers = || async {
+        db.query(
+            "SELECT identifier, failures FROM failed_key_claim_attempts ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i32>(1)))
+        .collect::<Vec<_>>()
+    };
+    let wrong = || claim_body("AEF-245-HJKL", 32);
+
+    // Within the period, one client failing on each replica is two clients.
+    for app in [&first, &second] {
+        assert_eq!(post_claim(app, wrong()).await.0, 401);
+    }
+    assert_eq!(identifiers().await.len(), 2, "the replicas did disagree");
+    db.execute("DELETE FROM failed_key_claim_attempts", &[])
+        .await
+        .unwrap();
+
+    // A refresh period later both use the restored secret: one client, one count.
+    first
+        .advance_past_refresh(chrono::Duration::minutes(1), 2)
+        .await;
+    for app in [&first, &second, &first] {
+        assert_eq!(post_claim(app, wrong()).await.0, 401);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&restored).unwrap();
+    mac.update(b"127.0.0.1/32");
+    assert_eq!(
+        identifiers().await,
+        vec![(hex::encode(mac.finalize().into_bytes()), 3)]
+    );
+}
+
 /// Sends `bodies` to `/claim-key` all at once, each on a connection of its own;
 /// the statuses in order.
 async fn concurrent_claims(app: &TestApp, bodies: Vec<Vec<u8>>) -> Vec<u16> {

@@ -225,3 +225,148 @@ async fn the_scheduled_mode_publishes_on_its_schedule_and_stops_on_sigterm() {
     assert!(passes >= 2, "the schedule did not run again: {log}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Stores `per_hour` keys in each of the `hours` hours before the current one, published in
+/// the hour they were stored (relevant, and closed for the real clock but the newest).
+async fn store_keys_of_past_hours(db: &TestDatabase, hours: i32, per_hour: i32) {
+    let now_hour = i32::try_from(chrono::Utc::now().timestamp() / 3600).unwrap();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO diagnosis_keys (key_data, rolling_start_interval_number, rolling_period,
+                                         transmission_risk_level, report_type, region, originator,
+                                         hour_of_submission, publish_hour)
+             SELECT substring(sha256(('cli' || h || '-' || k)::bytea) FROM 1 FOR 16),
+                    h * 6 - 144, 144, 3, 1, '302', 'ON', h, h
+               FROM generate_series($1::int - $2::int, $1::int - 1) h,
+                    generate_series(1, $3::int) k",
+            &[&now_hour, &hours, &per_hour],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_exporter_refuses_a_pool_smaller_than_a_pass_holds_and_works_with_the_minimum() {
+    let dir = temp_dir("cli-pool");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    // Three days of keys: the pass publishes hours, daily files and retrieval objects, so its
+    // render and upload steps both use the database while it holds its lock.
+    store_keys_of_past_hours(&db, 72, 3).await;
+    let bucket = dir.join("bucket");
+    let env = |pool: &str| {
+        vec![
+            ("DATABASE_URL", db.url.clone()),
+            ("BUCKET_URL", format!("file://{}", bucket.display())),
+            ("SIGNING_KEY_FILE", key.to_owned()),
+            ("DATABASE_POOL_SIZE", pool.to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ]
+    };
+
+    for pool in ["1", "2"] {
+        let run = exporter(&["run-once"], &env(pool));
+        let stderr = text(&run.stderr);
+        assert!(
+            !run.status.success(),
+            "DATABASE_POOL_SIZE={pool} was accepted"
+        );
+        assert!(
+            stderr.contains("DATABASE_POOL_SIZE: must be at least 3 for the exporter"),
+            "DATABASE_POOL_SIZE={pool}: {stderr}"
+        );
+        // Refused before the pass: no lock was taken, nothing was published.
+        let fences: i64 = db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM exporter_fence", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(fences, 0, "DATABASE_POOL_SIZE={pool} ran a pass: {stderr}");
+        assert!(!bucket.join("CA/index.txt").exists());
+    }
+
+    let run = exporter(&["run-once"], &env("3"));
+    let stdout = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "run-once with DATABASE_POOL_SIZE=3 failed: {}{stdout}",
+        text(&run.stderr)
+    );
+    // Every hour from the first one holding keys to the last closed one (the newest hour of
+    // keys closes ten minutes after it ends), and the complete days among them.
+    let counts: Vec<usize> = stdout
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert!(
+        matches!(counts[..], [71 | 72, 2 | 3, ..]),
+        "hours and days published: {stdout}"
+    );
+    let public_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pub.pem"
+    );
+    let verify = exporter(
+        &[
+            "verify",
+            bucket.to_str().unwrap(),
+            "--public-key",
+            public_key,
+        ],
+        &[],
+    );
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_exporter_still_configured_with_the_submit_services_limits_starts_and_ignores_them() {
+    let dir = temp_dir("cli-ignored");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    let bucket = dir.join("bucket");
+    // As an earlier release's configuration has them, one beyond today's range.
+    let env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("BUCKET_URL", format!("file://{}", bucket.display())),
+        ("SIGNING_KEY_FILE", key.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("ONE_TIME_CODE_EXPIRY_MINUTES", "1440".to_owned()),
+        ("ENCRYPTION_KEY_VALIDITY_DAYS", "31".to_owned()),
+        ("CLAIM_KEY_BAN_DURATION_MINUTES", "60".to_owned()),
+    ];
+    let run = exporter(&["run-once"], &env);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "run-once failed: {stderr}");
+    assert!(bucket.join("CA/index.txt").exists());
+    for variable in [
+        "ONE_TIME_CODE_EXPIRY_MINUTES",
+        "ENCRYPTION_KEY_VALIDITY_DAYS",
+        "CLAIM_KEY_BAN_DURATION_MINUTES",
+    ] {
+        assert!(
+            stderr.contains(&format!("{variable} is set but ignored")),
+            "{variable}: {stderr}"
+        );
+    }
+    // No replica has recorded its limits: retention says it keeps codes, keypairs and bans.
+    assert!(
+        stderr.contains("no submit replica has recorded its settings"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -196,14 +196,16 @@ async fn each_role_is_refused_what_it_must_not_touch() {
     // What each role needs works on the same connection, so a refusal below is a refusal.
     submit
         .batch_execute(
-            "SELECT server_private_key FROM encryption_keys; SELECT * FROM submit_secrets",
+            "SELECT server_private_key FROM encryption_keys; SELECT * FROM submit_secrets; \
+             SELECT * FROM submit_settings",
         )
         .await
         .unwrap();
     exporter
         .batch_execute(
             "SELECT created, claimed, remaining_keys FROM encryption_keys; \
-             SELECT * FROM exports; SELECT * FROM exporter_secrets; SELECT * FROM diagnosis_keys",
+             SELECT * FROM exports; SELECT * FROM exporter_secrets; SELECT * FROM diagnosis_keys; \
+             SELECT * FROM submit_settings",
         )
         .await
         .unwrap();
@@ -215,6 +217,8 @@ async fn each_role_is_refused_what_it_must_not_touch() {
          sha256, published_at) VALUES ('x', 'hourly', 'CA', 0, 3600, 1, 0, 0, '', now())",
         "UPDATE exports SET deleted_at = now()",
         "DELETE FROM exporter_secrets",
+        // Rows nobody refreshes are the exporter's to delete.
+        "DELETE FROM submit_settings",
         // Uploads only insert keys: reading them is the exporter's job.
         "SELECT * FROM diagnosis_keys",
         "DELETE FROM diagnosis_keys",
@@ -240,6 +244,11 @@ async fn each_role_is_refused_what_it_must_not_touch() {
          remaining_keys, created) VALUES ('302', 'ON', '\\x00', '\\x00', 1, now())",
         "SELECT * FROM submit_secrets",
         "INSERT INTO submit_secrets (name, secret, created) VALUES ('x', '\\x00', now())",
+        // The submit replicas' settings are theirs to write.
+        "UPDATE submit_settings SET encryption_key_validity_days = 1",
+        "INSERT INTO submit_settings (instance_id, one_time_code_expiry_minutes, \
+         encryption_key_validity_days, claim_key_ban_duration_minutes, statement_timeout_ms, \
+         started, refreshed) VALUES ('x', 1, 1, 1, 1, now(), now())",
         "SELECT identifier FROM failed_key_claim_attempts",
         "INSERT INTO diagnosis_keys (key_data) VALUES ('\\x00')",
         "SELECT * FROM tek_upload_count",
@@ -318,6 +327,8 @@ refinery_schema_history diagnosis_exporter: SELECT
 refinery_schema_history diagnosis_submit: SELECT
 submit_secrets diagnosis_exporter: -
 submit_secrets diagnosis_submit: INSERT SELECT
+submit_settings diagnosis_exporter: DELETE SELECT
+submit_settings diagnosis_submit: INSERT SELECT UPDATE
 tek_upload_count diagnosis_exporter: -
 tek_upload_count diagnosis_submit: INSERT SELECT
 tek_upload_count_id_seq diagnosis_exporter: -

@@ -31,4 +31,5 @@ mod retention;
 mod scheduled;
 mod sources;
 mod store;
+mod submit_settings;
 mod upload;

@@ -1,14 +1,22 @@
 //! Retention (DESIGN §4.2): an object that left the indexes stays in the bucket for
-//! `DELETE_UNINDEXED_AFTER_HOURS` before it is deleted, and the database rules delete a
-//! backlog in bounded batches, each committed with its events.
+//! `DELETE_UNINDEXED_AFTER_HOURS` before it is deleted, the database rules delete a
+//! backlog in bounded batches, each committed with its events, and codes, keypairs and bans
+//! are deleted by the limits the live submit replicas record (DESIGN §6), never earlier.
 
-use chrono::{DateTime, Duration, Utc};
-use diagnosis_core::store::{RetentionPolicy, RetentionReport, Store};
-use diagnosis_core::time::hour_number;
-use diagnosis_tests::app::test_start_time;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use diagnosis_core::store::{
+    RetentionPolicy, RetentionReport, Store, SubmitInstance, SubmitLimits,
+};
+use diagnosis_core::time::{Clock, hour_number};
+use diagnosis_proto::key_claim_response::ErrorCode;
+use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
+use diagnosis_tests::app::{TestApp, test_start_time};
 use diagnosis_tests::export::ExportHarness;
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser};
+use diagnosis_tests::simulator::{app_keys, upload_of};
 
 fn hour_key(hour: i64) -> String {
     format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
@@ -278,7 +286,7 @@ async fn a_backlog_several_batches_deep_is_purged_batch_by_batch_with_its_events
     log_delete_statements(&db).await;
     let store = exporter_store(&db, None).await;
     let report = store
-        .purge_expired_in_batches_of(now, policy(), BATCH)
+        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(
@@ -346,7 +354,7 @@ async fn a_backlog_several_batches_deep_is_purged_batch_by_batch_with_its_events
 
     // Nothing is left to do.
     let again = store
-        .purge_expired_in_batches_of(now, policy(), BATCH)
+        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(again, RetentionReport::default());
@@ -387,7 +395,7 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
     .unwrap();
     let store = exporter_store(&db, Some("100ms")).await;
     let error = store
-        .purge_expired_in_batches_of(now, policy(), BATCH)
+        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
         .await
         .expect_err("the third batch waits for a locked row");
     assert!(
@@ -405,7 +413,7 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
     // Once the lock is gone, the next pass finishes the work and counts only what it deleted.
     lock.rollback().await.unwrap();
     let report = store
-        .purge_expired_in_batches_of(now, policy(), BATCH)
+        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(report.unclaimed_codes, 5);
@@ -414,4 +422,246 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
         events(&db, now).await,
         vec![("OTKUnclaimed".to_owned(), "ON".to_owned(), 25)]
     );
+}
+
+/// Records, as a replica that ran at `at` and has stopped since, the limits `adjust` makes of the
+/// contract's defaults.
+async fn record_gone_replica(
+    store: &Store,
+    at: DateTime<Utc>,
+    adjust: impl FnOnce(&mut SubmitLimits),
+) {
+    let mut limits = SubmitLimits {
+        one_time_code_expiry: Duration::hours(24),
+        encryption_key_validity_days: 15,
+        claim_ban_duration: Duration::hours(1),
+        statement_timeout: std::time::Duration::from_millis(5_000),
+    };
+    adjust(&mut limits);
+    store
+        .record_submit_settings(&SubmitInstance::new(at), &limits, at)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_keypair_of_a_live_replica_lives_out_its_validity_whatever_other_settings_say() {
+    let lenient = TestApp::spawn_with(|s| s.encryption_key_validity_days = 20).await;
+    let strict = TestApp::spawn_on(Arc::clone(&lenient.db), lenient.clock.clone(), |s| {
+        s.encryption_key_validity_days = 5
+    })
+    .await;
+    record_gone_replica(
+        &lenient.store,
+        lenient.clock.now() - Duration::hours(1),
+        |l| l.encryption_key_validity_days = 3,
+    )
+    .await;
+    let h = ExportHarness::sharing(Arc::clone(&lenient.db), lenient.clock.clone(), |_| {}).await;
+    let keypairs = || async {
+        count(
+            &lenient.db,
+            "SELECT count(*) FROM encryption_keys WHERE claimed IS NOT NULL",
+        )
+        .await
+    };
+
+    // Issued and claimed on 28 November at 15:20: valid until 18 December, 00:00.
+    let phone = lenient.claimed_phone().await;
+    lenient.advance_past_refresh(Duration::days(10), 2).await;
+    let report = h.run().await;
+    assert_eq!(report.retention.keypairs, 0, "{report:?}");
+    assert_eq!(keypairs().await, 1);
+    let now = lenient.now_unix();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 3), now))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "the 10-day-old keypair: {reply:?}");
+
+    let end = Utc.with_ymd_and_hms(2026, 12, 18, 0, 0, 0).unwrap();
+    lenient
+        .advance_past_refresh(end - Duration::seconds(1) - lenient.clock.now(), 2)
+        .await;
+    assert_eq!(h.run().await.retention.keypairs, 0);
+    assert_eq!(keypairs().await, 1);
+    // At the end of its 20 days, 19 days and 8 hours after its code was issued.
+    lenient.clock.advance(Duration::seconds(1));
+    assert_eq!(h.run().await.retention.keypairs, 1);
+    assert_eq!(keypairs().await, 0);
+    drop(strict);
+}
+
+async fn wrong_claim(app: &TestApp) -> (u16, ErrorCode) {
+    let body = KeyClaimRequest {
+        one_time_code: Some("AEF-245-HJKL".to_owned()),
+        app_public_key: Some(vec![7; 32]),
+    }
+    .encode_to_vec();
+    let reply = app
+        .phone()
+        .client
+        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
+        .await
+        .unwrap();
+    let response = KeyClaimResponse::decode(reply.body.as_ref()).unwrap();
+    (reply.status.as_u16(), response.error())
+}
+
+#[tokio::test]
+async fn a_ban_of_a_live_replica_is_not_lifted_before_it_ends() {
+    let long_bans = TestApp::spawn_with(|s| {
+        s.ban.max_failures = 2;
+        s.ban.ban_duration = Duration::minutes(120);
+    })
+    .await;
+    let short_bans = long_bans.replica().await;
+    let h =
+        ExportHarness::sharing(Arc::clone(&long_bans.db), long_bans.clock.clone(), |_| {}).await;
+    for _ in 0..2 {
+        assert_eq!(
+            wrong_claim(&long_bans).await,
+            (401, ErrorCode::InvalidOneTimeCode)
+        );
+    }
+    assert_eq!(
+        wrong_claim(&long_bans).await,
+        (429, ErrorCode::TemporaryBan)
+    );
+
+    // An hour later the replica with 60-minute bans has none, the other still bans the client.
+    long_bans
+        .advance_past_refresh(Duration::minutes(61), 2)
+        .await;
+    assert_eq!(h.run().await.retention.failed_claims, 0);
+    assert_eq!(wrong_claim(&long_bans).await.1, ErrorCode::TemporaryBan);
+    long_bans
+        .advance_past_refresh(Duration::minutes(60), 2)
+        .await;
+    assert_eq!(h.run().await.retention.failed_claims, 1);
+    assert_eq!(
+        wrong_claim(&long_bans).await,
+        (401, ErrorCode::InvalidOneTimeCode)
+    );
+    drop(short_bans);
+}
+
+#[tokio::test]
+async fn without_recorded_settings_codes_keypairs_and_bans_are_kept_and_keys_deleted() {
+    let db = TestDatabase::new().await;
+    let now = test_start_time();
+    insert_codes(
+        &db,
+        "old",
+        "ON",
+        3,
+        now - Duration::days(30),
+        false,
+        43,
+        false,
+    )
+    .await;
+    insert_codes(
+        &db,
+        "used",
+        "ON",
+        4,
+        now - Duration::days(30),
+        true,
+        10,
+        true,
+    )
+    .await;
+    insert_failed_claims(&db, "old", 2, now - Duration::days(30)).await;
+    insert_keys(&db, "k", "302", 5, hour_number(now.timestamp()) - 16 * 24).await;
+    let h = ExportHarness::sharing(
+        Arc::new(db),
+        diagnosis_core::time::ManualClock::new(now),
+        |_| {},
+    )
+    .await;
+
+    let report = h.run().await;
+    assert_eq!(
+        report.retention,
+        RetentionReport {
+            diagnosis_keys: 5,
+            ..RetentionReport::default()
+        }
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) FROM encryption_keys").await,
+        7
+    );
+    assert_eq!(
+        count(&h.db, "SELECT count(*) FROM failed_key_claim_attempts").await,
+        2
+    );
+    assert_eq!(count(&h.db, "SELECT count(*) FROM diagnosis_keys").await, 0);
+
+    // Once a replica has recorded its limits, the next pass deletes by them.
+    h.record_submit_settings(|_| {}).await;
+    let report = h.run().await;
+    assert_eq!(
+        (
+            report.retention.unclaimed_codes,
+            report.retention.keypairs,
+            report.retention.failed_claims
+        ),
+        (3, 4, 2)
+    );
+}
+
+#[tokio::test]
+async fn the_latest_recorded_settings_hold_while_no_replica_runs_and_stale_rows_go() {
+    let db = Arc::new(TestDatabase::new().await);
+    let now = test_start_time();
+    let h = ExportHarness::sharing(
+        Arc::clone(&db),
+        diagnosis_core::time::ManualClock::new(now),
+        |_| {},
+    )
+    .await;
+    // Two replicas that stopped a week ago (the most lenient of them counts), and one that
+    // stopped a day before them.
+    let week_ago = now - Duration::days(7);
+    record_gone_replica(&h.store, week_ago, |l| l.encryption_key_validity_days = 12).await;
+    record_gone_replica(&h.store, week_ago - Duration::minutes(2), |l| {
+        l.encryption_key_validity_days = 14
+    })
+    .await;
+    record_gone_replica(
+        &h.store,
+        week_ago - Duration::days(1) - Duration::minutes(1),
+        |l| l.encryption_key_validity_days = 20,
+    )
+    .await;
+    insert_codes(
+        &db,
+        "young",
+        "ON",
+        2,
+        now - Duration::days(13),
+        true,
+        10,
+        true,
+    )
+    .await;
+    insert_codes(
+        &db,
+        "old",
+        "ON",
+        3,
+        now - Duration::days(15),
+        true,
+        10,
+        true,
+    )
+    .await;
+
+    let report = h.run().await;
+    assert_eq!(report.retention.keypairs, 3, "{report:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM encryption_keys").await, 2);
+    // The replica gone for over a day before the latest ones has left the table.
+    assert_eq!(count(&db, "SELECT count(*) FROM submit_settings").await, 2);
 }

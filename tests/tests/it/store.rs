@@ -258,7 +258,10 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
         .await
         .unwrap();
 
-    let report = store.purge_expired(now, retention_policy()).await.unwrap();
+    let report = store
+        .purge_expired(now, Some(retention_policy()))
+        .await
+        .unwrap();
     assert_eq!(report.unclaimed_codes, 1);
     assert_eq!(report.keypairs, 3, "two expired and one spent");
     assert_eq!(
@@ -302,7 +305,10 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
         ]
     );
     // A second pass finds nothing more to do.
-    let again = store.purge_expired(now, retention_policy()).await.unwrap();
+    let again = store
+        .purge_expired(now, Some(retention_policy()))
+        .await
+        .unwrap();
     assert_eq!(again, diagnosis_core::store::RetentionReport::default());
 }
 
