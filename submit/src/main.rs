@@ -79,6 +79,10 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         .client_identity_key(clock.now())
         .await
         .context("while loading the client-identity secret from submit_secrets")?;
+    let claim_code = store
+        .claim_code_key(clock.now())
+        .await
+        .context("while loading the claim-code secret from submit_secrets")?;
     let api = diagnosis_submit::bind(config.bind_addr)
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
     let internal = if config.serves_internal_listener() {
@@ -120,6 +124,7 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         clock: Arc::new(clock),
         settings: config.settings,
         client_identity,
+        claim_code,
         version: Version::of_build(),
         prometheus: telemetry.prometheus_handle().cloned(),
     });

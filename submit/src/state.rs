@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diagnosis_core::domain::{KeyClaimTokens, Region};
-use diagnosis_core::store::{BanPolicy, ClientIdentityKey, Store};
+use diagnosis_core::store::{BanPolicy, ClaimCodeKey, ClientIdentityKey, Store};
 use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -123,6 +123,9 @@ pub struct AppState {
     /// Keys the identifiers of claiming clients; loaded at start with
     /// [`Store::client_identity_key`].
     pub client_identity: ClientIdentityKey,
+    /// Keys the hashes claims keep of their codes; loaded at start with
+    /// [`Store::claim_code_key`].
+    pub claim_code: ClaimCodeKey,
     pub version: Version,
     pub prometheus: Option<PrometheusHandle>,
 }

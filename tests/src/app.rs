@@ -132,6 +132,10 @@ impl TestApp {
             .client_identity_key(clock.now())
             .await
             .unwrap_or_else(|e| panic!("loading the client-identity secret: {e}"));
+        let claim_code = store
+            .claim_code_key(clock.now())
+            .await
+            .unwrap_or_else(|e| panic!("loading the claim-code secret: {e}"));
         let api = bind().await;
         let internal = bind().await;
         let addr = local_addr(&api);
@@ -141,6 +145,7 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             settings,
             client_identity,
+            claim_code,
             version: Version::of_build(),
             prometheus: None,
         };

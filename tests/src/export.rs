@@ -11,8 +11,8 @@ use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
 };
 use diagnosis_core::store::{
-    BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode,
-    RetentionPolicy, Store, StoreKeysOutcome,
+    BanPolicy, ClaimCodeKey, ClaimOutcome, ClientIdentifier, ClientIdentityKey, HashedCode,
+    IssueOutcome, NewCode, RetentionPolicy, Store, StoreKeysOutcome,
 };
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
@@ -166,6 +166,8 @@ impl ExportHarness {
         rand::fill(&mut app[..]);
         let key = ClientIdentityKey::from_secret(&[1; 32]).unwrap_or_else(|| panic!("test key"));
         let client = ClientIdentifier::new(&key, std::net::IpAddr::from([192, 0, 2, 1]));
+        let code_key = ClaimCodeKey::from_secret(&[2; 32]).unwrap_or_else(|| panic!("test key"));
+        let code = HashedCode::new(&code_key, code);
         let ClaimOutcome::Claimed(server) = self
             .store
             .claim_one_time_code(

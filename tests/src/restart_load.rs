@@ -485,6 +485,10 @@ impl Service {
             .client_identity_key(clock.now())
             .await
             .context("while loading the client-identity secret")?;
+        let claim_code = store
+            .claim_code_key(clock.now())
+            .await
+            .context("while loading the claim-code secret")?;
         let api = diagnosis_submit::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .context("while binding the service's port")?;
         let addr = api.local_addr()?;
@@ -493,6 +497,7 @@ impl Service {
             clock: Arc::new(clock),
             settings: test_settings(),
             client_identity,
+            claim_code,
             version: Version::of_build(),
             prometheus: None,
         });

@@ -2,14 +2,18 @@
 //!
 //! A row is born with a code (portal), loses the code and gains the app's public
 //! key on claim (app), and serves uploads until its quota or validity ends.
-//! Portal bearer tokens never reach this table: only their labels do.
+//! Portal bearer tokens never reach this table: only their labels do, and of a
+//! claimed code only its keyed hash ([`HashedCode`]), never the code itself.
 
 use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio_postgres::error::SqlState;
 
 use super::events::{Event, record_event, record_otk_duration};
 use super::failed_claims::{
-    BanPolicy, ClientIdentifier, clear_failed_claims, count_failed_claim, lock_claim_attempts,
+    BanPolicy, ClientIdentifier, ClientIdentityKey, clear_failed_claims, count_failed_claim,
+    lock_claim_attempts,
 };
 use super::{Store, StoreError, utc_date};
 use crate::crypto::generate_server_keypair;
@@ -45,6 +49,9 @@ pub enum IssueOutcome {
 #[derive(Debug)]
 pub enum ClaimOutcome {
     Claimed(ServerPublicKey),
+    /// The app key was bound by an earlier claim of the same code, which is
+    /// still within its validity: the claim is answered again (DESIGN §3.2).
+    Repeated(ServerPublicKey),
     /// The client is banned for this much longer; nothing was checked.
     Banned {
         remaining: Duration,
@@ -61,8 +68,69 @@ pub enum ClaimOutcome {
 /// What binding an app key to a code found, before the client's count is touched.
 enum Binding {
     Bound(ServerPublicKey),
+    Repeated(ServerPublicKey),
     AppKeyAlreadyRegistered,
     WrongCode,
+}
+
+/// The key of the HMAC-SHA-256 that turns a claimed code into the hash its row
+/// keeps (DESIGN §3.2). It lives in `submit_secrets`, shared by every replica
+/// ([`Store::claim_code_key`]); an unkeyed hash of a code space this small
+/// would be reversed by trying every code.
+#[derive(Clone)]
+pub struct ClaimCodeKey(Hmac<Sha256>);
+
+impl ClaimCodeKey {
+    /// A key from its secret bytes; `None` when the secret is shorter than the
+    /// hash (as the `submit_secrets` table checks).
+    pub fn from_secret(secret: &[u8]) -> Option<ClaimCodeKey> {
+        if secret.len() < ClientIdentityKey::MIN_SECRET_BYTES {
+            return None;
+        }
+        Hmac::<Sha256>::new_from_slice(secret)
+            .ok()
+            .map(ClaimCodeKey)
+    }
+}
+
+impl std::fmt::Debug for ClaimCodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimCodeKey(..)")
+    }
+}
+
+/// A code an app sent, with its keyed hash: what a claim stores in place of
+/// the code, and what recognises the claim when the app repeats it.
+#[derive(Clone)]
+pub struct HashedCode {
+    code: OneTimeCode,
+    hash: [u8; 32],
+}
+
+impl HashedCode {
+    pub fn new(key: &ClaimCodeKey, code: OneTimeCode) -> HashedCode {
+        let mut mac = key.0.clone();
+        mac.update(code.as_str().as_bytes());
+        HashedCode {
+            code,
+            hash: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    pub fn code(&self) -> &OneTimeCode {
+        &self.code
+    }
+
+    /// HMAC-SHA-256(key, normalised code), as stored in `claimed_code_hash`.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+}
+
+impl std::fmt::Debug for HashedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashedCode(..)")
+    }
 }
 
 /// What an upload needs to open its box.
@@ -177,10 +245,13 @@ impl Store {
     ///
     /// `code` is `None` when the typed code cannot be one of ours; the app key is
     /// still checked first, as the contract orders. A successful claim clears the
-    /// client's failed attempts in the same transaction.
+    /// client's failed attempts in the same transaction. A repeated claim
+    /// (DESIGN §3.2) is answered with the keypair it bound and neither counts nor
+    /// clears anything: clearing would let a client that holds one claimed code
+    /// reset its count between guesses.
     pub async fn claim_one_time_code(
         &self,
-        code: Option<&OneTimeCode>,
+        code: Option<&HashedCode>,
         app_public: &AppPublicKey,
         client: &ClientIdentifier,
         now: DateTime<Utc>,
@@ -197,6 +268,10 @@ impl Store {
                 clear_failed_claims(&tx, client).await?;
                 tx.commit().await?;
                 Ok(ClaimOutcome::Claimed(server_public))
+            }
+            Binding::Repeated(server_public) => {
+                tx.commit().await?;
+                Ok(ClaimOutcome::Repeated(server_public))
             }
             // Rolled back: a registered app key is no failure.
             Binding::AppKeyAlreadyRegistered => Ok(ClaimOutcome::AppKeyAlreadyRegistered),
@@ -262,20 +337,13 @@ pub(super) async fn lock_keypair_for_upload(
 /// the caller commits.
 async fn bind_app_key(
     tx: &deadpool_postgres::Transaction<'_>,
-    code: Option<&OneTimeCode>,
+    code: Option<&HashedCode>,
     app_public: &AppPublicKey,
     now: DateTime<Utc>,
     code_expiry: Duration,
 ) -> Result<Binding, StoreError> {
-    let app_key = app_public.as_bytes().as_slice();
-    let taken = tx
-        .query_opt(
-            "SELECT 1 FROM encryption_keys WHERE app_public_key = $1",
-            &[&app_key],
-        )
-        .await?;
-    if taken.is_some() {
-        return Ok(Binding::AppKeyAlreadyRegistered);
+    if let Some(registered) = registered_app_key(tx, code, app_public, now, code_expiry).await? {
+        return Ok(registered);
     }
     let Some(code) = code else {
         return Ok(Binding::WrongCode);
@@ -283,10 +351,17 @@ async fn bind_app_key(
     let claimed = tx
         .query_opt(
             "UPDATE encryption_keys
-                SET one_time_code = NULL, app_public_key = $2, claimed = $3
+                SET one_time_code = NULL, app_public_key = $2, claimed = $3,
+                    claimed_code_hash = $5
               WHERE one_time_code = $1 AND created > $4
           RETURNING server_public_key, originator, created",
-            &[&code.as_str(), &app_key, &now, &(now - code_expiry)],
+            &[
+                &code.code().as_str(),
+                &app_public.as_bytes().as_slice(),
+                &now,
+                &(now - code_expiry),
+                &code.hash().as_slice(),
+            ],
         )
         .await;
     let row = match claimed {
@@ -309,10 +384,60 @@ async fn bind_app_key(
     Ok(Binding::Bound(server_public))
 }
 
+/// Whether the app key already holds a keypair: `None` when it does not, a
+/// repeat when the claim that bound it was of the same code and that code would
+/// still be valid (DESIGN §3.2), and a refusal otherwise.
+async fn registered_app_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    code: Option<&HashedCode>,
+    app_public: &AppPublicKey,
+    now: DateTime<Utc>,
+    code_expiry: Duration,
+) -> Result<Option<Binding>, StoreError> {
+    let app_key = app_public.as_bytes().as_slice();
+    let row = tx
+        .query_opt(
+            "SELECT server_public_key, coalesce(claimed_code_hash = $2 AND created > $3, false)
+               FROM encryption_keys
+              WHERE app_public_key = $1",
+            &[
+                &app_key,
+                &code.map(|code| code.hash().as_slice()),
+                &(now - code_expiry),
+            ],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    if !row.try_get::<_, bool>(1)? {
+        return Ok(Some(Binding::AppKeyAlreadyRegistered));
+    }
+    let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
+        .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
+    Ok(Some(Binding::Repeated(server_public)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_code_hash_is_keyed_redacted_and_needs_a_full_length_secret() {
+        let code = OneTimeCode::from_user_input("AEF-245-HJKL").unwrap();
+        let key = ClaimCodeKey::from_secret(&[1; 32]).unwrap();
+        let hashed = HashedCode::new(&key, code.clone());
+        let expected = {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&[1; 32]).unwrap();
+            mac.update(b"AEF245HJKL");
+            mac.finalize().into_bytes()
+        };
+        assert_eq!(hashed.hash().as_slice(), expected.as_slice());
+        let other = ClaimCodeKey::from_secret(&[2; 32]).unwrap();
+        assert_ne!(HashedCode::new(&other, code).hash(), hashed.hash());
+        assert_eq!(format!("{hashed:?}"), "HashedCode(..)");
+        assert_eq!(format!("{key:?}"), "ClaimCodeKey(..)");
+        assert!(ClaimCodeKey::from_secret(&[1; 31]).is_none());
+    }
 
     #[test]
     fn keypair_validity_counts_from_midnight_of_issue_day() {

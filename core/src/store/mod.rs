@@ -33,13 +33,15 @@ use self::tls::{DatabaseUrl, TlsSettings};
 use crate::error::{causes, chain, find_cause};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
-pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
+pub use encryption_keys::{
+    ClaimCodeKey, ClaimOutcome, HashedCode, IssueOutcome, NewCode, UploadKeypair,
+};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
 pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
-pub use submit_secrets::CLIENT_IDENTITY_SECRET;
+pub use submit_secrets::{CLAIM_CODE_SECRET, CLIENT_IDENTITY_SECRET};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
