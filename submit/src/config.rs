@@ -56,6 +56,15 @@ impl Config {
 /// some memory, and more than this is a typo rather than a plan.
 const MAX_CONNECTIONS_LIMIT: usize = 262_144;
 
+/// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): at least a minute, so that an app
+/// that heard its answer has time to upload; at most a day, the default code
+/// expiry, so that a patient whose answer was lost gets a new code the same day.
+fn claim_recovery_var(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
+    const NAME: &str = "CLAIM_RECOVERY_MINUTES";
+    let wait = duration_var(env, NAME, TimeUnit::Minutes, 10, 1..=1440)?;
+    chrono::Duration::from_std(wait).map_err(|_| ConfigError::new(NAME, "is too large"))
+}
+
 fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
     let region = region_var(env, "REGION", DEFAULT_REGION)?;
@@ -103,6 +112,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             max_failures: integer_var(env, "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", 50, 1..=10_000)?,
             ban_duration: limits.claim_ban_duration,
         },
+        claim_recovery: claim_recovery_var(env)?,
         cors_allow_origin,
         metrics_credentials,
         max_connections: integer_var(
@@ -178,6 +188,7 @@ mod tests {
         assert_eq!(s.encryption_key_validity_days, 15);
         assert_eq!(s.ban.max_failures, 50);
         assert_eq!(s.ban.ban_duration, chrono::Duration::hours(1));
+        assert_eq!(s.claim_recovery, chrono::Duration::minutes(10));
         assert_eq!(s.cors_allow_origin, "*");
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
@@ -215,6 +226,15 @@ mod tests {
             (
                 &[("CLAIM_KEY_BAN_DURATION_MINUTES", "0")],
                 "CLAIM_KEY_BAN_DURATION_MINUTES",
+            ),
+            (&[("CLAIM_RECOVERY_MINUTES", "0")], "CLAIM_RECOVERY_MINUTES"),
+            (
+                &[("CLAIM_RECOVERY_MINUTES", "1441")],
+                "CLAIM_RECOVERY_MINUTES",
+            ),
+            (
+                &[("CLAIM_RECOVERY_MINUTES", "soon")],
+                "CLAIM_RECOVERY_MINUTES",
             ),
             (&[("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
             (
@@ -269,6 +289,14 @@ mod tests {
                     .unwrap()
             )
         );
+    }
+
+    #[test]
+    fn claim_recovery_is_read_within_its_range() {
+        let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1440")])).unwrap();
+        assert_eq!(config.settings.claim_recovery, chrono::Duration::days(1));
+        let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1")])).unwrap();
+        assert_eq!(config.settings.claim_recovery, chrono::Duration::minutes(1));
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Settings {
     pub one_time_code_expiry: chrono::Duration,
     pub encryption_key_validity_days: u32,
     pub ban: BanPolicy,
+    /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): a keypair claimed longer ago than
+    /// this that never received an upload is given back to its hash ID.
+    pub claim_recovery: chrono::Duration,
     pub cors_allow_origin: http::HeaderValue,
     pub metrics_credentials: Option<MetricsCredentials>,
     /// `MAX_CONNECTIONS`: open connections each listener holds at most
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Settings {
                 &self.encryption_key_validity_days,
             )
             .field("ban", &self.ban)
+            .field("claim_recovery", &self.claim_recovery)
             .field("cors_allow_origin", &self.cors_allow_origin)
             .field("metrics_credentials", &self.metrics_credentials)
             .field("max_connections", &self.max_connections)

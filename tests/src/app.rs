@@ -37,6 +37,7 @@ pub fn test_settings() -> Settings {
             max_failures: 50,
             ban_duration: chrono::Duration::hours(1),
         },
+        claim_recovery: chrono::Duration::minutes(10),
         cors_allow_origin: http::HeaderValue::from_static("*"),
         metrics_credentials: None,
         max_connections: Settings::DEFAULT_MAX_CONNECTIONS,

@@ -153,6 +153,7 @@ impl ExportHarness {
             originator: &label,
             hash_id: None,
             initial_remaining_keys: 1000,
+            claim_recovery: Duration::minutes(10),
         };
         let IssueOutcome::Issued { code, .. } = self
             .store

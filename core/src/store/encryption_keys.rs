@@ -28,18 +28,24 @@ pub struct NewCode<'a> {
     pub originator: &'a OriginatorLabel,
     pub hash_id: Option<&'a HashId>,
     pub initial_remaining_keys: i32,
+    /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): how long after its claim a
+    /// keypair that never received an upload is given back to its hash ID.
+    pub claim_recovery: Duration,
 }
 
 /// The result of [`Store::issue_one_time_code`].
 #[derive(Debug)]
 pub enum IssueOutcome {
     /// A fresh code with a fresh keypair; `regenerated` when it replaced the
-    /// unclaimed code of the same hash ID.
+    /// earlier code of the same hash ID, and `recovered` when that code had
+    /// been claimed and its unused keypair was given back (DESIGN §3.1).
     Issued {
         code: OneTimeCode,
         regenerated: bool,
+        recovered: bool,
     },
-    /// The hash ID's code was already claimed: the portal may not issue another.
+    /// The hash ID's code was claimed and its keypair is not given back: the
+    /// portal may not issue another.
     HashIdAlreadyClaimed,
     /// Every candidate code collided with an existing one; nothing was stored.
     CodeCollisions,
@@ -71,6 +77,19 @@ enum Binding {
     Repeated(ServerPublicKey),
     AppKeyAlreadyRegistered,
     WrongCode,
+}
+
+/// What became of a hash ID's earlier code when a portal asked again.
+enum Earlier {
+    /// The hash ID had no code.
+    None,
+    /// An unclaimed code, deleted.
+    Unclaimed,
+    /// A code claimed more than `CLAIM_RECOVERY_MINUTES` ago whose keypair
+    /// never received an upload, deleted with its keypair.
+    Unused,
+    /// A claimed code whose keypair is kept.
+    Kept,
 }
 
 /// The key of the HMAC-SHA-256 that turns a claimed code into the hash its row
@@ -156,8 +175,9 @@ pub(super) fn keypair_valid_since(now: DateTime<Utc>, validity_days: u32) -> Dat
 impl Store {
     /// Issues a one-time code with a fresh server keypair, trying each code of
     /// `candidates` until one is not taken (DESIGN §3.1: at most five attempts,
-    /// never an empty code). With a hash ID, an unclaimed earlier code of the
-    /// same hash ID is replaced; a claimed one refuses.
+    /// never an empty code). With a hash ID, its earlier code is replaced when
+    /// it is unclaimed, or claimed long enough ago that its unused keypair is
+    /// given back ([`release_earlier_code`]); otherwise the portal is refused.
     pub async fn issue_one_time_code(
         &self,
         new: &NewCode<'_>,
@@ -166,33 +186,16 @@ impl Store {
     ) -> Result<IssueOutcome, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let mut regenerated = false;
-        if let Some(hash_id) = new.hash_id {
-            // Two portal calls for one hash ID at once must not both insert.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&hash_id.as_str()],
-            )
-            .await?;
-            let existing = tx
-                .query_opt(
-                    "SELECT one_time_code IS NOT NULL FROM encryption_keys WHERE hash_id = $1",
-                    &[&hash_id.as_str()],
-                )
-                .await?;
-            match existing {
-                Some(row) if row.try_get::<_, bool>(0)? => {
-                    tx.execute(
-                        "DELETE FROM encryption_keys WHERE hash_id = $1",
-                        &[&hash_id.as_str()],
-                    )
-                    .await?;
-                    regenerated = true;
-                }
-                Some(_) => return Ok(IssueOutcome::HashIdAlreadyClaimed),
-                None => {}
-            }
-        }
+        let earlier = match new.hash_id {
+            Some(hash_id) => release_earlier_code(&tx, hash_id, now, new.claim_recovery).await?,
+            None => Earlier::None,
+        };
+        let (regenerated, recovered) = match earlier {
+            Earlier::None => (false, false),
+            Earlier::Unclaimed => (true, false),
+            Earlier::Unused => (true, true),
+            Earlier::Kept => return Ok(IssueOutcome::HashIdAlreadyClaimed),
+        };
         let (server_public, server_secret) = generate_server_keypair();
         let insert = tx
             .prepare_cached(
@@ -227,7 +230,11 @@ impl Store {
                 };
                 record_event(&tx, event, new.originator.as_str(), utc_date(now), 1).await?;
                 tx.commit().await?;
-                return Ok(IssueOutcome::Issued { code, regenerated });
+                return Ok(IssueOutcome::Issued {
+                    code,
+                    regenerated,
+                    recovered,
+                });
             }
         }
         Ok(IssueOutcome::CodeCollisions)
@@ -333,6 +340,46 @@ pub(super) async fn lock_keypair_for_upload(
     }))
 }
 
+/// Decides a hash ID's earlier code under its row's lock (DESIGN §3.1), so that
+/// a claim of that code and this regenerate have one winner: a claim that locked
+/// the row first has ended by the time it is read here (and a code it claimed
+/// is kept), and a claim that comes second finds the row gone. An upload locks
+/// the row too, so a keypair is never given back while its first upload
+/// commits. The advisory lock keeps two portal calls for a hash ID without a row
+/// from both inserting one.
+async fn release_earlier_code(
+    tx: &deadpool_postgres::Transaction<'_>,
+    hash_id: &HashId,
+    now: DateTime<Utc>,
+    claim_recovery: Duration,
+) -> Result<Earlier, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&hash_id.as_str()],
+    )
+    .await?;
+    let row = tx
+        .query_opt(
+            "SELECT id, claimed, uploaded FROM encryption_keys WHERE hash_id = $1 FOR UPDATE",
+            &[&hash_id.as_str()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Earlier::None);
+    };
+    let id: i64 = row.try_get(0)?;
+    let claimed: Option<DateTime<Utc>> = row.try_get(1)?;
+    let uploaded: bool = row.try_get(2)?;
+    let earlier = match claimed {
+        None => Earlier::Unclaimed,
+        Some(at) if !uploaded && at < now - claim_recovery => Earlier::Unused,
+        Some(_) => return Ok(Earlier::Kept),
+    };
+    tx.execute("DELETE FROM encryption_keys WHERE id = $1", &[&id])
+        .await?;
+    Ok(earlier)
+}
+
 /// Binds the app key to the code's keypair and records the claim's events;
 /// the caller commits.
 async fn bind_app_key(
@@ -386,7 +433,9 @@ async fn bind_app_key(
 
 /// Whether the app key already holds a keypair: `None` when it does not, a
 /// repeat when the claim that bound it was of the same code and that code would
-/// still be valid (DESIGN §3.2), and a refusal otherwise.
+/// still be valid (DESIGN §3.2), and a refusal otherwise. The row stays locked
+/// for the rest of `tx`, so a repeat and a regenerate that would give the
+/// keypair back (DESIGN §3.1) have one winner.
 async fn registered_app_key(
     tx: &deadpool_postgres::Transaction<'_>,
     code: Option<&HashedCode>,
@@ -399,7 +448,8 @@ async fn registered_app_key(
         .query_opt(
             "SELECT server_public_key, coalesce(claimed_code_hash = $2 AND created > $3, false)
                FROM encryption_keys
-              WHERE app_public_key = $1",
+              WHERE app_public_key = $1
+                FOR UPDATE",
             &[
                 &app_key,
                 &code.map(|code| code.hash().as_slice()),
@@ -411,6 +461,13 @@ async fn registered_app_key(
     if !row.try_get::<_, bool>(1)? {
         return Ok(Some(Binding::AppKeyAlreadyRegistered));
     }
+    // The app has now heard its answer: the recovery window starts afresh, so a
+    // portal cannot give the keypair back just after the app was told it.
+    tx.execute(
+        "UPDATE encryption_keys SET claimed = greatest(claimed, $2) WHERE app_public_key = $1",
+        &[&app_key, &now],
+    )
+    .await?;
     let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
         .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
     Ok(Some(Binding::Repeated(server_public)))

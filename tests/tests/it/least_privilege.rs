@@ -97,6 +97,23 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     );
     assert_eq!(app.store.upload_counts_on(day).await.unwrap().len(), 1);
     assert_eq!(app.store.otk_durations_on(day).await.unwrap().len(), 1);
+    // A claim repeated, then its unused keypair given back to the portal (DESIGN §3.1, §3.2).
+    let recovered = "b".repeat(128);
+    let reply = app.portal().request_code(Some(&recovered)).await.unwrap();
+    let code = reply.text().trim_end().to_owned();
+    let mut lost = app.phone();
+    for attempt in ["claim", "repeated claim"] {
+        let reply = lost.claim(&code).await.unwrap();
+        assert_eq!(reply.status, 200, "{attempt} as the submit role: {reply:?}");
+    }
+    app.clock.advance(Duration::minutes(11));
+    let reply = app.portal().request_code(Some(&recovered)).await.unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "recovery as the submit role: {}",
+        reply.text()
+    );
     app.stop().await;
     assert_eq!(
         count(&db, "SELECT count(*) FROM diagnosis_keys").await,
@@ -158,8 +175,9 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
             "an uploaded key was not published"
         );
     }
-    // Retention ran as the exporter role: the code left unclaimed for two days and the failed
-    // claim are gone, and the purge was counted.
+    // Retention ran as the exporter role: the codes left unclaimed for two days (the one
+    // regenerated and the one issued in place of the recovered keypair) and the failed claim
+    // are gone, and the purge was counted.
     assert_eq!(
         count(
             &db,
@@ -175,10 +193,10 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM events WHERE identifier = 'OTKUnclaimed'"
+            "SELECT sum(count)::bigint FROM events WHERE identifier = 'OTKUnclaimed'"
         )
         .await,
-        1
+        2
     );
     assert!(
         count(&db, "SELECT count(*) FROM exports").await > 0,

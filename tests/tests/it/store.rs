@@ -76,6 +76,7 @@ fn new_code<'a>(region: &'a Region, originator: &'a OriginatorLabel) -> NewCode<
         originator,
         hash_id: None,
         initial_remaining_keys: 43,
+        claim_recovery: Duration::minutes(10),
     }
 }
 
