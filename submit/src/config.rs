@@ -32,10 +32,11 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::new("BIND_ADDR", "invalid built-in default"))?;
         let bind_addr = socket_addr_var(env, "BIND_ADDR", default_bind)?;
+        let settings = settings_from_env(env, &common)?;
         Ok(Config {
             common,
             bind_addr,
-            settings: settings_from_env(env)?,
+            settings,
         })
     }
 
@@ -65,7 +66,7 @@ fn claim_recovery_var(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
     chrono::Duration::from_std(wait).map_err(|_| ConfigError::new(NAME, "is too large"))
 }
 
-fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
+fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
     let region = region_var(env, "REGION", DEFAULT_REGION)?;
     let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
@@ -113,6 +114,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
             ban_duration: limits.claim_ban_duration,
         },
         claim_recovery: claim_recovery_var(env)?,
+        claim_queue_wait: common.database_connect_timeout,
         cors_allow_origin,
         metrics_credentials,
         max_connections: integer_var(
@@ -189,6 +191,7 @@ mod tests {
         assert_eq!(s.ban.max_failures, 50);
         assert_eq!(s.ban.ban_duration, chrono::Duration::hours(1));
         assert_eq!(s.claim_recovery, chrono::Duration::minutes(10));
+        assert_eq!(s.claim_queue_wait, std::time::Duration::from_secs(5));
         assert_eq!(s.cors_allow_origin, "*");
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
@@ -292,9 +295,17 @@ mod tests {
     }
 
     #[test]
-    fn claim_recovery_is_read_within_its_range() {
-        let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1440")])).unwrap();
+    fn claim_recovery_and_the_claim_queue_wait_are_read() {
+        let config = Config::from_env(&env(&[
+            ("CLAIM_RECOVERY_MINUTES", "1440"),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", "7"),
+        ]))
+        .unwrap();
         assert_eq!(config.settings.claim_recovery, chrono::Duration::days(1));
+        assert_eq!(
+            config.settings.claim_queue_wait,
+            std::time::Duration::from_secs(7)
+        );
         let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1")])).unwrap();
         assert_eq!(config.settings.claim_recovery, chrono::Duration::minutes(1));
     }

@@ -9,6 +9,7 @@
 //! The binary only reads configuration and calls [`run`]; tests call the same
 //! [`run`] on port 0.
 
+mod claim_queue;
 pub mod client;
 pub mod config;
 mod error;
@@ -18,6 +19,7 @@ mod router;
 mod server;
 mod state;
 
+pub use claim_queue::ClaimQueue;
 pub use handlers::claim_key::MAX_CLAIM_BODY_BYTES;
 pub use handlers::events::basic_auth_admits;
 pub use handlers::new_key_claim::MAX_CODE_ATTEMPTS;

@@ -10,7 +10,7 @@ use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry;
 use diagnosis_core::time::{Clock, SystemClock};
 use diagnosis_submit::config::Config;
-use diagnosis_submit::{AppState, Listeners, Version};
+use diagnosis_submit::{AppState, ClaimQueue, Listeners, Version};
 
 const USAGE: &str = "usage: diagnosis-submit [migrate] [--no-migrate]
 
@@ -125,6 +125,7 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
         settings: config.settings,
         client_identity,
         claim_code,
+        claim_queue: ClaimQueue::default(),
         version: Version::of_build(),
         prometheus: telemetry.prometheus_handle().cloned(),
     });

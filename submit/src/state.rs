@@ -8,6 +8,7 @@ use diagnosis_core::store::{BanPolicy, ClaimCodeKey, ClientIdentityKey, Store};
 use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::claim_queue::ClaimQueue;
 use crate::client::ForwardedFor;
 
 /// The submit service's behaviour, parsed from the environment by
@@ -27,6 +28,10 @@ pub struct Settings {
     /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): a keypair claimed longer ago than
     /// this that never received an upload is given back to its hash ID.
     pub claim_recovery: chrono::Duration,
+    /// How long a claim may wait for the earlier claims of its client
+    /// ([`ClaimQueue`]): as long as a request may wait for a pooled connection
+    /// (`DATABASE_CONNECT_TIMEOUT_SECONDS`), and it fails the same way.
+    pub claim_queue_wait: Duration,
     pub cors_allow_origin: http::HeaderValue,
     pub metrics_credentials: Option<MetricsCredentials>,
     /// `MAX_CONNECTIONS`: open connections each listener holds at most
@@ -54,6 +59,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("ban", &self.ban)
             .field("claim_recovery", &self.claim_recovery)
+            .field("claim_queue_wait", &self.claim_queue_wait)
             .field("cors_allow_origin", &self.cors_allow_origin)
             .field("metrics_credentials", &self.metrics_credentials)
             .field("max_connections", &self.max_connections)
@@ -130,6 +136,8 @@ pub struct AppState {
     /// Keys the hashes claims keep of their codes; loaded at start with
     /// [`Store::claim_code_key`].
     pub claim_code: ClaimCodeKey,
+    /// Where the claims of one client wait for each other.
+    pub claim_queue: ClaimQueue,
     pub version: Version,
     pub prometheus: Option<PrometheusHandle>,
 }

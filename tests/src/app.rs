@@ -10,7 +10,7 @@ use diagnosis_core::store::{BanPolicy, Store};
 use diagnosis_core::time::Clock;
 use diagnosis_core::time::ManualClock;
 use diagnosis_submit::client::ForwardedFor;
-use diagnosis_submit::{AppState, Listeners, Settings, Timeouts, Version};
+use diagnosis_submit::{AppState, ClaimQueue, Listeners, Settings, Timeouts, Version};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,6 +38,7 @@ pub fn test_settings() -> Settings {
             ban_duration: chrono::Duration::hours(1),
         },
         claim_recovery: chrono::Duration::minutes(10),
+        claim_queue_wait: std::time::Duration::from_secs(5),
         cors_allow_origin: http::HeaderValue::from_static("*"),
         metrics_credentials: None,
         max_connections: Settings::DEFAULT_MAX_CONNECTIONS,
@@ -96,8 +97,19 @@ impl TestApp {
     /// test's own pool (for example through a proxy, built by `Store::connect` as the binary
     /// builds it).
     pub async fn spawn_with_store(db: Arc<TestDatabase>, store: Store) -> TestApp {
+        Self::spawn_with_store_and(db, store, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_with_store`] with settings adjusted by `adjust`.
+    pub async fn spawn_with_store_and(
+        db: Arc<TestDatabase>,
+        store: Store,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let clock = ManualClock::new(test_start_time());
-        Self::start(db, store, clock, test_settings(), |_| {}).await
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        Self::start(db, store, clock, settings, |_| {}).await
     }
 
     /// A service on `db` whose queries all run through `store`, for example a store connected
@@ -147,6 +159,7 @@ impl TestApp {
             settings,
             client_identity,
             claim_code,
+            claim_queue: ClaimQueue::default(),
             version: Version::of_build(),
             prometheus: None,
         };

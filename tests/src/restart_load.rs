@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use diagnosis_core::config::CommonConfig;
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::time::{Clock, SystemClock};
-use diagnosis_submit::{AppState, Listeners, Version};
+use diagnosis_submit::{AppState, ClaimQueue, Listeners, Version};
 use hyper::StatusCode;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -498,6 +498,7 @@ impl Service {
             settings: test_settings(),
             client_identity,
             claim_code,
+            claim_queue: ClaimQueue::default(),
             version: Version::of_build(),
             prometheus: None,
         });

@@ -38,6 +38,8 @@ pub use encryption_keys::{
 };
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
+#[cfg(feature = "test-support")]
+pub use failed_claims::take_claim_lock;
 pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};

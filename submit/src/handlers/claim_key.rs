@@ -5,7 +5,11 @@
 //! A banned client is refused twice over: first by a quick read before its
 //! body is read, then by the claim transaction itself, which serialises the
 //! claims of one client so that concurrent wrong codes cannot slip past the ban
-//! (see `Store::claim_one_time_code`).
+//! (see `Store::claim_one_time_code`). Both wait for the client's turn in the
+//! [`ClaimQueue`](crate::claim_queue::ClaimQueue) before they check out a
+//! database connection, and give the turn back before the body is read, so one
+//! client's claims hold at most one pooled connection of this replica and a
+//! slow body holds none.
 //!
 //! A claim that repeats one whose answer was lost is answered again, with the
 //! same server key (DESIGN §3.2).
@@ -63,6 +67,7 @@ fn claim_outcome(result: &Result<Claimed, ClaimError>) -> &'static str {
         Err(ClaimError::Banned { .. }) => "banned",
         Err(ClaimError::AppKeyAlreadyRegistered) => "app_key_registered",
         Err(ClaimError::BadRequest | ClaimError::InvalidKey) => "bad_request",
+        Err(ClaimError::QueueTimeout(_)) => "queue_timeout",
         Err(ClaimError::Store(_)) => "server_error",
     }
 }
@@ -75,7 +80,14 @@ async fn claim(
     let settings = &state.settings;
     let now = state.clock.now();
     // Spares a banned client's body the read; the transaction below decides.
-    if let Some(remaining) = state.store.active_ban(client, now, settings.ban).await? {
+    let ban = {
+        let _turn = state
+            .claim_queue
+            .turn(client, settings.claim_queue_wait)
+            .await?;
+        state.store.active_ban(client, now, settings.ban).await?
+    };
+    if let Some(remaining) = ban {
         return Err(ClaimError::Banned { remaining });
     }
     let body = read_body(body, MAX_CLAIM_BODY_BYTES, settings.timeouts.body_read)
@@ -87,17 +99,23 @@ async fn claim(
     // A code that cannot be one of ours is simply a wrong code.
     let code = OneTimeCode::from_user_input(request.one_time_code())
         .map(|code| HashedCode::new(&state.claim_code, code));
-    let outcome = state
-        .store
-        .claim_one_time_code(
-            code.as_ref(),
-            &app_public,
-            client,
-            now,
-            settings.one_time_code_expiry,
-            settings.ban,
-        )
-        .await?;
+    let outcome = {
+        let _turn = state
+            .claim_queue
+            .turn(client, settings.claim_queue_wait)
+            .await?;
+        state
+            .store
+            .claim_one_time_code(
+                code.as_ref(),
+                &app_public,
+                client,
+                now,
+                settings.one_time_code_expiry,
+                settings.ban,
+            )
+            .await?
+    };
     match outcome {
         ClaimOutcome::Claimed(server_public) => Ok(Claimed {
             server_public,
