@@ -91,6 +91,15 @@ impl SubmissionLimits {
 /// some memory, and more than this is a typo rather than a plan.
 const MAX_CONNECTIONS_LIMIT: usize = 262_144;
 
+/// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): at least a minute, so that an app
+/// that heard its answer has time to upload; at most a day, the default code
+/// expiry, so that a patient whose answer was lost gets a new code the same day.
+fn claim_recovery_var(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
+    const NAME: &str = "CLAIM_RECOVERY_MINUTES";
+    let wait = duration_var(env, NAME, TimeUnit::Minutes, 10, 1..=1440)?;
+    chrono::Duration::from_std(wait).map_err(|_| ConfigError::new(NAME, "is too large"))
+}
+
 fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
     let region = region_var(env, "REGION", DEFAULT_REGION)?;
@@ -121,6 +130,8 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
             max_failures: integer_var(env, "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", 50, 1..=10_000)?,
             ban_duration: limits.claim_ban_duration,
         },
+        claim_recovery: claim_recovery_var(env)?,
+        claim_queue_wait: common.database_connect_timeout,
         cors_allow_origin,
         metrics_credentials,
         max_connections: integer_var(
@@ -215,6 +226,8 @@ mod tests {
         assert_eq!(s.encryption_key_validity_days, 15);
         assert_eq!(s.ban.max_failures, 50);
         assert_eq!(s.ban.ban_duration, chrono::Duration::hours(1));
+        assert_eq!(s.claim_recovery, chrono::Duration::minutes(10));
+        assert_eq!(s.claim_queue_wait, std::time::Duration::from_secs(5));
         assert_eq!(s.cors_allow_origin, "*");
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
@@ -252,6 +265,15 @@ mod tests {
             (
                 &[("CLAIM_KEY_BAN_DURATION_MINUTES", "0")],
                 "CLAIM_KEY_BAN_DURATION_MINUTES",
+            ),
+            (&[("CLAIM_RECOVERY_MINUTES", "0")], "CLAIM_RECOVERY_MINUTES"),
+            (
+                &[("CLAIM_RECOVERY_MINUTES", "1441")],
+                "CLAIM_RECOVERY_MINUTES",
+            ),
+            (
+                &[("CLAIM_RECOVERY_MINUTES", "soon")],
+                "CLAIM_RECOVERY_MINUTES",
             ),
             (&[("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
             (
@@ -351,6 +373,22 @@ mod tests {
                     .unwrap()
             )
         );
+    }
+
+    #[test]
+    fn claim_recovery_and_the_claim_queue_wait_are_read() {
+        let config = Config::from_env(&env(&[
+            ("CLAIM_RECOVERY_MINUTES", "1440"),
+            ("DATABASE_CONNECT_TIMEOUT_SECONDS", "7"),
+        ]))
+        .unwrap();
+        assert_eq!(config.settings.claim_recovery, chrono::Duration::days(1));
+        assert_eq!(
+            config.settings.claim_queue_wait,
+            std::time::Duration::from_secs(7)
+        );
+        let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1")])).unwrap();
+        assert_eq!(config.settings.claim_recovery, chrono::Duration::minutes(1));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use diagnosis_proto::key_claim_response::ErrorCode as ClaimCode;
 use diagnosis_proto::{EncryptedUploadResponse, KeyClaimResponse};
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::claim_queue::QueueTimeout;
 use crate::http::{Body, protobuf, text};
 
 /// Why `POST /new-key-claim` failed.
@@ -69,6 +70,10 @@ pub enum ClaimError {
         tries_remaining: u32,
         ban: chrono::Duration,
     },
+    /// The claim waited for the earlier claims of its client longer than a
+    /// request waits for a pooled connection (DESIGN §3.2).
+    #[error(transparent)]
+    QueueTimeout(#[from] QueueTimeout),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -122,6 +127,17 @@ impl ClaimError {
                 tries_remaining,
                 Some(ban),
             ),
+            // A database that cannot take a client's claims in time is a
+            // database failure to the app, as a pool timeout is (DESIGN §3.2).
+            ClaimError::QueueTimeout(e) => {
+                tracing::warn!(error = %e, "claiming a one-time code failed");
+                claim_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ClaimCode::ServerError,
+                    0,
+                    None,
+                )
+            }
             ClaimError::Store(e) => {
                 tracing::error!(error = %e, "claiming a one-time code failed");
                 claim_response(

@@ -1,37 +1,38 @@
 //! What a running replica keeps in step with the others through the database (DESIGN §6): it
 //! refreshes its row of `submit_settings` (the limits it enforces, which the exporter's
-//! retention and grace check go by) and reads the client-identity secret of `submit_secrets`
-//! again, every [`REFRESH_PERIOD`] of its clock, so that replicas cannot keep disagreeing about
-//! who a client is after the secret's row was restored or re-created.
+//! retention and grace check go by) and reads the client-identity and claim-code secrets of
+//! `submit_secrets` again, every [`REFRESH_PERIOD`] of its clock, so that replicas cannot keep
+//! disagreeing about who a client is, or which claim is a repeat, after a secret's row was
+//! restored or re-created.
 //!
 //! A failed refresh is logged and tried again a period later: the replica keeps serving with
 //! the key it has. This module must never log the secret or anything derived from it.
 
 use std::sync::{Arc, RwLock};
 
-use diagnosis_core::store::ClientIdentityKey;
 use diagnosis_core::store::submit_settings::REFRESH_PERIOD;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
 
-/// The client-identity key a replica uses now; replaced when the stored secret changes.
-pub struct CurrentIdentityKey(RwLock<ClientIdentityKey>);
+/// A key derived from a secret of `submit_secrets` that a replica uses now; replaced when the
+/// stored secret changes.
+pub struct CurrentKey<K>(RwLock<K>);
 
-impl CurrentIdentityKey {
-    pub fn new(key: ClientIdentityKey) -> CurrentIdentityKey {
-        CurrentIdentityKey(RwLock::new(key))
+impl<K: Clone> CurrentKey<K> {
+    pub fn new(key: K) -> CurrentKey<K> {
+        CurrentKey(RwLock::new(key))
     }
 
-    /// The key to identify a client with.
-    pub fn get(&self) -> ClientIdentityKey {
+    /// The key in use.
+    pub fn get(&self) -> K {
         match self.0.read() {
             Ok(key) => key.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn replace(&self, key: ClientIdentityKey) {
+    fn replace(&self, key: K) {
         match self.0.write() {
             Ok(mut current) => *current = key,
             Err(poisoned) => *poisoned.into_inner() = key,
@@ -39,9 +40,9 @@ impl CurrentIdentityKey {
     }
 }
 
-impl std::fmt::Debug for CurrentIdentityKey {
+impl<K> std::fmt::Debug for CurrentKey<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CurrentIdentityKey(..)")
+        f.write_str("CurrentKey(..)")
     }
 }
 
@@ -86,6 +87,14 @@ async fn refresh(state: &AppState) {
             %error,
             "cannot read the client-identity secret again; keeping the one in use and trying \
              again in a minute"
+        ),
+    }
+    match state.store.claim_code_key(now).await {
+        Ok(key) => state.claim_code.replace(key),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot read the claim-code secret again; keeping the one in use and trying again \
+             in a minute"
         ),
     }
 }

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diagnosis_core::domain::{KeyClaimTokens, Region};
-use diagnosis_core::store::{BanPolicy, Store, StoreError, SubmitInstance, SubmitLimits};
+use diagnosis_core::store::{
+    BanPolicy, ClaimCodeKey, ClientIdentityKey, Store, StoreError, SubmitInstance, SubmitLimits,
+};
 use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::claim_queue::ClaimQueue;
 use crate::client::ForwardedFor;
-use crate::replica::CurrentIdentityKey;
+use crate::replica::CurrentKey;
 
 /// The submit service's behaviour, parsed from the environment by
 /// [`crate::config`] or built directly by tests.
@@ -25,6 +28,13 @@ pub struct Settings {
     pub one_time_code_expiry: chrono::Duration,
     pub encryption_key_validity_days: u32,
     pub ban: BanPolicy,
+    /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): a keypair claimed longer ago than
+    /// this that never received an upload is given back to its hash ID.
+    pub claim_recovery: chrono::Duration,
+    /// How long a claim may wait for the earlier claims of its client
+    /// ([`ClaimQueue`]): as long as a request may wait for a pooled connection
+    /// (`DATABASE_CONNECT_TIMEOUT_SECONDS`), and it fails the same way.
+    pub claim_queue_wait: Duration,
     pub cors_allow_origin: http::HeaderValue,
     pub metrics_credentials: Option<MetricsCredentials>,
     /// `MAX_CONNECTIONS`: open connections each listener holds at most
@@ -64,6 +74,8 @@ impl std::fmt::Debug for Settings {
                 &self.encryption_key_validity_days,
             )
             .field("ban", &self.ban)
+            .field("claim_recovery", &self.claim_recovery)
+            .field("claim_queue_wait", &self.claim_queue_wait)
             .field("cors_allow_origin", &self.cors_allow_origin)
             .field("metrics_credentials", &self.metrics_credentials)
             .field("max_connections", &self.max_connections)
@@ -137,7 +149,12 @@ pub struct AppState {
     pub settings: Settings,
     /// Keys the identifiers of claiming clients; loaded at start with
     /// [`Store::client_identity_key`] and read again every minute while the service runs.
-    pub client_identity: CurrentIdentityKey,
+    pub client_identity: CurrentKey<ClientIdentityKey>,
+    /// Keys the hashes claims keep of their codes; loaded at start with
+    /// [`Store::claim_code_key`] and read again every minute, as the identity key is.
+    pub claim_code: CurrentKey<ClaimCodeKey>,
+    /// Where the claims of one client wait for each other.
+    pub claim_queue: ClaimQueue,
     /// This process, as its row of `submit_settings` names it.
     pub instance: SubmitInstance,
     pub version: Version,
@@ -149,13 +166,15 @@ pub struct AppState {
 pub enum StartError {
     #[error("while loading the client-identity secret from submit_secrets: {0}")]
     IdentityKey(StoreError),
+    #[error("while loading the claim-code secret from submit_secrets: {0}")]
+    ClaimCodeKey(StoreError),
     #[error("while recording this replica's settings in submit_settings: {0}")]
     Settings(StoreError),
 }
 
 impl AppState {
     /// The state of a service starting now, as the binary starts it: loads the client-identity
-    /// secret (the first replica creates it) and records this replica's limits in
+    /// and claim-code secrets (the first replica creates them) and records this replica's limits in
     /// `submit_settings` under a new instance id (DESIGN §6), so the exporter goes by them
     /// before the first request is served.
     pub async fn start(
@@ -169,6 +188,10 @@ impl AppState {
             .client_identity_key(now)
             .await
             .map_err(StartError::IdentityKey)?;
+        let claim_code = store
+            .claim_code_key(now)
+            .await
+            .map_err(StartError::ClaimCodeKey)?;
         let instance = SubmitInstance::new(now);
         store
             .record_submit_settings(&instance, &settings.limits(), now)
@@ -178,7 +201,9 @@ impl AppState {
             store,
             clock,
             settings,
-            client_identity: CurrentIdentityKey::new(key),
+            client_identity: CurrentKey::new(key),
+            claim_code: CurrentKey::new(claim_code),
+            claim_queue: ClaimQueue::default(),
             instance,
             version,
             prometheus: None,

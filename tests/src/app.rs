@@ -38,6 +38,8 @@ pub fn test_settings() -> Settings {
             max_failures: 50,
             ban_duration: chrono::Duration::hours(1),
         },
+        claim_recovery: chrono::Duration::minutes(10),
+        claim_queue_wait: std::time::Duration::from_secs(5),
         cors_allow_origin: http::HeaderValue::from_static("*"),
         metrics_credentials: None,
         max_connections: Settings::DEFAULT_MAX_CONNECTIONS,
@@ -97,8 +99,19 @@ impl TestApp {
     /// test's own pool (for example through a proxy, built by `Store::connect` as the binary
     /// builds it).
     pub async fn spawn_with_store(db: Arc<TestDatabase>, store: Store) -> TestApp {
+        Self::spawn_with_store_and(db, store, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_with_store`] with settings adjusted by `adjust`.
+    pub async fn spawn_with_store_and(
+        db: Arc<TestDatabase>,
+        store: Store,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let clock = ManualClock::new(test_start_time());
-        Self::start(db, store, clock, test_settings(), |_| {}).await
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        Self::start(db, store, clock, settings, |_| {}).await
     }
 
     /// A service on `db` whose queries all run through `store`, for example a store connected

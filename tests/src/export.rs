@@ -12,8 +12,8 @@ use diagnosis_core::domain::{
     ServerPublicKey,
 };
 use diagnosis_core::store::{
-    BanPolicy, ClaimOutcome, ClientIdentifier, ClientIdentityKey, IssueOutcome, NewCode, Store,
-    StoreKeysOutcome, SubmitInstance, SubmitLimits,
+    BanPolicy, ClaimCodeKey, ClaimOutcome, ClientIdentifier, ClientIdentityKey, HashedCode,
+    IssueOutcome, NewCode, Store, StoreKeysOutcome, SubmitInstance, SubmitLimits,
 };
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
@@ -177,6 +177,7 @@ impl ExportHarness {
             originator: &label,
             hash_id: None,
             initial_remaining_keys: 1000,
+            claim_recovery: Duration::minutes(10),
         };
         let IssueOutcome::Issued { code, .. } = self
             .store
@@ -190,6 +191,8 @@ impl ExportHarness {
         rand::fill(&mut app[..]);
         let key = ClientIdentityKey::from_secret(&[1; 32]).unwrap_or_else(|| panic!("test key"));
         let client = ClientIdentifier::new(&key, std::net::IpAddr::from([192, 0, 2, 1]));
+        let code_key = ClaimCodeKey::from_secret(&[2; 32]).unwrap_or_else(|| panic!("test key"));
+        let code = HashedCode::new(&code_key, code);
         let ClaimOutcome::Claimed(server) = self
             .store
             .claim_one_time_code(

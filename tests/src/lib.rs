@@ -16,6 +16,7 @@ pub mod chaos;
 pub mod export;
 pub mod failing_store;
 pub mod http_client;
+pub mod lost_answer;
 pub mod pg;
 pub mod process;
 pub mod restart_load;

@@ -141,6 +141,8 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     let code = portal.issue_code().await.unwrap();
     let mut phone = app.phone();
     assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    // repeated: the same claim again, as an app that never heard the answer sends it.
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
     // app_key_registered: a second code claimed with the same app key.
     let second_code = portal.issue_code().await.unwrap();
     let again = KeyClaimRequest {
@@ -189,6 +191,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     // Claims by outcome: one line per outcome, static labels only.
     for (outcome, expected) in [
         ("claimed", 1.0),
+        ("repeated", 1.0),
         ("app_key_registered", 1.0),
         ("bad_request", 2.0),
         ("invalid_code", 2.0),
@@ -210,6 +213,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         claim_outcomes,
         BTreeSet::from([
             "claimed",
+            "repeated",
             "app_key_registered",
             "bad_request",
             "invalid_code",
@@ -246,7 +250,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         )
     };
     assert_eq!(request("upload", "200", "NONE"), 1.0);
-    assert_eq!(request("claim-key", "200", "NONE"), 1.0);
+    assert_eq!(request("claim-key", "200", "NONE"), 2.0);
     assert_eq!(request("claim-key", "429", "TEMPORARY_BAN"), 1.0);
     assert_eq!(request("claim-key", "500", "SERVER_ERROR"), 1.0);
     assert_eq!(
@@ -255,7 +259,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
             "submit_request_duration_seconds_count",
             &[("endpoint", "claim-key")]
         ),
-        8.0
+        9.0
     );
     assert_eq!(
         require(

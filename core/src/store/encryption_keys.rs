@@ -2,14 +2,18 @@
 //!
 //! A row is born with a code (portal), loses the code and gains the app's public
 //! key on claim (app), and serves uploads until its quota or validity ends.
-//! Portal bearer tokens never reach this table: only their labels do.
+//! Portal bearer tokens never reach this table: only their labels do, and of a
+//! claimed code only its keyed hash ([`HashedCode`]), never the code itself.
 
 use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio_postgres::error::SqlState;
 
 use super::events::{Event, record_event, record_otk_duration};
 use super::failed_claims::{
-    BanPolicy, ClientIdentifier, clear_failed_claims, count_failed_claim, lock_claim_attempts,
+    BanPolicy, ClientIdentifier, ClientIdentityKey, clear_failed_claims, count_failed_claim,
+    lock_claim_attempts,
 };
 use super::{Store, StoreError, utc_date};
 use crate::crypto::generate_server_keypair;
@@ -24,18 +28,24 @@ pub struct NewCode<'a> {
     pub originator: &'a OriginatorLabel,
     pub hash_id: Option<&'a HashId>,
     pub initial_remaining_keys: i32,
+    /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): how long after its claim a
+    /// keypair that never received an upload is given back to its hash ID.
+    pub claim_recovery: Duration,
 }
 
 /// The result of [`Store::issue_one_time_code`].
 #[derive(Debug)]
 pub enum IssueOutcome {
     /// A fresh code with a fresh keypair; `regenerated` when it replaced the
-    /// unclaimed code of the same hash ID.
+    /// earlier code of the same hash ID, and `recovered` when that code had
+    /// been claimed and its unused keypair was given back (DESIGN §3.1).
     Issued {
         code: OneTimeCode,
         regenerated: bool,
+        recovered: bool,
     },
-    /// The hash ID's code was already claimed: the portal may not issue another.
+    /// The hash ID's code was claimed and its keypair is not given back: the
+    /// portal may not issue another.
     HashIdAlreadyClaimed,
     /// Every candidate code collided with an existing one; nothing was stored.
     CodeCollisions,
@@ -45,6 +55,9 @@ pub enum IssueOutcome {
 #[derive(Debug)]
 pub enum ClaimOutcome {
     Claimed(ServerPublicKey),
+    /// The app key was bound by an earlier claim of the same code, which is
+    /// still within its validity: the claim is answered again (DESIGN §3.2).
+    Repeated(ServerPublicKey),
     /// The client is banned for this much longer; nothing was checked.
     Banned {
         remaining: Duration,
@@ -61,8 +74,82 @@ pub enum ClaimOutcome {
 /// What binding an app key to a code found, before the client's count is touched.
 enum Binding {
     Bound(ServerPublicKey),
+    Repeated(ServerPublicKey),
     AppKeyAlreadyRegistered,
     WrongCode,
+}
+
+/// What became of a hash ID's earlier code when a portal asked again.
+enum Earlier {
+    /// The hash ID had no code.
+    None,
+    /// An unclaimed code, deleted.
+    Unclaimed,
+    /// A code claimed more than `CLAIM_RECOVERY_MINUTES` ago whose keypair
+    /// never received an upload, deleted with its keypair.
+    Unused,
+    /// A claimed code whose keypair is kept.
+    Kept,
+}
+
+/// The key of the HMAC-SHA-256 that turns a claimed code into the hash its row
+/// keeps (DESIGN §3.2). It lives in `submit_secrets`, shared by every replica
+/// ([`Store::claim_code_key`]); an unkeyed hash of a code space this small
+/// would be reversed by trying every code.
+#[derive(Clone)]
+pub struct ClaimCodeKey(Hmac<Sha256>);
+
+impl ClaimCodeKey {
+    /// A key from its secret bytes; `None` when the secret is shorter than the
+    /// hash (as the `submit_secrets` table checks).
+    pub fn from_secret(secret: &[u8]) -> Option<ClaimCodeKey> {
+        if secret.len() < ClientIdentityKey::MIN_SECRET_BYTES {
+            return None;
+        }
+        Hmac::<Sha256>::new_from_slice(secret)
+            .ok()
+            .map(ClaimCodeKey)
+    }
+}
+
+impl std::fmt::Debug for ClaimCodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimCodeKey(..)")
+    }
+}
+
+/// A code an app sent, with its keyed hash: what a claim stores in place of
+/// the code, and what recognises the claim when the app repeats it.
+#[derive(Clone)]
+pub struct HashedCode {
+    code: OneTimeCode,
+    hash: [u8; 32],
+}
+
+impl HashedCode {
+    pub fn new(key: &ClaimCodeKey, code: OneTimeCode) -> HashedCode {
+        let mut mac = key.0.clone();
+        mac.update(code.as_str().as_bytes());
+        HashedCode {
+            code,
+            hash: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    pub fn code(&self) -> &OneTimeCode {
+        &self.code
+    }
+
+    /// HMAC-SHA-256(key, normalised code), as stored in `claimed_code_hash`.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+}
+
+impl std::fmt::Debug for HashedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashedCode(..)")
+    }
 }
 
 /// What an upload needs to open its box.
@@ -88,8 +175,9 @@ pub(super) fn keypair_valid_since(now: DateTime<Utc>, validity_days: u32) -> Dat
 impl Store {
     /// Issues a one-time code with a fresh server keypair, trying each code of
     /// `candidates` until one is not taken (DESIGN §3.1: at most five attempts,
-    /// never an empty code). With a hash ID, an unclaimed earlier code of the
-    /// same hash ID is replaced; a claimed one refuses.
+    /// never an empty code). With a hash ID, its earlier code is replaced when
+    /// it is unclaimed, or claimed long enough ago that its unused keypair is
+    /// given back ([`release_earlier_code`]); otherwise the portal is refused.
     pub async fn issue_one_time_code(
         &self,
         new: &NewCode<'_>,
@@ -98,33 +186,16 @@ impl Store {
     ) -> Result<IssueOutcome, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let mut regenerated = false;
-        if let Some(hash_id) = new.hash_id {
-            // Two portal calls for one hash ID at once must not both insert.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&hash_id.as_str()],
-            )
-            .await?;
-            let existing = tx
-                .query_opt(
-                    "SELECT one_time_code IS NOT NULL FROM encryption_keys WHERE hash_id = $1",
-                    &[&hash_id.as_str()],
-                )
-                .await?;
-            match existing {
-                Some(row) if row.try_get::<_, bool>(0)? => {
-                    tx.execute(
-                        "DELETE FROM encryption_keys WHERE hash_id = $1",
-                        &[&hash_id.as_str()],
-                    )
-                    .await?;
-                    regenerated = true;
-                }
-                Some(_) => return Ok(IssueOutcome::HashIdAlreadyClaimed),
-                None => {}
-            }
-        }
+        let earlier = match new.hash_id {
+            Some(hash_id) => release_earlier_code(&tx, hash_id, now, new.claim_recovery).await?,
+            None => Earlier::None,
+        };
+        let (regenerated, recovered) = match earlier {
+            Earlier::None => (false, false),
+            Earlier::Unclaimed => (true, false),
+            Earlier::Unused => (true, true),
+            Earlier::Kept => return Ok(IssueOutcome::HashIdAlreadyClaimed),
+        };
         let (server_public, server_secret) = generate_server_keypair();
         let insert = tx
             .prepare_cached(
@@ -159,7 +230,11 @@ impl Store {
                 };
                 record_event(&tx, event, new.originator.as_str(), utc_date(now), 1).await?;
                 tx.commit().await?;
-                return Ok(IssueOutcome::Issued { code, regenerated });
+                return Ok(IssueOutcome::Issued {
+                    code,
+                    regenerated,
+                    recovered,
+                });
             }
         }
         Ok(IssueOutcome::CodeCollisions)
@@ -177,10 +252,13 @@ impl Store {
     ///
     /// `code` is `None` when the typed code cannot be one of ours; the app key is
     /// still checked first, as the contract orders. A successful claim clears the
-    /// client's failed attempts in the same transaction.
+    /// client's failed attempts in the same transaction. A repeated claim
+    /// (DESIGN §3.2) is answered with the keypair it bound and neither counts nor
+    /// clears anything: clearing would let a client that holds one claimed code
+    /// reset its count between guesses.
     pub async fn claim_one_time_code(
         &self,
-        code: Option<&OneTimeCode>,
+        code: Option<&HashedCode>,
         app_public: &AppPublicKey,
         client: &ClientIdentifier,
         now: DateTime<Utc>,
@@ -197,6 +275,10 @@ impl Store {
                 clear_failed_claims(&tx, client).await?;
                 tx.commit().await?;
                 Ok(ClaimOutcome::Claimed(server_public))
+            }
+            Binding::Repeated(server_public) => {
+                tx.commit().await?;
+                Ok(ClaimOutcome::Repeated(server_public))
             }
             // Rolled back: a registered app key is no failure.
             Binding::AppKeyAlreadyRegistered => Ok(ClaimOutcome::AppKeyAlreadyRegistered),
@@ -258,24 +340,57 @@ pub(super) async fn lock_keypair_for_upload(
     }))
 }
 
+/// Decides a hash ID's earlier code under its row's lock (DESIGN §3.1), so that
+/// a claim of that code and this regenerate have one winner: a claim that locked
+/// the row first has ended by the time it is read here (and a code it claimed
+/// is kept), and a claim that comes second finds the row gone. An upload locks
+/// the row too, so a keypair is never given back while its first upload
+/// commits. The advisory lock keeps two portal calls for a hash ID without a row
+/// from both inserting one.
+async fn release_earlier_code(
+    tx: &deadpool_postgres::Transaction<'_>,
+    hash_id: &HashId,
+    now: DateTime<Utc>,
+    claim_recovery: Duration,
+) -> Result<Earlier, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&hash_id.as_str()],
+    )
+    .await?;
+    let row = tx
+        .query_opt(
+            "SELECT id, claimed, uploaded FROM encryption_keys WHERE hash_id = $1 FOR UPDATE",
+            &[&hash_id.as_str()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Earlier::None);
+    };
+    let id: i64 = row.try_get(0)?;
+    let claimed: Option<DateTime<Utc>> = row.try_get(1)?;
+    let uploaded: bool = row.try_get(2)?;
+    let earlier = match claimed {
+        None => Earlier::Unclaimed,
+        Some(at) if !uploaded && at < now - claim_recovery => Earlier::Unused,
+        Some(_) => return Ok(Earlier::Kept),
+    };
+    tx.execute("DELETE FROM encryption_keys WHERE id = $1", &[&id])
+        .await?;
+    Ok(earlier)
+}
+
 /// Binds the app key to the code's keypair and records the claim's events;
 /// the caller commits.
 async fn bind_app_key(
     tx: &deadpool_postgres::Transaction<'_>,
-    code: Option<&OneTimeCode>,
+    code: Option<&HashedCode>,
     app_public: &AppPublicKey,
     now: DateTime<Utc>,
     code_expiry: Duration,
 ) -> Result<Binding, StoreError> {
-    let app_key = app_public.as_bytes().as_slice();
-    let taken = tx
-        .query_opt(
-            "SELECT 1 FROM encryption_keys WHERE app_public_key = $1",
-            &[&app_key],
-        )
-        .await?;
-    if taken.is_some() {
-        return Ok(Binding::AppKeyAlreadyRegistered);
+    if let Some(registered) = registered_app_key(tx, code, app_public, now, code_expiry).await? {
+        return Ok(registered);
     }
     let Some(code) = code else {
         return Ok(Binding::WrongCode);
@@ -283,10 +398,17 @@ async fn bind_app_key(
     let claimed = tx
         .query_opt(
             "UPDATE encryption_keys
-                SET one_time_code = NULL, app_public_key = $2, claimed = $3
+                SET one_time_code = NULL, app_public_key = $2, claimed = $3,
+                    claimed_code_hash = $5
               WHERE one_time_code = $1 AND created > $4
           RETURNING server_public_key, originator, created",
-            &[&code.as_str(), &app_key, &now, &(now - code_expiry)],
+            &[
+                &code.code().as_str(),
+                &app_public.as_bytes().as_slice(),
+                &now,
+                &(now - code_expiry),
+                &code.hash().as_slice(),
+            ],
         )
         .await;
     let row = match claimed {
@@ -309,10 +431,70 @@ async fn bind_app_key(
     Ok(Binding::Bound(server_public))
 }
 
+/// Whether the app key already holds a keypair: `None` when it does not, a
+/// repeat when the claim that bound it was of the same code and that code would
+/// still be valid (DESIGN §3.2), and a refusal otherwise. The row stays locked
+/// for the rest of `tx`, so a repeat and a regenerate that would give the
+/// keypair back (DESIGN §3.1) have one winner.
+async fn registered_app_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    code: Option<&HashedCode>,
+    app_public: &AppPublicKey,
+    now: DateTime<Utc>,
+    code_expiry: Duration,
+) -> Result<Option<Binding>, StoreError> {
+    let app_key = app_public.as_bytes().as_slice();
+    let row = tx
+        .query_opt(
+            "SELECT server_public_key, coalesce(claimed_code_hash = $2 AND created > $3, false)
+               FROM encryption_keys
+              WHERE app_public_key = $1
+                FOR UPDATE",
+            &[
+                &app_key,
+                &code.map(|code| code.hash().as_slice()),
+                &(now - code_expiry),
+            ],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    if !row.try_get::<_, bool>(1)? {
+        return Ok(Some(Binding::AppKeyAlreadyRegistered));
+    }
+    // The app has now heard its answer: the recovery window starts afresh, so a
+    // portal cannot give the keypair back just after the app was told it.
+    tx.execute(
+        "UPDATE encryption_keys SET claimed = greatest(claimed, $2) WHERE app_public_key = $1",
+        &[&app_key, &now],
+    )
+    .await?;
+    let server_public = ServerPublicKey::try_from(row.try_get::<_, &[u8]>(0)?)
+        .map_err(|_| StoreError::InvalidRow("encryption_keys.server_public_key"))?;
+    Ok(Some(Binding::Repeated(server_public)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_code_hash_is_keyed_redacted_and_needs_a_full_length_secret() {
+        let code = OneTimeCode::from_user_input("AEF-245-HJKL").unwrap();
+        let key = ClaimCodeKey::from_secret(&[1; 32]).unwrap();
+        let hashed = HashedCode::new(&key, code.clone());
+        let expected = {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&[1; 32]).unwrap();
+            mac.update(b"AEF245HJKL");
+            mac.finalize().into_bytes()
+        };
+        assert_eq!(hashed.hash().as_slice(), expected.as_slice());
+        let other = ClaimCodeKey::from_secret(&[2; 32]).unwrap();
+        assert_ne!(HashedCode::new(&other, code).hash(), hashed.hash());
+        assert_eq!(format!("{hashed:?}"), "HashedCode(..)");
+        assert_eq!(format!("{key:?}"), "ClaimCodeKey(..)");
+        assert!(ClaimCodeKey::from_secret(&[1; 31]).is_none());
+    }
 
     #[test]
     fn keypair_validity_counts_from_midnight_of_issue_day() {

@@ -56,7 +56,7 @@ impl std::fmt::Debug for ClientIdentityKey {
 
 /// The stored identity of a claiming client: lowercase hex of
 /// HMAC-SHA-256(key, canonical form of its address).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientIdentifier(String);
 
 impl ClientIdentifier {
@@ -179,12 +179,28 @@ pub(super) async fn lock_claim_attempts(
     now: DateTime<Utc>,
     policy: BanPolicy,
 ) -> Result<Option<Duration>, StoreError> {
+    claim_lock(tx, client).await?;
+    ban_of(tx, client, now, policy).await
+}
+
+async fn claim_lock(tx: &impl GenericClient, client: &ClientIdentifier) -> Result<(), StoreError> {
     let statement = tx
         .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .await?;
     tx.execute(&statement, &[&CLAIM_LOCK_CLASS, &client.as_str()])
         .await?;
-    ban_of(tx, client, now, policy).await
+    Ok(())
+}
+
+/// Takes the client's claim lock for the rest of the transaction `tx`, as a claim
+/// of that client in progress on another replica holds it. Only with the
+/// `test-support` feature, for the tests of what waits on the lock.
+#[cfg(feature = "test-support")]
+pub async fn take_claim_lock(
+    tx: &impl GenericClient,
+    client: &ClientIdentifier,
+) -> Result<(), StoreError> {
+    claim_lock(tx, client).await
 }
 
 /// Counts one wrong code for the client and returns its failures within the

@@ -36,9 +36,13 @@ use self::tls::{DatabaseUrl, TlsSettings};
 use crate::error::{causes, chain};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
-pub use encryption_keys::{ClaimOutcome, IssueOutcome, NewCode, UploadKeypair};
+pub use encryption_keys::{
+    ClaimCodeKey, ClaimOutcome, HashedCode, IssueOutcome, NewCode, UploadKeypair,
+};
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
+#[cfg(feature = "test-support")]
+pub use failed_claims::take_claim_lock;
 pub use failed_claims::{BanPolicy, ClientIdentifier, ClientIdentityKey, ban_remaining};
 pub use metrics::{POOL_METRICS_INTERVAL, PoolMetricsTask, PoolStatus};
 pub use retention::{RetentionPolicy, RetentionReport};
@@ -47,7 +51,7 @@ pub use schema::migrate_with;
 pub use schema::{
     MIGRATION_LOCK_ID, MIGRATION_LOCK_TIMEOUT, Migration, embedded_migrations, migrate,
 };
-pub use submit_secrets::CLIENT_IDENTITY_SECRET;
+pub use submit_secrets::{CLAIM_CODE_SECRET, CLIENT_IDENTITY_SECRET};
 pub use submit_settings::{RecordedSettings, SubmitInstance, SubmitLimits};
 
 /// An error from the database layer. Callers turn it into `SERVER_ERROR`/500 or

@@ -5,10 +5,17 @@
 //! A banned client is refused twice over: first by a quick read before its
 //! body is read, then by the claim transaction itself, which serialises the
 //! claims of one client so that concurrent wrong codes cannot slip past the ban
-//! (see `Store::claim_one_time_code`).
+//! (see `Store::claim_one_time_code`). Both wait for the client's turn in the
+//! [`ClaimQueue`](crate::claim_queue::ClaimQueue) before they check out a
+//! database connection, and give the turn back before the body is read, so one
+//! client's claims hold at most one pooled connection of this replica and a
+//! slow body holds none.
+//!
+//! A claim that repeats one whose answer was lost is answered again, with the
+//! same server key (DESIGN §3.2).
 
-use diagnosis_core::domain::{AppPublicKey, OneTimeCode};
-use diagnosis_core::store::{ClaimOutcome, ClientIdentifier};
+use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey};
+use diagnosis_core::store::{ClaimOutcome, ClientIdentifier, HashedCode};
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
 use http::{Response, StatusCode};
@@ -17,6 +24,12 @@ use hyper::body::Incoming;
 use crate::error::ClaimError;
 use crate::http::{Body, protobuf, read_body};
 use crate::state::AppState;
+
+/// A claim that succeeded: its server key, and whether it repeated an earlier one.
+struct Claimed {
+    server_public: ServerPublicKey,
+    repeated: bool,
+}
 
 /// A claim request is a code and a 32-byte key; anything larger is hostile.
 pub const MAX_CLAIM_BODY_BYTES: usize = 256;
@@ -28,18 +41,33 @@ pub async fn claim_key(
 ) -> Result<Response<Body>, ClaimError> {
     let result = claim(state, body, client).await;
     metrics::counter!("submit_claims_total", "outcome" => claim_outcome(&result)).increment(1);
-    result
+    let claimed = result?;
+    let response = KeyClaimResponse {
+        error: Some(ErrorCode::None as i32),
+        server_public_key: Some(claimed.server_public.as_bytes().to_vec()),
+        tries_remaining: Some(state.settings.ban.max_failures),
+        remaining_ban_duration: None,
+    };
+    Ok(protobuf(
+        StatusCode::OK,
+        &response,
+        ErrorCode::None.as_str_name(),
+    ))
 }
 
 /// The `outcome` label of `submit_claims_total`: a fixed set of names, never
 /// anything the client sent.
-fn claim_outcome(result: &Result<Response<Body>, ClaimError>) -> &'static str {
+fn claim_outcome(result: &Result<Claimed, ClaimError>) -> &'static str {
     match result {
-        Ok(_) => "claimed",
+        Ok(Claimed {
+            repeated: false, ..
+        }) => "claimed",
+        Ok(Claimed { repeated: true, .. }) => "repeated",
         Err(ClaimError::InvalidCode { .. }) => "invalid_code",
         Err(ClaimError::Banned { .. }) => "banned",
         Err(ClaimError::AppKeyAlreadyRegistered) => "app_key_registered",
         Err(ClaimError::BadRequest | ClaimError::InvalidKey) => "bad_request",
+        Err(ClaimError::QueueTimeout(_)) => "queue_timeout",
         Err(ClaimError::Store(_)) => "server_error",
     }
 }
@@ -48,11 +76,18 @@ async fn claim(
     state: &AppState,
     body: Incoming,
     client: &ClientIdentifier,
-) -> Result<Response<Body>, ClaimError> {
+) -> Result<Claimed, ClaimError> {
     let settings = &state.settings;
     let now = state.clock.now();
     // Spares a banned client's body the read; the transaction below decides.
-    if let Some(remaining) = state.store.active_ban(client, now, settings.ban).await? {
+    let ban = {
+        let _turn = state
+            .claim_queue
+            .turn(client, settings.claim_queue_wait)
+            .await?;
+        state.store.active_ban(client, now, settings.ban).await?
+    };
+    if let Some(remaining) = ban {
         return Err(ClaimError::Banned { remaining });
     }
     let body = read_body(body, MAX_CLAIM_BODY_BYTES, settings.timeouts.body_read)
@@ -62,49 +97,54 @@ async fn claim(
     let app_public =
         AppPublicKey::try_from(request.app_public_key()).map_err(|_| ClaimError::InvalidKey)?;
     // A code that cannot be one of ours is simply a wrong code.
-    let code = OneTimeCode::from_user_input(request.one_time_code());
-    let outcome = state
-        .store
-        .claim_one_time_code(
-            code.as_ref(),
-            &app_public,
-            client,
-            now,
-            settings.one_time_code_expiry,
-            settings.ban,
-        )
-        .await?;
+    let code = OneTimeCode::from_user_input(request.one_time_code())
+        .map(|code| HashedCode::new(&state.claim_code.get(), code));
+    let outcome = {
+        let _turn = state
+            .claim_queue
+            .turn(client, settings.claim_queue_wait)
+            .await?;
+        state
+            .store
+            .claim_one_time_code(
+                code.as_ref(),
+                &app_public,
+                client,
+                now,
+                settings.one_time_code_expiry,
+                settings.ban,
+            )
+            .await?
+    };
     match outcome {
-        ClaimOutcome::Claimed(server_public) => {
-            let response = KeyClaimResponse {
-                error: Some(ErrorCode::None as i32),
-                server_public_key: Some(server_public.as_bytes().to_vec()),
-                tries_remaining: Some(settings.ban.max_failures),
-                remaining_ban_duration: None,
-            };
-            Ok(protobuf(
-                StatusCode::OK,
-                &response,
-                ErrorCode::None.as_str_name(),
-            ))
-        }
+        ClaimOutcome::Claimed(server_public) => Ok(Claimed {
+            server_public,
+            repeated: false,
+        }),
+        ClaimOutcome::Repeated(server_public) => Ok(Claimed {
+            server_public,
+            repeated: true,
+        }),
         ClaimOutcome::Banned { remaining } => Err(ClaimError::Banned { remaining }),
         ClaimOutcome::AppKeyAlreadyRegistered => Err(ClaimError::AppKeyAlreadyRegistered),
-        ClaimOutcome::InvalidCode { failures } => {
-            // Claims of one client are serialised, so exactly one failure
-            // reaches the limit and starts the ban.
-            let banned_now = failures >= settings.ban.max_failures;
-            if banned_now {
-                metrics::counter!("submit_claim_bans_total").increment(1);
-            }
-            Err(ClaimError::InvalidCode {
-                tries_remaining: settings.ban.max_failures.saturating_sub(failures),
-                ban: if banned_now {
-                    settings.ban.ban_duration
-                } else {
-                    chrono::Duration::zero()
-                },
-            })
-        }
+        ClaimOutcome::InvalidCode { failures } => Err(invalid_code(settings, failures)),
+    }
+}
+
+/// A wrong code, with the tries left and the ban it may start.
+fn invalid_code(settings: &crate::state::Settings, failures: u32) -> ClaimError {
+    // Claims of one client are serialised, so exactly one failure reaches the
+    // limit and starts the ban.
+    let banned_now = failures >= settings.ban.max_failures;
+    if banned_now {
+        metrics::counter!("submit_claim_bans_total").increment(1);
+    }
+    ClaimError::InvalidCode {
+        tries_remaining: settings.ban.max_failures.saturating_sub(failures),
+        ban: if banned_now {
+            settings.ban.ban_duration
+        } else {
+            chrono::Duration::zero()
+        },
     }
 }

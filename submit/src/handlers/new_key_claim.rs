@@ -34,6 +34,7 @@ pub async fn new_key_claim(
         originator,
         hash_id,
         initial_remaining_keys: state.settings.initial_remaining_keys,
+        claim_recovery: state.settings.claim_recovery,
     };
     let candidates = iter::repeat_with(OneTimeCode::generate).take(MAX_CODE_ATTEMPTS);
     match state
@@ -41,9 +42,19 @@ pub async fn new_key_claim(
         .issue_one_time_code(&new, state.clock.now(), candidates)
         .await?
     {
-        IssueOutcome::Issued { code, regenerated } => {
+        IssueOutcome::Issued {
+            code,
+            regenerated,
+            recovered,
+        } => {
             metrics::counter!("submit_codes_issued_total", "regenerated" => regenerated.to_string())
                 .increment(1);
+            if recovered {
+                // An unused keypair given back (DESIGN §3.1): its own outcome,
+                // so operators can tell recoveries from first codes.
+                metrics::counter!("submit_keypairs_recovered_total").increment(1);
+                return Ok(text(StatusCode::OK, code.as_str(), "recovered"));
+            }
             Ok(text(StatusCode::OK, code.as_str(), "issued"))
         }
         IssueOutcome::HashIdAlreadyClaimed => Err(PortalError::HashIdAlreadyClaimed),

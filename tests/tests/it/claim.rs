@@ -1,14 +1,25 @@
 //! `POST /claim-key` against a real database: one test per row of DESIGN §3.2.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use diagnosis_core::store::CLIENT_IDENTITY_SECRET;
+use diagnosis_core::store::{
+    CLIENT_IDENTITY_SECRET, ClientIdentifier, Store, StoreConfig, take_claim_lock,
+};
+use diagnosis_core::time::Clock;
+use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
 use diagnosis_submit::client::{ForwardedFor, TrustedProxies};
 use diagnosis_tests::app::TestApp;
+use diagnosis_tests::black_hole::upstream_of;
 use diagnosis_tests::http_client::HttpClient;
+use diagnosis_tests::lost_answer::LostAnswerProxy;
+use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::simulator::{Phone, app_keys, upload_of};
 use tokio::sync::Barrier;
+use tokio::time::{Instant, timeout};
 
 fn code_of(response: &KeyClaimResponse) -> ErrorCode {
     ErrorCode::try_from(response.error.expect("error field present")).expect("known error code")
@@ -570,4 +581,312 @@ async fn concurrent_right_codes_of_a_client_with_failures_all_succeed() {
         Vec::<i32>::new(),
         "a success clears the count"
     );
+}
+
+/// The server key bound to `phone`'s app key, read from the database.
+async fn server_key_of(app: &TestApp, phone: &Phone) -> Vec<u8> {
+    app.db
+        .client()
+        .await
+        .query_one(
+            "SELECT server_public_key FROM encryption_keys WHERE app_public_key = $1",
+            &[&phone.app_public.as_bytes().as_slice()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A claim with the app key of `phone`, answered; its status and error code.
+async fn claim_status(phone: &mut Phone, code: &str) -> (u16, ErrorCode) {
+    let reply = phone.claim(code).await.unwrap();
+    (reply.status.as_u16(), code_of(&reply.response))
+}
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_answered_again_and_the_app_uploads() {
+    let db = Arc::new(TestDatabase::new().await);
+    let proxy = LostAnswerProxy::start(upstream_of(&db.url)).await;
+    let store = Store::connect(&StoreConfig {
+        database_url: proxy.url_for(&db.url),
+        pool_size: 2,
+        statement_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        application_name: "diagnosis-claim-tests",
+    })
+    .unwrap();
+    let app = TestApp::spawn_with_store(Arc::clone(&db), store).await;
+    let code = app.portal().issue_code().await.unwrap();
+    let mut phone = app.phone();
+
+    // The claim commits and its connection dies before the service hears it.
+    proxy.arm();
+    assert_eq!(
+        claim_status(&mut phone, &code).await,
+        (500, ErrorCode::ServerError)
+    );
+    timeout(Duration::from_secs(10), proxy.answer_lost())
+        .await
+        .expect("the claim's COMMIT never reached the database");
+    let committed = server_key_of(&app, &phone).await;
+
+    // The app repeats the very same claim: the same server key, and its upload is stored.
+    let again = phone.claim(&code).await.unwrap();
+    assert_eq!(
+        (again.status.as_u16(), code_of(&again.response)),
+        (200, ErrorCode::None)
+    );
+    assert_eq!(again.response.server_public_key(), committed.as_slice());
+    assert_eq!(again.response.tries_remaining, Some(50));
+    let now = app.now_unix();
+    let upload = phone
+        .upload(&upload_of(app_keys(now, 3), now))
+        .await
+        .unwrap();
+    assert_eq!(upload.status, 200, "{:?}", upload.response);
+
+    // Any other app key is refused the code, and that counts.
+    let mut other = app.phone();
+    let refused = other.claim(&code).await.unwrap();
+    assert_eq!(
+        (refused.status.as_u16(), code_of(&refused.response)),
+        (401, ErrorCode::InvalidOneTimeCode)
+    );
+    assert_eq!(refused.response.tries_remaining, Some(49));
+    // Repeating again neither counts nor clears the client's failures.
+    assert_eq!(
+        claim_status(&mut phone, &code).await,
+        (200, ErrorCode::None)
+    );
+    assert_eq!(failures_stored(&app).await, vec![1]);
+}
+
+#[tokio::test]
+async fn a_repeated_claim_is_answered_while_its_code_would_be_valid_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    let mut phone = app.phone();
+    assert_eq!(
+        claim_status(&mut phone, &code).await,
+        (200, ErrorCode::None)
+    );
+    let server_key = server_key_of(&app, &phone).await;
+    let before = app.db.snapshot().await;
+
+    // The same code, typed another way: answered again, nothing counted or recorded.
+    let typed = format!(
+        "{}-{} {}",
+        &code[..3].to_lowercase(),
+        &code[3..6],
+        &code[6..]
+    );
+    let again = phone.claim(&typed).await.unwrap();
+    assert_eq!(again.status, 200);
+    assert_eq!(again.response.server_public_key(), server_key.as_slice());
+    assert_eq!(app.db.snapshot().await, before);
+
+    // Another code with the registered app key is no repeat: refused, and not counted.
+    let second = app.portal().issue_code().await.unwrap();
+    let before = app.db.snapshot().await;
+    for other in [second.as_str(), "AEF-245-HJKL", "not a code"] {
+        assert_eq!(
+            claim_status(&mut phone, other).await,
+            (401, ErrorCode::InvalidKey),
+            "{other}"
+        );
+    }
+    assert_eq!(app.db.snapshot().await, before);
+
+    // Valid as long as the code would be: the last second of its 24 hours, then no more.
+    app.clock
+        .advance(chrono::Duration::hours(24) - chrono::Duration::seconds(1));
+    assert_eq!(
+        claim_status(&mut phone, &code).await,
+        (200, ErrorCode::None)
+    );
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(
+        claim_status(&mut phone, &code).await,
+        (401, ErrorCode::InvalidKey)
+    );
+    assert_eq!(failures_stored(&app).await, Vec::<i32>::new());
+}
+
+#[tokio::test]
+async fn a_claim_stores_a_keyed_hash_of_its_code_and_never_the_code() {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    app.phone().claim(&code).await.unwrap();
+    let db = app.db.client().await;
+    let secrets: Vec<(String, Vec<u8>)> = db
+        .query("SELECT name, secret FROM submit_secrets ORDER BY name", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let names: Vec<&str> = secrets.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["claim-code", CLIENT_IDENTITY_SECRET]);
+    assert_ne!(secrets[0].1, secrets[1].1, "the two secrets are one");
+    let stored: Vec<u8> = db
+        .query_one("SELECT claimed_code_hash FROM encryption_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secrets[0].1).unwrap();
+    mac.update(code.as_bytes());
+    assert_eq!(stored, mac.finalize().into_bytes().to_vec());
+    assert!(!app.db.snapshot().await.contains(&code), "the code is kept");
+}
+
+/// The client whose claims flood the service.
+const FLOODER: &str = "198.51.100.1";
+
+/// Claims waiting for a claim lock (an advisory lock), across the database.
+async fn claims_waiting_for_the_lock(db: &TestDatabase) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits at most `limit` for `step` and returns its result.
+async fn promptly<T>(what: &str, limit: Duration, step: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let reply = timeout(limit, step)
+        .await
+        .unwrap_or_else(|_| panic!("{what} had no answer within {limit:?}"));
+    eprintln!("{what} answered in {:?}", started.elapsed());
+    reply
+}
+
+#[tokio::test]
+async fn a_flood_of_one_clients_claims_leaves_the_other_clients_served() {
+    // A small pool, so that a few waiting claims would take all of it.
+    let db = Arc::new(TestDatabase::new().await);
+    let store = Store::connect(&StoreConfig {
+        database_url: db.url.clone(),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(1),
+        application_name: "diagnosis-claim-tests",
+    })
+    .unwrap();
+    let app = TestApp::spawn_with_store_and(Arc::clone(&db), store, |s| {
+        s.forwarded_for = ForwardedFor::OneHop;
+        s.claim_queue_wait = Duration::from_secs(1);
+    })
+    .await;
+    // The flood: claims with an app key that holds a keypair (never counted, never banned).
+    let registered = app.claimed_phone().await;
+    let body = KeyClaimRequest {
+        one_time_code: Some("AEF-245-HJKL".to_owned()),
+        app_public_key: Some(registered.app_public.as_bytes().to_vec()),
+    }
+    .encode_to_vec();
+    // A claim of the flooder in progress elsewhere (another replica) holds its claim lock,
+    // so every claim of the flooder here waits.
+    let key = app
+        .store
+        .client_identity_key(app.clock.now())
+        .await
+        .unwrap();
+    let flooder = ClientIdentifier::new(&key, FLOODER.parse().unwrap());
+    let mut elsewhere = db.client().await;
+    let held = elsewhere.transaction().await.unwrap();
+    take_claim_lock(&held, &flooder).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (0..24)
+        .map(|_| {
+            let (app_url, body, stop) = (app.base_url.clone(), body.clone(), Arc::clone(&stop));
+            let app = FloodTarget(app_url);
+            tokio::spawn(async move { app.flood(body, stop).await })
+        })
+        .collect();
+    while claims_waiting_for_the_lock(&db).await == 0 {
+        tokio::task::yield_now().await;
+    }
+
+    // Every other client is served as before: a code, its claim, an upload.
+    let bound = Duration::from_secs(5);
+    let mut waiting = vec![claims_waiting_for_the_lock(&db).await];
+    let code = promptly("new-key-claim", bound, app.portal().request_code(None))
+        .await
+        .unwrap();
+    assert_eq!(code.status, 200, "new-key-claim: {}", code.text());
+    waiting.push(claims_waiting_for_the_lock(&db).await);
+    let mut phone = app.phone();
+    let claim = promptly("claim-key", bound, phone.claim(code.text().trim_end()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (claim.status.as_u16(), code_of(&claim.response)),
+        (200, ErrorCode::None)
+    );
+    waiting.push(claims_waiting_for_the_lock(&db).await);
+    let now = app.now_unix();
+    let upload = promptly(
+        "upload",
+        bound,
+        phone.upload(&upload_of(app_keys(now, 3), now)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (upload.status.as_u16(), upload.response.error),
+        (200, Some(UploadCode::None as i32))
+    );
+    waiting.push(claims_waiting_for_the_lock(&db).await);
+    // The flooder's claims held at most one connection of this replica at a time.
+    assert!(waiting.iter().all(|w| *w <= 1), "{waiting:?}");
+
+    // The lock released, the flooder's claims are answered again; none hung.
+    held.rollback().await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for flood in floods {
+        statuses.extend(flood.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| [401, 500].contains(s)),
+        "{statuses:?}"
+    );
+    let last = FloodTarget(app.base_url.clone()).claim(body).await;
+    assert_eq!(last, 401);
+}
+
+/// Where the flood goes.
+struct FloodTarget(String);
+
+impl FloodTarget {
+    async fn claim(&self, body: Vec<u8>) -> u16 {
+        HttpClient::new()
+            .send(
+                hyper::Method::POST,
+                &format!("{}/claim-key", self.0),
+                &[("x-forwarded-for", FLOODER)],
+                body,
+            )
+            .await
+            .unwrap()
+            .status
+            .as_u16()
+    }
+
+    async fn flood(&self, body: Vec<u8>, stop: Arc<AtomicBool>) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            statuses.push(self.claim(body.clone()).await);
+        }
+        statuses
+    }
 }

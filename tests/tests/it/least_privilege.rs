@@ -97,6 +97,23 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     );
     assert_eq!(app.store.upload_counts_on(day).await.unwrap().len(), 1);
     assert_eq!(app.store.otk_durations_on(day).await.unwrap().len(), 1);
+    // A claim repeated, then its unused keypair given back to the portal (DESIGN §3.1, §3.2).
+    let recovered = "b".repeat(128);
+    let reply = app.portal().request_code(Some(&recovered)).await.unwrap();
+    let code = reply.text().trim_end().to_owned();
+    let mut lost = app.phone();
+    for attempt in ["claim", "repeated claim"] {
+        let reply = lost.claim(&code).await.unwrap();
+        assert_eq!(reply.status, 200, "{attempt} as the submit role: {reply:?}");
+    }
+    app.clock.advance(Duration::minutes(11));
+    let reply = app.portal().request_code(Some(&recovered)).await.unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "recovery as the submit role: {}",
+        reply.text()
+    );
     app.stop().await;
     assert_eq!(
         count(&db, "SELECT count(*) FROM diagnosis_keys").await,
@@ -158,8 +175,9 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
             "an uploaded key was not published"
         );
     }
-    // Retention ran as the exporter role: the code left unclaimed for two days and the failed
-    // claim are gone, and the purge was counted.
+    // Retention ran as the exporter role: the codes left unclaimed for two days (the one
+    // regenerated and the one issued in place of the recovered keypair) and the failed claim
+    // are gone, and the purge was counted.
     assert_eq!(
         count(
             &db,
@@ -175,10 +193,10 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM events WHERE identifier = 'OTKUnclaimed'"
+            "SELECT sum(count)::bigint FROM events WHERE identifier = 'OTKUnclaimed'"
         )
         .await,
-        1
+        2
     );
     assert!(
         count(&db, "SELECT count(*) FROM exports").await > 0,
@@ -196,8 +214,8 @@ async fn each_role_is_refused_what_it_must_not_touch() {
     // What each role needs works on the same connection, so a refusal below is a refusal.
     submit
         .batch_execute(
-            "SELECT server_private_key FROM encryption_keys; SELECT * FROM submit_secrets; \
-             SELECT * FROM submit_settings",
+            "SELECT server_private_key, claimed_code_hash FROM encryption_keys; \
+             SELECT * FROM submit_secrets; SELECT * FROM submit_settings",
         )
         .await
         .unwrap();
@@ -237,6 +255,10 @@ async fn each_role_is_refused_what_it_must_not_touch() {
         "SELECT * FROM encryption_keys",
         "SELECT one_time_code FROM encryption_keys",
         "SELECT app_public_key FROM encryption_keys",
+        // Nor the keyed hashes of claimed codes (sql/V6__claim_recovery.sql).
+        "SELECT claimed_code_hash FROM encryption_keys",
+        "SELECT count(*) FROM encryption_keys WHERE claimed_code_hash IS NOT NULL",
+        "UPDATE encryption_keys SET claimed_code_hash = NULL",
         "SELECT count(*) FROM encryption_keys WHERE server_private_key IS NOT NULL",
         "DELETE FROM encryption_keys RETURNING server_private_key",
         "UPDATE encryption_keys SET remaining_keys = 0",
@@ -302,6 +324,8 @@ async fn privileges(db: &TestDatabase) -> String {
 }
 
 /// The grants of `sql/V4__roles.sql` and of the migrations after it. A change here is a change of the security boundary.
+/// The submit role's grant on the whole of `encryption_keys` covers `claimed_code_hash`
+/// (V6); the exporter's column grants leave it out.
 const EXPECTED_PRIVILEGES: &str = "\
 diagnosis_keys diagnosis_exporter: DELETE SELECT
 diagnosis_keys diagnosis_submit: INSERT SELECT(key_data)

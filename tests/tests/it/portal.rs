@@ -1,9 +1,13 @@
 //! `POST /new-key-claim[/{hashID}]` against a real database (DESIGN §3.1).
 
+use std::sync::Arc;
+
 use diagnosis_core::domain::OneTimeCode;
+use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
 use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN, TestApp};
-use diagnosis_tests::simulator::Portal;
+use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
 use hyper::Method;
+use tokio::sync::Barrier;
 
 fn hash_id(c: char) -> String {
     std::iter::repeat_n(c, 128).collect()
@@ -266,4 +270,155 @@ async fn every_configured_portal_gets_its_own_label() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(labels, vec!["ON", "QC"]);
+}
+
+/// `POST /new-key-claim/{id}`: the status and the code (without its newline).
+async fn regenerate(portal: &Portal, id: &str) -> (u16, String) {
+    let reply = portal.request_code(Some(id)).await.unwrap();
+    (reply.status.as_u16(), reply.text().trim_end().to_owned())
+}
+
+/// An upload of three keys from `phone`: its status and error code.
+async fn upload_from(app: &TestApp, phone: &Phone) -> (u16, Option<i32>) {
+    let now = app.now_unix();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 3), now))
+        .await
+        .unwrap();
+    (reply.status.as_u16(), reply.response.error)
+}
+
+const UPLOADED: (u16, Option<i32>) = (200, Some(UploadCode::None as i32));
+const NO_KEYPAIR: (u16, Option<i32>) = (401, Some(UploadCode::InvalidKeypair as i32));
+
+async fn event_counts(app: &TestApp) -> Vec<(String, i32)> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT identifier, count FROM events ORDER BY identifier",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unused_keypair_is_given_back_once_claimed_longer_than_the_recovery_window() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal();
+    let id = hash_id('r');
+    let (_, first) = regenerate(&portal, &id).await;
+    let mut lost = app.phone();
+    assert_eq!(lost.claim(&first).await.unwrap().status, 200);
+
+    // Exactly CLAIM_RECOVERY_MINUTES after the claim: still the app's.
+    app.clock.advance(chrono::Duration::minutes(10));
+    let before = app.db.snapshot().await;
+    assert_eq!(regenerate(&portal, &id).await.0, 403);
+    assert_eq!(app.db.snapshot().await, before);
+
+    // A second later the unused keypair is given back and a new code issued.
+    app.clock.advance(chrono::Duration::seconds(1));
+    let (status, second) = regenerate(&portal, &id).await;
+    assert_eq!(status, 200);
+    assert_ne!(second, first);
+    assert_eq!(upload_from(&app, &lost).await, NO_KEYPAIR);
+    assert_eq!(lost.claim(&first).await.unwrap().status, 401);
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&second).await.unwrap().status, 200);
+    assert_eq!(upload_from(&app, &phone).await, UPLOADED);
+    assert_eq!(
+        event_counts(&app).await,
+        vec![
+            ("OTKClaimed".to_owned(), 2),
+            ("OTKGenerated".to_owned(), 1),
+            ("OTKRegenerated".to_owned(), 1)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_keypair_that_received_an_upload_is_never_given_back() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal();
+    let id = hash_id('u');
+    let (_, code) = regenerate(&portal, &id).await;
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    assert_eq!(upload_from(&app, &phone).await, UPLOADED);
+    let before = app.db.snapshot().await;
+    for later in [chrono::Duration::minutes(11), chrono::Duration::days(2)] {
+        app.clock.advance(later);
+        assert_eq!(regenerate(&portal, &id).await.0, 403, "after {later}");
+    }
+    assert_eq!(app.db.snapshot().await, before);
+    assert_eq!(upload_from(&app, &phone).await, UPLOADED);
+}
+
+#[tokio::test]
+async fn a_repeated_claim_starts_the_recovery_window_afresh() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal();
+    let id = hash_id('w');
+    let (_, code) = regenerate(&portal, &id).await;
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    // The app heard its answer only now, eleven minutes later.
+    app.clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    assert_eq!(regenerate(&portal, &id).await.0, 403);
+    app.clock
+        .advance(chrono::Duration::minutes(10) + chrono::Duration::seconds(1));
+    assert_eq!(regenerate(&portal, &id).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_regenerate_racing_a_claim_of_its_code_has_one_winner() {
+    let app = TestApp::spawn().await;
+    let portal = app.portal();
+    let (mut claims_won, mut regenerates_won) = (0, 0);
+    for round in 0..48 {
+        let id = format!("{round:03}{}", "x".repeat(125));
+        let (_, code) = regenerate(&portal, &id).await;
+        let start = Arc::new(Barrier::new(2));
+        // The claim has more to do before it reaches the row; starting the regenerate up to
+        // a few milliseconds later sweeps the moments at which the two meet.
+        let offset = std::time::Duration::from_micros(1000 * (round % 12));
+        let regenerating = {
+            let (portal, id, start) = (portal.clone(), id.clone(), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                tokio::time::sleep(offset).await;
+                regenerate(&portal, &id).await.0
+            })
+        };
+        let claiming = {
+            let mut phone = app.phone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let status = phone.claim(&code).await.unwrap().status.as_u16();
+                (status, phone)
+            })
+        };
+        let regenerated = regenerating.await.unwrap();
+        let (claimed, phone) = claiming.await.unwrap();
+        // An app answered 200 must be able to upload, whoever else won.
+        if claimed == 200 {
+            assert_eq!(
+                upload_from(&app, &phone).await,
+                UPLOADED,
+                "round {round}: the app was answered 200 and cannot upload (regenerate {regenerated})"
+            );
+        }
+        match (regenerated, claimed) {
+            (403, 200) => claims_won += 1,
+            (200, 401) => regenerates_won += 1,
+            other => panic!("round {round}: (regenerate, claim) = {other:?}, not one winner"),
+        }
+    }
+    eprintln!("claims won {claims_won}, regenerates won {regenerates_won}");
 }

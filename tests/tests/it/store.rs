@@ -6,8 +6,8 @@ use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
 };
 use diagnosis_core::store::{
-    ClaimOutcome, ClientIdentifier, IssueOutcome, NewCode, RetentionPolicy, Store, StoreConfig,
-    StoreKeysOutcome,
+    ClaimCodeKey, ClaimOutcome, ClientIdentifier, HashedCode, IssueOutcome, NewCode,
+    RetentionPolicy, Store, StoreConfig, StoreKeysOutcome,
 };
 use diagnosis_core::time::{HourNumber, ManualClock, hour_number, interval_number};
 use diagnosis_tests::app::test_start_time;
@@ -82,6 +82,7 @@ fn new_code<'a>(region: &'a Region, originator: &'a OriginatorLabel) -> NewCode<
         originator,
         hash_id: None,
         initial_remaining_keys: 43,
+        claim_recovery: Duration::minutes(10),
     }
 }
 
@@ -150,6 +151,7 @@ async fn claimed_keypair(
     };
     let app = AppPublicKey::from_array([app_byte; 32]);
     let client = ClientIdentifier::new(&test_identity_key(), "192.0.2.1".parse().unwrap());
+    let code = HashedCode::new(&ClaimCodeKey::from_secret(&[2; 32]).unwrap(), code);
     match store
         .claim_one_time_code(
             Some(&code),
