@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, MetricProvider, SubmissionLimits, TimeUnit, bool_var,
-    duration_var, integer_var, optional, region_var, secret_optional, secret_required,
+    CommonConfig, ConfigError, Env, ListenerConfig, MetricProvider, SubmissionLimits, TimeUnit,
+    bool_var, duration_var, integer_var, optional, region_var, secret_optional, secret_required,
     socket_addr_var,
 };
 use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
@@ -52,10 +52,6 @@ impl Config {
     }
 }
 
-/// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
-/// some memory, and more than this is a typo rather than a plan.
-const MAX_CONNECTIONS_LIMIT: usize = 262_144;
-
 fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
     let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
     let region = region_var(env, "REGION", DEFAULT_REGION)?;
@@ -85,13 +81,7 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
         }
     };
     let limits = SubmissionLimits::from_env(env)?;
-    let read_timeout = duration_var(
-        env,
-        "HTTP_READ_TIMEOUT_SECONDS",
-        TimeUnit::Seconds,
-        10,
-        1..=300,
-    )?;
+    let listener = ListenerConfig::from_env(env)?;
     Ok(Settings {
         key_claim_tokens,
         region,
@@ -105,15 +95,11 @@ fn settings_from_env(env: &dyn Env) -> Result<Settings, ConfigError> {
         },
         cors_allow_origin,
         metrics_credentials,
-        max_connections: integer_var(
-            env,
-            "MAX_CONNECTIONS",
-            Settings::DEFAULT_MAX_CONNECTIONS,
-            1..=MAX_CONNECTIONS_LIMIT,
-        )?,
+        max_connections: listener.max_connections,
         timeouts: Timeouts {
-            header_read: read_timeout,
-            body_read: read_timeout,
+            header_read: listener.read_timeout,
+            body_read: listener.read_timeout,
+            write: listener.write_timeout,
             shutdown_grace: duration_var(
                 env,
                 "SHUTDOWN_GRACE_SECONDS",
@@ -182,6 +168,9 @@ mod tests {
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
         assert_eq!(s.max_connections, 4096);
+        assert_eq!(s.timeouts.header_read, std::time::Duration::from_secs(10));
+        assert_eq!(s.timeouts.body_read, std::time::Duration::from_secs(10));
+        assert_eq!(s.timeouts.write, std::time::Duration::from_secs(10));
         assert!(!config.serves_internal_listener());
         assert_eq!(
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
@@ -235,6 +224,14 @@ mod tests {
                 &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
                 "HTTP_READ_TIMEOUT_SECONDS",
             ),
+            (
+                &[("HTTP_WRITE_TIMEOUT_SECONDS", "0")],
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+            ),
+            (
+                &[("HTTP_WRITE_TIMEOUT_SECONDS", "601")],
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+            ),
             (&[("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS"),
             (&[("MAX_CONNECTIONS", "262145")], "MAX_CONNECTIONS"),
             (&[("MAX_CONNECTIONS", "many")], "MAX_CONNECTIONS"),
@@ -268,6 +265,15 @@ mod tests {
                     .unwrap()
                     .unwrap()
             )
+        );
+    }
+
+    #[test]
+    fn the_write_timeout_is_read_in_seconds() {
+        let config = Config::from_env(&env(&[("HTTP_WRITE_TIMEOUT_SECONDS", "2")])).unwrap();
+        assert_eq!(
+            config.settings.timeouts.write,
+            std::time::Duration::from_secs(2)
         );
     }
 
