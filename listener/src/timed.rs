@@ -202,11 +202,16 @@ mod tests {
         let (mut client, mut server) = pair(timeout).await;
         let started = Instant::now();
         let chunk = vec![b'x'; 16 * 1024];
-        let error = loop {
-            if let Err(error) = server.write_all(&chunk).await {
-                break error;
+        let writes = async {
+            loop {
+                if let Err(error) = server.write_all(&chunk).await {
+                    break error;
+                }
             }
         };
+        let error = tokio::time::timeout(Duration::from_secs(30), writes)
+            .await
+            .expect("the stalled write failed within 30 s");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
         assert!(is_write_timeout(&error), "{error:?}");
         assert!(
