@@ -13,7 +13,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::timed::TimedStream;
@@ -42,13 +42,7 @@ pub async fn serve<O, M, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let mut builder = http1::Builder::new();
-    // The header timer also runs while a keep-alive connection waits for its
-    // next request, so it doubles as the idle timeout (DESIGN §3.4).
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read)
-        .max_buf_size(MAX_BUFFER_BYTES);
+    let builder = http1_builder(&limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -64,17 +58,12 @@ pub async fn serve<O, M, S, B>(
             },
             () = &mut stop => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
             () = &mut stop => break,
+        };
+        let Some((stream, peer)) = accepted else {
+            continue;
         };
         let open = Open::new(observer.clone(), slot);
         if let Err(e) = socket::prepare(&stream) {
@@ -97,6 +86,30 @@ pub async fn serve<O, M, S, B>(
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
     }
+}
+
+/// The next connection, or `None` after a failed accept, once backed off.
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            // Out of file descriptors and the like: back off, keep serving.
+            tracing::warn!(error = %e, "accepting a connection failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // The header timer also runs while a keep-alive connection waits for its
+    // next request, so it doubles as the idle timeout (DESIGN §3.4).
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(MAX_BUFFER_BYTES);
+    builder
 }
 
 /// One open connection: holds one of the listener's slots and tells the
