@@ -820,6 +820,68 @@ mod tests {
     }
 
     #[test]
+    fn listener_bounds_have_their_defaults_and_ranges() {
+        let defaults = ListenerConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(
+            defaults,
+            ListenerConfig {
+                max_connections: 4096,
+                read_timeout: Duration::from_secs(10),
+                write_timeout: Duration::from_secs(10),
+            }
+        );
+        let edges = ListenerConfig::from_env(&env(&[
+            ("MAX_CONNECTIONS", "262144"),
+            ("HTTP_READ_TIMEOUT_SECONDS", "300"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "600"),
+        ]))
+        .unwrap();
+        assert_eq!(edges.max_connections, 262_144);
+        assert_eq!(edges.read_timeout, Duration::from_secs(300));
+        assert_eq!(edges.write_timeout, Duration::from_secs(600));
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "MAX_CONNECTIONS",
+                "0",
+                "must be a whole number from 1 to 262144, got \"0\"",
+            ),
+            (
+                "MAX_CONNECTIONS",
+                "262145",
+                "must be a whole number from 1 to 262144, got \"262145\"",
+            ),
+            (
+                "HTTP_READ_TIMEOUT_SECONDS",
+                "0",
+                "must be a whole number of seconds from 1 to 300, got \"0\"",
+            ),
+            (
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+                "0",
+                "must be a whole number of seconds from 1 to 600, got \"0\"",
+            ),
+            (
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+                "601",
+                "must be a whole number of seconds from 1 to 600, got \"601\"",
+            ),
+            (
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+                "10s",
+                "must be a whole number of seconds from 1 to 600, got \"10s\"",
+            ),
+        ];
+        for (variable, value, message) in cases {
+            let err = ListenerConfig::from_env(&env(&[(variable, value)])).unwrap_err();
+            assert_eq!(
+                (err.variable, err.message.as_str()),
+                (*variable, *message),
+                "{variable}={value}"
+            );
+        }
+    }
+
+    #[test]
     fn an_invalid_log_filter_names_rust_log() {
         let err = CommonConfig::from_env(&env(&[("RUST_LOG", "info,[")])).unwrap_err();
         assert_eq!(err.variable, "RUST_LOG");
@@ -993,5 +1055,60 @@ mod tests {
         assert_eq!(Env::get(&map, "A"), Some("1".to_owned()));
         assert_eq!(Env::get(&map, "B"), None);
         assert_eq!(Env::get(&map, "C"), None);
+    }
+}
+
+/// The bounds of every HTTP listener of both binaries (DESIGN §3.4, §6): the
+/// submit service's public and internal listeners and the scheduled exporter's
+/// internal one are capped and timed by the same three variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// `MAX_CONNECTIONS`: open connections each listener holds at most
+    /// (default 4096); further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// `HTTP_READ_TIMEOUT_SECONDS`: time a client gets to send its request head,
+    /// and again its body; also the longest a connection may sit idle (default 10).
+    pub read_timeout: Duration,
+    /// `HTTP_WRITE_TIMEOUT_SECONDS`: the longest a response write may make no
+    /// progress before its connection is closed (default 10).
+    pub write_timeout: Duration,
+}
+
+impl ListenerConfig {
+    /// Default `MAX_CONNECTIONS`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
+    /// some memory, and more than this is a typo rather than a plan.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 262_144;
+    /// Default `HTTP_READ_TIMEOUT_SECONDS`.
+    pub const DEFAULT_READ_TIMEOUT_SECONDS: u64 = 10;
+    /// Default `HTTP_WRITE_TIMEOUT_SECONDS`.
+    pub const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 10;
+
+    pub fn from_env(env: &dyn Env) -> Result<ListenerConfig, ConfigError> {
+        Ok(ListenerConfig {
+            max_connections: integer_var(
+                env,
+                "MAX_CONNECTIONS",
+                Self::DEFAULT_MAX_CONNECTIONS,
+                1..=Self::MAX_CONNECTIONS_LIMIT,
+            )?,
+            read_timeout: duration_var(
+                env,
+                "HTTP_READ_TIMEOUT_SECONDS",
+                TimeUnit::Seconds,
+                Self::DEFAULT_READ_TIMEOUT_SECONDS,
+                1..=300,
+            )?,
+            // A client on a bad mobile link may stall for some seconds; ten minutes
+            // without a single byte taken is a client that is not reading.
+            write_timeout: duration_var(
+                env,
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+                TimeUnit::Seconds,
+                Self::DEFAULT_WRITE_TIMEOUT_SECONDS,
+                1..=600,
+            )?,
+        })
     }
 }

@@ -2,11 +2,10 @@
 //! Every error names the variable; key material is never echoed.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, MetricProvider, TimeUnit, duration_var, integer_var, optional,
-    optional_opt, region_var,
+    CommonConfig, ConfigError, Env, ListenerConfig, MetricProvider, TimeUnit, duration_var,
+    integer_var, optional, optional_opt, region_var,
 };
 use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
@@ -45,10 +44,10 @@ pub struct Config {
     /// `EXPORT_SCHEDULE`: six-field cron (seconds first), default every 5 minutes.
     pub schedule: String,
     pub settings: ExportSettings,
-    /// `HTTP_READ_TIMEOUT_SECONDS`: time a client of the internal listener gets
-    /// to send its request head, and the longest its connection may sit idle
-    /// (default 10, as on the submit service's listeners).
-    pub http_read_timeout: Duration,
+    /// `MAX_CONNECTIONS`, `HTTP_READ_TIMEOUT_SECONDS`, `HTTP_WRITE_TIMEOUT_SECONDS`:
+    /// the bounds of the internal listener, the same variables and defaults as
+    /// the submit service's listeners (DESIGN §3.4).
+    pub listener: ListenerConfig,
     /// The submit service's variables set in this environment, which the exporter ignores
     /// ([`IGNORED_SUBMIT_VARIABLES`]); the binary warns about each.
     pub ignored_variables: Vec<&'static str>,
@@ -192,13 +191,7 @@ impl Config {
             bucket_url,
             schedule: optional(env, "EXPORT_SCHEDULE", DEFAULT_SCHEDULE.to_owned())?,
             settings,
-            http_read_timeout: duration_var(
-                env,
-                "HTTP_READ_TIMEOUT_SECONDS",
-                TimeUnit::Seconds,
-                10,
-                1..=300,
-            )?,
+            listener: ListenerConfig::from_env(env)?,
             ignored_variables: IGNORED_SUBMIT_VARIABLES
                 .into_iter()
                 .filter(|name| env.get(name).is_some())
@@ -222,6 +215,7 @@ impl Config {
 mod tests {
     use super::*;
     use diagnosis_core::config::MapEnv;
+    use std::time::Duration;
 
     fn env(extra: &[(&str, &str)]) -> MapEnv {
         MapEnv::new([
@@ -243,7 +237,9 @@ mod tests {
         assert_eq!(s.delete_unindexed_after, chrono::Duration::hours(24));
         assert_eq!(config.schedule, "0 */5 * * * *");
         assert!(s.exposure_config_dir.is_none());
-        assert_eq!(config.http_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.listener.max_connections, 4096);
+        assert_eq!(config.listener.read_timeout, Duration::from_secs(10));
+        assert_eq!(config.listener.write_timeout, Duration::from_secs(10));
         assert!(!config.serves_internal_listener());
     }
 
@@ -253,8 +249,20 @@ mod tests {
             let config = Config::from_env(&env(&[("METRIC_PROVIDER", provider)])).unwrap();
             assert_eq!(config.serves_internal_listener(), expected, "{provider}");
         }
-        let config = Config::from_env(&env(&[("HTTP_READ_TIMEOUT_SECONDS", "2")])).unwrap();
-        assert_eq!(config.http_read_timeout, Duration::from_secs(2));
+        let config = Config::from_env(&env(&[
+            ("HTTP_READ_TIMEOUT_SECONDS", "2"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "3"),
+            ("MAX_CONNECTIONS", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.listener,
+            ListenerConfig {
+                max_connections: 4,
+                read_timeout: Duration::from_secs(2),
+                write_timeout: Duration::from_secs(3),
+            }
+        );
     }
 
     #[test]
@@ -329,6 +337,11 @@ mod tests {
                 &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
                 "HTTP_READ_TIMEOUT_SECONDS",
             ),
+            (
+                &[("HTTP_WRITE_TIMEOUT_SECONDS", "0")],
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+            ),
+            (&[("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS"),
         ];
         for (vars, variable) in cases {
             let mut vars_env = env(vars);

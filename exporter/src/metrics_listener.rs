@@ -2,20 +2,22 @@
 //! while it runs on its schedule. Serves nothing else, and is only opened with
 //! `METRIC_PROVIDER=prometheus` (DESIGN §3.4).
 //!
-//! Like the submit service's listeners it bounds how long a client may take to
-//! send its headers, and how long a keep-alive connection may sit idle: hyper's
-//! header timer runs from accept and again after every response (DESIGN §7).
+//! It is the same bounded HTTP/1 listener as the submit service's
+//! (`diagnosis-listener`), capped and timed by the same variables:
+//! `MAX_CONNECTIONS` open connections, `HTTP_READ_TIMEOUT_SECONDS` for a request
+//! head and for an idle keep-alive connection, `HTTP_WRITE_TIMEOUT_SECONDS` for
+//! a response write that makes no progress, and TCP keepalive (DESIGN §3.4, §7).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use diagnosis_core::config::ListenerConfig;
+use diagnosis_listener::{Closed, Limits, Observer};
 use http_body_util::Full;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
@@ -37,7 +39,7 @@ pub enum ListenerError {
 pub struct InternalListener {
     listener: TcpListener,
     handle: PrometheusHandle,
-    header_read_timeout: Duration,
+    bounds: ListenerConfig,
 }
 
 impl InternalListener {
@@ -56,18 +58,17 @@ impl InternalListener {
         }
         let handle = handle.cloned().ok_or(ListenerError::NoRecorder)?;
         let addr = config.common.metrics_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| ListenerError::Bind(addr, e))?;
+        let listener = diagnosis_listener::bind(addr).map_err(|e| ListenerError::Bind(addr, e))?;
         let metrics_addr = listener.local_addr().map_err(ListenerError::Address)?;
         tracing::info!(
             %metrics_addr,
+            max_connections = config.listener.max_connections,
             "diagnosis-exporter serving /metrics on the internal listener"
         );
         Ok(Some(InternalListener {
             listener,
             handle,
-            header_read_timeout: config.http_read_timeout,
+            bounds: config.listener,
         }))
     }
 
@@ -78,43 +79,61 @@ impl InternalListener {
 
     /// Serves `/metrics` until the future is dropped ([`serve`]).
     pub async fn serve(self) {
-        serve(self.listener, self.handle, self.header_read_timeout).await;
+        serve(self.listener, self.handle, self.bounds).await;
     }
 }
 
-/// Serves `GET /metrics` until the process ends. A connection that does not
-/// send a complete request head within `header_read_timeout`
-/// (`HTTP_READ_TIMEOUT_SECONDS`) of being accepted or of its previous response
-/// is closed.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, header_read_timeout: Duration) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(16 * 1024);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let handle = handle.clone();
-        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let handle = handle.clone();
-            async move {
-                let mut response = if request.uri().path() == "/metrics" {
-                    Response::new(Full::new(Bytes::from(handle.render())))
-                } else {
-                    Response::new(Full::new(Bytes::from_static(b"not found\n")))
-                };
-                if request.uri().path() != "/metrics" {
-                    *response.status_mut() = StatusCode::NOT_FOUND;
-                }
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+/// Counts the listener's open connections in `exporter_open_connections` and
+/// how they ended in `exporter_connections_closed_total`.
+#[derive(Debug, Clone, Copy)]
+struct Connections;
+
+impl Observer for Connections {
+    fn opened(&self) {
+        metrics::gauge!("exporter_open_connections").increment(1.0);
     }
+
+    fn closed(&self, how: Closed) {
+        metrics::gauge!("exporter_open_connections").decrement(1.0);
+        metrics::counter!("exporter_connections_closed_total", "reason" => how.label())
+            .increment(1);
+    }
+}
+
+/// Serves `GET /metrics` within `bounds` until the future is dropped.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, bounds: ListenerConfig) {
+    let limits = Limits {
+        max_connections: bounds.max_connections,
+        header_read: bounds.read_timeout,
+        write: bounds.write_timeout,
+        // The scheduled mode stops it by dropping it: there is nothing to drain.
+        shutdown_grace: Duration::ZERO,
+    };
+    let make_service = |_peer| {
+        let handle = handle.clone();
+        service_fn(move |request: Request<hyper::body::Incoming>| {
+            let handle = handle.clone();
+            async move { Ok::<_, Infallible>(respond(&request, &handle)) }
+        })
+    };
+    diagnosis_listener::serve(
+        listener,
+        limits,
+        Connections,
+        make_service,
+        std::future::pending(),
+    )
+    .await;
+}
+
+fn respond(
+    request: &Request<hyper::body::Incoming>,
+    handle: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/metrics" {
+        return Response::new(Full::new(Bytes::from(handle.render())));
+    }
+    let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
 }

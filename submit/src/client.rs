@@ -6,7 +6,10 @@
 //! entries appended by trusted proxies are facts; anything further left was
 //! written by the client and may be forged. The walk therefore starts at the
 //! right and stops at the first address that no trusted proxy could have
-//! written. This module must never log an address.
+//! written. The header is split on its raw bytes, entry by entry (DESIGN §3.2,
+//! "Raw bytes"): whatever a client writes left of the address its proxy
+//! appended, bytes that are not text included, is never read. This module must
+//! never log an address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -70,7 +73,8 @@ impl TrustedProxies {
         Ok(Some(TrustedProxies(networks)))
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in one of the trusted networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|network| network.contains(&ip))
     }
 }
@@ -105,26 +109,34 @@ pub fn client_address(rule: &ForwardedFor, headers: &HeaderMap, peer: IpAddr) ->
 }
 
 /// Every `X-Forwarded-For` entry, all header lines in order, from the right;
-/// `None` for an entry that is not an address.
+/// `None` for an entry that is not an address. Lines are split on the raw
+/// bytes, so an entry that is not text spoils only itself, never its
+/// neighbours (DESIGN §3.2).
 fn forwarded_from_right(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
     headers
         .get_all("x-forwarded-for")
         .iter()
         .rev()
-        .flat_map(|line| {
-            let entries: Box<dyn Iterator<Item = Option<IpAddr>>> = match line.to_str() {
-                Ok(line) => Box::new(line.rsplit(',').map(parse_entry)),
-                Err(_) => Box::new(std::iter::once(None)),
-            };
-            entries
-        })
+        .flat_map(|line| line.as_bytes().rsplit(|byte| *byte == b','))
+        .map(parse_entry)
 }
 
-/// One entry: `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]`
-/// or `[2001:db8::1]:4711`. Anything else (`unknown`, obfuscated RFC 7239
-/// names, an empty entry) is not an address.
-fn parse_entry(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+/// One entry, spaces and tabs around it ignored: `192.0.2.1`,
+/// `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:4711`.
+/// Anything else (`unknown`, obfuscated RFC 7239 names, an empty entry, bytes
+/// that are not ASCII) is not an address.
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let mut entry = entry;
+    while let [b' ' | b'\t', rest @ ..] = entry {
+        entry = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = entry {
+        entry = rest;
+    }
+    if !entry.is_ascii() {
+        return None;
+    }
+    let entry = std::str::from_utf8(entry).ok()?;
     if let Ok(ip) = entry.parse::<IpAddr>() {
         return Some(ip.to_canonical());
     }
@@ -142,6 +154,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
 
     fn trusted(list: &str) -> ForwardedFor {
         ForwardedFor::TrustedProxies(
@@ -362,19 +375,223 @@ mod tests {
         }
     }
 
+    /// Bytes that are not ASCII, as a client may write them left of the address
+    /// its proxy appends, or as a broken hop may write them further right.
     #[test]
-    fn a_header_line_that_is_not_text_ends_the_walk() {
-        let mut headers = HeaderMap::new();
-        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
-        headers.append(
-            "x-forwarded-for",
-            HeaderValue::from_bytes(b"\xff198.51.100.2").expect("opaque header value"),
-        );
-        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        assert_eq!(
-            client_address(&trusted("10.0.0.0/8"), &headers, ip("10.0.0.1")),
-            ip("10.0.0.2")
-        );
+    fn bytes_that_are_not_ascii_spoil_only_their_own_entry() {
+        let proxies = trusted("10.0.0.0/8, 192.168.1.1, 2001:db8:ffff::/48");
+        let one_hop = ForwardedFor::OneHop;
+        let ignored = ForwardedFor::Ignored;
+        // (rule, peer, X-Forwarded-For lines as raw bytes, expected client)
+        let cases: &[(&ForwardedFor, &str, &[&[u8]], &str)] = &[
+            // Left of the client's address: its identity is unchanged.
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"\xff, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"\xff198.51.100.9, 198.51.100.1, 10.0.0.2"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"\xff", b"198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"caf\xc3\xa9, \x80\x80, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"\xfe\xff", b"\xff, 198.51.100.1, 10.0.0.2", b"10.0.0.3"],
+                "198.51.100.1",
+            ),
+            // Spaces and tabs around an entry are not part of it; other bytes are.
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b" \t198.51.100.1\t "],
+                "198.51.100.1",
+            ),
+            (&proxies, "10.0.0.1", &[b"\xc2\xa0198.51.100.1"], "10.0.0.1"),
+            // Between trusted hops: the walk ends at the last trusted hop.
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"198.51.100.1, \xff, 10.0.0.2"],
+                "10.0.0.2",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"198.51.100.1", b"\xff198.51.100.2", b"10.0.0.2"],
+                "10.0.0.2",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"198.51.100.1, 10.0.0.2\xff"],
+                "10.0.0.1",
+            ),
+            // As the rightmost untrusted entry: the walk ends at the last trusted hop.
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"198.51.100.1, \xff198.51.100.7"],
+                "10.0.0.1",
+            ),
+            (
+                &proxies,
+                "10.0.0.1",
+                &[b"198.51.100.1, 198.51.100.7\xff, 10.0.0.2"],
+                "10.0.0.2",
+            ),
+            (&proxies, "10.0.0.1", &[b"\xff,"], "10.0.0.1"),
+            // An untrusted peer is the client, whatever the header holds.
+            (
+                &proxies,
+                "203.0.113.9",
+                &[b"\xff, 198.51.100.1"],
+                "203.0.113.9",
+            ),
+            // One hop: only the rightmost entry counts.
+            (
+                &one_hop,
+                "203.0.113.9",
+                &[b"\xff, 198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &one_hop,
+                "203.0.113.9",
+                &[b"\xff", b"198.51.100.1"],
+                "198.51.100.1",
+            ),
+            (
+                &one_hop,
+                "203.0.113.9",
+                &[b"198.51.100.1, \xff"],
+                "203.0.113.9",
+            ),
+            (
+                &one_hop,
+                "203.0.113.9",
+                &[b"\xff198.51.100.1"],
+                "203.0.113.9",
+            ),
+            (
+                &one_hop,
+                "203.0.113.9",
+                &[b"198.51.100.1\xff"],
+                "203.0.113.9",
+            ),
+            // Ignored: the peer, whatever the bytes.
+            (
+                &ignored,
+                "203.0.113.9",
+                &[b"\xff, 198.51.100.1"],
+                "203.0.113.9",
+            ),
+            (
+                &ignored,
+                "203.0.113.9",
+                &[b"198.51.100.1\xff"],
+                "203.0.113.9",
+            ),
+        ];
+        for (rule, peer, lines, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for line in *lines {
+                headers.append(
+                    "x-forwarded-for",
+                    HeaderValue::from_bytes(line).expect("a header value as hyper accepts it"),
+                );
+            }
+            assert_eq!(
+                client_address(rule, &headers, ip(peer)),
+                ip(expected),
+                "{rule:?}, peer {peer}, X-Forwarded-For {:?}",
+                lines
+                    .iter()
+                    .map(|line| line.escape_ascii().to_string())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// An entry as a header may hold it: an address (trusted or not, with or
+    /// without a port), a word, nothing, or any bytes a header value allows.
+    fn entry() -> impl Strategy<Value = Vec<u8>> {
+        let header_byte = prop_oneof![Just(b'\t'), 0x20_u8..=0x7e, 0x80_u8..=0xff];
+        prop_oneof![
+            prop::sample::select(vec![
+                "198.51.100.1",
+                "198.51.100.2:4711",
+                "[2001:db8::7]:80",
+                "10.0.0.2",
+                "192.168.1.1",
+                "2001:db8:ffff::2",
+                "::ffff:10.0.0.3",
+                "unknown",
+                "",
+            ])
+            .prop_map(|entry| entry.as_bytes().to_vec()),
+            prop::collection::vec(header_byte, 0..8),
+        ]
+    }
+
+    proptest! {
+        /// DESIGN §3.2: what a client writes left of the address its proxy
+        /// appended never changes its identity, whatever the bytes.
+        #[test]
+        fn what_is_written_left_of_a_forwarded_client_never_changes_it(
+            rule in 0..3_u8,
+            peer in prop::sample::select(vec!["10.0.0.1", "203.0.113.9", "2001:db8:ffff::1"]),
+            lines in prop::collection::vec(prop::collection::vec(entry(), 1..5), 1..4),
+            prefix in prop::collection::vec(entry(), 1..4),
+        ) {
+            let proxies = TrustedProxies::parse("10.0.0.0/8, 192.168.1.1, 2001:db8:ffff::/48")
+                .expect("valid list")
+                .expect("non-empty list");
+            let rule = match rule {
+                0 => ForwardedFor::Ignored,
+                1 => ForwardedFor::OneHop,
+                _ => ForwardedFor::TrustedProxies(proxies.clone()),
+            };
+            let lines: Vec<Vec<u8>> = lines.iter().map(|entries| entries.join(&b","[..])).collect();
+            let headers = |lines: &[Vec<u8>]| {
+                let mut headers = HeaderMap::new();
+                for line in lines {
+                    headers.append(
+                        "x-forwarded-for",
+                        HeaderValue::from_bytes(line).expect("header bytes"),
+                    );
+                }
+                headers
+            };
+            let peer = ip(peer);
+            let client = client_address(&rule, &headers(&lines), peer);
+            let forwarded = match &rule {
+                ForwardedFor::Ignored => false,
+                ForwardedFor::OneHop => client != peer,
+                ForwardedFor::TrustedProxies(trusted) => !trusted.contains(client),
+            };
+            let mut forged = lines.clone();
+            forged[0] = [prefix.join(&b","[..]), b",".to_vec(), lines[0].clone()].concat();
+            let after = client_address(&rule, &headers(&forged), peer);
+            if forwarded {
+                prop_assert_eq!(after, client);
+            }
+        }
     }
 
     #[test]

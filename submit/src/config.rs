@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, MetricProvider, TimeUnit, bool_var, duration_var, integer_var,
-    optional, region_var, secret_optional, secret_required, socket_addr_var,
+    CommonConfig, ConfigError, Env, ListenerConfig, MetricProvider, TimeUnit, bool_var,
+    duration_var, integer_var, optional, region_var, secret_optional, secret_required,
+    socket_addr_var,
 };
 use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
 use diagnosis_core::store::BanPolicy;
@@ -87,10 +88,6 @@ impl SubmissionLimits {
     }
 }
 
-/// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
-/// some memory, and more than this is a typo rather than a plan.
-const MAX_CONNECTIONS_LIMIT: usize = 262_144;
-
 /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): at least a minute, so that an app
 /// that heard its answer has time to upload; at most a day, the default code
 /// expiry, so that a patient whose answer was lost gets a new code the same day.
@@ -112,13 +109,7 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
     })?;
     let metrics_credentials = metrics_credentials_var(env)?;
     let limits = SubmissionLimits::from_env(env)?;
-    let read_timeout = duration_var(
-        env,
-        "HTTP_READ_TIMEOUT_SECONDS",
-        TimeUnit::Seconds,
-        10,
-        1..=300,
-    )?;
+    let listener = ListenerConfig::from_env(env)?;
     Ok(Settings {
         key_claim_tokens,
         region,
@@ -134,16 +125,12 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
         claim_queue_wait: common.database_connect_timeout,
         cors_allow_origin,
         metrics_credentials,
-        max_connections: integer_var(
-            env,
-            "MAX_CONNECTIONS",
-            Settings::DEFAULT_MAX_CONNECTIONS,
-            1..=MAX_CONNECTIONS_LIMIT,
-        )?,
+        max_connections: listener.max_connections,
         statement_timeout: common.database_statement_timeout,
         timeouts: Timeouts {
-            header_read: read_timeout,
-            body_read: read_timeout,
+            header_read: listener.read_timeout,
+            body_read: listener.read_timeout,
+            write: listener.write_timeout,
             shutdown_grace: duration_var(
                 env,
                 "SHUTDOWN_GRACE_SECONDS",
@@ -232,6 +219,9 @@ mod tests {
         assert_eq!(s.forwarded_for, ForwardedFor::Ignored);
         assert!(s.metrics_credentials.is_none());
         assert_eq!(s.max_connections, 4096);
+        assert_eq!(s.timeouts.header_read, std::time::Duration::from_secs(10));
+        assert_eq!(s.timeouts.body_read, std::time::Duration::from_secs(10));
+        assert_eq!(s.timeouts.write, std::time::Duration::from_secs(10));
         assert!(!config.serves_internal_listener());
         assert_eq!(
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
@@ -293,6 +283,14 @@ mod tests {
             (
                 &[("HTTP_READ_TIMEOUT_SECONDS", "0")],
                 "HTTP_READ_TIMEOUT_SECONDS",
+            ),
+            (
+                &[("HTTP_WRITE_TIMEOUT_SECONDS", "0")],
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+            ),
+            (
+                &[("HTTP_WRITE_TIMEOUT_SECONDS", "601")],
+                "HTTP_WRITE_TIMEOUT_SECONDS",
             ),
             (&[("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS"),
             (&[("MAX_CONNECTIONS", "262145")], "MAX_CONNECTIONS"),
@@ -389,6 +387,15 @@ mod tests {
         );
         let config = Config::from_env(&env(&[("CLAIM_RECOVERY_MINUTES", "1")])).unwrap();
         assert_eq!(config.settings.claim_recovery, chrono::Duration::minutes(1));
+    }
+
+    #[test]
+    fn the_write_timeout_is_read_in_seconds() {
+        let config = Config::from_env(&env(&[("HTTP_WRITE_TIMEOUT_SECONDS", "2")])).unwrap();
+        assert_eq!(
+            config.settings.timeouts.write,
+            std::time::Duration::from_secs(2)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use diagnosis_core::config::ListenerConfig;
 use diagnosis_core::domain::{KeyClaimTokens, Region};
 use diagnosis_core::store::{
     BanPolicy, ClaimCodeKey, ClientIdentityKey, Store, StoreError, SubmitInstance, SubmitLimits,
@@ -48,7 +49,7 @@ pub struct Settings {
 
 impl Settings {
     /// The default of `MAX_CONNECTIONS`.
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = ListenerConfig::DEFAULT_MAX_CONNECTIONS;
 
     /// The limits this replica records in `submit_settings` (DESIGN §6).
     pub fn limits(&self) -> SubmitLimits {
@@ -110,6 +111,10 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// Time allowed to send the body once the headers are in.
     pub body_read: Duration,
+    /// The longest a response write may make no progress before its
+    /// connection is closed (DESIGN §3.4): a client that pipelines requests and
+    /// never reads the answers gives its slot back after this long.
+    pub write: Duration,
     /// How long in-flight requests may run after a shutdown signal.
     pub shutdown_grace: Duration,
 }
@@ -119,6 +124,7 @@ impl Default for Timeouts {
         Timeouts {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(10),
+            write: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
         }
     }

@@ -53,6 +53,22 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> anyhow::Result<Reply> {
+        let headers: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_bytes()))
+            .collect();
+        self.send_raw(method, url, &headers, body).await
+    }
+
+    /// As [`HttpClient::send`], with header values as raw bytes, which need not
+    /// be text (any byte a header value may hold on the wire).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &[u8])],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<Reply> {
         let mut request = Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);

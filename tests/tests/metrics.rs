@@ -295,6 +295,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         "step",
         "kind",
         "setting",
+        "reason",
         "le",
         "quantile",
     ]);
@@ -304,6 +305,13 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         label_names.difference(&allowed).collect::<Vec<_>>()
     );
     for sample in &all {
+        if let Some(reason) = sample.labels.get("reason") {
+            assert!(
+                ["ended", "read_timeout", "write_timeout", "error"].contains(&reason.as_str()),
+                "reason {reason:?} of {}",
+                sample.name
+            );
+        }
         for value in sample.labels.values() {
             assert!(
                 value.len() <= 32

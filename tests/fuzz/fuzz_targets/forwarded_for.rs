@@ -1,7 +1,9 @@
 //! The client's address behind proxies (DESIGN §3.2): the `X-Forwarded-For` walk of
-//! `diagnosis_submit::client::client_address` over hostile header lines, under each of the three
-//! rules. No input may panic, and whatever the header says, the walk never names an address
-//! that a rule does not allow.
+//! `diagnosis_submit::client::client_address` over hostile header lines, raw bytes included,
+//! under each of the three rules. No input may panic, whatever the header says the walk never
+//! names an address that a rule does not allow, and once the walk has named an untrusted
+//! forwarded client, nothing written left of it (here: a byte that is not ASCII and a copy of
+//! the first line's bytes) changes who it is.
 
 #![no_main]
 
@@ -37,14 +39,39 @@ fuzz_target!(|input: &[u8]| {
         2 => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xaa, 0, 0, 0, 0, 1)),
         _ => IpAddr::V6(Ipv4Addr::new(192, 168, 1, 7).to_ipv6_mapped()),
     };
+    let lines: Vec<HeaderValue> = input[2..]
+        .split(|b| *b == b'\n')
+        .filter_map(|line| HeaderValue::from_bytes(line).ok())
+        .collect();
     let mut headers = HeaderMap::new();
-    for line in input[2..].split(|b| *b == b'\n') {
-        if let Ok(value) = HeaderValue::from_bytes(line) {
-            headers.append("x-forwarded-for", value);
-        }
+    for line in &lines {
+        headers.append("x-forwarded-for", line.clone());
     }
     let client = client_address(&rule, &headers, peer);
     let canonical_peer = peer.to_canonical();
+    let forwarded_client = match &rule {
+        ForwardedFor::Ignored => false,
+        ForwardedFor::OneHop => client != canonical_peer,
+        ForwardedFor::TrustedProxies(trusted) => !trusted.contains(client),
+    };
+    if forwarded_client && let Some(first) = lines.first() {
+        let forged = [b"\xff ", first.as_bytes(), b",", first.as_bytes()].concat();
+        let mut prefixed = HeaderMap::new();
+        for (index, line) in lines.iter().enumerate() {
+            match index {
+                0 => match HeaderValue::from_bytes(&forged) {
+                    Ok(forged) => prefixed.append("x-forwarded-for", forged),
+                    Err(_) => return,
+                },
+                _ => prefixed.append("x-forwarded-for", line.clone()),
+            };
+        }
+        assert_eq!(
+            client_address(&rule, &prefixed, peer),
+            client,
+            "entries left of the forwarded client changed who it is"
+        );
+    }
     assert!(
         !matches!(client, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()),
         "a mapped address is returned as IPv4"

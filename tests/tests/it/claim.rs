@@ -304,10 +304,16 @@ fn behind_a_trusted_loopback_proxy() -> ForwardedFor {
 
 /// A wrong claim sent with these `X-Forwarded-For` lines; its status.
 async fn wrong_claim_forwarded_for(app: &TestApp, forwarded: &[&str]) -> u16 {
-    let headers: Vec<(&str, &str)> = forwarded.iter().map(|v| ("x-forwarded-for", *v)).collect();
+    let lines: Vec<&[u8]> = forwarded.iter().map(|line| line.as_bytes()).collect();
+    wrong_claim_forwarded_for_bytes(app, &lines).await
+}
+
+/// A wrong claim sent with these `X-Forwarded-For` lines, as raw bytes; its status.
+async fn wrong_claim_forwarded_for_bytes(app: &TestApp, forwarded: &[&[u8]]) -> u16 {
+    let headers: Vec<(&str, &[u8])> = forwarded.iter().map(|v| ("x-forwarded-for", *v)).collect();
     app.phone()
         .client
-        .send(
+        .send_raw(
             hyper::Method::POST,
             &format!("{}/claim-key", app.base_url),
             &headers,
@@ -353,6 +359,38 @@ async fn clients_behind_a_trusted_proxy_are_banned_separately_whatever_they_prep
     assert_eq!(
         wrong_claim_forwarded_for(&app, &["198.51.100.2"]).await,
         401
+    );
+    // Bytes that are not ASCII left of the address the proxy appended do not
+    // make the client the proxy (DESIGN §3.2, "Raw bytes"): it keeps its own ban...
+    for forged in [
+        &[&b"\xff, 198.51.100.1"[..]][..],
+        &[b"\xff198.51.100.9, 198.51.100.1"],
+        &[b"caf\xc3\xa9 \xfe\xff, 198.51.100.1"],
+        &[b"\xff", b"203.0.113.50, 198.51.100.1"],
+    ] {
+        assert_eq!(
+            wrong_claim_forwarded_for_bytes(&app, forged).await,
+            429,
+            "{:?}",
+            forged
+                .iter()
+                .map(|line| line.escape_ascii().to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+    // ...and its failures count against itself, never against the proxy.
+    assert_eq!(
+        wrong_claim_forwarded_for_bytes(&app, &[b"\xff, 198.51.100.2"]).await,
+        401
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &["198.51.100.2"]).await,
+        429
+    );
+    assert_eq!(
+        wrong_claim_forwarded_for(&app, &[]).await,
+        401,
+        "the proxy itself was counted"
     );
 
     // One IPv6 /64 is one client; the next /64 is another.

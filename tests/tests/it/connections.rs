@@ -2,10 +2,15 @@
 //! public listener holds at most `MAX_CONNECTIONS` connections and leaves the
 //! rest in the kernel's accept queue, idle and silent connections are closed
 //! after the header timeout, memory stays bounded under a crowd of idle
-//! clients, and `METRICS_ADDR` is opened only when it serves something, so the
-//! binaries started with defaults share a host.
+//! clients, clients that pipeline requests and never read the answers give
+//! their slots back after the write timeout on every listener (the submit
+//! service's two and the exporter's), accepted sockets have TCP keepalive, and
+//! `METRICS_ADDR` is opened only when it serves something, so the binaries
+//! started with defaults share a host.
 
+use std::collections::HashSet;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,7 +22,9 @@ use diagnosis_tests::http_client::HttpClient;
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::process::{built_binary, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 
 const PING: &[u8] = b"GET /services/ping HTTP/1.1\r\nHost: x\r\n\r\n";
 
@@ -116,6 +123,31 @@ async fn wait_for(process: &mut Process, url: &str, expected: u16) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A scheduled exporter over `db` (migrated already), publishing into a folder
+/// of `dir` with a fresh signing key, with `extra` variables on top.
+fn spawn_exporter(db: &TestDatabase, dir: &Path, extra: &[(&str, String)]) -> Process {
+    let key = dir.join("signing-key.pem");
+    let keygen = Command::new(built_binary("diagnosis-exporter"))
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let bucket = dir.join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let mut env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("BUCKET_URL", format!("file://{}", bucket.display())),
+        ("SIGNING_KEY_FILE", key.display().to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    Process::spawn("diagnosis-exporter", &["--no-migrate"], &env, dir)
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
@@ -351,20 +383,6 @@ async fn a_crowd_of_idle_connections_neither_starves_new_clients_nor_grows_memor
 async fn services_started_with_defaults_share_a_host() {
     let db = TestDatabase::new().await;
     let dir = temp_dir("defaults");
-    let key = dir.join("signing-key.pem");
-    let keygen = Command::new(built_binary("diagnosis-exporter"))
-        .args(["keygen", "--out", key.to_str().unwrap()])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        keygen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keygen.stderr)
-    );
-    let bucket = dir.join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
-
     let (first_port, second_port) = (free_port(), free_port());
     let mut first = Process::spawn("diagnosis-submit", &[], &submit_env(&db, first_port), &dir);
     wait_for(
@@ -385,16 +403,7 @@ async fn services_started_with_defaults_share_a_host() {
         200,
     )
     .await;
-    let mut exporter = Process::spawn(
-        "diagnosis-exporter",
-        &["--no-migrate"],
-        &[
-            ("DATABASE_URL", db.url.clone()),
-            ("BUCKET_URL", format!("file://{}", bucket.display())),
-            ("SIGNING_KEY_FILE", key.display().to_string()),
-        ],
-        &dir,
-    );
+    let mut exporter = spawn_exporter(&db, &dir, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     first.assert_running();
     second.assert_running();
@@ -464,32 +473,15 @@ async fn the_internal_listener_opens_when_it_serves_something() {
         .unwrap();
     assert_eq!(authorized.status, 200, "{}", authorized.text());
 
-    let key = dir.join("signing-key.pem");
-    let keygen = Command::new(built_binary("diagnosis-exporter"))
-        .args(["keygen", "--out", key.to_str().unwrap()])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        keygen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keygen.stderr)
-    );
-    let bucket = dir.join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
     let exporter_port = free_port();
-    let mut exporter = Process::spawn(
-        "diagnosis-exporter",
-        &["--no-migrate"],
+    let mut exporter = spawn_exporter(
+        &db,
+        &dir,
         &[
-            ("DATABASE_URL", db.url.clone()),
-            ("BUCKET_URL", format!("file://{}", bucket.display())),
-            ("SIGNING_KEY_FILE", key.display().to_string()),
             ("METRIC_PROVIDER", "prometheus".to_owned()),
             ("METRICS_ADDR", format!("127.0.0.1:{exporter_port}")),
             ("HTTP_READ_TIMEOUT_SECONDS", "1".to_owned()),
         ],
-        &dir,
     );
     wait_for(
         &mut exporter,
@@ -522,4 +514,300 @@ async fn the_internal_listener_opens_when_it_serves_something() {
     exporter.assert_running();
     prometheus.assert_running();
     events.assert_running();
+}
+
+/// A client that pipelines `GET path` for as long as the server reads its
+/// requests and never reads an answer. Its receive buffer is 4 KiB, so once the
+/// kernels on both sides hold what they can of its responses, the server's
+/// writes stall (DESIGN §3.4).
+struct Stalling {
+    unread: OwnedReadHalf,
+    writer: JoinHandle<()>,
+}
+
+impl Stalling {
+    async fn connect(addr: SocketAddr, path: &str) -> Stalling {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let (unread, mut write) = socket.connect(addr).await.unwrap().into_split();
+        let requests = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(100);
+        // Ends when a write fails: the server closed or reset the connection.
+        let writer =
+            tokio::spawn(
+                async move { while write.write_all(requests.as_bytes()).await.is_ok() {} },
+            );
+        Stalling { unread, writer }
+    }
+
+    /// Waits until the server has answered at least once (the answer waits,
+    /// unread, in the receive buffer): the connection holds a slot.
+    async fn wait_answered(&mut self, what: &str) {
+        let mut first = [0_u8; 1];
+        let peeked = tokio::time::timeout(Duration::from_secs(60), self.unread.peek(&mut first))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not answered within 60 s"));
+        assert_eq!(peeked.ok(), Some(1), "{what}: closed before any answer");
+    }
+
+    /// Waits until the server has closed the connection, which ends the
+    /// writer's pipeline with an error, without reading a byte (reading would
+    /// be the progress that keeps the connection going).
+    async fn wait_closed_by_server(&mut self, within: Duration, what: &str) {
+        tokio::time::timeout(within, &mut self.writer)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the server kept it open for {within:?}"))
+            .unwrap();
+    }
+}
+
+impl Drop for Stalling {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+/// The connections the process `pid` has accepted on `port` (IPv4) and holds
+/// open: its sockets whose local port is `port`. Connections still waiting in
+/// the accept queue belong to no process, so they are not counted.
+fn accepted_connections(pid: u32, port: u16) -> usize {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let inodes: HashSet<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| {
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16).unwrap() == port
+                && fields[3] == "01"
+                && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+/// The server side of the connection from client port `client_port` to
+/// `port`, from `/proc/net/tcp`: its timer kind (`tr`: 2 is keepalive) and the
+/// time until the timer fires, in clock ticks (`tm->when`).
+fn server_socket_timer(port: u16, client_port: u16) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    let remote = format!(":{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !(fields[1].ends_with(&local) && fields[2].ends_with(&remote)) {
+            return None;
+        }
+        let (kind, when) = fields[5].split_once(':')?;
+        Some((
+            u8::from_str_radix(kind, 16).ok()?,
+            u64::from_str_radix(when, 16).ok()?,
+        ))
+    })
+}
+
+/// A value of `/metrics` text, `0` when the series is absent.
+fn metric_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// The write timeout of the stalling tests, and the bound within which they
+/// expect a slot back: the stalled connections time out, then the two queued
+/// behind them stall and time out in turn, plus a generous margin for a loaded
+/// machine. The header timeout is far longer, so only the write timeout can
+/// close a stalled connection within the bound.
+const STALL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+const STALL_BOUND: Duration = Duration::from_secs(2 + 20);
+const STALL_MAX_CONNECTIONS: usize = 4;
+
+/// `STALL_MAX_CONNECTIONS + 2` clients pipeline requests to `path` on the
+/// listener at `port` of the process `pid` and never read: the first hold
+/// every slot, two more wait in the accept queue. A new client is still
+/// answered within [`STALL_BOUND`], every stalling client is closed by the
+/// server within it, and the process never holds more than
+/// `STALL_MAX_CONNECTIONS` of them. Returns how long the new client waited.
+async fn stalled_readers_give_their_slots_back(pid: u32, port: u16, path: &str) -> Duration {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let done = Arc::new(AtomicBool::new(false));
+    let most = Arc::new(AtomicU64::new(0));
+    let watcher = tokio::spawn({
+        let (done, most) = (Arc::clone(&done), Arc::clone(&most));
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                most.fetch_max(accepted_connections(pid, port) as u64, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let mut stalling = Vec::new();
+    for _ in 0..STALL_MAX_CONNECTIONS + 2 {
+        stalling.push(Stalling::connect(addr, path).await);
+    }
+    for (i, client) in stalling.iter_mut().take(STALL_MAX_CONNECTIONS).enumerate() {
+        client.wait_answered(&format!("stalling client {i}")).await;
+    }
+
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        STALL_BOUND,
+        HttpClient::new().get(&format!("http://{addr}{path}")),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!("{path}: a new client was not answered within {STALL_BOUND:?} while clients stalled")
+    })
+    .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    let assert_capped = || {
+        let now = accepted_connections(pid, port) as u64;
+        let most = most.fetch_max(now, Ordering::SeqCst).max(now);
+        assert!(
+            most <= STALL_MAX_CONNECTIONS as u64,
+            "{path}: the listener held {most} connections with \
+             MAX_CONNECTIONS={STALL_MAX_CONNECTIONS}"
+        );
+    };
+    assert_capped();
+
+    for (i, client) in stalling.iter_mut().enumerate() {
+        client
+            .wait_closed_by_server(STALL_BOUND, &format!("{path}: stalling client {i}"))
+            .await;
+    }
+    done.store(true, Ordering::SeqCst);
+    watcher.await.unwrap();
+    assert_capped();
+    waited
+}
+
+/// DESIGN §3.4, "No connection keeps its slot forever", on both listeners of
+/// the submit service: clients that pipeline requests and never read cannot
+/// keep a new client from being answered, and the connections they held are
+/// counted as closed by the write timeout.
+#[tokio::test]
+async fn clients_that_never_read_give_their_slots_back_on_both_submit_listeners() {
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("stalled-submit");
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let mut env = submit_env(&db, api_port);
+    env.extend([
+        ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+        ("METRIC_PROVIDER", "prometheus".to_owned()),
+        ("MAX_CONNECTIONS", STALL_MAX_CONNECTIONS.to_string()),
+        ("HTTP_READ_TIMEOUT_SECONDS", "60".to_owned()),
+        (
+            "HTTP_WRITE_TIMEOUT_SECONDS",
+            STALL_WRITE_TIMEOUT.as_secs().to_string(),
+        ),
+    ]);
+    let mut submit = Process::spawn("diagnosis-submit", &[], &env, &dir);
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    wait_for(&mut submit, &metrics_url, 200).await;
+    let pid = submit.pid();
+
+    let api = stalled_readers_give_their_slots_back(pid, api_port, "/services/ping").await;
+    let internal = stalled_readers_give_their_slots_back(pid, metrics_port, "/metrics").await;
+    eprintln!(
+        "a new client waited {api:?} on the public listener, {internal:?} on the internal one"
+    );
+    submit.assert_running();
+
+    let metrics = HttpClient::new().get(&metrics_url).await.unwrap().text();
+    for listener in ["api", "internal"] {
+        let series = format!(
+            "submit_connections_closed_total{{listener=\"{listener}\",reason=\"write_timeout\"}}"
+        );
+        assert_eq!(
+            metric_value(&metrics, &series),
+            STALL_MAX_CONNECTIONS as u64 + 2,
+            "{series}"
+        );
+    }
+}
+
+/// The same on the scheduled exporter's internal listener, which is capped by
+/// `MAX_CONNECTIONS` and timed by `HTTP_WRITE_TIMEOUT_SECONDS` as the submit
+/// service's listeners are (DESIGN §3.4).
+#[tokio::test]
+async fn clients_that_never_read_give_their_slots_back_on_the_exporter_listener() {
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("stalled-exporter");
+    let port = free_port();
+    let mut exporter = spawn_exporter(
+        &db,
+        &dir,
+        &[
+            ("METRIC_PROVIDER", "prometheus".to_owned()),
+            ("METRICS_ADDR", format!("127.0.0.1:{port}")),
+            ("MAX_CONNECTIONS", STALL_MAX_CONNECTIONS.to_string()),
+            ("HTTP_READ_TIMEOUT_SECONDS", "60".to_owned()),
+            (
+                "HTTP_WRITE_TIMEOUT_SECONDS",
+                STALL_WRITE_TIMEOUT.as_secs().to_string(),
+            ),
+        ],
+    );
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    wait_for(&mut exporter, &metrics_url, 200).await;
+
+    let waited = stalled_readers_give_their_slots_back(exporter.pid(), port, "/metrics").await;
+    eprintln!("a new client waited {waited:?} on the exporter's listener");
+    exporter.assert_running();
+    let metrics = HttpClient::new().get(&metrics_url).await.unwrap().text();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "exporter_connections_closed_total{reason=\"write_timeout\"}"
+        ),
+        STALL_MAX_CONNECTIONS as u64 + 2
+    );
+
+    // Accepted sockets have keepalive there too.
+    assert_keepalive_on_the_server_side(port).await;
+}
+
+/// Connects to `port` and checks, in `/proc/net/tcp`, that the server's side of
+/// the idle connection runs the keepalive timer, due within the 30 s of silence
+/// after which the first probe goes out (DESIGN §3.4).
+async fn assert_keepalive_on_the_server_side(port: u16) {
+    let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    // The accept happens on the server's own time: wait for its socket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let timer = loop {
+        match server_socket_timer(port, client_port) {
+            Some(timer @ (2, _)) => break timer,
+            other => assert!(
+                Instant::now() < deadline,
+                "the server's socket has no keepalive timer: (timer kind, ticks) {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // `tm->when` is in clock ticks, 100 a second.
+    assert!(timer.1 <= 30 * 100, "keepalive due in {} ticks", timer.1);
+    drop(client);
+}
+
+#[tokio::test]
+async fn accepted_sockets_have_tcp_keepalive() {
+    let app = TestApp::spawn_with(|s| s.timeouts.header_read = Duration::from_secs(120)).await;
+    assert_keepalive_on_the_server_side(app.addr.port()).await;
 }
