@@ -73,7 +73,7 @@ async fn refresh(state: &AppState) {
     let limits = state.settings.limits();
     if let Err(error) = state
         .store
-        .record_submit_settings(&state.instance, &limits, now)
+        .record_submit_settings(&state.instance, &limits)
         .await
     {
         tracing::warn!(

@@ -200,7 +200,7 @@ impl AppState {
             .map_err(StartError::ClaimCodeKey)?;
         let instance = SubmitInstance::new(now);
         store
-            .record_submit_settings(&instance, &settings.limits(), now)
+            .record_submit_settings(&instance, &settings.limits())
             .await
             .map_err(StartError::Settings)?;
         Ok(AppState {

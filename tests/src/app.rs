@@ -135,6 +135,21 @@ impl TestApp {
         Self::start(db, store, clock, settings, |_| {}).await
     }
 
+    /// A replica on `db` whose own clock is `behind` the database's (`database`), which its
+    /// store reads wherever the database's clock counts.
+    pub async fn spawn_behind(
+        db: Arc<TestDatabase>,
+        database: ManualClock,
+        behind: chrono::Duration,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let clock = ManualClock::new(database.now() - behind);
+        let store = Store::from_pool(db.pool().clone()).with_database_clock(Arc::new(database));
+        Self::start_on_clocks(db, store, clock, settings).await
+    }
+
     async fn start(
         db: Arc<TestDatabase>,
         store: Store,
@@ -144,6 +159,25 @@ impl TestApp {
     ) -> TestApp {
         // The test's clock is the database's too: uploads are filed under its hour.
         let store = store.with_database_clock(Arc::new(clock.clone()));
+        Self::start_with_state(db, store, clock, settings, adjust_state).await
+    }
+
+    async fn start_on_clocks(
+        db: Arc<TestDatabase>,
+        store: Store,
+        clock: ManualClock,
+        settings: Settings,
+    ) -> TestApp {
+        Self::start_with_state(db, store, clock, settings, |_| {}).await
+    }
+
+    async fn start_with_state(
+        db: Arc<TestDatabase>,
+        store: Store,
+        clock: ManualClock,
+        settings: Settings,
+        adjust_state: impl FnOnce(&mut AppState),
+    ) -> TestApp {
         // As the binary does at start: the first instance creates the secret, and each records
         // its limits in submit_settings.
         let mut state = AppState::start(

@@ -224,9 +224,8 @@ impl ExportHarness {
             statement_timeout: std::time::Duration::from_millis(5_000),
         };
         adjust(&mut limits);
-        let now = self.now();
         self.store
-            .record_submit_settings(&SubmitInstance::new(now), &limits, now)
+            .record_submit_settings(&SubmitInstance::new(self.now()), &limits)
             .await
             .unwrap_or_else(|e| panic!("recording submit settings: {e}"));
     }

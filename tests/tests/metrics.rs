@@ -392,7 +392,9 @@ async fn export_runs_report_duration_lag_and_last_success() {
         statement_timeout: std::time::Duration::from_secs(600),
     };
     store
-        .record_submit_settings(&SubmitInstance::new(clock.now()), &limits, clock.now())
+        .clone()
+        .with_database_clock(Arc::new(clock.clone()))
+        .record_submit_settings(&SubmitInstance::new(clock.now()), &limits)
         .await
         .unwrap();
     let mismatch = [("setting", "statement_timeout")];

@@ -9,7 +9,8 @@
 //! hour, once read, never gains a key.
 //!
 //! The database's clock is the only clock read here, and the only one a query reads at all
-//! (besides the exporter's comparison of its own clock with it). Tests that drive time with a
+//! (besides the exporter's comparison of its own clock with it, and the refresh stamp of
+//! `submit_settings`, which replicas and the exporter must judge by one clock too). Tests that drive time with a
 //! manual clock put that clock in its place ([`Store::with_database_clock`], `test-support`).
 
 use chrono::{DateTime, Utc};

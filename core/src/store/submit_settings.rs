@@ -5,15 +5,19 @@
 //! or lift a ban.
 //!
 //! A replica records its row (a random [`SubmitInstance`] id made at start) when it starts and
-//! refreshes it every [`REFRESH_PERIOD`] while it runs. Which rows the exporter goes by is
-//! decided by the pure functions [`retention_policy`], [`live_statement_timeouts`] and
-//! [`stale_before`], from the rows and the exporter's clock.
+//! refreshes it every [`REFRESH_PERIOD`] while it runs. The refresh is stamped with the
+//! database's clock, and the exporter judges which rows are live by the same clock, so a
+//! replica whose own clock is off is neither taken for dead nor kept alive. Which rows the
+//! exporter goes by is decided by the pure functions [`retention_policy`],
+//! [`longest_live_statement_timeout`] and [`stale_before`], from the rows and the database's
+//! clock.
 //!
 //! The rows hold settings only, never personal data; this module must never write a row of a
 //! replica other than the caller's own.
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::publication_seal::database_clock_sql;
 use super::retention::RetentionPolicy;
 use super::{Store, StoreError};
 
@@ -124,13 +128,12 @@ fn row_to_settings(row: &tokio_postgres::Row) -> Result<RecordedSettings, StoreE
 }
 
 impl Store {
-    /// Records (or refreshes) the row of `instance`: the limits it enforces, refreshed at `now`.
-    /// A row deleted meanwhile is written again.
+    /// Records (or refreshes) the row of `instance`: the limits it enforces, refreshed now by
+    /// the database's clock. A row deleted meanwhile is written again.
     pub async fn record_submit_settings(
         &self,
         instance: &SubmitInstance,
         limits: &SubmitLimits,
-        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let statement_timeout_ms =
             i32::try_from(limits.statement_timeout.as_millis().max(1)).unwrap_or(i32::MAX);
@@ -139,17 +142,20 @@ impl Store {
             .get()
             .await?
             .execute(
-                "INSERT INTO submit_settings (instance_id, one_time_code_expiry_minutes,
-                                              encryption_key_validity_days,
-                                              claim_key_ban_duration_minutes, statement_timeout_ms,
-                                              started, refreshed)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                &format!(
+                    "INSERT INTO submit_settings (instance_id, one_time_code_expiry_minutes,
+                                                  encryption_key_validity_days,
+                                                  claim_key_ban_duration_minutes,
+                                                  statement_timeout_ms, started, refreshed)
+                     VALUES ($1, $2, $3, $4, $5, $6, {})
                  ON CONFLICT (instance_id) DO UPDATE SET
                      one_time_code_expiry_minutes = EXCLUDED.one_time_code_expiry_minutes,
                      encryption_key_validity_days = EXCLUDED.encryption_key_validity_days,
                      claim_key_ban_duration_minutes = EXCLUDED.claim_key_ban_duration_minutes,
                      statement_timeout_ms = EXCLUDED.statement_timeout_ms,
                      refreshed = EXCLUDED.refreshed",
+                    database_clock_sql(7)
+                ),
                 &[
                     &instance.id,
                     &whole_minutes(limits.one_time_code_expiry),
@@ -157,7 +163,7 @@ impl Store {
                     &whole_minutes(limits.claim_ban_duration),
                     &statement_timeout_ms,
                     &instance.started,
-                    &now,
+                    &self.database_clock_override(),
                 ],
             )
             .await?;

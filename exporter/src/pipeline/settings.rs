@@ -68,7 +68,7 @@ impl Exporter {
                 return Vec::new();
             }
         };
-        let longest = longest_live_statement_timeout(&recorded, now);
+        let longest = longest_live_statement_timeout(&recorded, self.database_now_or(now).await);
         let mismatches: Vec<SettingsMismatch> =
             grace_mismatch(self.settings.grace_seconds, longest)
                 .into_iter()
@@ -100,13 +100,21 @@ impl Exporter {
         mismatches
     }
 
+    /// The database's clock, which stamps the replicas' refreshes; `now` when it cannot be read
+    /// (the pass's own clock differs from it by less than the grace, [`Exporter::check_clock`]).
+    async fn database_now_or(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.store.database_now().await.unwrap_or(now)
+    }
+
     /// Step (4): database retention, by the most lenient limits of the live submit replicas (the
     /// latest recorded ones when none is live); with none recorded yet, codes, keypairs and
     /// failed claims are left alone and only diagnosis keys are deleted. Then the rows of
     /// replicas gone for a day are deleted.
     pub(super) async fn purge(&self, now: DateTime<Utc>) -> Result<RetentionReport, ExportError> {
         let recorded = self.store.recorded_submit_settings().await?;
-        let policy = retention_policy(&recorded, now);
+        // Which replicas are live is judged by the clock their refreshes are stamped with.
+        let database_now = self.database_now_or(now).await;
+        let policy = retention_policy(&recorded, database_now);
         match &policy {
             Some(policy) => tracing::debug!(
                 one_time_code_expiry_minutes = policy.one_time_code_expiry.num_minutes(),
@@ -121,7 +129,7 @@ impl Exporter {
             ),
         }
         let report = self.store.purge_expired(now, policy).await?;
-        if let Some(before) = stale_before(&recorded, now) {
+        if let Some(before) = stale_before(&recorded, database_now) {
             self.store.delete_stale_submit_settings(before).await?;
         }
         Ok(report)

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use diagnosis_core::store::{
     RetentionPolicy, RetentionReport, Store, SubmitInstance, SubmitLimits,
 };
-use diagnosis_core::time::{Clock, hour_number};
+use diagnosis_core::time::{Clock, ManualClock, hour_number};
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
 use diagnosis_tests::app::{TestApp, test_start_time};
@@ -438,8 +438,11 @@ async fn record_gone_replica(
         statement_timeout: std::time::Duration::from_millis(5_000),
     };
     adjust(&mut limits);
+    // The database's clock stamps the refresh: at `at`, for this replica.
     store
-        .record_submit_settings(&SubmitInstance::new(at), &limits, at)
+        .clone()
+        .with_database_clock(Arc::new(ManualClock::new(at)))
+        .record_submit_settings(&SubmitInstance::new(at), &limits)
         .await
         .unwrap();
 }
@@ -574,12 +577,7 @@ async fn without_recorded_settings_codes_keypairs_and_bans_are_kept_and_keys_del
     .await;
     insert_failed_claims(&db, "old", 2, now - Duration::days(30)).await;
     insert_keys(&db, "k", "302", 5, hour_number(now.timestamp()) - 16 * 24).await;
-    let h = ExportHarness::sharing(
-        Arc::new(db),
-        diagnosis_core::time::ManualClock::new(now),
-        |_| {},
-    )
-    .await;
+    let h = ExportHarness::sharing(Arc::new(db), ManualClock::new(now), |_| {}).await;
 
     let report = h.run().await;
     assert_eq!(
@@ -616,12 +614,7 @@ async fn without_recorded_settings_codes_keypairs_and_bans_are_kept_and_keys_del
 async fn the_latest_recorded_settings_hold_while_no_replica_runs_and_stale_rows_go() {
     let db = Arc::new(TestDatabase::new().await);
     let now = test_start_time();
-    let h = ExportHarness::sharing(
-        Arc::clone(&db),
-        diagnosis_core::time::ManualClock::new(now),
-        |_| {},
-    )
-    .await;
+    let h = ExportHarness::sharing(Arc::clone(&db), ManualClock::new(now), |_| {}).await;
     // Two replicas that stopped a week ago (the most lenient of them counts), and one that
     // stopped a day before them.
     let week_ago = now - Duration::days(7);
@@ -664,4 +657,27 @@ async fn the_latest_recorded_settings_hold_while_no_replica_runs_and_stale_rows_
     assert_eq!(count(&db, "SELECT count(*) FROM encryption_keys").await, 2);
     // The replica gone for over a day before the latest ones has left the table.
     assert_eq!(count(&db, "SELECT count(*) FROM submit_settings").await, 2);
+}
+
+/// Which replicas are live is judged by the database's clock, which also stamps their refreshes
+/// (DESIGN §6): a replica whose own clock is ten minutes behind still counts, and its limits
+/// still hold.
+#[tokio::test]
+async fn a_replica_whose_clock_is_behind_is_judged_live_by_the_database_clock() {
+    let db = Arc::new(TestDatabase::new().await);
+    let database = ManualClock::new(test_start_time());
+    let behind = TestApp::spawn_behind(
+        Arc::clone(&db),
+        database.clone(),
+        Duration::minutes(10),
+        |s| s.encryption_key_validity_days = 20,
+    )
+    .await;
+    let h = ExportHarness::sharing(Arc::clone(&db), database.clone(), |_| {}).await;
+    let recorded = h.store.recorded_submit_settings().await.unwrap();
+    let live = diagnosis_core::store::submit_settings::live_settings(&recorded, h.now());
+    assert_eq!(live.len(), 1, "the replica's row is not live: {recorded:?}");
+    let policy = diagnosis_core::store::submit_settings::retention_policy(&recorded, h.now());
+    assert_eq!(policy.map(|p| p.keypair_validity_days), Some(20));
+    drop(behind);
 }
