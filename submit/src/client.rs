@@ -59,6 +59,16 @@ impl TrustedProxies {
                         index + 1
                     )
                 })?;
+            if network.prefix_len() == 0 {
+                // Every peer would be a trusted proxy, and the walk would end at the
+                // leftmost entry, which the client writes: every client would choose
+                // who it is and no ban would hold (DESIGN §3.2, §6).
+                return Err(format!(
+                    "entry {} ({entry:?}) trusts every address, so any client could name \
+                     itself in X-Forwarded-For; list only the proxies' own networks",
+                    index + 1
+                ));
+            }
             if let IpNet::V6(v6) = network
                 && v6.addr().to_ipv4_mapped().is_some()
             {
@@ -617,6 +627,18 @@ mod tests {
             client_address(&trusted("10.0.0.0/8"), &headers, ip("10.0.0.1")),
             ip("198.51.100.1")
         );
+    }
+
+    /// A network holding every address would trust the client itself: whatever it
+    /// writes in `X-Forwarded-For` would be believed, and a banned client would be
+    /// someone new with every request.
+    #[test]
+    fn a_network_that_holds_every_address_is_refused() {
+        for everyone in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 0.0.0.0/0", "1.2.3.4/0"] {
+            let refused = TrustedProxies::parse(everyone).expect_err(everyone);
+            assert!(refused.contains("trusts every address"), "{refused}");
+        }
+        assert!(TrustedProxies::parse("0.0.0.0/1").is_ok());
     }
 
     #[test]

@@ -266,6 +266,8 @@ mod tests {
                 "CLAIM_RECOVERY_MINUTES",
             ),
             (&[("TRUSTED_PROXIES", "10.0.0.0/33")], "TRUSTED_PROXIES"),
+            (&[("TRUSTED_PROXIES", "0.0.0.0/0")], "TRUSTED_PROXIES"),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/8,::/0")], "TRUSTED_PROXIES"),
             (
                 &[("TRUSTED_PROXIES", "10.0.0.0/8,proxy")],
                 "TRUSTED_PROXIES",

@@ -59,7 +59,7 @@ async fn report_on(
     if !admitted {
         return Err(EventsError::Unauthorized);
     }
-    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| EventsError::BadDate)?;
+    let date = parse_date(date).ok_or(EventsError::BadDate)?;
     Ok(match report {
         EventReport::Events => json(StatusCode::OK, &state.store.events_on(date).await?, "ok"),
         EventReport::Uploads => json(
@@ -73,6 +73,20 @@ async fn report_on(
             "ok",
         ),
     })
+}
+
+/// A day of the events API: exactly `YYYY-MM-DD` (DESIGN §3.4). The shape is checked
+/// before the calendar, because a date parser also reads signed and longer years, such as
+/// `-4713-11-23`, which PostgreSQL cannot hold: every four-digit year can be queried.
+fn parse_date(text: &str) -> Option<NaiveDate> {
+    let shaped = matches!(
+        text.as_bytes(),
+        [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]
+            if [y1, y2, y3, y4, m1, m2, d1, d2].iter().all(|b| b.is_ascii_digit())
+    );
+    shaped
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
 }
 
 /// Whether an `Authorization` header carries HTTP Basic credentials equal to
@@ -131,6 +145,28 @@ mod tests {
     fn admits(header: &str) -> bool {
         let value = HeaderValue::from_str(header).unwrap();
         basic_auth_admits(&expected(), Some(&value))
+    }
+
+    #[test]
+    fn only_yyyy_mm_dd_is_a_date() {
+        assert_eq!(
+            parse_date("2026-11-28"),
+            NaiveDate::from_ymd_opt(2026, 11, 28)
+        );
+        assert_eq!(parse_date("0000-01-01"), NaiveDate::from_ymd_opt(0, 1, 1));
+        for bad in [
+            "-4713-11-23",
+            "+262142-12-31",
+            "12026-11-28",
+            "2026-1-28",
+            "2026-11-8",
+            "2026-02-30",
+            "2026/11/28",
+            "２０２６-11-28",
+            "",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

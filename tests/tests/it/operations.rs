@@ -47,6 +47,65 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+/// Dates that are not `YYYY-MM-DD` (DESIGN §3.4), however a date parser might read them,
+/// are a bad request: never a server error, never a database query. Years before 4713 BC
+/// are dates to a parser but not to PostgreSQL.
+#[tokio::test]
+async fn the_events_api_answers_every_date_that_is_not_yyyy_mm_dd_as_a_bad_date() {
+    let app = TestApp::spawn_with(|s| {
+        s.metrics_credentials = Some(MetricsCredentials {
+            username: "ops".into(),
+            password: "metrics-password".into(),
+        });
+    })
+    .await;
+    let client = app.phone().client;
+    let auth = basic("ops", "metrics-password");
+    for report in ["/events/", "/events/uploads/", "/events/otkdurations/"] {
+        for date in [
+            "-4713-11-23",
+            "-262143-01-01",
+            "+262142-12-31",
+            "12026-11-28",
+            "2026-1-28",
+            "2026-11-8",
+            "2026-11-28x",
+            "x2026-11-28",
+            "2026-02-30",
+        ] {
+            let url = format!("{}{report}{date}", app.internal_url);
+            let reply = client
+                .send(
+                    hyper::Method::GET,
+                    &url,
+                    &[("authorization", &auth)],
+                    Vec::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (reply.status.as_u16(), reply.text()),
+                (400, "date must be YYYY-MM-DD\n".to_owned()),
+                "{report}{date}"
+            );
+        }
+        let url = format!("{}{report}0001-01-01", app.internal_url);
+        let reply = client
+            .send(
+                hyper::Method::GET,
+                &url,
+                &[("authorization", &auth)],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.status.as_u16(), reply.text()),
+            (200, "[]".to_owned())
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_events_api_reports_a_days_activity_behind_basic_auth() {
     let app = TestApp::spawn_with(|s| {
