@@ -12,8 +12,8 @@ use diagnosis_core::domain::{
     ServerPublicKey,
 };
 use diagnosis_core::store::{
-    BanPolicy, ClaimCodeKey, ClaimOutcome, ClientIdentifier, ClientIdentityKey, HashedCode,
-    IssueOutcome, NewCode, Store, StoreKeysOutcome, SubmitInstance, SubmitLimits,
+    BanPolicy, ClaimCodeKey, ClaimOutcome, ClaimWindow, ClientIdentifier, ClientIdentityKey,
+    HashedCode, IssueOutcome, NewCode, Store, StoreKeysOutcome, SubmitInstance, SubmitLimits,
 };
 use diagnosis_core::time::ManualClock;
 use diagnosis_exporter::config::ExportSettings;
@@ -200,7 +200,10 @@ impl ExportHarness {
                 &AppPublicKey::from_array(app),
                 &client,
                 now,
-                Duration::hours(24),
+                ClaimWindow {
+                    code_expiry: Duration::hours(24),
+                    keypair_validity_days: 15,
+                },
                 BanPolicy {
                     max_failures: 50,
                     ban_duration: Duration::hours(1),

@@ -152,6 +152,28 @@ impl std::fmt::Debug for HashedCode {
     }
 }
 
+/// How long a code may be claimed (DESIGN §3.2): while it is younger than the code expiry and
+/// its keypair could still accept an upload, which counts from UTC midnight of the day the code
+/// was issued. A code the keypair's validity has outrun is as good as expired: claiming it would
+/// answer 200 with a server key no upload can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimWindow {
+    /// `ONE_TIME_CODE_EXPIRY_MINUTES`.
+    pub code_expiry: Duration,
+    /// `ENCRYPTION_KEY_VALIDITY_DAYS`.
+    pub keypair_validity_days: u32,
+}
+
+impl ClaimWindow {
+    /// The codes (or claims, for a repeat) created after this instant may be claimed at `now`.
+    fn claimable_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        // keypair_valid_since is inclusive; a nanosecond earlier makes it a strict bound.
+        let keypair =
+            keypair_valid_since(now, self.keypair_validity_days) - Duration::nanoseconds(1);
+        (now - self.code_expiry).max(keypair)
+    }
+}
+
 /// What an upload needs to open its box.
 #[derive(Debug)]
 pub struct UploadKeypair {
@@ -262,7 +284,7 @@ impl Store {
         app_public: &AppPublicKey,
         client: &ClientIdentifier,
         now: DateTime<Utc>,
-        code_expiry: Duration,
+        window: ClaimWindow,
         ban: BanPolicy,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut db = self.pool.get().await?;
@@ -270,7 +292,8 @@ impl Store {
         if let Some(remaining) = lock_claim_attempts(&tx, client, now, ban).await? {
             return Ok(ClaimOutcome::Banned { remaining });
         }
-        match bind_app_key(&tx, code, app_public, now, code_expiry).await? {
+        let claimable_after = window.claimable_after(now);
+        match bind_app_key(&tx, code, app_public, now, claimable_after).await? {
             Binding::Bound(server_public) => {
                 clear_failed_claims(&tx, client).await?;
                 tx.commit().await?;
@@ -387,9 +410,10 @@ async fn bind_app_key(
     code: Option<&HashedCode>,
     app_public: &AppPublicKey,
     now: DateTime<Utc>,
-    code_expiry: Duration,
+    claimable_after: DateTime<Utc>,
 ) -> Result<Binding, StoreError> {
-    if let Some(registered) = registered_app_key(tx, code, app_public, now, code_expiry).await? {
+    if let Some(registered) = registered_app_key(tx, code, app_public, now, claimable_after).await?
+    {
         return Ok(registered);
     }
     let Some(code) = code else {
@@ -406,7 +430,7 @@ async fn bind_app_key(
                 &code.code().as_str(),
                 &app_public.as_bytes().as_slice(),
                 &now,
-                &(now - code_expiry),
+                &claimable_after,
                 &code.hash().as_slice(),
             ],
         )
@@ -441,7 +465,7 @@ async fn registered_app_key(
     code: Option<&HashedCode>,
     app_public: &AppPublicKey,
     now: DateTime<Utc>,
-    code_expiry: Duration,
+    claimable_after: DateTime<Utc>,
 ) -> Result<Option<Binding>, StoreError> {
     let app_key = app_public.as_bytes().as_slice();
     let row = tx
@@ -453,7 +477,7 @@ async fn registered_app_key(
             &[
                 &app_key,
                 &code.map(|code| code.hash().as_slice()),
-                &(now - code_expiry),
+                &claimable_after,
             ],
         )
         .await?;

@@ -37,7 +37,7 @@ use crate::error::{causes, chain};
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{
-    ClaimCodeKey, ClaimOutcome, HashedCode, IssueOutcome, NewCode, UploadKeypair,
+    ClaimCodeKey, ClaimOutcome, ClaimWindow, HashedCode, IssueOutcome, NewCode, UploadKeypair,
 };
 pub use events::{Event, EventCount, OtkDuration, UploadCount};
 pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};

@@ -15,7 +15,7 @@
 //! same server key (DESIGN §3.2).
 
 use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey};
-use diagnosis_core::store::{ClaimOutcome, ClientIdentifier, HashedCode};
+use diagnosis_core::store::{ClaimOutcome, ClaimWindow, ClientIdentifier, HashedCode};
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
 use http::{Response, StatusCode};
@@ -111,7 +111,10 @@ async fn claim(
                 &app_public,
                 client,
                 now,
-                settings.one_time_code_expiry,
+                ClaimWindow {
+                    code_expiry: settings.one_time_code_expiry,
+                    keypair_validity_days: settings.encryption_key_validity_days,
+                },
                 settings.ban,
             )
             .await?

@@ -158,7 +158,10 @@ async fn claimed_keypair(
             &app,
             &client,
             at,
-            Duration::hours(24),
+            diagnosis_core::store::ClaimWindow {
+                code_expiry: Duration::hours(24),
+                keypair_validity_days: 15,
+            },
             diagnosis_core::store::BanPolicy {
                 max_failures: 50,
                 ban_duration: Duration::hours(1),
