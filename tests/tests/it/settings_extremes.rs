@@ -91,3 +91,23 @@ async fn a_statement_timeout_too_short_to_work_is_refused_and_the_shortest_accep
         text(&pass.stderr)
     );
 }
+
+/// A schedule whose date never comes (31 February) would let the scheduled exporter run its
+/// first pass and then idle for ever, looking healthy: it is refused at start, before any pass.
+#[tokio::test]
+async fn a_schedule_that_never_ticks_is_refused_before_any_pass() {
+    let db = TestDatabase::new().await;
+    let env = with(
+        exporter_env(db.url.clone()).await,
+        "EXPORT_SCHEDULE",
+        "0 0 0 31 2 *",
+    );
+    let run = finish(command("diagnosis-exporter", &[], &env)).await;
+    let stderr = text(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("EXPORT_SCHEDULE: \"0 0 0 31 2 *\" has no tick after"),
+        "{stderr}"
+    );
+    assert_eq!(passes_locked(&db).await, 0, "a refused exporter ran a pass");
+}
