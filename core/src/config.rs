@@ -425,7 +425,7 @@ pub struct CommonConfig {
     /// `DATABASE_POOL_SIZE`: connections per process, 1 to 1000, default 16.
     pub database_pool_size: usize,
     /// `DATABASE_STATEMENT_TIMEOUT_MS`: Postgres `statement_timeout` for every pooled
-    /// connection, 1 to 3 600 000 ms, default 5000.
+    /// connection, [`CommonConfig::MIN_STATEMENT_TIMEOUT_MS`] to 3 600 000 ms, default 5000.
     pub database_statement_timeout: Duration,
     /// `DATABASE_CONNECT_TIMEOUT_SECONDS`: bounds opening a connection (TCP, TLS and
     /// authentication), waiting for a pooled one, and paces TCP keepalive; 1 to 300 s, default 5.
@@ -449,6 +449,12 @@ impl CommonConfig {
     pub const DEFAULT_POOL_SIZE: usize = 16;
     /// Default `DATABASE_STATEMENT_TIMEOUT_MS`.
     pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 5_000;
+    /// The shortest `DATABASE_STATEMENT_TIMEOUT_MS` that works (DESIGN §6: every accepted value
+    /// works). A session may idle inside a transaction for twice the statement timeout, and that
+    /// idle time includes the service's own work between statements (a keypair generated, a box
+    /// opened) and any CPU starvation of its process, so a few milliseconds fail requests at
+    /// random; an upload may also wait up to a second behind the exporter's seal (DESIGN §4.2).
+    pub const MIN_STATEMENT_TIMEOUT_MS: u64 = 1_000;
     /// Default `DATABASE_CONNECT_TIMEOUT_SECONDS`.
     pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
     /// Default `METRICS_ADDR`.
@@ -470,7 +476,7 @@ impl CommonConfig {
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 TimeUnit::Milliseconds,
                 Self::DEFAULT_STATEMENT_TIMEOUT_MS,
-                1..=3_600_000,
+                Self::MIN_STATEMENT_TIMEOUT_MS..=3_600_000,
             )?,
             database_connect_timeout: duration_var(
                 env,
@@ -651,7 +657,7 @@ mod tests {
         let config = CommonConfig::from_env(&env(&[
             ("DATABASE_URL", "postgresql://u@localhost/db"),
             ("DATABASE_POOL_SIZE", "1000"),
-            ("DATABASE_STATEMENT_TIMEOUT_MS", "250"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "1250"),
             ("DATABASE_CONNECT_TIMEOUT_SECONDS", "300"),
             ("METRIC_PROVIDER", "Prometheus"),
             ("METRICS_ADDR", "[::1]:9000"),
@@ -664,7 +670,7 @@ mod tests {
         assert_eq!(config.database_pool_size, 1000);
         assert_eq!(
             config.database_statement_timeout,
-            Duration::from_millis(250)
+            Duration::from_millis(1250)
         );
         assert_eq!(config.database_connect_timeout, Duration::from_secs(300));
         assert_eq!(config.metric_provider, MetricProvider::Prometheus);
@@ -768,12 +774,17 @@ mod tests {
             (
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 Some("5s"),
-                "must be a whole number of milliseconds from 1 to 3600000, got \"5s\"",
+                "must be a whole number of milliseconds from 1000 to 3600000, got \"5s\"",
             ),
             (
                 "DATABASE_STATEMENT_TIMEOUT_MS",
                 Some("0"),
-                "must be a whole number of milliseconds from 1 to 3600000, got \"0\"",
+                "must be a whole number of milliseconds from 1000 to 3600000, got \"0\"",
+            ),
+            (
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                Some("999"),
+                "must be a whole number of milliseconds from 1000 to 3600000, got \"999\"",
             ),
             (
                 "METRIC_PROVIDER",

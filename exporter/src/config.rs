@@ -126,6 +126,10 @@ fn delete_unindexed_after(env: &dyn Env) -> Result<chrono::Duration, ConfigError
     chrono::Duration::from_std(delay).map_err(|_| ConfigError::new(NAME, "is too large"))
 }
 
+/// The shortest `EXPORT_GRACE_SECONDS`: it must exceed the statement timeout, which is at least
+/// [`CommonConfig::MIN_STATEMENT_TIMEOUT_MS`] (a second).
+pub const MIN_EXPORT_GRACE_SECONDS: i64 = 2;
+
 impl ExportSettings {
     pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
         let max_keys = integer_var(
@@ -137,7 +141,12 @@ impl ExportSettings {
         Ok(ExportSettings {
             key_region: region_var(env, "REGION", DEFAULT_REGION)?,
             export_region: region_var(env, "EXPORT_REGION", DEFAULT_EXPORT_REGION)?,
-            grace_seconds: integer_var(env, "EXPORT_GRACE_SECONDS", 600, 1..=86_400)?,
+            grace_seconds: integer_var(
+                env,
+                "EXPORT_GRACE_SECONDS",
+                600,
+                MIN_EXPORT_GRACE_SECONDS..=86_400,
+            )?,
             max_keys_per_file: max_keys,
             pad_min_keys: integer_var(env, "PAD_MIN_KEYS", 0, 0..=1_000_000)?,
             exposure_config_dir: optional_opt::<String>(env, "EXPOSURE_CONFIG_DIR")?
@@ -312,12 +321,41 @@ mod tests {
     }
 
     #[test]
+    fn the_shortest_statement_timeout_and_grace_are_accepted_together() {
+        let config = Config::from_env(&env(&[
+            ("EXPORT_GRACE_SECONDS", "2"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(config.settings.grace_seconds, MIN_EXPORT_GRACE_SECONDS);
+        assert_eq!(
+            config.common.database_statement_timeout,
+            Duration::from_millis(CommonConfig::MIN_STATEMENT_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
     fn each_invalid_variable_is_named() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("EXPORT_REGION", "C A")], "EXPORT_REGION"),
             (&[("REGION", "")], "BUCKET_URL"),
             (&[("EXPORT_GRACE_SECONDS", "abc")], "EXPORT_GRACE_SECONDS"),
             (&[("EXPORT_GRACE_SECONDS", "5")], "EXPORT_GRACE_SECONDS"),
+            (&[("EXPORT_GRACE_SECONDS", "1")], "EXPORT_GRACE_SECONDS"),
+            (
+                &[
+                    ("EXPORT_GRACE_SECONDS", "1"),
+                    ("DATABASE_STATEMENT_TIMEOUT_MS", "1000"),
+                ],
+                "EXPORT_GRACE_SECONDS",
+            ),
+            (
+                &[
+                    ("EXPORT_GRACE_SECONDS", "2"),
+                    ("DATABASE_STATEMENT_TIMEOUT_MS", "999"),
+                ],
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+            ),
             (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
             (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
             (&[("COMPAT_REGION_PATH", "30")], "COMPAT_REGION_PATH"),

@@ -195,8 +195,9 @@ async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
 
 async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
     let (exporter, config, telemetry) = exporter(no_migrate).await?;
-    let internal = InternalListener::bind(&config, telemetry.prometheus_handle()).await?;
     let schedule = Schedule::parse(&config.schedule)?;
+    schedule.check_ticks_after(exporter.clock().now())?;
+    let internal = InternalListener::bind(&config, telemetry.prometheus_handle()).await?;
     scheduled::run(Arc::new(exporter), schedule, internal, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -48,6 +48,24 @@ impl Schedule {
         })
     }
 
+    /// Refuses an expression with no tick after `now` (a date that never comes, such as
+    /// 31 February, or a year gone by), naming `EXPORT_SCHEDULE`: the exporter would run its
+    /// first pass and then never another, while it looks healthy (DESIGN §6: a value that
+    /// cannot work is refused at start).
+    pub fn check_ticks_after(&self, now: DateTime<Utc>) -> Result<(), ConfigError> {
+        match self.next_after(now) {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::new(
+                "EXPORT_SCHEDULE",
+                format!(
+                    "{:?} has no tick after {}: no pass would run after the first",
+                    self.expression,
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )),
+        }
+    }
+
     /// The first tick strictly after `after`, on a whole second, or `None` when the expression
     /// has no later one.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -191,5 +209,30 @@ mod tests {
     fn an_expression_without_a_later_tick_has_none() {
         let past = Schedule::parse("0 0 0 1 1 * 2001").unwrap();
         assert_eq!(past.next_after(at("2025-11-28T15:20:00Z")), None);
+    }
+
+    #[test]
+    fn an_expression_that_never_ticks_again_is_refused_by_name() {
+        let now = at("2025-11-28T15:20:00Z");
+        for expression in ["0 0 0 31 2 *", "0 0 0 30 2 *", "0 0 0 1 1 * 2001"] {
+            let error = Schedule::parse(expression)
+                .unwrap()
+                .check_ticks_after(now)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!(
+                    "EXPORT_SCHEDULE: {expression:?} has no tick after"
+                )),
+                "{expression}: {error}"
+            );
+        }
+        for expression in ["0 */5 * * * *", "0 0 0 29 2 *", "0 0 0 1 1 * 2030"] {
+            assert_eq!(
+                Schedule::parse(expression).unwrap().check_ticks_after(now),
+                Ok(()),
+                "{expression}"
+            );
+        }
     }
 }

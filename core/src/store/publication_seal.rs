@@ -91,9 +91,13 @@ impl Store {
     async fn try_seal(&self, region: &str, hour: i32) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // The lock timeout ends an attempt that waits too long, and the attempt then gives way
+        // and tries again. The session's statement timeout may be as short as that wait (DESIGN
+        // §6) and would end the attempt first, failing the pass, so it is set just above it.
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            SEAL_LOCK_WAIT.as_millis()
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            SEAL_LOCK_WAIT.as_millis(),
+            SEAL_LOCK_WAIT.saturating_mul(2).as_millis()
         ))
         .await?;
         let locked = tx

@@ -29,6 +29,7 @@ mod publication_clock;
 mod relevance;
 mod retention;
 mod scheduled;
+mod settings_extremes;
 mod sources;
 mod store;
 mod submit_settings;

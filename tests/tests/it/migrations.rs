@@ -14,13 +14,13 @@ use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser, SUBMIT_ROLE};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// A short statement timeout, so that a migration or a wait that outlasts it (and its response
-/// grace of 2 s) is easy to arrange.
-const SHORT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A short statement timeout (the shortest a binary accepts), so that a migration or a wait that
+/// outlasts it (and its response grace of 2 s) is easy to arrange.
+const SHORT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// How long the slow migration sleeps: longer than the short statement timeout and the 2 s the
 /// store allows a silent server beyond it.
-const SLOW_SECONDS: u32 = 3;
+const SLOW_SECONDS: u32 = 4;
 
 /// A store as the binaries build theirs, on `url`, with the short statement timeout.
 fn store_with_short_timeout(url: &str) -> Store {
@@ -237,7 +237,7 @@ async fn a_migration_longer_than_the_statement_timeout_applies() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(timeout, "500ms");
+    assert_eq!(timeout, "1s");
 }
 
 #[tokio::test]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
+use diagnosis_core::config::CommonConfig;
 use diagnosis_core::domain::KeyData;
-use diagnosis_core::store::StoreKeysOutcome;
+use diagnosis_core::store::{Store, StoreConfig, StoreKeysOutcome};
 use diagnosis_core::time::{HourNumber, ManualClock, UnixSeconds, interval_number};
 use diagnosis_exporter::pipeline::{ExportError, RunOutcome};
 use diagnosis_tests::app::{PORTAL_TOKEN, test_start_time};
@@ -316,5 +317,51 @@ async fn a_stalled_upload_cannot_hold_the_other_uploads_behind_a_seal() {
         .expect("the seal did not follow once the stalled upload ended")
         .unwrap()
         .unwrap();
+    assert_eq!(h.store.sealed_through("302").await.unwrap(), Some(hour));
+}
+
+/// With the shortest statement timeout the binaries accept (a second, as long as one attempt to
+/// seal waits for its lock), a seal held back by an upload still gives way and tries again:
+/// the attempt is ended by its lock timeout, not cut by the statement timeout, which would fail
+/// the pass's hours step.
+#[tokio::test]
+async fn a_seal_under_the_shortest_statement_timeout_waits_and_tries_again() {
+    let start = test_start_time();
+    let h = ExportHarness::new(start).await;
+    let store = Store::connect(&StoreConfig {
+        database_url: h.db.url.clone(),
+        pool_size: 2,
+        statement_timeout: StdDuration::from_millis(CommonConfig::MIN_STATEMENT_TIMEOUT_MS),
+        connect_timeout: StdDuration::from_secs(5),
+        application_name: "diagnosis-seal-tests",
+    })
+    .unwrap();
+    let mut stalled = h.db.client().await;
+    let stalled = stalled.transaction().await.unwrap();
+    stalled
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared(x'7365616c'::int, hashtext('302'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let hour = UnixSeconds::from(start).hour();
+    let seal = tokio::spawn(async move { store.seal_hours("302", hour).await });
+    eventually("the seal waiting for the upload", async || {
+        seal_locks(&h, "ExclusiveLock", false).await == 1
+    })
+    .await;
+    // The first attempt ends without the lock (the upload still holds it).
+    eventually("the first attempt giving up", async || {
+        seal_locks(&h, "ExclusiveLock", false).await == 0
+    })
+    .await;
+
+    stalled.commit().await.unwrap();
+    tokio::time::timeout(StdDuration::from_secs(20), seal)
+        .await
+        .expect("the seal did not follow once the upload ended")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the seal failed instead of trying again: {e}"));
     assert_eq!(h.store.sealed_through("302").await.unwrap(), Some(hour));
 }

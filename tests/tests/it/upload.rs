@@ -715,3 +715,53 @@ async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
     );
     assert_eq!(stored_keys(&app).await, 21);
 }
+
+/// An upload whose `COMMIT` reaches the database while its answer is lost (a failover, a dropped
+/// connection) is answered `SERVER_ERROR`, yet its keys are stored; the app's repeat of the same
+/// upload is acknowledged and stores nothing twice, nor takes the quota twice.
+#[tokio::test]
+async fn an_upload_whose_answer_was_lost_is_stored_once_and_its_repeat_acknowledged() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use diagnosis_core::store::{Store, StoreConfig};
+    use diagnosis_tests::black_hole::upstream_of;
+    use diagnosis_tests::lost_answer::LostAnswerProxy;
+    use diagnosis_tests::pg::TestDatabase;
+    use tokio::time::timeout;
+
+    let db = Arc::new(TestDatabase::new().await);
+    let proxy = LostAnswerProxy::start(upstream_of(&db.url)).await;
+    let store = Store::connect(&StoreConfig {
+        database_url: proxy.url_for(&db.url),
+        pool_size: 2,
+        statement_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        application_name: "diagnosis-upload-tests",
+    })
+    .unwrap();
+    let app = TestApp::spawn_with_store(Arc::clone(&db), store).await;
+    let code = app.portal().issue_code().await.unwrap();
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+    let now = app.now_unix();
+    let upload = upload_of(app_keys(now, 14), now);
+
+    proxy.arm();
+    let lost = phone.upload(&upload).await.unwrap();
+    assert_eq!(outcome(&lost), (500, ErrorCode::ServerError));
+    timeout(Duration::from_secs(10), proxy.answer_lost())
+        .await
+        .expect("the upload's COMMIT never reached the database");
+    assert_eq!(
+        stored_keys(&app).await,
+        14,
+        "the committed upload is stored"
+    );
+    assert_eq!(remaining_keys(&app, &phone).await, 43 - 14);
+
+    let again = phone.upload(&upload).await.unwrap();
+    assert_eq!(outcome(&again), (200, ErrorCode::None));
+    assert_eq!(stored_keys(&app).await, 14);
+    assert_eq!(remaining_keys(&app, &phone).await, 43 - 14);
+}
