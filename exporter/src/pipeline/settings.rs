@@ -128,7 +128,13 @@ impl Exporter {
                  deleted as usual"
             ),
         }
-        let report = self.store.purge_expired(now, policy).await?;
+        // Ages are judged by the earlier of the two clocks: an exporter whose clock runs ahead
+        // of the database's (by less than the grace, or the pass would have stopped) must not
+        // delete a code, a keypair or a ban that much early.
+        let report = self
+            .store
+            .purge_expired(now.min(database_now), policy)
+            .await?;
         if let Some(before) = stale_before(&recorded, database_now) {
             self.store.delete_stale_submit_settings(before).await?;
         }

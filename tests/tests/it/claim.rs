@@ -217,6 +217,42 @@ async fn a_code_just_inside_its_validity_is_claimed() {
     assert_eq!(app.phone().claim(&code).await.unwrap().status, 200);
 }
 
+/// A code is claimable only while its keypair could still accept an upload (DESIGN §3.2): a
+/// code issued at 23:00 with `ENCRYPTION_KEY_VALIDITY_DAYS=1` and claimed at 00:30 would give the
+/// app a server key that every upload refuses, so it is a wrong code instead. The same code
+/// claimed at 23:30 is answered and can upload.
+#[tokio::test]
+async fn a_code_whose_keypair_could_no_longer_upload_is_not_claimed() {
+    use chrono::TimeZone;
+    let late = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 28, 23, 0, 0)
+        .single()
+        .unwrap();
+    let app = TestApp::spawn_with(|s| s.encryption_key_validity_days = 1).await;
+    app.clock.set(late);
+    let in_time = app.portal().issue_code().await.unwrap();
+    let too_late = app.portal().issue_code().await.unwrap();
+
+    app.clock.advance(chrono::Duration::minutes(30));
+    let mut phone = app.phone();
+    assert_eq!(phone.claim(&in_time).await.unwrap().status, 200);
+    let now = app.now_unix();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 2), now))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.response);
+
+    app.clock.advance(chrono::Duration::hours(1));
+    let mut phone = app.phone();
+    let reply = phone.claim(&too_late).await.unwrap();
+    assert_eq!(
+        (reply.status.as_u16(), code_of(&reply.response)),
+        (401, ErrorCode::InvalidOneTimeCode),
+        "a claim answered with a keypair no upload can use"
+    );
+}
+
 #[tokio::test]
 async fn a_database_failure_is_a_server_error() {
     let app = TestApp::spawn().await;

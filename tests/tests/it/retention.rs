@@ -681,3 +681,29 @@ async fn a_replica_whose_clock_is_behind_is_judged_live_by_the_database_clock() 
     assert_eq!(policy.map(|p| p.keypair_validity_days), Some(20));
     drop(behind);
 }
+
+/// Retention judges ages by the earlier of the exporter's clock and the database's: an exporter
+/// whose clock runs 500 s ahead (inside the 600 s grace, so it publishes) does not delete a code
+/// five minutes before it expires.
+#[tokio::test]
+async fn an_exporter_whose_clock_runs_ahead_deletes_nothing_early() {
+    let app = TestApp::spawn().await;
+    let code = app.portal().issue_code().await.unwrap();
+    app.advance_past_refresh(Duration::hours(24) - Duration::seconds(400), 1)
+        .await;
+    let ahead = ManualClock::new(app.clock.now() + Duration::seconds(500));
+    let h = ExportHarness::sharing(Arc::clone(&app.db), ahead, |_| {}).await;
+    let exporter = h
+        .exporter_over(
+            Store::from_pool(app.db.pool().clone())
+                .with_database_clock(Arc::new(app.clock.clone())),
+        )
+        .await;
+    match exporter.run_once().await {
+        Ok(diagnosis_exporter::pipeline::RunOutcome::Completed(report)) => {
+            assert_eq!(report.retention.unclaimed_codes, 0, "{report:?}");
+        }
+        other => panic!("the pass did not complete: {other:?}"),
+    }
+    assert_eq!(app.phone().claim(&code).await.unwrap().status, 200);
+}
