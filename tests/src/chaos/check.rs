@@ -356,6 +356,7 @@ impl BucketChecker {
                 &VerifyOptions {
                     region: self.region.clone(),
                     public_keys: self.public_keys.clone(),
+                    ..VerifyOptions::default()
                 },
             )
             .await?;
