@@ -33,3 +33,4 @@ mod sources;
 mod store;
 mod submit_settings;
 mod upload;
+mod verify_retrieval;
