@@ -221,6 +221,27 @@ mod tests {
         assert_eq!(judged(u64::MAX - 5, u64::MAX), Verdict::NotItsWindow);
     }
 
+    proptest::proptest! {
+        /// Whatever a hostile bucket lists and writes into a header, the rule gives a verdict.
+        #[test]
+        fn any_hours_and_windows_are_judged_without_panic(
+            oldest: u64,
+            newest: u64,
+            start: u64,
+            end: u64,
+            bundle_start: Option<u64>,
+        ) {
+            let listed = hours(oldest.min(newest), oldest.max(newest));
+            let today = listed.today(bundle_start);
+            let days = listed.required_days(today);
+            proptest::prop_assert!(days.end() - days.start() <= DAYS_BACK);
+            let found = Some(window(start, end));
+            let _ = judge_bundle(found, listed.bundle_window(today));
+            let _ = judge_day(*days.start(), found, listed.day_window(*days.start()));
+            let _ = listed.nothing_before_oldest(today);
+        }
+    }
+
     #[test]
     fn hours_at_the_end_of_time_do_not_overflow() {
         let listed = hours(u64::MAX - 2 * HOUR, u64::MAX - HOUR);
