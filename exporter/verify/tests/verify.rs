@@ -177,7 +177,7 @@ impl Spec {
     /// on the last day: the first day's first 10 hours are cut, its daily file still listed.
     fn spanning_fourteen_days() -> Self {
         let first_day = DAY_START + DAY - 14 * DAY;
-        let mut spec = Self::new();
+        let mut spec = Self::new().signed_by_key_1_only();
         spec.hours.clear();
         spec.days.clear();
         for hour in 0..14 * 24 + 3 {
