@@ -23,8 +23,8 @@ use crate::config::SigningConfig;
 use crate::storage::Bucket;
 use diagnosis_format::sign::PublicKey;
 use diagnosis_verify::{
-    CacheControl, CdnCheck, Edge, HttpSource, MAX_OBJECT_BYTES, Served, Source, VerifyError,
-    VerifyOptions, scheme_of, verify_bucket,
+    CacheControl, CdnCheck, Edge, Finding, HttpSource, MAX_OBJECT_BYTES, RetrievalProblem, Served,
+    Source, VerifyError, VerifyOptions, VerifyReport, scheme_of, verify_bucket,
 };
 
 /// The command line of `verify`.
@@ -74,11 +74,40 @@ pub async fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     println!("{report}");
+    if let Some(hint) = hint(args, &report) {
+        println!("{hint}");
+    }
     if report.is_ok() {
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What to try when retrieval objects were looked for by their keys on an HTTP server and
+/// not found: a CDN with the edge function serves them only at its path (DESIGN §4.3).
+fn hint(args: &VerifyArgs, report: &VerifyReport) -> Option<&'static str> {
+    let missing = report.violations.iter().any(|finding| {
+        matches!(
+            finding,
+            Finding::Retrieval {
+                problem: RetrievalProblem::Missing,
+                ..
+            }
+        )
+    });
+    (missing && args.hmac_key_file.is_none() && is_http(&args.location)).then_some(
+        "hint: a CDN serves the deployed apps' retrieve/{MCC}/… objects only at \
+         /retrieve/{MCC}/{P}/{hmac}; give --hmac-key-file with the apps' HMAC_KEY to read them \
+         there",
+    )
+}
+
+fn is_http(location: &str) -> bool {
+    matches!(
+        scheme_of(location).map(str::to_ascii_lowercase).as_deref(),
+        Some("http" | "https")
+    )
 }
 
 /// The given PEM files, or the public halves of `SIGNING_KEY_FILE`.
@@ -114,12 +143,7 @@ pub fn cdn_check(args: &VerifyArgs, compat_path: &str) -> anyhow::Result<Option<
         }
         return Ok(None);
     };
-    let location_is_http = matches!(
-        scheme_of(&args.location)
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("http" | "https")
-    );
+    let location_is_http = is_http(&args.location);
     let same = |url: &str| url.trim_end_matches('/') == args.location.trim_end_matches('/');
     let (url, read_through) = match &args.cdn {
         Some(url) => (url.as_str(), same(url)),
@@ -237,5 +261,83 @@ impl Source for BucketSource {
 
     fn describe(&self) -> String {
         self.bucket.location().to_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(location: &str, cdn: Option<&str>, key_file: Option<&Path>) -> VerifyArgs {
+        VerifyArgs {
+            location: location.to_owned(),
+            cdn: cdn.map(str::to_owned),
+            hmac_key_file: key_file.map(Path::to_path_buf),
+            ..VerifyArgs::default()
+        }
+    }
+
+    fn key_file(name: &str, contents: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("diagnosis-verify-{name}-{}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_cdn_is_checked_with_the_apps_key_against_cdn_or_an_http_location() {
+        let key = "ab".repeat(32);
+        let file = key_file("good", &format!("{key}\n"));
+        let check = |location: &str, cdn: Option<&str>| {
+            cdn_check(&args(location, cdn, Some(&file)), "302").unwrap()
+        };
+        assert!(matches!(
+            check("s3://bucket/p", Some("https://cdn.example/")),
+            Some(CdnCheck::Compare(edge)) if edge.base_url() == "https://cdn.example"
+        ));
+        assert!(matches!(
+            check("https://cdn.example/", None),
+            Some(CdnCheck::ReadThrough(_))
+        ));
+        assert!(matches!(
+            check("https://cdn.example", Some("https://cdn.example/")),
+            Some(CdnCheck::ReadThrough(_))
+        ));
+        assert!(
+            cdn_check(&args("s3://bucket/p", None, None), "302")
+                .unwrap()
+                .is_none()
+        );
+
+        let refused = |args: &VerifyArgs| format!("{:#}", cdn_check(args, "302").unwrap_err());
+        assert!(
+            refused(&args("s3://b", Some("https://cdn.example"), None)).contains("--hmac-key-file")
+        );
+        assert!(refused(&args("s3://b", None, Some(&file))).contains("--cdn URL"));
+        let short = key_file("short", &"ab".repeat(31));
+        let message = refused(&args("https://cdn.example", None, Some(&short)));
+        assert!(message.contains(&short.display().to_string()), "{message}");
+        assert!(message.contains("shorter than 32 bytes"), "{message}");
+        assert!(!message.contains(&"ab".repeat(31)), "{message}");
+        std::fs::remove_file(file).unwrap();
+        std::fs::remove_file(short).unwrap();
+    }
+
+    #[test]
+    fn a_missing_retrieval_object_on_an_http_location_without_the_key_gets_a_hint() {
+        let mut report = VerifyReport::default();
+        assert_eq!(
+            hint(&args("https://cdn.example", None, None), &report),
+            None
+        );
+        report.violations.push(Finding::Retrieval {
+            object: "retrieve/302/00000".to_owned(),
+            problem: RetrievalProblem::Missing,
+        });
+        assert!(hint(&args("https://cdn.example", None, None), &report).is_some());
+        assert_eq!(hint(&args("s3://bucket", None, None), &report), None);
+        let with_key = args("https://cdn.example", None, Some(Path::new("k")));
+        assert_eq!(hint(&with_key, &report), None);
     }
 }
