@@ -449,10 +449,17 @@ pub fn publish_hour(
 /// hour its expiry falls in (rounded up), the hold-back half of [`publish_hour`]. The store
 /// files an upload's keys under `max(this, the submission hour the database's clock gives)`.
 pub fn held_back_until(rolling_start_interval_number: i32, rolling_period: i32) -> i64 {
-    let expiry = key_expiry(rolling_start_interval_number, rolling_period);
+    earliest_publish_hour(key_expiry(rolling_start_interval_number, rolling_period))
+}
+
+/// The earliest hour a key expiring at `expiry_unix` may be published in (DESIGN §2): two
+/// hours after the hour its expiry falls in, rounded up. So an hour holds no key that expired
+/// later than two hours before it began, which is what a reader of published files may rely
+/// on.
+pub fn earliest_publish_hour(expiry_unix: i64) -> i64 {
     // Ceiling division that is also right for negative numbers: -floor(-x / d).
-    let expiry_hour_ceiling = -(-expiry).div_euclid(SECONDS_PER_HOUR);
-    expiry_hour_ceiling + PUBLISH_DELAY_HOURS
+    let expiry_hour_ceiling = -expiry_unix.saturating_neg().div_euclid(SECONDS_PER_HOUR);
+    expiry_hour_ceiling.saturating_add(PUBLISH_DELAY_HOURS)
 }
 
 /// [`RELEVANCE_DAYS`] in seconds.

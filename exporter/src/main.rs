@@ -17,7 +17,7 @@ use diagnosis_exporter::metrics_listener::InternalListener;
 use diagnosis_exporter::pipeline::{ExportError, Exporter, RunOutcome};
 use diagnosis_exporter::scheduled::{self, Schedule};
 use diagnosis_exporter::storage::Bucket;
-use diagnosis_exporter::verify_command::run_verify;
+use diagnosis_exporter::verify_command::{VerifyArgs, run_verify};
 use diagnosis_format::sign::generate_signing_key;
 
 /// jemalloc, configured at build time (`.cargo/config.toml`) to return freed pages at once.
@@ -70,6 +70,19 @@ enum Command {
         /// The export region (default: EXPORT_REGION, else CA).
         #[arg(long)]
         region: Option<String>,
+        /// The MCC of the deployed apps' retrieval objects retrieve/{MCC}/{DDDDD} and
+        /// retrieve/{MCC}/00000, which are checked too (default: COMPAT_REGION_PATH, else 302).
+        #[arg(long = "compat-path", value_name = "MCC")]
+        compat_path: Option<String>,
+        /// The CDN the apps fetch their retrieval objects through: each is fetched there at
+        /// /retrieve/{MCC}/{P}/{hmac}, as the apps do, and must be the bucket's bytes. Needs
+        /// --hmac-key-file; without --cdn, an http:// or https:// LOCATION is taken as the CDN.
+        #[arg(long, value_name = "URL")]
+        cdn: Option<String>,
+        /// A file holding the apps' shared HMAC_KEY (hex, at least 32 bytes), to fetch the
+        /// retrieval objects through the CDN's edge function.
+        #[arg(long = "hmac-key-file", value_name = "FILE")]
+        hmac_key_file: Option<PathBuf>,
     },
 }
 
@@ -89,7 +102,20 @@ fn main() -> ExitCode {
                 location,
                 public_keys,
                 region,
-            }) => run_verify(&location, &public_keys, region).await,
+                compat_path,
+                cdn,
+                hmac_key_file,
+            }) => {
+                let args = VerifyArgs {
+                    location,
+                    public_key_files: public_keys,
+                    region,
+                    compat_path,
+                    cdn,
+                    hmac_key_file,
+                };
+                run_verify(&args).await
+            }
             Some(Command::Migrate) => migrate().await,
             Some(Command::RunOnce) => run_once(cli.no_migrate).await,
             None => scheduled(cli.no_migrate).await,

@@ -241,6 +241,8 @@ impl ExportHarness {
             &VerifyOptions {
                 region: "CA".into(),
                 public_keys: test_public_keys(),
+                compat_path: self.settings.compat_region_path.clone(),
+                cdn: None,
             },
         )
         .await

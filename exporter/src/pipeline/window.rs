@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use diagnosis_core::domain::DiagnosisKey;
 use diagnosis_core::store::{ExportRecord, KeyStream, StoreError};
-use diagnosis_core::time::{DayNumber, HourNumber, UnixSeconds};
+use diagnosis_core::time::{DayNumber, HourNumber, UnixSeconds, is_relevant};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -432,7 +432,7 @@ impl Exporter {
         // A file spanning many days keeps only keys still relevant at its end.
         let relevant_at = (window.kind == WindowKind::RetrieveBundle).then(|| window.end());
         let Some(records) = self.published_sources(window).await? else {
-            let fakes = self.padding_for(window).await?;
+            let fakes = self.padding_for(window, relevant_at).await?;
             let stream = match opened {
                 Some(opened) if opened.window == window => opened
                     .stream
@@ -681,19 +681,38 @@ impl Exporter {
         Ok(Some(sources))
     }
 
-    /// The fake keys of every hour of the window (each hour's own, so a daily
-    /// file carries exactly the fake keys of its hourly files).
-    async fn padding_for(&self, window: Window) -> Result<Vec<DiagnosisKey>, StoreError> {
+    /// The fake keys of every hour of the window that has its hourly file (each hour's own,
+    /// so a daily file or a retrieval object carries exactly the fake keys of its hourly
+    /// files, DESIGN §4.1, §4.3); those of a window that keeps only the keys still relevant
+    /// at `relevant_at` (`00000`) are held to it as its real keys are, and as its merge from
+    /// files holds them.
+    async fn padding_for(
+        &self,
+        window: Window,
+        relevant_at: Option<UnixSeconds>,
+    ) -> Result<Vec<DiagnosisKey>, StoreError> {
         let Some(padding) = &self.padding else {
             return Ok(Vec::new());
         };
+        let mut first_hour = window.first_hour;
+        if window.kind != WindowKind::Hourly {
+            // Hours before the first one published have no file (DESIGN §4.2).
+            let region = self.settings.export_region.as_str();
+            let hourly = WindowKind::Hourly.as_str();
+            if let Some(first) = self.store.first_published_start(region, hourly).await? {
+                first_hour = first_hour.max(first.hour());
+            }
+        }
         let mut fakes = Vec::new();
-        for hour in window.first_hour.through(window.last_hour) {
+        for hour in first_hour.through(window.last_hour) {
             let histogram = self
                 .store
                 .key_metadata_histogram(&self.settings.key_region, hour, hour)
                 .await?;
             fakes.extend(padding.fake_keys(hour.get(), &histogram));
+        }
+        if let Some(at) = relevant_at {
+            fakes.retain(|key| is_relevant(key.expiry_unix(), at.get()));
         }
         Ok(fakes)
     }

@@ -8,7 +8,7 @@
 //! yields a handful of lines, not a million.
 
 use diagnosis_core::domain::Region;
-use diagnosis_format::archive::unzip_export;
+use diagnosis_format::archive::{ExportEntries, unzip_export};
 use diagnosis_format::render::{MAX_SIGNERS, SignerInfo};
 use diagnosis_format::sign::{PublicKey, verify_signature};
 use diagnosis_proto::export_bin::DEFAULT_ROLLING_PERIOD;
@@ -54,6 +54,8 @@ pub(crate) struct CheckedFile {
     pub(crate) keys: Vec<ExportedKey>,
     /// The signatures of `export.sig`, when it could be read.
     pub(crate) signatures: Option<Vec<CheckedSignature>>,
+    /// `start_timestamp` and `end_timestamp`, when `export.bin` could be read.
+    pub(crate) timestamps: Option<(Option<u64>, Option<u64>)>,
 }
 
 /// One signature of `export.sig`: its label and which given public keys verify it.
@@ -67,11 +69,14 @@ pub(crate) struct CheckedSignature {
     pub(crate) verified_by: Vec<usize>,
 }
 
-/// Checks the zip published as `name` and returns its facts; every problem is pushed onto
-/// `findings`, naming the object key. Which keys sign the file is returned, not judged: that
-/// takes the whole bucket (see [`CheckedSignature`]).
+/// Checks the zip published as `key` and returns its facts; every problem is pushed onto
+/// `findings`, naming the object key. `named` is what the name of an hourly or daily file says
+/// of the window inside it; a retrieval object's name says only its day, so its window is
+/// returned ([`CheckedFile::timestamps`]) for its own rule. Which keys sign the file is
+/// returned, not judged: that takes the whole bucket (see [`CheckedSignature`]).
 pub(crate) fn check_export_file(
-    name: &ObjectName,
+    key: &str,
+    named: Option<&ObjectName>,
     region: &Region,
     public_keys: &[PublicKey],
     zip: &[u8],
@@ -83,40 +88,18 @@ pub(crate) fn check_export_file(
         key_count: None,
         keys: Vec::new(),
         signatures: None,
+        timestamps: None,
     };
-    let key = &name.key;
-    let entries = match unzip_export(zip) {
-        Ok(entries) => entries,
-        Err(error) => {
-            findings.push(Finding::ArchiveInvalid {
-                object: key.clone(),
-                reason: error.to_string(),
-            });
-            return file;
-        }
-    };
-    let Some(message) = entries
-        .export_bin
-        .strip_prefix(EXPORT_BIN_HEADER.as_slice())
-    else {
-        findings.push(Finding::HeaderMissing {
-            object: key.clone(),
-        });
+    let Some((entries, export)) = read_export(key, zip, findings) else {
         return file;
     };
-    let export = match TemporaryExposureKeyExport::decode(message) {
-        Ok(export) => export,
-        Err(error) => {
-            findings.push(Finding::ExportBinMalformed {
-                object: key.clone(),
-                reason: error.to_string(),
-            });
-            return file;
-        }
-    };
-    check_window(name, region, &export, findings);
+    file.timestamps = Some((export.start_timestamp, export.end_timestamp));
+    if let Some(name) = named {
+        check_window(name, &export, findings);
+    }
+    check_region_and_batch(key, region, &export, findings);
     file.signatures = check_signatures(
-        name,
+        key,
         &export.signature_infos,
         &entries.export_bin,
         &entries.export_sig,
@@ -127,24 +110,60 @@ pub(crate) fn check_export_file(
     file.keys = check_keys(key, &export.keys, findings);
     if !export.revised_keys.is_empty() {
         findings.push(Finding::RevisedKeys {
-            object: key.clone(),
+            object: key.to_owned(),
             count: export.revised_keys.len(),
         });
     }
     file
 }
 
-/// Start, end, region and batch as DESIGN §4.1 requires for this name.
+/// The archive's two entries and the decoded `export.bin`, or `None` after reporting why not.
+fn read_export(
+    key: &str,
+    zip: &[u8],
+    findings: &mut Vec<Finding>,
+) -> Option<(ExportEntries, TemporaryExposureKeyExport)> {
+    let entries = match unzip_export(zip) {
+        Ok(entries) => entries,
+        Err(error) => {
+            findings.push(Finding::ArchiveInvalid {
+                object: key.to_owned(),
+                reason: error.to_string(),
+            });
+            return None;
+        }
+    };
+    let Some(message) = entries
+        .export_bin
+        .strip_prefix(EXPORT_BIN_HEADER.as_slice())
+    else {
+        findings.push(Finding::HeaderMissing {
+            object: key.to_owned(),
+        });
+        return None;
+    };
+    match TemporaryExposureKeyExport::decode(message) {
+        Ok(export) => Some((entries, export)),
+        Err(error) => {
+            findings.push(Finding::ExportBinMalformed {
+                object: key.to_owned(),
+                reason: error.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Start and end as DESIGN §4.1 requires for this name.
 fn check_window(
     name: &ObjectName,
-    region: &Region,
     export: &TemporaryExposureKeyExport,
     findings: &mut Vec<Finding>,
 ) {
     let key = &name.key;
     if export.start_timestamp != Some(name.start) {
         findings.push(Finding::StartTimestamp {
-            object: key.clone(),
+            object: key.to_owned(),
             found: export.start_timestamp,
             expected: name.start,
         });
@@ -152,23 +171,32 @@ fn check_window(
     let expected_end = name.part.end_timestamp(name.end);
     if export.end_timestamp != Some(expected_end) {
         findings.push(Finding::EndTimestamp {
-            object: key.clone(),
+            object: key.to_owned(),
             found: export.end_timestamp,
             expected: expected_end,
             named_end: name.end,
             part: name.part,
         });
     }
+}
+
+/// Region and batch as DESIGN §4.1 requires of every file.
+fn check_region_and_batch(
+    key: &str,
+    region: &Region,
+    export: &TemporaryExposureKeyExport,
+    findings: &mut Vec<Finding>,
+) {
     if export.region.as_deref() != Some(region.as_str()) {
         findings.push(Finding::ExportRegion {
-            object: key.clone(),
+            object: key.to_owned(),
             found: export.region.clone(),
             expected: region.as_str().to_owned(),
         });
     }
     if export.batch_num != Some(1) || export.batch_size != Some(1) {
         findings.push(Finding::ExportBatch {
-            object: key.clone(),
+            object: key.to_owned(),
             batch_num: export.batch_num,
             batch_size: export.batch_size,
         });
@@ -179,28 +207,27 @@ fn check_window(
 /// each signature with the given public keys it verifies with over the whole `export.bin`, or
 /// `None` when `export.sig` cannot be read.
 fn check_signatures(
-    name: &ObjectName,
+    key: &str,
     infos: &[SignatureInfo],
     export_bin: &[u8],
     export_sig: &[u8],
     public_keys: &[PublicKey],
     findings: &mut Vec<Finding>,
 ) -> Option<Vec<CheckedSignature>> {
-    let key = &name.key;
     if infos.is_empty() {
         findings.push(Finding::NoSignatureInfos {
-            object: key.clone(),
+            object: key.to_owned(),
         });
     } else if infos.len() > MAX_SIGNERS {
         findings.push(Finding::TooManySignatureInfos {
-            object: key.clone(),
+            object: key.to_owned(),
             count: infos.len(),
         });
     }
     for (index, info) in infos.iter().enumerate() {
         if info.signature_algorithm.as_deref() != Some(SIGNATURE_ALGORITHM) {
             findings.push(Finding::SignatureAlgorithm {
-                object: key.clone(),
+                object: key.to_owned(),
                 index,
                 found: info.signature_algorithm.clone(),
             });
@@ -210,7 +237,7 @@ fn check_signatures(
             info.verification_key_id.as_deref().unwrap_or_default(),
         ) {
             findings.push(Finding::SignatureInfoInvalid {
-                object: key.clone(),
+                object: key.to_owned(),
                 index,
                 reason: error.to_string(),
             });
@@ -221,7 +248,7 @@ fn check_signatures(
         Ok(list) => list,
         Err(error) => {
             findings.push(Finding::ExportSigMalformed {
-                object: key.clone(),
+                object: key.to_owned(),
                 reason: error.to_string(),
             });
             return None;
@@ -229,7 +256,7 @@ fn check_signatures(
     };
     if list.signatures.len() != infos.len() {
         findings.push(Finding::SignatureCount {
-            object: key.clone(),
+            object: key.to_owned(),
             signatures: list.signatures.len(),
             infos: infos.len(),
         });
@@ -237,7 +264,7 @@ fn check_signatures(
     for (index, (signature, info)) in list.signatures.iter().zip(infos).enumerate() {
         if signature.signature_info.as_ref() != Some(info) {
             findings.push(Finding::SignatureLabel {
-                object: key.clone(),
+                object: key.to_owned(),
                 index,
                 label: signature.signature_info.clone(),
                 info: info.clone(),
@@ -247,7 +274,7 @@ fn check_signatures(
     for (index, signature) in list.signatures.iter().enumerate() {
         if signature.batch_num != Some(1) || signature.batch_size != Some(1) {
             findings.push(Finding::SignatureBatch {
-                object: key.clone(),
+                object: key.to_owned(),
                 index,
                 batch_num: signature.batch_num,
                 batch_size: signature.batch_size,
@@ -431,7 +458,14 @@ mod tests {
         public_keys: &[PublicKey],
     ) -> (CheckedFile, Vec<Finding>) {
         let mut violations = Vec::new();
-        let file = check_export_file(name, &ca(), public_keys, zip, &mut violations);
+        let file = check_export_file(
+            &name.key,
+            Some(name),
+            &ca(),
+            public_keys,
+            zip,
+            &mut violations,
+        );
         (file, violations)
     }
 

@@ -10,6 +10,7 @@ use std::fmt;
 use diagnosis_proto::SignatureInfo;
 
 use crate::names::Kind;
+use crate::retrieval::RetrievalProblem;
 use diagnosis_format::render::PartNumber;
 use diagnosis_format::sign::PublicKey;
 
@@ -515,6 +516,16 @@ pub enum Finding {
         /// `key_data` of the first such key.
         first_extra: Option<[u8; 16]>,
     },
+
+    // --- The deployed apps' retrieval objects (DESIGN §4.3).
+    /// A retrieval object breaks a rule of its own; its archive, header, signatures and keys
+    /// are reported with the export-file findings above.
+    Retrieval {
+        /// `retrieve/{MCC}/{DDDDD}` or `retrieve/{MCC}/00000`.
+        object: String,
+        /// What is wrong.
+        problem: RetrievalProblem,
+    },
 }
 
 impl Finding {
@@ -558,7 +569,8 @@ impl Finding {
             | Self::KeySignsNothing { object, .. }
             | Self::Keys { object, .. }
             | Self::KeyDataRepeated { object, .. }
-            | Self::DayNotUnion { object, .. } => object,
+            | Self::DayNotUnion { object, .. }
+            | Self::Retrieval { object, .. } => object,
         }
     }
 }
@@ -590,6 +602,7 @@ impl fmt::Display for Finding {
         }
         match self {
             Self::Missing { .. } => write!(f, "does not exist"),
+            Self::Retrieval { problem, .. } => write!(f, "{problem}"),
             Self::ListedButMissing { index, .. } => {
                 write!(f, "listed in {index} but the object does not exist")
             }

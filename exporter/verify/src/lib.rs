@@ -32,38 +32,53 @@
 //! 5. Each daily file holds exactly the keys of its day's 24 hourly files.
 //! 6. No hour (and no day) between the oldest and the newest listed is missing, and each
 //!    window's parts run from `00001` without a gap.
+//! 7. The deployed apps' objects (DESIGN §4.3, module `retrieval`): `retrieve/{MCC}/00000`
+//!    and `retrieve/{MCC}/{DDDDD}` for every day the apps may ask for that the published
+//!    hours reach, today's included, each a file as in check 2 whose window follows the newest
+//!    listed hour, holding exactly the keys published in its window (`00000`: those still
+//!    relevant at its end), with its kind's `Cache-Control` where the source keeps headers,
+//!    and, with a CDN given, served through the edge function's path byte for byte.
 //!
 //! Files are read one at a time and days are processed in order, so memory holds one file,
-//! the `key_data` seen so far (for check 4), the keys of one day (for check 5) and the label
-//! of each signature that not every given key verifies (for check 2's labels, judged once
-//! the whole bucket has shown which label each key signs under).
+//! the `key_data` seen so far (for check 4), the keys of one day (for checks 5 and 7), the
+//! keys of `00000` (for check 7) and the label of each signature that not every given key
+//! verifies (for check 2's labels, judged once the whole bucket has shown which label each
+//! key signs under).
 //!
 //! This crate must never write to the bucket, never stop at the first violation, and never
 //! panic on what it reads: a bucket is evidence to judge, and malformed bytes are a finding.
 //! Only a failing source (I/O, HTTP) ends a run early, as an error.
 
+mod edge;
 mod export_file;
 mod finding;
 mod manifest;
 mod names;
+mod retrieval;
 mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, Region};
+use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_format::names::{daily_index_key, hourly_index_key, manifest_key};
 use diagnosis_format::sign::PublicKey;
 use thiserror::Error;
 
+pub use self::edge::{Edge, MIN_HMAC_KEY_BYTES, retrieve_hmac};
 use self::export_file::{CheckedFile, CheckedSignature, ExportedKey, check_export_file};
 pub use self::finding::{Finding, KeyProblem, ManifestField, NameError};
 use self::manifest::Manifest;
 pub use self::names::Kind;
 use self::names::{DAY, HOUR, ObjectName, check_continuity, parse_index};
+pub use self::retrieval::{
+    CdnCheck, KeyCount, ObjectDigest, RetrievalObject, RetrievalProblem, RetrievalWindow,
+};
+use self::retrieval::{DayKeys, RetrievalRun};
 pub use self::source::{
-    DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Source, scheme_of, source_for,
+    CacheControl, DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Served, Source,
+    scheme_of, source_for,
 };
 
 /// Why a bucket could not be verified at all. Problems with the published content are not
@@ -140,6 +155,18 @@ pub enum VerifyError {
         /// The limit.
         limit: u64,
     },
+    /// The retrieval path's MCC is not three digits.
+    #[error("{path:?} is not the three-digit MCC of the apps' retrieval path, such as 302")]
+    InvalidCompatPath {
+        /// The rejected value.
+        path: String,
+    },
+    /// The apps' HMAC key is not one the edge function accepts; the key is never shown.
+    #[error("the HMAC key {reason} (it must be the apps' HMAC_KEY: hex of at least 32 bytes)")]
+    InvalidHmacKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// What to verify against.
@@ -150,6 +177,11 @@ pub struct VerifyOptions {
     /// Each file must be signed by at least one of these, and each must sign at least one
     /// file; with none, signatures are not checked.
     pub public_keys: Vec<PublicKey>,
+    /// The MCC of the apps' retrieval path `retrieve/{MCC}/` (`COMPAT_REGION_PATH`, default
+    /// `302`).
+    pub compat_path: String,
+    /// The CDN the apps fetch their retrieval objects through, if it is to be checked.
+    pub cdn: Option<CdnCheck>,
 }
 
 impl Default for VerifyOptions {
@@ -157,6 +189,8 @@ impl Default for VerifyOptions {
         Self {
             region: DEFAULT_EXPORT_REGION.to_owned(),
             public_keys: Vec::new(),
+            compat_path: DEFAULT_REGION.to_owned(),
+            cdn: None,
         }
     }
 }
@@ -183,8 +217,13 @@ pub struct VerifyReport {
     pub keys_daily: u64,
     /// Size of all listed files that exist.
     pub bytes: u64,
-    /// For each given public key, in the order given, how many files it signs.
+    /// For each given public key, in the order given, how many files it signs (retrieval
+    /// objects included).
     pub signers: Vec<SignerCount>,
+    /// The retrieval objects read (DESIGN §4.3), `00000` first.
+    pub retrieval: Vec<RetrievalObject>,
+    /// How many retrieval objects were fetched through the CDN's edge path.
+    pub through_cdn: usize,
     /// Every rule broken, each naming the object.
     pub violations: Vec<Finding>,
     /// What was not checked, and why; not violations.
@@ -219,6 +258,17 @@ impl fmt::Display for VerifyReport {
         } else {
             write!(f, ": {} violation(s)", self.violations.len())?;
         }
+        if !self.retrieval.is_empty() {
+            let keys: u64 = self.retrieval.iter().filter_map(|object| object.keys).sum();
+            write!(
+                f,
+                "\n{} retrieval object(s) ({keys} keys)",
+                self.retrieval.len()
+            )?;
+            if self.through_cdn > 0 {
+                write!(f, ", {} fetched through the CDN", self.through_cdn)?;
+            }
+        }
         for (number, signer) in (1..).zip(&self.signers) {
             write!(
                 f,
@@ -249,7 +299,13 @@ pub async fn verify_bucket(
     let region = Region::parse(&options.region).ok_or_else(|| VerifyError::InvalidRegion {
         region: options.region.clone(),
     })?;
-    let mut run = Run::new(&region, &options.public_keys);
+    let compat_path = &options.compat_path;
+    if compat_path.len() != 3 || !compat_path.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::InvalidCompatPath {
+            path: compat_path.clone(),
+        });
+    }
+    let mut run = Run::new(&region, options);
     let listing = run.read_listing(source).await?;
     let plan = DayPlan::new(&listing);
     if plan.days.is_empty() {
@@ -258,9 +314,11 @@ pub async fn verify_bucket(
             listing.hourly_index, listing.daily_index
         ));
     }
+    run.start_retrieval(source, &listing).await?;
     for (&day, files) in &plan.days {
         run.check_day(source, &listing, &plan, day, files).await?;
     }
+    run.finish_retrieval(source).await?;
     run.judge_signers(&listing.hourly_index);
     Ok(run.report)
 }
@@ -380,6 +438,12 @@ struct UnverifiedSignature {
 struct Run<'a> {
     region: &'a Region,
     public_keys: &'a [PublicKey],
+    /// Check 7: the MCC of `retrieve/{MCC}/`.
+    compat_path: &'a str,
+    /// Check 7: the CDN to fetch retrieval objects through.
+    cdn: Option<&'a CdnCheck>,
+    /// Check 7, once the listing is read.
+    retrieval: Option<RetrievalRun>,
     report: VerifyReport,
     /// Check 4: each hourly `key_data` seen, with the file (index into `files_read`) it was in.
     hourly_seen: HashMap<[u8; 16], u32>,
@@ -397,7 +461,8 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(region: &'a Region, public_keys: &'a [PublicKey]) -> Self {
+    fn new(region: &'a Region, options: &'a VerifyOptions) -> Self {
+        let public_keys = options.public_keys.as_slice();
         let mut report = VerifyReport {
             signers: public_keys
                 .iter()
@@ -416,6 +481,9 @@ impl<'a> Run<'a> {
         Self {
             region,
             public_keys,
+            compat_path: &options.compat_path,
+            cdn: options.cdn.as_ref(),
+            retrieval: None,
             report,
             hourly_seen: HashMap::new(),
             daily_seen: HashMap::new(),
@@ -503,7 +571,8 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Checks 2 to 4 for every file of one UTC day, then check 5 when the day is complete.
+    /// Checks 2 to 4 for every file of one UTC day, check 7 for the day's retrieval object and
+    /// its share of `00000`, then check 5 when the day is complete.
     async fn check_day(
         &mut self,
         source: &dyn Source,
@@ -514,13 +583,16 @@ impl<'a> Run<'a> {
     ) -> Result<(), VerifyError> {
         let hours_listed = 24 - plan.missing_hours(day).len();
         // Only a day with all 24 hours listed and a daily file is compared (check 5).
-        let collect = hours_listed == 24 && !files.daily.is_empty();
+        let compare = hours_listed == 24 && !files.daily.is_empty();
+        let collect = compare || self.retrieval_wants(day / DAY);
         let hourly = self
             .check_files(source, listing, &files.hourly, collect)
             .await?;
         let daily = self
             .check_files(source, listing, &files.daily, collect)
             .await?;
+        let keys = DayKeys::new(day / DAY, &files.hourly, hourly, daily);
+        self.retrieval_day(source, &keys).await?;
         let Some(first_daily) = files.daily.first() else {
             if hours_listed == 24 {
                 self.note(format!(
@@ -535,9 +607,10 @@ impl<'a> Run<'a> {
         } else {
             format!("{} (and its other parts)", first_daily.key)
         };
-        match (hourly, daily) {
+        match (keys.unreadable.is_empty(), keys.daily) {
             // Check 5.
-            (Some(hourly), Some(daily)) if collect => {
+            (true, Some(daily)) if compare => {
+                let hourly = keys.hours.into_values().flatten().collect();
                 if let Some(finding) =
                     compare_day(first_daily, files.daily.len() > 1, hourly, daily)
                 {
@@ -558,28 +631,23 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Checks `names` one by one; returns their keys when `collect` and every one could be
-    /// read, `None` otherwise.
+    /// Checks `names` one by one; with `collect`, returns each one's keys (`None` for a file
+    /// that does not exist or whose keys cannot be read), else nothing.
     async fn check_files(
         &mut self,
         source: &dyn Source,
         listing: &Listing,
         names: &[ObjectName],
         collect: bool,
-    ) -> Result<Option<Vec<ExportedKey>>, VerifyError> {
-        let mut keys = Some(Vec::new());
+    ) -> Result<Vec<Option<Vec<ExportedKey>>>, VerifyError> {
+        let mut keys = Vec::new();
         for name in names {
-            match self.check_file(source, listing, name).await? {
-                Some(file_keys) if collect => {
-                    if let Some(keys) = &mut keys {
-                        keys.extend(file_keys);
-                    }
-                }
-                Some(_) => {}
-                None => keys = None,
+            let file_keys = self.check_file(source, listing, name).await?;
+            if collect {
+                keys.push(file_keys);
             }
         }
-        Ok(if collect { keys } else { None })
+        Ok(keys)
     }
 
     /// Checks 1 (existence), 2, 3 (content) and 4 for one listed file; returns its keys, or
@@ -598,7 +666,8 @@ impl<'a> Run<'a> {
             return Ok(None);
         };
         let mut file = check_export_file(
-            name,
+            &name.key,
+            Some(name),
             self.region,
             self.public_keys,
             &zip,
@@ -619,7 +688,7 @@ impl<'a> Run<'a> {
             }
         }
         if let Some(signatures) = file.signatures.take() {
-            self.record_signatures(name, signatures);
+            self.record_signatures(&name.key, signatures);
         }
         self.record_key_data(name, &file);
         self.files_read.push(name.key.clone());
@@ -628,7 +697,7 @@ impl<'a> Run<'a> {
 
     /// Check 2 for one file's signatures: at least one given key signs it. Which label each
     /// key signs under is learnt here and judged in [`Run::judge_signers`].
-    fn record_signatures(&mut self, name: &ObjectName, signatures: Vec<CheckedSignature>) {
+    fn record_signatures(&mut self, object: &str, signatures: Vec<CheckedSignature>) {
         if self.public_keys.is_empty() {
             return;
         }
@@ -639,7 +708,7 @@ impl<'a> Run<'a> {
             .collect();
         if signers.is_empty() {
             self.violation(Finding::NotSignedByGivenKey {
-                object: name.key.clone(),
+                object: object.to_owned(),
                 given: self.public_keys.len(),
             });
         }
@@ -656,7 +725,7 @@ impl<'a> Run<'a> {
                 .extend(signature.verified_by.iter().copied());
             if signature.verified_by.len() < self.public_keys.len() {
                 self.unverified.push(UnverifiedSignature {
-                    object: name.key.clone(),
+                    object: object.to_owned(),
                     index,
                     signature,
                 });
@@ -878,6 +947,7 @@ mod tests {
             }],
             violations: Vec::new(),
             notes: vec!["n".to_owned()],
+            ..VerifyReport::default()
         };
         assert!(report.is_ok());
         assert_eq!(

@@ -245,6 +245,7 @@ mod tests {
             &mut violations,
         );
         let file = CheckedFile {
+            timestamps: None,
             bytes: 11,
             sha256: "cd".to_owned(),
             key_count: Some(4),

@@ -49,8 +49,41 @@ pub trait Source: Send + Sync {
     /// The object stored under `key` (relative to the bucket root), if any.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>>;
 
+    /// The object with the `Cache-Control` it is served with, where the source keeps headers
+    /// (an object store's metadata, an HTTP response). The default reads [`Source::get`] and
+    /// keeps none, as a folder does.
+    fn get_served<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Served>, VerifyError>> {
+        Box::pin(async move {
+            Ok(self.get(key).await?.map(|bytes| Served {
+                bytes,
+                cache_control: CacheControl::NotKept,
+            }))
+        })
+    }
+
     /// Where the objects come from, for messages.
     fn describe(&self) -> String;
+}
+
+/// An object as it is served: its bytes and its `Cache-Control`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The object's bytes.
+    pub bytes: Bytes,
+    /// Its `Cache-Control`, as far as the source knows it.
+    pub cache_control: CacheControl,
+}
+
+/// What a source knows of an object's `Cache-Control` (DESIGN §4, §4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheControl {
+    /// The source keeps no headers (a folder): whatever serves it sets them.
+    NotKept,
+    /// The header the object is stored or served with; `None` when it has none.
+    Kept(Option<String>),
 }
 
 /// A bucket in a local folder: a `file://` bucket, or a copy of any bucket.
@@ -247,10 +280,22 @@ impl HttpSource {
         url
     }
 
-    async fn fetch(&self, key: &str) -> Result<Option<Bytes>, VerifyError> {
+    /// The object under `key`: `200` is the object, `404` and `403` are no such object,
+    /// anything else is an error.
+    async fn fetch(&self, key: &str) -> Result<Option<Served>, VerifyError> {
         let url = self.url_of(key);
+        match self.answer(&url, &url).await? {
+            HttpAnswer::Object(served) => Ok(Some(served)),
+            HttpAnswer::Status(404 | 403) => Ok(None),
+            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus { url, status }),
+        }
+    }
+
+    /// `GET url`, the body read only for `200`. `shown` names the request in errors, so a URL
+    /// that carries a token never reaches a message.
+    pub(crate) async fn answer(&self, url: &str, shown: &str) -> Result<HttpAnswer, VerifyError> {
         let failed = |reason: String| VerifyError::Http {
-            url: url.clone(),
+            url: shown.to_owned(),
             reason,
         };
         let uri: Uri = url
@@ -267,27 +312,27 @@ impl HttpSource {
             };
             let response = response.map_err(|error| match untrusted_certificate(&error) {
                 Some(reason) => VerifyError::UntrustedServer {
-                    url: url.clone(),
+                    url: shown.to_owned(),
                     reason,
                 },
                 None => failed(error_chain(&error)),
             })?;
-            match response.status() {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => return Ok(None),
-                status => {
-                    return Err(VerifyError::HttpStatus {
-                        url: url.clone(),
-                        status: status.as_u16(),
-                    });
-                }
+            if response.status() != StatusCode::OK {
+                return Ok(HttpAnswer::Status(response.status().as_u16()));
             }
+            let cache_control = response
+                .headers()
+                .get(hyper::header::CACHE_CONTROL)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
             let limit = usize::try_from(MAX_OBJECT_BYTES).unwrap_or(usize::MAX);
             match Limited::new(response.into_body(), limit).collect().await {
-                Ok(body) => Ok(Some(body.to_bytes())),
+                Ok(body) => Ok(HttpAnswer::Object(Served {
+                    bytes: body.to_bytes(),
+                    cache_control: CacheControl::Kept(cache_control),
+                })),
                 Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                     Err(VerifyError::TooLarge {
-                        location: url.clone(),
+                        location: shown.to_owned(),
                         limit: MAX_OBJECT_BYTES,
                     })
                 }
@@ -303,6 +348,15 @@ impl HttpSource {
                 )))
             })
     }
+}
+
+/// What an HTTP server answered: the object (`200`), or another status.
+#[derive(Debug)]
+pub(crate) enum HttpAnswer {
+    /// `200`, with the body and its `Cache-Control`.
+    Object(Served),
+    /// Any other status.
+    Status(u16),
 }
 
 /// The operating system's trusted certificates, as `rustls-native-certs` finds them
@@ -363,6 +417,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 impl Source for HttpSource {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
+        Box::pin(async move { Ok(self.fetch(key).await?.map(|served| served.bytes)) })
+    }
+
+    fn get_served<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Served>, VerifyError>> {
         Box::pin(self.fetch(key))
     }
 
@@ -371,9 +432,14 @@ impl Source for HttpSource {
     }
 }
 
-/// A bucket held in memory, for tests.
+/// A bucket held in memory, for tests. An object inserted with [`MemorySource::insert`] keeps
+/// no headers, as in a folder; one inserted with [`MemorySource::insert_served`] keeps its
+/// `Cache-Control`, as in an object store.
 #[derive(Clone, Default)]
-pub struct MemorySource(HashMap<String, Bytes>);
+pub struct MemorySource {
+    objects: HashMap<String, Bytes>,
+    cache_control: HashMap<String, String>,
+}
 
 impl MemorySource {
     /// An empty bucket.
@@ -381,40 +447,64 @@ impl MemorySource {
         Self::default()
     }
 
-    /// Stores `bytes` under `key`, replacing any earlier object.
+    /// Stores `bytes` under `key` without headers, replacing any earlier object.
     pub fn insert(&mut self, key: impl Into<String>, bytes: impl Into<Bytes>) {
-        self.0.insert(key.into(), bytes.into());
+        let key = key.into();
+        self.cache_control.remove(&key);
+        self.objects.insert(key, bytes.into());
+    }
+
+    /// Stores `bytes` under `key` with its `Cache-Control`, replacing any earlier object.
+    pub fn insert_served(
+        &mut self,
+        key: impl Into<String>,
+        bytes: impl Into<Bytes>,
+        cache_control: &str,
+    ) {
+        let key = key.into();
+        self.cache_control
+            .insert(key.clone(), cache_control.to_owned());
+        self.objects.insert(key, bytes.into());
     }
 
     /// Deletes the object under `key`, returning it.
     pub fn remove(&mut self, key: &str) -> Option<Bytes> {
-        self.0.remove(key)
+        self.cache_control.remove(key);
+        self.objects.remove(key)
     }
 
     /// The object under `key`.
     pub fn object(&self, key: &str) -> Option<&Bytes> {
-        self.0.get(key)
+        self.objects.get(key)
+    }
+
+    /// The `Cache-Control` the object under `key` was stored with, if any.
+    pub fn cache_control(&self, key: &str) -> Option<&str> {
+        self.cache_control.get(key).map(String::as_str)
     }
 
     /// Every object key, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
+        self.objects.keys().map(String::as_str)
     }
 
     /// Number of objects.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.objects.len()
     }
 
     /// Whether the bucket holds no object.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.objects.is_empty()
     }
 }
 
 impl From<HashMap<String, Bytes>> for MemorySource {
     fn from(objects: HashMap<String, Bytes>) -> Self {
-        Self(objects)
+        Self {
+            objects,
+            cache_control: HashMap::new(),
+        }
     }
 }
 
@@ -429,11 +519,25 @@ impl fmt::Debug for MemorySource {
 
 impl Source for MemorySource {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
-        Box::pin(std::future::ready(Ok(self.0.get(key).cloned())))
+        Box::pin(std::future::ready(Ok(self.objects.get(key).cloned())))
+    }
+
+    fn get_served<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Served>, VerifyError>> {
+        let served = self.objects.get(key).map(|bytes| Served {
+            bytes: bytes.clone(),
+            cache_control: match self.cache_control.get(key) {
+                Some(value) => CacheControl::Kept(Some(value.clone())),
+                None => CacheControl::NotKept,
+            },
+        });
+        Box::pin(std::future::ready(Ok(served)))
     }
 
     fn describe(&self) -> String {
-        format!("memory ({} objects)", self.0.len())
+        format!("memory ({} objects)", self.objects.len())
     }
 }
 

@@ -12,14 +12,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
+use diagnosis_core::time::{is_relevant, key_expiry};
 use diagnosis_format::archive::{unzip_export, zip_export};
-use diagnosis_format::names::{daily_file_key, hourly_file_key};
-use diagnosis_format::render::{ExportWindow, SignerInfo, render_window};
+use diagnosis_format::names::{
+    ObjectKind, daily_file_key, hourly_file_key, retrieval_bundle_key, retrieval_day_key,
+};
+use diagnosis_format::render::{
+    ExportWindow, PLATFORM_MAX_KEYS_PER_FILE, SignerInfo, render_window,
+};
 use diagnosis_format::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_proto::{Message as _, TekSignatureList};
 use diagnosis_verify::{
-    DirectorySource, Finding, HttpSource, Kind, ManifestField, MemorySource, SignerCount, Source,
-    VerifyError, VerifyOptions, VerifyReport, source_for, verify_bucket,
+    DirectorySource, Finding, HttpSource, KeyCount, Kind, ManifestField, MemorySource,
+    RetrievalProblem, SignerCount, Source, VerifyError, VerifyOptions, VerifyReport, source_for,
+    verify_bucket,
 };
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -131,6 +137,9 @@ struct Spec {
     signing_keys: Vec<(u64, SigningKeys)>,
     /// Window start → keys.
     hours: BTreeMap<u64, Vec<DiagnosisKey>>,
+    /// Hours published once but no longer listed in `index.txt`, cut by its 14 days: their
+    /// files are gone, their keys are in their day's daily and retrieval objects.
+    cut: BTreeMap<u64, Vec<DiagnosisKey>>,
     /// Day start → keys.
     days: BTreeMap<u64, Vec<DiagnosisKey>>,
 }
@@ -140,6 +149,8 @@ struct Published {
     bucket: MemorySource,
     hourly: Vec<String>,
     daily: Vec<String>,
+    /// The retrieval objects, `00000` last, with their window's start.
+    retrieval: Vec<(String, u64)>,
 }
 
 impl Spec {
@@ -157,8 +168,33 @@ impl Spec {
         Self {
             signing_keys: vec![(0, both_keys())],
             hours,
+            cut: BTreeMap::new(),
             days: BTreeMap::from([(DAY_START, day)]),
         }
+    }
+
+    /// Fourteen days and three hours up to `DAY_START + DAY + 3 h`, as `index.txt` lists them
+    /// on the last day: the first day's first 10 hours are cut, its daily file still listed.
+    fn spanning_fourteen_days() -> Self {
+        let first_day = DAY_START + DAY - 14 * DAY;
+        let mut spec = Self::new().signed_by_key_1_only();
+        spec.hours.clear();
+        spec.days.clear();
+        for hour in 0..14 * 24 + 3 {
+            let start = first_day + hour * HOUR;
+            let keys = keys_of_hour(start);
+            if hour < 10 {
+                spec.cut.insert(start, keys);
+            } else {
+                spec.hours.insert(start, keys);
+            }
+        }
+        for day in 0..14 {
+            let start = first_day + day * DAY;
+            spec.days
+                .insert(start, spec.keys_between(start, start + DAY));
+        }
+        spec
     }
 
     fn signed_by_key_1_only(mut self) -> Self {
@@ -181,6 +217,7 @@ impl Spec {
             bucket: MemorySource::new(),
             hourly: Vec::new(),
             daily: Vec::new(),
+            retrieval: Vec::new(),
         };
         let mut manifest = Vec::new();
         let windows = self
@@ -248,11 +285,87 @@ impl Spec {
             "exposure-configuration/CA.json",
             "{\"minimumRiskScore\": 1}",
         );
+        self.publish_retrieval(&mut published);
         published
+    }
+
+    /// The deployed apps' objects (DESIGN §4.3) as the pass that published the newest hour
+    /// leaves them, on the day of that hour: each day's keys up to that hour, and `00000`
+    /// with the keys of the 15 days before that day still relevant at its end.
+    fn publish_retrieval(&self, published: &mut Published) {
+        let newest_end = self.hours.keys().last().unwrap() + HOUR;
+        let today = (newest_end - HOUR) / DAY;
+        let first_day = (today - 14).max(self.hours.keys().next().unwrap() / DAY);
+        for day in first_day..=today {
+            let start = day * DAY;
+            let end = newest_end.min(start + DAY);
+            let keys = self.keys_between(start, end);
+            let kind = ObjectKind::RetrievalDay {
+                day: day as i64,
+                last_closed_hour: (end / HOUR) as i64 - 1,
+            };
+            let object = retrieval_day_key("302", day as i64);
+            published.bucket.insert_served(
+                object.clone(),
+                self.retrieval_zip(start, end, keys),
+                kind.cache_control(),
+            );
+            published.retrieval.push((object, start));
+        }
+        let (start, end) = ((today - 15) * DAY, today * DAY);
+        let keys = self
+            .keys_between(start, end)
+            .into_iter()
+            .filter(|key| {
+                let expiry = key_expiry(key.rolling_start_interval_number, key.rolling_period);
+                is_relevant(expiry, end as i64)
+            })
+            .collect();
+        published.bucket.insert_served(
+            retrieval_bundle_key("302"),
+            self.retrieval_zip(start, end, keys),
+            ObjectKind::RetrievalBundle.cache_control(),
+        );
+        published
+            .retrieval
+            .push((retrieval_bundle_key("302"), start));
+    }
+
+    /// The keys of the hours from `start` to `end`, cut ones included.
+    fn keys_between(&self, start: u64, end: u64) -> Vec<DiagnosisKey> {
+        self.cut
+            .range(start..end)
+            .chain(self.hours.range(start..end))
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect()
+    }
+
+    /// A retrieval object: one signed file, however many keys (the apps fetch one object).
+    fn retrieval_zip(&self, start: u64, end: u64, mut keys: Vec<DiagnosisKey>) -> Vec<u8> {
+        let window = ExportWindow::growing(region(), start, end).unwrap();
+        let signing_keys = self.keys_for(start);
+        let signers = signing_keys.signer_infos();
+        let mut parts =
+            render_window(window, &signers, PLATFORM_MAX_KEYS_PER_FILE, &mut keys).unwrap();
+        assert_eq!(parts.len(), 1);
+        let part = parts.remove(0);
+        let sig = sign_export(&part.export_bin, signing_keys).unwrap();
+        zip_export(&part.export_bin, &sig).unwrap()
     }
 }
 
 impl Published {
+    /// Every signed object with its window's start: the listed files and the retrieval
+    /// objects.
+    fn signed_objects(&self) -> Vec<(String, u64)> {
+        self.hourly
+            .iter()
+            .chain(&self.daily)
+            .map(|key| (key.clone(), start_of(key)))
+            .chain(self.retrieval.iter().cloned())
+            .collect()
+    }
+
     fn text(&self, key: &str) -> String {
         String::from_utf8(self.bucket.object(key).unwrap().to_vec()).unwrap()
     }
@@ -317,7 +430,8 @@ async fn a_correct_bucket_verifies_with_both_public_keys() {
         .map(|key| published.bucket.object(key).unwrap().len() as u64)
         .sum();
     assert_eq!(report.bytes, zips);
-    let files = (published.hourly.len() + published.daily.len()) as u64;
+    let files = published.signed_objects().len() as u64;
+    assert_eq!(report.retrieval.len(), published.retrieval.len());
     assert_eq!(
         report.signers,
         [
@@ -576,14 +690,25 @@ async fn a_missing_hour_is_reported() {
         }
     );
 
-    // An hour missing inside the complete day: a gap, and the day cannot be compared.
+    // An hour missing inside the complete day: a gap, and neither the daily file nor the
+    // day's retrieval objects can be compared.
     let mut spec = Spec::new();
-    spec.hours.remove(&(DAY_START + 5 * HOUR));
+    let gone = DAY_START + 5 * HOUR;
+    spec.hours.remove(&gone);
     let report = verify(&spec.publish().bucket, vec![public_key_1()]).await;
     assert_eq!(report.violations.len(), 1, "{report}");
-    assert_eq!(report.notes.len(), 1, "{report}");
-    assert!(
-        report.notes[0].contains("not compared with hourly files"),
+    let day = DAY_START / DAY;
+    assert_eq!(
+        report.notes,
+        [
+            format!("retrieve/302/{day}: keys not compared: hour {gone} is not listed"),
+            format!(
+                "CA/daily/{DAY_START}-{}-00001.zip (and its other parts): not compared with \
+                 hourly files: 1 of the day's hours are missing from CA/index.txt",
+                DAY_START + DAY
+            ),
+            format!("retrieve/302/00000: keys not compared: hour {gone} is not listed"),
+        ],
         "{report}"
     );
 }
@@ -596,10 +721,9 @@ async fn a_file_signed_by_another_key_is_reported() {
 
     let report = verify(&published.bucket, vec![public_key_2()]).await;
     let mut all: Vec<String> = published
-        .hourly
-        .iter()
-        .chain(&published.daily)
-        .cloned()
+        .signed_objects()
+        .into_iter()
+        .map(|(key, _)| key)
         .collect();
     all.sort_unstable();
     let files = all.len();
@@ -658,11 +782,11 @@ fn rotating_spec() -> Spec {
 #[tokio::test]
 async fn during_a_key_rotation_both_keys_pass_files_signed_by_old_both_and_new() {
     let published = rotating_spec().publish();
-    let files: Vec<&String> = published.hourly.iter().chain(&published.daily).collect();
+    let files = published.signed_objects();
     let count = |from: u64, to: u64| {
         files
             .iter()
-            .filter(|key| (from..to).contains(&start_of(key)))
+            .filter(|(_, start)| (from..to).contains(start))
             .count() as u64
     };
     let (old, both, new) = (
@@ -705,8 +829,8 @@ async fn during_a_key_rotation_both_keys_pass_files_signed_by_old_both_and_new()
         reported.sort_unstable();
         let mut expected: Vec<&str> = files
             .iter()
-            .filter(|key| (unsigned_from..unsigned_to).contains(&start_of(key)))
-            .map(|key| key.as_str())
+            .filter(|(_, start)| (unsigned_from..unsigned_to).contains(start))
+            .map(|(key, _)| key.as_str())
             .collect();
         expected.sort_unstable();
         assert_eq!(reported, expected);
@@ -819,6 +943,124 @@ async fn a_daily_file_of_a_day_cut_by_the_index_window_is_a_note() {
     );
 }
 
+/// The retrieval findings of `report`, with the object each names.
+fn retrieval_findings(report: &VerifyReport) -> Vec<(&str, &RetrievalProblem)> {
+    report
+        .violations
+        .iter()
+        .filter_map(|finding| match finding {
+            Finding::Retrieval { object, problem } => Some((object.as_str(), problem)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_day_cut_from_index_txt_is_compared_through_its_daily_file() {
+    let spec = Spec::spanning_fourteen_days();
+    let first_day = (DAY_START + DAY) / DAY - 14;
+    let published = spec.publish();
+    let report = verify(&published.bucket, vec![public_key_1()]).await;
+    assert!(report.is_ok(), "{report}");
+    // The day object of the cut day and 00000 were compared: the only note is the daily
+    // file's own.
+    assert_eq!(report.retrieval.len(), 16, "{report}");
+    assert_eq!(report.notes.len(), 1, "{report}");
+
+    // With a key of a cut hour gone from the daily file, the day's object holds a key the
+    // bucket no longer shows published; 00000 too, when the key is still relevant at its end.
+    let mut spec = Spec::spanning_fourteen_days();
+    let gone = spec.days.get_mut(&(first_day * DAY)).unwrap().remove(0);
+    let report = verify(&spec.publish().bucket, vec![public_key_1()]).await;
+    let object = format!("retrieve/302/{first_day:05}");
+    let findings = retrieval_findings(&report);
+    assert!(
+        findings.iter().any(|(named, problem)| *named == object
+            && matches!(problem, RetrievalProblem::ForeignKeys(KeyCount { count: 1, first, .. })
+                if *first == *gone.key_data.as_bytes())),
+        "{report}"
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|(named, _)| *named == object || *named == "retrieve/302/00000"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn retrieval_objects_are_each_checked_in_memory_too() {
+    let published = Spec::new().publish();
+    let today = (DAY_START + DAY) / DAY;
+    let object = format!("retrieve/302/{today:05}");
+
+    // Stored without headers (a folder): not checked, and the report says so once.
+    let mut bucket = published.bucket.clone();
+    let bytes = bucket.object(&object).unwrap().clone();
+    bucket.insert(object.clone(), bytes.clone());
+    let report = verify(&bucket, vec![public_key_1()]).await;
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(
+        report.notes,
+        [format!(
+            "Cache-Control of the retrieval objects not checked: {} keeps no headers",
+            bucket.describe()
+        )]
+    );
+
+    // Another day's object under today's name: no window today's can have, and its keys are
+    // not compared with today's.
+    let yesterday = bucket
+        .object(&format!("retrieve/302/{:05}", today - 1))
+        .unwrap()
+        .clone();
+    bucket.insert_served(
+        object.clone(),
+        yesterday,
+        "public, max-age=3600, max-stale=600",
+    );
+    let report = verify(&bucket, vec![public_key_1()]).await;
+    assert!(
+        matches!(
+            retrieval_findings(&report)[..],
+            [(named, RetrievalProblem::NotItsWindow { start: Some(start), .. })]
+                if named == object && *start == DAY_START
+        ),
+        "{report}"
+    );
+
+    // A bundle from the day before: out of step, and the days it needs are still compared.
+    let mut spec = Spec::new();
+    spec.hours.pop_last();
+    spec.hours.pop_last();
+    spec.hours.pop_last();
+    let stale = spec
+        .publish()
+        .bucket
+        .object("retrieve/302/00000")
+        .unwrap()
+        .clone();
+    let mut bucket = published.bucket.clone();
+    bucket.insert_served(
+        "retrieve/302/00000",
+        stale,
+        "public, max-age=3600, max-stale=600",
+    );
+    let report = verify(&bucket, vec![public_key_1()]).await;
+    assert!(
+        matches!(
+            retrieval_findings(&report)[..],
+            [("retrieve/302/00000", RetrievalProblem::OutOfStep { found, expected })]
+                if found.start + DAY == expected.start
+        ),
+        "{report}"
+    );
+    assert!(
+        report.violations[0].to_string().contains("is behind"),
+        "{report}"
+    );
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "diagnosis-verify-{name}-{}-{}",
@@ -888,10 +1130,16 @@ async fn serve(bucket: MemorySource) -> SocketAddr {
     address
 }
 
+/// Answers with the object, and the `Cache-Control` it was stored with, as an object store's
+/// web endpoint does.
 fn respond(bucket: &MemorySource, path: &str) -> Response<Full<Bytes>> {
+    let mut cache_control = None;
     let (status, body) = match path.strip_prefix("/bucket/") {
         Some(key) => match bucket.object(key) {
-            Some(bytes) => (StatusCode::OK, bytes.clone()),
+            Some(bytes) => {
+                cache_control = bucket.cache_control(key);
+                (StatusCode::OK, bytes.clone())
+            }
             None => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found")),
         },
         None if path.starts_with("/forbidden/") => {
@@ -904,6 +1152,12 @@ fn respond(bucket: &MemorySource, path: &str) -> Response<Full<Bytes>> {
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
+    if let Some(value) = cache_control {
+        response.headers_mut().insert(
+            hyper::header::CACHE_CONTROL,
+            hyper::header::HeaderValue::from_str(value).unwrap(),
+        );
+    }
     response
 }
 

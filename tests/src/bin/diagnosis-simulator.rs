@@ -65,7 +65,8 @@ enum Command {
         #[arg(long, default_value = "302")]
         region: String,
     },
-    /// What a phone does: fetch the indexes and files from the CDN, check every
+    /// What phones do: fetch the indexes and files from the CDN, and the deployed
+    /// apps' retrieve/{MCC}/… objects through its edge function, check every
     /// signature, count the keys.
     Download {
         /// Base URL of the CDN (or the local stand-in).
@@ -76,6 +77,12 @@ enum Command {
         public_key: std::path::PathBuf,
         #[arg(long, default_value = "CA")]
         region: String,
+        /// The apps' shared HMAC key (hex), which the edge function checks.
+        #[arg(long, env = "HMAC_KEY", hide_env_values = true)]
+        hmac_key: String,
+        /// The MCC in the apps' retrieval path.
+        #[arg(long, env = "COMPAT_REGION_PATH", default_value = "302")]
+        region_path: String,
     },
 }
 
@@ -106,7 +113,15 @@ fn main() -> ExitCode {
             cdn,
             public_key,
             region,
-        } => runtime.block_on(download(&cdn, &public_key, &region)),
+            hmac_key,
+            region_path,
+        } => {
+            let edge = Retrieval {
+                hmac_key,
+                region_path,
+            };
+            runtime.block_on(download(&cdn, &public_key, &region, edge))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -204,18 +219,38 @@ async fn backfill(
     Ok(())
 }
 
-async fn download(cdn: &str, public_key: &std::path::Path, region: &str) -> anyhow::Result<()> {
-    use diagnosis_verify::{HttpSource, VerifyOptions, verify_bucket};
+/// How the deployed apps reach their objects through the CDN's edge function.
+struct Retrieval {
+    hmac_key: String,
+    region_path: String,
+}
+
+async fn download(
+    cdn: &str,
+    public_key: &std::path::Path,
+    region: &str,
+    retrieval: Retrieval,
+) -> anyhow::Result<()> {
+    use diagnosis_verify::{CdnCheck, Edge, HttpSource, VerifyOptions, verify_bucket};
     let pem = std::fs::read_to_string(public_key)
         .with_context(|| format!("reading {}", public_key.display()))?;
     let key = diagnosis_format::sign::PublicKey::from_pem(&pem)?;
     let started = Instant::now();
     let source = HttpSource::new(cdn)?;
+    let edge = Edge::new(
+        source.clone(),
+        &retrieval.region_path,
+        &retrieval.hmac_key,
+        std::sync::Arc::new(diagnosis_core::time::SystemClock),
+    )
+    .context("HMAC_KEY")?;
     let report = verify_bucket(
         &source,
         &VerifyOptions {
             region: region.to_owned(),
             public_keys: vec![key],
+            compat_path: retrieval.region_path,
+            cdn: Some(CdnCheck::ReadThrough(edge)),
         },
     )
     .await?;

@@ -11,10 +11,13 @@
 //!
 //! A check ([`BucketChecker::check`]) runs `diagnosis-verify` over the bucket (signatures,
 //! header, windows, parts, manifest, counts, every object the three indexes name exists and
-//! verifies), then adds the rules verify does not hold across time or outside the indexes:
-//! the hours of `index.txt` are contiguous, immutable objects kept their bytes, the index did
-//! not go backwards, and every retrieval object present is a signed export of its day. After a
-//! pass that ran to completion it also asks for completeness ([`Expectation`]).
+//! verifies, and the deployed apps' retrieval objects: each one that must exist, its window,
+//! its keys against the hourly files, its Cache-Control), then adds the rules verify does not
+//! hold across time: the hours of `index.txt` are contiguous, immutable objects kept their
+//! bytes, and the index did not go backwards. After a pass that ran to completion it also asks
+//! for completeness ([`Expectation`]); after an interrupted one, the findings a pass that died
+//! between its steps leaves behind until the next pass are counted, not reported
+//! ([`one_pass_apart`], [`retrieval_out_of_step`]).
 //!
 //! The check only reads; it must never write to the bucket it judges.
 
@@ -25,13 +28,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::BucketSource;
-use diagnosis_format::archive::unzip_export;
 use diagnosis_format::names::{RETRIEVAL_BUNDLE, daily_index_key, hourly_index_key};
-use diagnosis_format::sign::{PublicKey, verify_signature};
-use diagnosis_proto::{
-    EXPORT_BIN_HEADER, Message as _, TekSignatureList, TemporaryExposureKeyExport,
+use diagnosis_format::sign::PublicKey;
+use diagnosis_verify::{
+    Finding, RetrievalObject, RetrievalProblem, Served, Source, VerifyError, VerifyOptions,
+    verify_bucket,
 };
-use diagnosis_verify::{Finding, Source, VerifyError, VerifyOptions, verify_bucket};
 use futures::future::BoxFuture;
 use sha2::{Digest as _, Sha256};
 
@@ -64,8 +66,6 @@ pub enum Violation {
     IndexVanished { last_hour: i64 },
     /// An immutable object's bytes differ from the first time it was seen.
     ImmutableChanged { object: String },
-    /// A retrieval object that is not a signed export of its window.
-    RetrievalInvalid { object: String, reason: String },
     /// After a complete pass, something the pass must have published is absent.
     Incomplete { what: String },
 }
@@ -84,7 +84,6 @@ impl Violation {
             Violation::IndexRegressed { .. } => "index.txt went backwards".to_owned(),
             Violation::IndexVanished { .. } => "index.txt disappeared".to_owned(),
             Violation::ImmutableChanged { .. } => "immutable object changed".to_owned(),
-            Violation::RetrievalInvalid { .. } => "retrieval object invalid".to_owned(),
             Violation::Incomplete { .. } => "incomplete after a clean pass".to_owned(),
         }
     }
@@ -114,7 +113,6 @@ impl fmt::Display for Violation {
                 f,
                 "{object}: its bytes changed since it was first seen (it is immutable)"
             ),
-            Violation::RetrievalInvalid { object, reason } => write!(f, "{object}: {reason}"),
             Violation::Incomplete { what } => write!(f, "after a complete pass: {what}"),
         }
     }
@@ -220,17 +218,36 @@ struct HashingSource {
     hashes: Mutex<HashMap<String, [u8; 32]>>,
 }
 
+impl HashingSource {
+    fn remember(&self, key: &str, bytes: &[u8]) {
+        self.hashes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned(), Sha256::digest(bytes).into());
+    }
+}
+
 impl Source for HashingSource {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, VerifyError>> {
         Box::pin(async move {
             let bytes = self.inner.get(key).await?;
             if let Some(bytes) = &bytes {
-                self.hashes
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key.to_owned(), Sha256::digest(bytes).into());
+                self.remember(key, bytes);
             }
             Ok(bytes)
+        })
+    }
+
+    fn get_served<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Served>, VerifyError>> {
+        Box::pin(async move {
+            let served = self.inner.get_served(key).await?;
+            if let Some(served) = &served {
+                self.remember(key, &served.bytes);
+            }
+            Ok(served)
         })
     }
 
@@ -257,6 +274,9 @@ pub struct CheckReport {
     /// Disagreements between the manifest and the two `index.txt` files seen after an
     /// interrupted pass ([`one_pass_apart`]): not violations, counted for the table.
     pub indexes_one_pass_apart: u64,
+    /// Retrieval objects absent or out of step with `index.txt` after an interrupted pass
+    /// ([`retrieval_out_of_step`]): not violations, counted for the table.
+    pub retrieval_out_of_step: u64,
 }
 
 /// Whether `finding` says only that `index.json` and the two `index.txt` files list different
@@ -268,6 +288,22 @@ pub fn one_pass_apart(finding: &Finding) -> bool {
     matches!(
         finding,
         Finding::ManifestOmits { .. } | Finding::ManifestUnindexed { .. }
+    )
+}
+
+/// Whether `finding` says only that a retrieval object is absent, or holds the window of an
+/// older (or newer) pass than the one that wrote `index.txt`. A pass writes the hours and the
+/// indexes before it derives the retrieval objects (DESIGN §4.2), so one that dies in between,
+/// or whose derived step failed, leaves them so until the next pass; each object present must
+/// still be a signed export holding exactly the keys of its own window, which the other
+/// findings check. After a pass that ran to completion they must be there and up to date.
+pub fn retrieval_out_of_step(finding: &Finding) -> bool {
+    matches!(
+        finding,
+        Finding::Retrieval {
+            problem: RetrievalProblem::Missing | RetrievalProblem::OutOfStep { .. },
+            ..
+        }
     )
 }
 
@@ -350,29 +386,12 @@ impl BucketChecker {
             inner: BucketSource::new(bucket.clone()),
             hashes: Mutex::new(HashMap::new()),
         };
-        if indexes_present || seen_before || expectation.complete {
-            let verified = verify_bucket(
-                &source,
-                &VerifyOptions {
-                    region: self.region.clone(),
-                    public_keys: self.public_keys.clone(),
-                },
-            )
-            .await?;
-            report.hourly_files = verified.hourly_files;
-            report.daily_files = verified.daily_files;
-            report.keys_hourly = verified.keys_hourly;
-            report.keys_daily = verified.keys_daily;
-            for finding in verified.violations {
-                if !expectation.complete && one_pass_apart(&finding) {
-                    report.indexes_one_pass_apart += 1;
-                } else {
-                    report.violations.push(Violation::Verify(finding));
-                }
-            }
+        let retrieval = if indexes_present || seen_before || expectation.complete {
+            self.verify(&source, expectation, &mut report).await?
         } else {
             report.unpublished = true;
-        }
+            Vec::new()
+        };
 
         // index.txt: contiguous, and never behind what was seen before.
         let mut indexed_hours = Vec::new();
@@ -423,63 +442,53 @@ impl BucketChecker {
             self.remember(prefix, key, digest, &mut report);
         }
 
-        // Retrieval objects: each a signed export of its window; a whole day's is immutable.
-        let retrieval_folder = format!("retrieve/{}/", self.compat_region_path);
-        let mut retrieval_days = BTreeSet::new();
-        let mut bundle = false;
-        for key in listing
-            .iter()
-            .filter(|key| key.starts_with(&retrieval_folder))
-        {
-            let Some(bytes) = bucket.get(key).await? else {
-                continue;
-            };
-            report.retrieval_objects += 1;
-            let name = &key[retrieval_folder.len()..];
-            let day = if name == RETRIEVAL_BUNDLE {
-                bundle = true;
-                None
-            } else {
-                match name.parse::<i64>() {
-                    Ok(day) if name.len() == 5 => Some(day),
-                    _ => {
-                        report.violations.push(Violation::RetrievalInvalid {
-                            object: key.clone(),
-                            reason: "not a five-digit day or 00000".to_owned(),
-                        });
-                        continue;
-                    }
-                }
-            };
-            match self.check_retrieval(&bytes, day) {
-                Ok(whole_day) => {
-                    if let Some(day) = day {
-                        retrieval_days.insert(day);
-                    }
-                    if whole_day {
-                        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                        self.remember(prefix, key, digest, &mut report);
-                    }
-                }
-                Err(reason) => report.violations.push(Violation::RetrievalInvalid {
-                    object: key.clone(),
-                    reason,
-                }),
+        // A day's retrieval object is immutable once it holds the whole day (DESIGN §4.3).
+        for object in retrieval.iter().filter(|object| holds_a_whole_day(object)) {
+            if let Ok(digest) = <[u8; 32]>::try_from(hex::decode(&object.digest.sha256)?) {
+                self.remember(prefix, &object.object, digest, &mut report);
             }
         }
 
         if expectation.complete {
-            self.check_complete(
-                bucket,
-                &indexed_hours,
-                &retrieval_days,
-                bundle,
-                expectation,
-                &mut report,
-            )
-            .await?;
+            self.check_complete(bucket, &indexed_hours, expectation, &mut report)
+                .await?;
         }
         Ok(report)
+    }
+
+    /// `diagnosis-verify`'s findings, except those an interrupted pass leaves until the next
+    /// one (counted); returns the retrieval objects it read.
+    async fn verify(
+        &self,
+        source: &HashingSource,
+        expectation: Expectation,
+        report: &mut CheckReport,
+    ) -> anyhow::Result<Vec<RetrievalObject>> {
+        let verified = verify_bucket(
+            source,
+            &VerifyOptions {
+                region: self.region.clone(),
+                public_keys: self.public_keys.clone(),
+                compat_path: self.compat_region_path.clone(),
+                cdn: None,
+            },
+        )
+        .await?;
+        report.hourly_files = verified.hourly_files;
+        report.daily_files = verified.daily_files;
+        report.keys_hourly = verified.keys_hourly;
+        report.keys_daily = verified.keys_daily;
+        report.retrieval_objects = verified.retrieval.len();
+        for finding in verified.violations {
+            if !expectation.complete && one_pass_apart(&finding) {
+                report.indexes_one_pass_apart += 1;
+            } else if !expectation.complete && retrieval_out_of_step(&finding) {
+                report.retrieval_out_of_step += 1;
+            } else {
+                report.violations.push(Violation::Verify(finding));
+            }
+        }
+        Ok(verified.retrieval)
     }
 
     fn remember(&mut self, prefix: &str, key: &str, digest: [u8; 32], report: &mut CheckReport) {
@@ -499,59 +508,13 @@ impl BucketChecker {
         }
     }
 
-    /// Whether a retrieval object is a signed export of `day` (`None`: the `00000` bundle)
-    /// in the region; `Ok(true)` when it covers the whole day, so it must never change again.
-    fn check_retrieval(&self, zip: &[u8], day: Option<i64>) -> Result<bool, String> {
-        let entries = unzip_export(zip).map_err(|e| format!("not an export archive: {e}"))?;
-        let body = entries
-            .export_bin
-            .strip_prefix(EXPORT_BIN_HEADER.as_slice())
-            .ok_or("export.bin lacks its header")?;
-        let export = TemporaryExposureKeyExport::decode(body)
-            .map_err(|e| format!("export.bin does not decode: {e}"))?;
-        if export.region() != self.region {
-            return Err(format!("region is {:?}", export.region()));
-        }
-        let (Some(start), Some(end)) = (export.start_timestamp, export.end_timestamp) else {
-            return Err("start or end timestamp absent".to_owned());
-        };
-        let (start, end) = (
-            i64::try_from(start).map_err(|_| "start out of range")?,
-            i64::try_from(end).map_err(|_| "end out of range")?,
-        );
-        if start >= end {
-            return Err(format!("window {start}-{end} is empty"));
-        }
-        let signatures = TekSignatureList::decode(entries.export_sig.as_slice())
-            .map_err(|e| format!("export.sig does not decode: {e}"))?;
-        if !self.public_keys.is_empty() {
-            let signed = signatures.signatures.iter().any(|signature| {
-                self.public_keys
-                    .iter()
-                    .any(|key| verify_signature(&entries.export_bin, signature.signature(), key))
-            });
-            if !signed {
-                return Err("no signature verifies with the signing key".to_owned());
-            }
-        }
-        let Some(day) = day else {
-            return Ok(false);
-        };
-        let day_start = day * DAY;
-        if start != day_start || end > day_start + DAY || (end - start) % HOUR != 0 {
-            return Err(format!(
-                "window {start}-{end} is not whole hours of the day starting {day_start}"
-            ));
-        }
-        Ok(end == day_start + DAY)
-    }
-
+    /// After a complete pass: `index.txt` reaches the hour the pass started after, and every
+    /// complete day has its daily file. That the retrieval objects are all there and up to
+    /// date, verify has already checked.
     async fn check_complete(
         &self,
         bucket: &Bucket,
         indexed_hours: &[i64],
-        retrieval_days: &BTreeSet<i64>,
-        bundle: bool,
         expectation: Expectation,
         report: &mut CheckReport,
     ) -> anyhow::Result<()> {
@@ -590,21 +553,17 @@ impl BucketChecker {
                     "day {day} has all 24 hours indexed but no daily file"
                 ));
             }
-            if !retrieval_days.contains(&day) {
-                missing(format!(
-                    "retrieve/{}/{day:05} is absent although hours of that day are published",
-                    self.compat_region_path
-                ));
-            }
-        }
-        if !bundle {
-            missing(format!(
-                "retrieve/{}/{RETRIEVAL_BUNDLE} is absent",
-                self.compat_region_path
-            ));
         }
         Ok(())
     }
+}
+
+/// Whether `object` is a day's retrieval object holding the whole day.
+fn holds_a_whole_day(object: &RetrievalObject) -> bool {
+    !object.object.ends_with(RETRIEVAL_BUNDLE)
+        && object
+            .window
+            .is_some_and(|window| window.end.checked_sub(window.start) == Some(DAY.unsigned_abs()))
 }
 
 #[cfg(test)]
@@ -775,31 +734,43 @@ mod tests {
             .await
             .unwrap();
 
-        // A retrieval object that is not a signed export, and a missing bundle.
+        // A retrieval object that is not a signed export, and a missing bundle. The bundle may
+        // be missing after an interrupted pass (counted, not a violation), the broken object
+        // never; after a complete pass both are violations.
         let day = through.div_euclid(24);
+        let today = format!("retrieve/302/{day:05}");
         h.bucket
             .put(
-                &format!("retrieve/302/{day:05}"),
+                &today,
                 Bytes::from_static(b"not a zip"),
                 ObjectKind::RetrievalBundle,
             )
             .await
             .unwrap();
+        let bundle = h.bucket.get("retrieve/302/00000").await.unwrap().unwrap();
         h.bucket.delete("retrieve/302/00000").await.unwrap();
+        let broken = |v: &Violation| matches!(v, Violation::Verify(Finding::ArchiveInvalid { object, .. }) if *object == today);
+        let missing = |v: &Violation| {
+            matches!(
+                v,
+                Violation::Verify(Finding::Retrieval { object, problem: RetrievalProblem::Missing })
+                    if object == "retrieve/302/00000"
+            )
+        };
+        let report = checker
+            .check(&h.bucket, "p", Expectation::default())
+            .await
+            .unwrap();
+        assert!(found(&report, broken), "{:?}", report.violations);
+        assert!(!found(&report, missing), "{:?}", report.violations);
+        assert_eq!(report.retrieval_out_of_step, 1, "{report:?}");
         let report = checker.check(&h.bucket, "p", complete).await.unwrap();
-        assert!(
-            found(&report, |v| matches!(v, Violation::RetrievalInvalid { .. })),
-            "{:?}",
-            report.violations
-        );
-        assert!(
-            found(
-                &report,
-                |v| matches!(v, Violation::Incomplete { what } if what.contains("00000"))
-            ),
-            "{:?}",
-            report.violations
-        );
+        assert!(found(&report, broken), "{:?}", report.violations);
+        assert!(found(&report, missing), "{:?}", report.violations);
+        h.bucket
+            .put("retrieve/302/00000", bundle, ObjectKind::RetrievalBundle)
+            .await
+            .unwrap();
 
         // Nothing published under a prefix is no violation; an index that vanishes is.
         let mut fresh = BucketChecker::new("CA", "302", test_public_keys());

@@ -58,6 +58,9 @@ pub struct ScenarioResult {
     /// Checks after an interrupted pass that found the manifest and the two `index.txt`
     /// listing the files of two successive passes (`check::one_pass_apart`; not violations).
     pub indexes_one_pass_apart: u64,
+    /// Checks after an interrupted pass that found a retrieval object absent or out of step
+    /// with `index.txt` (`check::retrieval_out_of_step`; not violations).
+    pub retrieval_out_of_step: u64,
 }
 
 impl ScenarioResult {
@@ -74,6 +77,7 @@ impl ScenarioResult {
             seconds: 0.0,
             notes: Vec::new(),
             indexes_one_pass_apart: 0,
+            retrieval_out_of_step: 0,
         }
     }
 }
@@ -249,6 +253,7 @@ impl Summary {
             if result.notes.is_empty()
                 && result.violations.is_empty()
                 && result.indexes_one_pass_apart == 0
+                && result.retrieval_out_of_step == 0
             {
                 continue;
             }
@@ -262,6 +267,14 @@ impl Summary {
                     "  {} finding(s) of index.json and index.txt one pass apart after a pass died \
                      between them (not violations)",
                     result.indexes_one_pass_apart
+                );
+            }
+            if result.retrieval_out_of_step > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} finding(s) of retrieval objects absent or behind index.txt after a pass \
+                     died before deriving them (not violations)",
+                    result.retrieval_out_of_step
                 );
             }
             let mut categories: BTreeMap<String, usize> = BTreeMap::new();

@@ -115,6 +115,7 @@ async fn check(
     let report = harness.check(expectation).await?;
     result.violations.extend(report.violations.iter().cloned());
     result.indexes_one_pass_apart += report.indexes_one_pass_apart;
+    result.retrieval_out_of_step += report.retrieval_out_of_step;
     Ok(report)
 }
 

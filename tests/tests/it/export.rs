@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chrono::Duration;
-use diagnosis_core::time::{hour_number, interval_number};
+use diagnosis_core::time::{hour_number, interval_number, is_relevant, key_expiry};
 use diagnosis_exporter::pipeline::RunOutcome;
 use diagnosis_format::archive::unzip_export;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
@@ -261,15 +261,105 @@ async fn padding_hides_the_count_and_keeps_daily_equal_to_the_union_of_hours() {
     let report = h.verify().await;
     assert!(report.is_ok(), "{report}");
 
-    // A rebuild reproduces the padded files byte for byte.
+    // A rebuild reproduces the padded files byte for byte. It starts at the earliest hour
+    // holding a key (RUNBOOK §4.3), so 14:00, published first without one, is not published
+    // again, and the day's daily file is the union of the hours indexed now, without that
+    // hour's fake keys.
+    let first_hour = hour_key(hour_number(start.timestamp()) - 1);
+    let day = start.timestamp().div_euclid(86_400);
     let before = all_objects(&h).await;
     let client = h.db.client().await;
     client.execute("DELETE FROM exports", &[]).await.unwrap();
     h.run().await;
+    assert!(!h.index("CA/index.txt").await.contains(&first_hour));
+    let rebuilt = day_keys(&h, day).await;
+    assert_eq!(rebuilt.daily_keys, rebuilt.hourly);
     let after = all_objects(&h).await;
-    for (key, bytes) in before.iter().filter(|(k, _)| k.ends_with(".zip")) {
+    for (key, bytes) in before
+        .iter()
+        .filter(|(k, _)| k.ends_with(".zip") && **k != rebuilt.daily)
+    {
         assert_eq!(&after[key], bytes, "{key} changed on rebuild");
     }
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
+}
+
+/// A day's keys as published: those of the hourly files `index.txt` lists for it, and those
+/// of its daily file, each sorted.
+#[derive(Debug)]
+struct DayKeys {
+    hourly: Vec<Vec<u8>>,
+    daily: String,
+    daily_keys: Vec<Vec<u8>>,
+}
+
+async fn day_keys(h: &ExportHarness, day: i64) -> DayKeys {
+    let day_start = day * 86_400;
+    let mut hourly = Vec::new();
+    for object in h.index("CA/index.txt").await {
+        let hour_start: i64 = object[3..].split('-').next().unwrap().parse().unwrap();
+        if (day_start..day_start + 86_400).contains(&hour_start) {
+            hourly.extend(keys_in(h, &object).await);
+        }
+    }
+    hourly.sort();
+    let daily = format!("CA/daily/{day_start}-{}-00001.zip", day_start + 86_400);
+    let mut daily_keys = keys_in(h, &daily).await;
+    daily_keys.sort();
+    DayKeys {
+        hourly,
+        daily,
+        daily_keys,
+    }
+}
+
+/// With padding, fake keys are published only in the hours that have their hourly file
+/// (DESIGN §4.1: a daily file equals the union of its hourly files; §4.3: a retrieval object
+/// holds the keys published in its window). A publication that began at an hour without keys
+/// (the first pass publishes the last closed hour) has no file for the day's earlier hours,
+/// so the day's daily file and retrieval object hold none of their fake keys; and `00000`,
+/// read from Postgres here since those hours have no file, holds only keys still relevant at
+/// its end, fake ones too, as when it is merged from files.
+#[tokio::test]
+async fn padded_derived_files_hold_only_the_fake_keys_of_published_hours() {
+    let start = test_start_time(); // 15:20
+    let h = ExportHarness::with_settings(start, |s| s.pad_min_keys = 20).await;
+    let today = interval_number(start.timestamp()) / 144 * 144;
+    h.upload(&[key(today - 144, 1), key(today - 288, 4)]).await;
+    h.run().await; // 14:00, the last closed hour, without keys
+    h.advance(Duration::hours(10)); // 01:20 tomorrow: the day is complete
+    h.run().await;
+    let day = start.timestamp().div_euclid(86_400);
+    let published = day_keys(&h, day).await;
+    assert!(published.hourly.len() >= 10 * 20, "{published:?}");
+    assert_eq!(
+        published.daily_keys, published.hourly,
+        "{} is not the union of its hourly files",
+        published.daily
+    );
+    let (_, _, mut retrieved) = retrieval(&h, &format!("retrieve/302/{day:05}")).await;
+    retrieved.sort();
+    assert_eq!(retrieved, published.hourly, "the day's retrieval object");
+
+    let zip = h.bucket.get("retrieve/302/00000").await.unwrap().unwrap();
+    let entries = unzip_export(&zip).unwrap();
+    let bundle =
+        TemporaryExposureKeyExport::decode(&entries.export_bin[EXPORT_BIN_HEADER.len()..]).unwrap();
+    let end = i64::try_from(bundle.end_timestamp()).unwrap();
+    let irrelevant = bundle
+        .keys
+        .iter()
+        .filter(|k| {
+            !is_relevant(
+                key_expiry(k.rolling_start_interval_number(), k.rolling_period()),
+                end,
+            )
+        })
+        .count();
+    assert_eq!(irrelevant, 0, "of {} keys in 00000", bundle.keys.len());
+    let report = h.verify().await;
+    assert!(report.is_ok(), "{report}");
 }
 
 #[tokio::test]

@@ -34,3 +34,4 @@ mod sources;
 mod store;
 mod submit_settings;
 mod upload;
+mod verify_retrieval;
