@@ -17,6 +17,7 @@ pub mod failing_store;
 pub mod http_client;
 pub mod pg;
 pub mod process;
+pub mod procfs;
 pub mod restart_load;
 pub mod roles;
 pub mod s3;
