@@ -22,4 +22,5 @@ pub mod restart_load;
 pub mod roles;
 pub mod s3;
 pub mod simulator;
+pub mod soak;
 pub mod tls_pg;

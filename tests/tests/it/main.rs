@@ -27,6 +27,7 @@ mod portal;
 mod relevance;
 mod retention;
 mod scheduled;
+mod soak;
 mod sources;
 mod store;
 mod upload;
