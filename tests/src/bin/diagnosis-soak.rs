@@ -37,14 +37,15 @@ struct Cli {
     /// Connections of the capacity run (the benchmark's knee).
     #[arg(long, default_value_t = 8)]
     capacity_connections: usize,
-    /// Connections of the paced run.
-    #[arg(long, default_value_t = 32)]
-    connections: usize,
+    /// Connections of the paced run [default: --capacity-connections].
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.minutes == 0 || cli.capacity_connections == 0 || cli.connections == 0 {
+    let connections = cli.connections.unwrap_or(cli.capacity_connections);
+    if cli.minutes == 0 || cli.capacity_connections == 0 || connections == 0 {
         eprintln!(
             "diagnosis-soak: --minutes, --capacity-connections and --connections must be at least 1"
         );
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
     };
     let mut settings = SoakSettings::for_minutes(cli.minutes, target, cli.service_pid);
     settings.capacity_connections = cli.capacity_connections;
-    settings.connections = cli.connections;
+    settings.connections = connections;
     settings.database_pid = cli.database_pid;
     settings.metrics_url = cli.metrics_url;
     let figures = match runtime.block_on(soak::run(&settings)) {

@@ -43,7 +43,9 @@ pub struct SoakSettings {
     /// The capacity run's warm-up, not counted, and its measured stretch.
     pub warm_up: Duration,
     pub capacity_run: Duration,
-    /// Connections of the paced run, and its rate as a share of the capacity.
+    /// Connections of the paced run (by default the capacity run's: past the benchmark's knee
+    /// the service carries less, so more connections would pace it beyond 80 % of what it
+    /// holds once it runs late), and its rate as a share of the capacity.
     pub connections: usize,
     pub load_share: f64,
     pub windows: usize,
@@ -69,7 +71,7 @@ impl SoakSettings {
             capacity_connections: 8,
             warm_up: Duration::from_secs(if short { 3 } else { 10 }),
             capacity_run: Duration::from_secs(if short { 10 } else { 30 }),
-            connections: 32,
+            connections: 8,
             load_share: LOAD_SHARE,
             windows: if short { 6 } else { minutes },
             window: Duration::from_secs(if short { 10 } else { 60 }),
