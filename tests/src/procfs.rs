@@ -97,6 +97,25 @@ pub fn rss_kib(pid: Pid) -> anyhow::Result<u64> {
         .with_context(|| format!("{} has no VmRSS line", path.display()))
 }
 
+/// The CPU time every core of the machine has spent busy (seconds, all processes and the
+/// kernel): the first line of `/proc/stat` without its idle and iowait columns.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let columns: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("/proc/stat without its cpu line")?
+        .split_whitespace()
+        .map(|column| column.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal; guest time is already in user and nice.
+    let busy: u64 = columns.iter().take(8).sum::<u64>()
+        - columns.get(3).copied().unwrap_or(0)
+        - columns.get(4).copied().unwrap_or(0);
+    Ok(busy as f64 / TICKS_PER_SECOND)
+}
+
 /// The number of open file descriptors (entries of `/proc/PID/fd`).
 pub fn open_files(pid: Pid) -> anyhow::Result<u64> {
     let path = pid.dir().join("fd");
@@ -129,6 +148,11 @@ mod tests {
         }
         assert!(x > 0);
         assert!(tree_cpu_seconds(std::process::id()).unwrap() >= spent + 0.05);
+        let machine = machine_busy_seconds().unwrap();
+        while cpu_seconds(Pid::Own).unwrap() < spent + 0.1 {
+            x = x.wrapping_add(1);
+        }
+        assert!(machine_busy_seconds().unwrap() >= machine + 0.05);
     }
 
     #[test]

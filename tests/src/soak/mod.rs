@@ -150,13 +150,14 @@ fn announce(settings: &SoakSettings, capacity: &Capacity, target_rps: f64) {
         .map_or_else(|| "-".to_owned(), |c| format!("{:.0}%", c * 100.0));
     eprintln!(
         "capacity: {:.0} requests/s on {} connections (p99 {:.2} ms; CPU of a core: submit \
-         {:.0}%, postgres {database}, generator {:.0}%)\npaced run: {target_rps:.0} requests/s \
-         on {} connections, {} windows of {} s",
+         {:.0}%, postgres {database}, generator {:.0}%, others {:.0}%)\npaced run: \
+         {target_rps:.0} requests/s on {} connections, {} windows of {} s",
         capacity.rps,
         settings.capacity_connections,
         capacity.p99_ms,
         capacity.cpu.service * 100.0,
         capacity.cpu.generator * 100.0,
+        capacity.cpu.others() * 100.0,
         settings.connections,
         settings.windows,
         settings.window.as_secs()
@@ -205,6 +206,7 @@ struct Sample {
     service_cpu: f64,
     database_cpu: Option<f64>,
     generator_cpu: f64,
+    machine_busy: f64,
 }
 
 impl Sample {
@@ -218,6 +220,7 @@ impl Sample {
                 .zip(before.database_cpu)
                 .map(|(after, before)| (after - before) / seconds),
             generator: (self.generator_cpu - before.generator_cpu) / seconds,
+            machine: (self.machine_busy - before.machine_busy) / seconds,
         }
     }
 }
@@ -234,6 +237,7 @@ fn sample(service_pid: u32, database_pid: Option<u32>) -> anyhow::Result<Sample>
             .transpose()
             .context("reading PostgreSQL's processes")?,
         generator_cpu: procfs::cpu_seconds(Pid::Own)?,
+        machine_busy: procfs::machine_busy_seconds()?,
     })
 }
 

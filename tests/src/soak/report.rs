@@ -29,12 +29,22 @@ pub struct WindowFigures {
 }
 
 /// CPU time over a stretch as a share of one core: the service, PostgreSQL (when its
-/// postmaster is known), the load generator. They share the machine's cores.
+/// postmaster is known), the load generator, and the whole machine (every process and the
+/// kernel, up to the number of cores). They share the machine's cores, so what the machine
+/// spent beyond the three was taken by other work.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuShares {
     pub service: f64,
     pub database: Option<f64>,
     pub generator: f64,
+    pub machine: f64,
+}
+
+impl CpuShares {
+    /// What the rest of the machine spent: every process but the three, and the kernel.
+    pub fn others(&self) -> f64 {
+        (self.machine - self.service - self.database.unwrap_or(0.0) - self.generator).max(0.0)
+    }
 }
 
 /// Everything a soak measured.
@@ -267,6 +277,7 @@ impl Figures {
             "service_cpu_share": self.series(|w| w.cpu.service),
             "database_cpu_share": self.windows.iter().map(|w| w.cpu.database).collect::<Vec<_>>(),
             "generator_cpu_share": self.series(|w| w.cpu.generator),
+            "other_cpu_share": self.series(|w| w.cpu.others()),
         })
     }
 
@@ -274,7 +285,7 @@ impl Figures {
     pub fn table(&self, checks: &[Check]) -> String {
         let mut out = String::from(
             "window  requests  issue/claim/upload  errors  p50 ms  p99 ms  RSS MiB  files  \
-             CPU submit/postgres/generator\n",
+             CPU submit/postgres/generator/others\n",
         );
         for (i, w) in self.windows.iter().enumerate() {
             let database = w
@@ -283,7 +294,7 @@ impl Figures {
                 .map_or_else(|| "-".to_owned(), |c| format!("{:.0}%", c * 100.0));
             let _ = writeln!(
                 out,
-                "{:>6}  {:>8}  {:>18}  {:>6}  {:>6.2}  {:>6.2}  {:>7.1}  {:>5}  {:.0}%/{}/{:.0}%",
+                "{:>6}  {:>8}  {:>18}  {:>6}  {:>6.2}  {:>6.2}  {:>7.1}  {:>5}  {:.0}%/{}/{:.0}%/{:.0}%",
                 i + 1,
                 w.requests,
                 format!("{}/{}/{}", w.by_kind[0], w.by_kind[1], w.by_kind[2]),
@@ -295,6 +306,7 @@ impl Figures {
                 w.cpu.service * 100.0,
                 database,
                 w.cpu.generator * 100.0,
+                w.cpu.others() * 100.0,
             );
         }
         for c in checks {
@@ -314,7 +326,10 @@ impl Figures {
 }
 
 fn cpu_json(cpu: &CpuShares) -> Value {
-    json!({ "service": cpu.service, "database": cpu.database, "generator": cpu.generator })
+    json!({
+        "service": cpu.service, "database": cpu.database, "generator": cpu.generator,
+        "others": cpu.others(),
+    })
 }
 
 #[cfg(test)]
