@@ -165,15 +165,25 @@ impl Schedule {
     }
 }
 
-/// Runs the load on `connections` connections until the schedule ends, and returns what each
-/// window saw. A request due before the end is always sent, even late.
+/// What a run saw, window by window, and its connections, still open: they close when this is
+/// dropped, so the service's open files can be read at the end with the load's connections
+/// among them, as in every window before.
+#[derive(Debug)]
+pub struct Finished {
+    pub tallies: Vec<WindowTally>,
+    /// Held only to be dropped with the result.
+    _connections: Vec<Connection>,
+}
+
+/// Runs the load on `connections` connections until the schedule ends. A request due before
+/// the end is always sent, even late.
 pub async fn run(
     target: &Target,
     connections: usize,
     pace: Pace,
     schedule: &Schedule,
     progress: &Arc<Progress>,
-) -> anyhow::Result<Vec<WindowTally>> {
+) -> anyhow::Result<Finished> {
     let target = Arc::new(target.clone());
     let schedule = Arc::new(schedule.clone());
     let mut workers = Vec::with_capacity(connections);
@@ -189,12 +199,18 @@ pub async fn run(
         )));
     }
     let mut tallies = vec![WindowTally::default(); schedule.boundaries.len()];
+    let mut open = Vec::with_capacity(connections);
     for worker in workers {
-        for (mine, theirs) in tallies.iter_mut().zip(worker.await?) {
+        let (theirs, connection) = worker.await?;
+        for (mine, theirs) in tallies.iter_mut().zip(theirs) {
             mine.merge(theirs);
         }
+        open.push(connection);
     }
-    Ok(tallies)
+    Ok(Finished {
+        tallies,
+        _connections: open,
+    })
 }
 
 /// One connection's requests: connection `k` of `n`.
@@ -204,7 +220,7 @@ async fn drive(
     pace: Pace,
     schedule: Arc<Schedule>,
     progress: Arc<Progress>,
-) -> Vec<WindowTally> {
+) -> (Vec<WindowTally>, Connection) {
     let mut tallies = vec![WindowTally::default(); schedule.boundaries.len()];
     for i in 0_usize.. {
         let due = match pace {
@@ -224,7 +240,7 @@ async fn drive(
             progress.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-    tallies
+    (tallies, connection)
 }
 
 /// What a connection's next request is.

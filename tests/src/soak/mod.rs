@@ -110,7 +110,7 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
     });
     let cpu_before = procfs::cpu_seconds(Pid::Own)?;
     let pace = Pace::Fixed { rate: target_rps };
-    let tallies = load::run(
+    let finished = load::run(
         &settings.target,
         settings.connections,
         pace,
@@ -122,6 +122,7 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
     let generator_cpu =
         (procfs::cpu_seconds(Pid::Own)? - cpu_before) / run_seconds.max(f64::MIN_POSITIVE);
     let samples = watcher.await??;
+    let tallies = finished.tallies;
     let (metrics_scrapes, metrics_scrape_errors) = match scraper {
         Some(scraper) => scraper.await?,
         None => (0, 0),
@@ -185,7 +186,8 @@ async fn measure_capacity(settings: &SoakSettings) -> anyhow::Result<Capacity> {
         &schedule,
         &Arc::new(Progress::default()),
     )
-    .await?;
+    .await?
+    .tallies;
     let errors = tallies.iter().map(WindowTally::errors).sum();
     let Some(mut measured) = tallies.into_iter().nth(1) else {
         bail!("the capacity run has no measured stretch");
