@@ -34,6 +34,10 @@ struct Cli {
     /// Length of the paced run; 1 is the short run (10-second windows, flatness reported only).
     #[arg(long, default_value_t = 10)]
     minutes: usize,
+    /// Length of a window, to look closer at a run [default: 60; 10 for a one-minute soak];
+    /// it must divide the run.
+    #[arg(long)]
+    window_seconds: Option<u64>,
     /// Connections of the capacity run (the benchmark's knee).
     #[arg(long, default_value_t = 8)]
     capacity_connections: usize,
@@ -71,6 +75,17 @@ fn main() -> ExitCode {
     settings.connections = connections;
     settings.database_pid = cli.database_pid;
     settings.metrics_url = cli.metrics_url;
+    if let Some(seconds) = cli.window_seconds {
+        let run = u64::try_from(cli.minutes)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(60);
+        if seconds == 0 || run % seconds != 0 {
+            eprintln!("diagnosis-soak: --window-seconds must divide the run of {run} s");
+            return ExitCode::from(2);
+        }
+        settings.window = Duration::from_secs(seconds);
+        settings.windows = usize::try_from(run / seconds).unwrap_or(usize::MAX);
+    }
     let figures = match runtime.block_on(soak::run(&settings)) {
         Ok(figures) => figures,
         Err(e) => {
