@@ -10,9 +10,10 @@
 //!    Latency counts from the moment each request was due, so a service that falls behind
 //!    shows in its latency instead of slowing the load down.
 //!
-//! Meanwhile the service's resident memory (`/proc/PID/status` VmRSS), open files
-//! (`/proc/PID/fd`) and CPU, PostgreSQL's CPU and the generator's own are read at the end of
-//! every window, and the metrics endpoint is scraped as Prometheus would. What the service
+//! Meanwhile the service's resident memory (`/proc/PID/status` VmRSS) and open files
+//! (`/proc/PID/fd`) are read every second, and the CPU of the service, PostgreSQL, the
+//! generator and the whole machine at the end of every window; the metrics endpoint is scraped
+//! as Prometheus would. What the service
 //! does is data, judged by [`report`]; only a run that cannot take place (the service's
 //! process is gone, a task failed) is an error. Nothing here prints a code, key or token.
 
@@ -121,7 +122,7 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
     let run_seconds = schedule.start.elapsed().as_secs_f64();
     let generator_cpu =
         (procfs::cpu_seconds(Pid::Own)? - cpu_before) / run_seconds.max(f64::MIN_POSITIVE);
-    let samples = watcher.await??;
+    let resources = watcher.await??;
     let tallies = finished.tallies;
     let (metrics_scrapes, metrics_scrape_errors) = match scraper {
         Some(scraper) => scraper.await?,
@@ -136,7 +137,7 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
         capacity_cpu: capacity.cpu,
         connections: settings.connections,
         target_rps,
-        windows: window_figures(tallies, &samples, settings.window),
+        windows: window_figures(tallies, &resources),
         run_seconds,
         metrics_scrapes,
         metrics_scrape_errors,
@@ -177,7 +178,7 @@ async fn measure_capacity(settings: &SoakSettings) -> anyhow::Result<Capacity> {
         tokio::time::sleep_until(measured_from).await;
         let before = sample(service, database)?;
         tokio::time::sleep_until(measured_to).await;
-        anyhow::Ok(sample(service, database)?.cpu_since(&before, measured_to - measured_from))
+        anyhow::Ok(sample(service, database)?.cpu_since(&before))
     });
     let tallies = load::run(
         &settings.target,
@@ -203,6 +204,7 @@ async fn measure_capacity(settings: &SoakSettings) -> anyhow::Result<Capacity> {
 /// What `/proc` says at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    at: Instant,
     rss_kib: u64,
     open_files: u64,
     service_cpu: f64,
@@ -212,9 +214,9 @@ struct Sample {
 }
 
 impl Sample {
-    /// The CPU used since `before`, `over` ago, as shares of one core.
-    fn cpu_since(&self, before: &Sample, over: Duration) -> CpuShares {
-        let seconds = over.as_secs_f64().max(f64::MIN_POSITIVE);
+    /// The CPU used since `before`, as shares of one core.
+    fn cpu_since(&self, before: &Sample) -> CpuShares {
+        let seconds = (self.at - before.at).as_secs_f64().max(f64::MIN_POSITIVE);
         CpuShares {
             service: (self.service_cpu - before.service_cpu) / seconds,
             database: self
@@ -231,6 +233,7 @@ fn sample(service_pid: u32, database_pid: Option<u32>) -> anyhow::Result<Sample>
     let service = Pid::Of(service_pid);
     let gone = || format!("reading the service's process {service_pid} (has it ended?)");
     Ok(Sample {
+        at: Instant::now(),
         rss_kib: procfs::rss_kib(service).with_context(gone)?,
         open_files: procfs::open_files(service).with_context(gone)?,
         service_cpu: procfs::cpu_seconds(service).with_context(gone)?,
@@ -243,29 +246,66 @@ fn sample(service_pid: u32, database_pid: Option<u32>) -> anyhow::Result<Sample>
     })
 }
 
-/// Samples at the start and at the end of every window, with a progress line for each.
+/// The service's memory and open files: the median of a window's samples, so that one
+/// sample caught while the allocator holds a freed block or a connection is being replaced
+/// does not stand for the window; and the CPU used over the window.
+#[derive(Debug, Clone, Copy)]
+struct Resources {
+    rss_kib: u64,
+    open_files: u64,
+    cpu: CpuShares,
+}
+
+/// How often the service's memory and open files are read within a window.
+const MEMORY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The middle value (the upper one of an even count); 0 when empty.
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+/// Reads the service every second and, at the end of each window, what the window used, with
+/// a progress line.
 async fn watch(
     settings: SoakSettings,
     schedule: Schedule,
     progress: Arc<Progress>,
-) -> anyhow::Result<Vec<Sample>> {
+) -> anyhow::Result<Vec<Resources>> {
     let (service, database) = (settings.service_pid, settings.database_pid);
-    let mut samples = vec![sample(service, database)?];
+    let mut before = sample(service, database)?;
+    let mut windows = Vec::with_capacity(schedule.boundaries.len());
     for (w, end) in schedule.boundaries.iter().enumerate() {
-        tokio::time::sleep_until(schedule.start + *end).await;
-        let now = sample(service, database)?;
+        let end = schedule.start + *end;
+        let (mut rss, mut files) = (Vec::new(), Vec::new());
+        let now = loop {
+            let next = (Instant::now() + MEMORY_SAMPLE_EVERY).min(end);
+            tokio::time::sleep_until(next).await;
+            let now = sample(service, database)?;
+            rss.push(now.rss_kib);
+            files.push(now.open_files);
+            if next >= end {
+                break now;
+            }
+        };
+        let resources = Resources {
+            rss_kib: median(rss),
+            open_files: median(files),
+            cpu: now.cpu_since(&before),
+        };
+        before = now;
         eprintln!(
             "  window {}/{}: {} requests so far, {} errors, RSS {:.1} MiB, {} open files",
             w + 1,
             schedule.boundaries.len(),
             progress.requests.load(Ordering::Relaxed),
             progress.errors.load(Ordering::Relaxed),
-            now.rss_kib as f64 / 1024.0,
-            now.open_files
+            resources.rss_kib as f64 / 1024.0,
+            resources.open_files
         );
-        samples.push(now);
+        windows.push(resources);
     }
-    Ok(samples)
+    Ok(windows)
 }
 
 /// GETs `url` every `every` until `end`: the scrapes and the failed ones.
@@ -285,28 +325,21 @@ async fn scrape(url: String, every: Duration, bound: Duration, end: Instant) -> 
     (scrapes, failures)
 }
 
-/// Each window's requests with the resources at its end and the CPU used over it.
-fn window_figures(
-    tallies: Vec<WindowTally>,
-    samples: &[Sample],
-    window: Duration,
-) -> Vec<WindowFigures> {
+/// Each window's requests with the resources it used.
+fn window_figures(tallies: Vec<WindowTally>, resources: &[Resources]) -> Vec<WindowFigures> {
     tallies
         .into_iter()
-        .zip(samples.windows(2))
-        .map(|(mut tally, pair)| {
-            let [before, after] = [pair[0], pair[1]];
-            WindowFigures {
-                requests: tally.requests,
-                by_kind: tally.by_kind,
-                unexpected: tally.unexpected,
-                unanswered: tally.unanswered,
-                p50_ms: tally.latencies.percentile_ms(50.0),
-                p99_ms: tally.latencies.percentile_ms(99.0),
-                rss_kib: after.rss_kib,
-                open_files: after.open_files,
-                cpu: after.cpu_since(&before, window),
-            }
+        .zip(resources)
+        .map(|(mut tally, resources)| WindowFigures {
+            requests: tally.requests,
+            by_kind: tally.by_kind,
+            unexpected: tally.unexpected,
+            unanswered: tally.unanswered,
+            p50_ms: tally.latencies.percentile_ms(50.0),
+            p99_ms: tally.latencies.percentile_ms(99.0),
+            rss_kib: resources.rss_kib,
+            open_files: resources.open_files,
+            cpu: resources.cpu,
         })
         .collect()
 }

@@ -22,7 +22,7 @@ pub struct WindowFigures {
     pub unanswered: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// The service's resident memory and open files at the window's end.
+    /// The service's resident memory and open files: the medians of the window's samples.
     pub rss_kib: u64,
     pub open_files: u64,
     pub cpu: CpuShares,
@@ -96,12 +96,22 @@ pub fn slope(ys: &[f64]) -> f64 {
     covariance / variance
 }
 
-/// How much the series grew, in %, from its second value (the first window holds the
-/// service's warm-up) to its last; 0 with fewer than two values.
+/// How much the series grew from its second value (the first window holds the service's
+/// warm-up) to its last, in % of the second: the rise of the least-squares line through them,
+/// so that a trend counts and one noisy value at either end does not; 0 with fewer than three
+/// values.
 pub fn growth_pct(ys: &[f64]) -> f64 {
-    match (ys.get(1), ys.last()) {
-        (Some(&from), Some(&to)) if ys.len() >= 2 && from > 0.0 => (to - from) / from * 100.0,
-        _ => 0.0,
+    let Some(after_warm_up) = ys.get(1..).filter(|rest| rest.len() >= 2) else {
+        return 0.0;
+    };
+    let n = after_warm_up.len() as f64;
+    let slope = slope(after_warm_up);
+    let mean = after_warm_up.iter().sum::<f64>() / n;
+    let from = mean - slope * (n - 1.0) / 2.0;
+    if from > 0.0 {
+        slope * (n - 1.0) / from * 100.0
+    } else {
+        0.0
     }
 }
 
@@ -378,6 +388,19 @@ mod tests {
     fn growth_counts_from_the_second_window_and_p99_against_the_first() {
         assert_eq!(growth_pct(&[10.0, 100.0, 101.0, 102.0]), 2.0);
         assert_eq!(growth_pct(&[10.0]), 0.0);
+        assert_eq!(growth_pct(&[10.0, 100.0]), 0.0);
+        // A steady series whose last value is a high outlier has not grown by that outlier.
+        let noisy = [
+            50.0, 100.0, 101.0, 99.0, 101.0, 100.0, 99.0, 100.0, 100.0, 102.5,
+        ];
+        let growth = growth_pct(&noisy);
+        assert!(growth < 2.0 && growth > 0.0, "{growth}");
+        // A leak of 0.5 % a window grows 4 % over nine windows, whatever the noise.
+        let leak: Vec<f64> = (0..10)
+            .map(|i| 100.0 * (1.0 + 0.005 * f64::from(i)) + if i % 2 == 0 { 0.4 } else { -0.4 })
+            .collect();
+        let growth = growth_pct(&leak);
+        assert!((3.5..4.5).contains(&growth), "{growth}");
         assert_eq!(p99_ratio(&[10.0, 12.0, 15.0, 11.0]), 1.5);
         assert_eq!(p99_ratio(&[10.0, 5.0]), 0.5);
         assert_eq!(p99_ratio(&[10.0]), 1.0);
@@ -399,8 +422,10 @@ mod tests {
     fn each_broken_condition_fails_its_own_check() {
         let mut figures = flat();
         figures.windows[3].unanswered = 1;
-        figures.windows[9].rss_kib = 40_800;
-        figures.windows[9].open_files = 51;
+        for (i, window) in figures.windows.iter_mut().enumerate() {
+            window.rss_kib += 120 * i as u64;
+            window.open_files += i as u64 / 2;
+        }
         figures.windows[5].p99_ms = 15.1;
         assert_eq!(
             failed(&figures, true),
