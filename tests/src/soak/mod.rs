@@ -229,13 +229,24 @@ impl Sample {
     }
 }
 
+/// The service's resident memory (KiB) and open files.
+fn memory(service_pid: u32) -> anyhow::Result<(u64, u64)> {
+    let service = Pid::Of(service_pid);
+    let gone = || format!("reading the service's process {service_pid} (has it ended?)");
+    Ok((
+        procfs::rss_kib(service).with_context(gone)?,
+        procfs::open_files(service).with_context(gone)?,
+    ))
+}
+
 fn sample(service_pid: u32, database_pid: Option<u32>) -> anyhow::Result<Sample> {
+    let (rss_kib, open_files) = memory(service_pid)?;
     let service = Pid::Of(service_pid);
     let gone = || format!("reading the service's process {service_pid} (has it ended?)");
     Ok(Sample {
         at: Instant::now(),
-        rss_kib: procfs::rss_kib(service).with_context(gone)?,
-        open_files: procfs::open_files(service).with_context(gone)?,
+        rss_kib,
+        open_files,
         service_cpu: procfs::cpu_seconds(service).with_context(gone)?,
         database_cpu: database_pid
             .map(procfs::tree_cpu_seconds)
@@ -281,12 +292,15 @@ async fn watch(
         let now = loop {
             let next = (Instant::now() + MEMORY_SAMPLE_EVERY).min(end);
             tokio::time::sleep_until(next).await;
-            let now = sample(service, database)?;
-            rss.push(now.rss_kib);
-            files.push(now.open_files);
             if next >= end {
+                let now = sample(service, database)?;
+                rss.push(now.rss_kib);
+                files.push(now.open_files);
                 break now;
             }
+            let (kib, open) = memory(service)?;
+            rss.push(kib);
+            files.push(open);
         };
         let resources = Resources {
             rss_kib: median(rss),
