@@ -87,8 +87,9 @@ pub struct WindowTally {
     pub by_kind: [u64; 3],
     pub unexpected: u64,
     pub unanswered: u64,
-    /// From the moment each request was due to its complete answer, answered or not.
-    pub latencies: Latencies,
+    /// Per [`Kind`], from the moment each request was due to its complete answer, answered or
+    /// not.
+    pub latencies: [Latencies; 3],
 }
 
 impl WindowTally {
@@ -101,7 +102,7 @@ impl WindowTally {
             Outcome::Unanswered => self.unanswered += 1,
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latencies.0.push(micros);
+        self.latencies[kind.index()].0.push(micros);
     }
 
     fn merge(&mut self, other: WindowTally) {
@@ -111,7 +112,19 @@ impl WindowTally {
         }
         self.unexpected += other.unexpected;
         self.unanswered += other.unanswered;
-        self.latencies.0.extend(other.latencies.0);
+        for (mine, theirs) in self.latencies.iter_mut().zip(other.latencies) {
+            mine.0.extend(theirs.0);
+        }
+    }
+
+    /// Every request's latency, whatever its kind.
+    pub fn all_latencies(&self) -> Latencies {
+        Latencies(
+            self.latencies
+                .iter()
+                .flat_map(|l| l.0.iter().copied())
+                .collect(),
+        )
     }
 
     /// Unexpected answers and unanswered requests.

@@ -190,12 +190,12 @@ async fn measure_capacity(settings: &SoakSettings) -> anyhow::Result<Capacity> {
     .await?
     .tallies;
     let errors = tallies.iter().map(WindowTally::errors).sum();
-    let Some(mut measured) = tallies.into_iter().nth(1) else {
+    let Some(measured) = tallies.into_iter().nth(1) else {
         bail!("the capacity run has no measured stretch");
     };
     Ok(Capacity {
         rps: (measured.requests - measured.errors()) as f64 / settings.capacity_run.as_secs_f64(),
-        p99_ms: measured.latencies.percentile_ms(99.0),
+        p99_ms: measured.all_latencies().percentile_ms(99.0),
         errors,
         cpu: cpu.await??,
     })
@@ -349,8 +349,9 @@ fn window_figures(tallies: Vec<WindowTally>, resources: &[Resources]) -> Vec<Win
             by_kind: tally.by_kind,
             unexpected: tally.unexpected,
             unanswered: tally.unanswered,
-            p50_ms: tally.latencies.percentile_ms(50.0),
-            p99_ms: tally.latencies.percentile_ms(99.0),
+            p50_ms: tally.all_latencies().percentile_ms(50.0),
+            p99_ms: tally.all_latencies().percentile_ms(99.0),
+            p99_ms_by_kind: tally.latencies.each_mut().map(|l| l.percentile_ms(99.0)),
             rss_kib: resources.rss_kib,
             open_files: resources.open_files,
             cpu: resources.cpu,

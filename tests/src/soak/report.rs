@@ -22,6 +22,8 @@ pub struct WindowFigures {
     pub unanswered: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The p99 of issues, claims and uploads.
+    pub p99_ms_by_kind: [f64; 3],
     /// The service's resident memory and open files: the medians of the window's samples.
     pub rss_kib: u64,
     pub open_files: u64,
@@ -282,6 +284,9 @@ impl Figures {
             "requests": self.series(|w| w.requests as f64),
             "errors": self.series(|w| (w.unexpected + w.unanswered) as f64),
             "unanswered": self.series(|w| w.unanswered as f64),
+            "issue_p99_ms": self.series(|w| w.p99_ms_by_kind[0]),
+            "claim_p99_ms": self.series(|w| w.p99_ms_by_kind[1]),
+            "upload_p99_ms": self.series(|w| w.p99_ms_by_kind[2]),
             "rss_kib": self.series(|w| w.rss_kib as f64),
             "open_files": self.series(|w| w.open_files as f64),
             "service_cpu_share": self.series(|w| w.cpu.service),
@@ -294,8 +299,8 @@ impl Figures {
     /// One line per window, then the checks.
     pub fn table(&self, checks: &[Check]) -> String {
         let mut out = String::from(
-            "window  requests  issue/claim/upload  errors  p50 ms  p99 ms  RSS MiB  files  \
-             CPU submit/postgres/generator/others\n",
+            "window  requests  issue/claim/upload  errors  p50 ms  p99 ms  p99 issue/claim/upload  \
+             RSS MiB  files  CPU submit/postgres/generator/others\n",
         );
         for (i, w) in self.windows.iter().enumerate() {
             let database = w
@@ -304,13 +309,17 @@ impl Figures {
                 .map_or_else(|| "-".to_owned(), |c| format!("{:.0}%", c * 100.0));
             let _ = writeln!(
                 out,
-                "{:>6}  {:>8}  {:>18}  {:>6}  {:>6.2}  {:>6.2}  {:>7.1}  {:>5}  {:.0}%/{}/{:.0}%/{:.0}%",
+                "{:>6}  {:>8}  {:>18}  {:>6}  {:>6.2}  {:>6.2}  {:>22}  {:>7.1}  {:>5}  {:.0}%/{}/{:.0}%/{:.0}%",
                 i + 1,
                 w.requests,
                 format!("{}/{}/{}", w.by_kind[0], w.by_kind[1], w.by_kind[2]),
                 w.unexpected + w.unanswered,
                 w.p50_ms,
                 w.p99_ms,
+                format!(
+                    "{:.1}/{:.1}/{:.1}",
+                    w.p99_ms_by_kind[0], w.p99_ms_by_kind[1], w.p99_ms_by_kind[2]
+                ),
                 w.rss_kib as f64 / 1024.0,
                 w.open_files,
                 w.cpu.service * 100.0,
