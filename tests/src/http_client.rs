@@ -90,15 +90,22 @@ impl HttpClient {
 
     /// A protobuf POST with the headers the COVID Alert apps send.
     pub async fn post_protobuf(&self, url: &str, body: Vec<u8>) -> anyhow::Result<Reply> {
-        self.send(
-            Method::POST,
-            url,
-            &[
-                ("content-type", "application/x-protobuf"),
-                ("cache-control", "no-store"),
-            ],
-            body,
-        )
-        .await
+        self.post_protobuf_with(url, &[], body).await
+    }
+
+    /// A protobuf POST with the apps' headers and `extra` ones (such as a proxy's
+    /// `X-Forwarded-For`).
+    pub async fn post_protobuf_with(
+        &self,
+        url: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut headers = vec![
+            ("content-type", "application/x-protobuf"),
+            ("cache-control", "no-store"),
+        ];
+        headers.extend_from_slice(extra);
+        self.send(Method::POST, url, &headers, body).await
     }
 }

@@ -84,12 +84,29 @@ pub struct UploadReply {
     pub response: EncryptedUploadResponse,
 }
 
+impl UploadReply {
+    /// Decodes the reply of `POST /upload`.
+    pub fn read(reply: &Reply) -> anyhow::Result<UploadReply> {
+        let response = EncryptedUploadResponse::decode(reply.body.as_ref())
+            .context("decoding EncryptedUploadResponse")?;
+        Ok(UploadReply {
+            status: reply.status,
+            response,
+        })
+    }
+}
+
 impl Phone {
     pub fn new(base_url: &str) -> Phone {
+        Phone::with_client(base_url, HttpClient::new())
+    }
+
+    /// A phone with a new keypair whose requests go through `client` (and its connections).
+    pub fn with_client(base_url: &str, client: HttpClient) -> Phone {
         let (secret, app_public) = generate_app_keypair();
         Phone {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            client: HttpClient::new(),
+            client,
             secret,
             app_public,
             server_public: None,
@@ -98,17 +115,33 @@ impl Phone {
 
     /// `POST /claim-key` with the code as typed; remembers the server key on success.
     pub async fn claim(&mut self, typed_code: &str) -> anyhow::Result<ClaimReply> {
+        let reply = self.send_claim(typed_code, &[]).await?;
+        self.read_claim(&reply)
+    }
+
+    /// Sends `POST /claim-key` with the code as typed and `headers` besides the app's own (for
+    /// example the `X-Forwarded-For` a load balancer adds), and returns the raw reply: an
+    /// error here means no answer came.
+    pub async fn send_claim(
+        &self,
+        typed_code: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
         let request = KeyClaimRequest {
             one_time_code: Some(typed_code.trim().to_owned()),
             app_public_key: Some(self.app_public.as_bytes().to_vec()),
         };
-        let reply = self
-            .client
-            .post_protobuf(
+        self.client
+            .post_protobuf_with(
                 &format!("{}/claim-key", self.base_url),
+                headers,
                 request.encode_to_vec(),
             )
-            .await?;
+            .await
+    }
+
+    /// Decodes a claim's reply and, on success, remembers the server key.
+    pub fn read_claim(&mut self, reply: &Reply) -> anyhow::Result<ClaimReply> {
         let response =
             KeyClaimResponse::decode(reply.body.as_ref()).context("decoding KeyClaimResponse")?;
         if reply.status.is_success() {
@@ -147,16 +180,15 @@ impl Phone {
 
     /// Sends raw bytes to `POST /upload` and decodes the reply.
     pub async fn send_upload(&self, body: Vec<u8>) -> anyhow::Result<UploadReply> {
-        let reply = self
-            .client
+        UploadReply::read(&self.post_upload(body).await?)
+    }
+
+    /// Sends raw bytes to `POST /upload` and returns the raw reply: an error here means no
+    /// answer came.
+    pub async fn post_upload(&self, body: Vec<u8>) -> anyhow::Result<Reply> {
+        self.client
             .post_protobuf(&format!("{}/upload", self.base_url), body)
-            .await?;
-        let response = EncryptedUploadResponse::decode(reply.body.as_ref())
-            .context("decoding EncryptedUploadResponse")?;
-        Ok(UploadReply {
-            status: reply.status,
-            response,
-        })
+            .await
     }
 
     /// Seals arbitrary plaintext bytes (for tests of malformed payloads).

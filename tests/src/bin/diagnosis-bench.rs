@@ -22,6 +22,7 @@ use diagnosis_format::testing::export_bin_in_order;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
 use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, history, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
+use diagnosis_tests::procfs::{self, Pid};
 use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 use serde_json::json;
 
@@ -416,7 +417,7 @@ async fn load(
 
     // Upload phase: each claimed keypair uploads 14 keys once. The generator's own CPU
     // time over the phase is reported, since it shares the machine with what it measures.
-    let cpu_before = process_cpu_seconds()?;
+    let cpu_before = procfs::cpu_seconds(Pid::Own)?;
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..phones {
@@ -437,7 +438,7 @@ async fn load(
         }));
     }
     let (mut uploads, upload_failures, upload_seconds) = gather(workers, started).await?;
-    let upload_client_cpu_seconds = process_cpu_seconds()? - cpu_before;
+    let upload_client_cpu_seconds = procfs::cpu_seconds(Pid::Own)? - cpu_before;
     if claim_failures + upload_failures > 0 {
         bail!("{claim_failures} claims and {upload_failures} uploads failed");
     }
@@ -456,27 +457,6 @@ async fn load(
         "upload_p99_ms": uploads.percentile_ms(99.0),
         "upload_client_cpu_seconds": upload_client_cpu_seconds,
     }))
-}
-
-/// The CPU time (user and system) this process has used, from `/proc/self/stat`, whose
-/// times are in clock ticks of 1/100 s on Linux.
-fn process_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    // The command name may hold spaces; the fields after it start with the state (field 3).
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("/proc/self/stat without a command name")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .context("/proc/self/stat too short")?
-            .parse::<u64>()
-            .context("/proc/self/stat: a time that is not a number")
-    };
-    // utime and stime are fields 14 and 15, that is 11 and 12 after the state.
-    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// Joins a phase's workers: their latencies, failures, and the phase's wall time.

@@ -30,6 +30,7 @@ mod relevance;
 mod retention;
 mod scheduled;
 mod settings_extremes;
+mod soak;
 mod sources;
 mod store;
 mod submit_settings;
