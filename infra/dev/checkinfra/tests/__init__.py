@@ -1,2 +1,2 @@
-"""Unit tests of the checks: each area's rules on small fixtures or on copies of the shipped files
-with one thing broken. check-infra runs them (the "Scripts" section)."""
+"""Unit tests of the checks: each area's rules on small fixtures that keep every rule, then with
+one thing broken. check-infra runs them (its "Scripts" section)."""

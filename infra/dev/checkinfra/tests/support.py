@@ -1,11 +1,11 @@
-"""What the tests share: the repository, and throw-away repository trees made of a few files."""
+"""What the tests share: throw-away repository trees made of a few fixture files.
+
+The tests never read the shipped deployment files: a broken one fails its check, not the tests.
+"""
 import pathlib
-import shutil
 import tempfile
 import textwrap
 import unittest
-
-REPO = pathlib.Path(__file__).resolve().parents[4]
 
 
 class TreeCase(unittest.TestCase):
@@ -20,13 +20,6 @@ class TreeCase(unittest.TestCase):
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(textwrap.dedent(text))
-        return target
-
-    def copy(self, path):
-        """Copies a file of the repository into the tree, at the same place."""
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / path, target)
         return target
 
     def edit(self, path, old, new):

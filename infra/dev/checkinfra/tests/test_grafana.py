@@ -5,7 +5,7 @@ import unittest
 import yaml
 
 from checkinfra import grafana
-from checkinfra.tests.support import REPO, TreeCase
+from checkinfra.tests.support import TreeCase
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SERIES = {"exporter_runs_total": {"result"}}
@@ -72,15 +72,17 @@ class DashboardTest(unittest.TestCase):
             "panel 2 ('Passes') and panel 3 ('Failures') overlap",
             "the first panel, 'Passes', is not under a row"])
 
-    def test_the_shipped_dashboard_keeps_its_four_rows(self):
-        dash = json.loads((REPO / "infra/grafana/diagnosis-server.json").read_text())
-        found, note = grafana.dashboard_problems(pathlib.PurePosixPath("diagnosis-server.json"), dash, {})
-        self.assertEqual(found, [])
-        self.assertRegex(note, r"^diagnosis-server.json: \d+ panels, 4 rows$")
-        dash["panels"] = [p for p in dash["panels"] if p.get("title") != "Database pool"]
-        found, _ = grafana.dashboard_problems(pathlib.PurePosixPath("diagnosis-server.json"), dash, {})
-        self.assertEqual(found, ["rows must be ['Publication', 'Exporter runs', 'Submission API', 'Database pool'], "
-                                 "found ['Publication', 'Exporter runs', 'Submission API']"])
+    def test_the_operators_dashboard_keeps_its_four_rows(self):
+        dash = dashboard()
+        rows = ["Publication", "Exporter runs", "Submission API", "Database pool"]
+        dash["panels"] = [{"id": i, "title": t, "type": "row", "gridPos": {"h": 1, "w": 24, "x": 0, "y": i}}
+                          for i, t in enumerate(rows, 1)]
+        path = pathlib.PurePosixPath("infra/grafana/diagnosis-server.json")
+        self.assertEqual(grafana.dashboard_problems(path, dash, {}), ([], f"{path}: 4 panels, 4 rows"))
+        dash["panels"].pop()
+        self.assertEqual(grafana.dashboard_problems(path, dash, {})[0], [
+            "rows must be ['Publication', 'Exporter runs', 'Submission API', 'Database pool'], "
+            "found ['Publication', 'Exporter runs', 'Submission API']"])
 
 
 class DashboardFilesTest(TreeCase):
@@ -125,31 +127,73 @@ class DashboardFilesTest(TreeCase):
         self.assertEqual(len(yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]), 2)
 
 
-class ProvisioningTest(unittest.TestCase):
-    def services(self):
-        return yaml.safe_load((REPO / "infra/compose.yaml").read_text())["services"]
+SERVICES = """\
+prometheus:
+  profiles: [monitoring]
+grafana:
+  profiles: [monitoring]
+  volumes:
+    - ./grafana/provisioning:/etc/grafana/provisioning:ro
+    - ./grafana/example.json:/etc/grafana/dashboards/example.json:ro
+    - grafana-data:/var/lib/grafana
+"""
 
-    def test_the_shipped_compose_provisions_the_data_source_and_the_dashboard(self):
-        self.assertEqual(grafana.provisioning_problems(REPO, self.services()), [])
+
+class ProvisioningTest(TreeCase):
+    """A compose profile that provisions Prometheus and the dashboard, broken one way at a time."""
+
+    def setUp(self):
+        super().setUp()
+        self.write("infra/grafana/example.json", json.dumps(dashboard()))
+        self.write("infra/grafana/provisioning/datasources/prometheus.yml", """\
+            datasources:
+              - {name: Prometheus, type: prometheus, url: "http://prometheus:9090", isDefault: true}
+            """)
+        self.write("infra/grafana/provisioning/dashboards/example.yml", """\
+            providers:
+              - {name: example, type: file, options: {path: /etc/grafana/dashboards}}
+            """)
+        self.services = yaml.safe_load(SERVICES)
+
+    def problems(self):
+        return grafana.provisioning_problems(self.root, self.services)
+
+    def test_a_profile_that_provisions_the_data_source_and_every_dashboard_passes(self):
+        self.assertEqual(self.problems(), [])
+        self.services["grafana"]["volumes"][1] = "./grafana:/etc/grafana/dashboards:ro"
+        self.assertEqual(self.problems(), [])
 
     def test_grafana_runs_in_the_monitoring_profile_and_mounts_what_exists(self):
-        services = self.services()
-        services["grafana"]["profiles"] = ["default"]
-        services["grafana"]["volumes"] = [v for v in services["grafana"]["volumes"] if "diagnosis-server.json" not in v]
-        services["grafana"]["volumes"].append("./grafana/missing:/etc/grafana/other:ro")
-        self.assertEqual(grafana.provisioning_problems(REPO, services), [
+        grafana_service = self.services["grafana"]
+        grafana_service["profiles"] = ["default"]
+        grafana_service["volumes"] = [v for v in grafana_service["volumes"] if "example.json" not in v]
+        grafana_service["volumes"].append("./grafana/missing:/etc/grafana/other:ro")
+        self.assertEqual(self.problems(), [
             "grafana must run in the profile monitoring, beside prometheus",
             "grafana mounts ./grafana/missing, which does not exist",
-            "infra/grafana/diagnosis-server.json is not mounted into a path a dashboard provider reads "
+            "infra/grafana/example.json is not mounted into a path a dashboard provider reads "
             "(['/etc/grafana/dashboards'])"])
 
+    def test_the_data_source_is_the_default_one_and_names_a_compose_service(self):
+        self.write("infra/grafana/provisioning/datasources/prometheus.yml", """\
+            datasources:
+              - {name: Prometheus, type: prometheus, url: "http://prom:9090", isDefault: true}
+            """)
+        self.assertEqual(self.problems(),
+                         ["the Prometheus data source's URL http://prom:9090 names no compose service"])
+        self.write("infra/grafana/provisioning/datasources/prometheus.yml", """\
+            datasources:
+              - {name: Prometheus, type: prometheus, url: "http://prometheus:9090"}
+            """)
+        self.assertEqual(self.problems(), ["the provisioned Prometheus data source must be the default one "
+                                           "(the dashboards' variable starts on it)"])
+
     def test_without_grafana_or_its_provisioning_nothing_is_shown(self):
-        services = self.services()
-        services["grafana"]["volumes"] = []
-        self.assertEqual(grafana.provisioning_problems(REPO, services),
+        self.services["grafana"]["volumes"] = []
+        self.assertEqual(self.problems(),
                          ["grafana must mount its provisioning directory on /etc/grafana/provisioning"])
-        del services["grafana"]
-        self.assertEqual(grafana.provisioning_problems(REPO, services), ["no service grafana in infra/compose.yaml"])
+        del self.services["grafana"]
+        self.assertEqual(self.problems(), ["no service grafana in infra/compose.yaml"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import unittest
 
 from checkinfra import promql
 from checkinfra.report import CheckError
-from checkinfra.tests.support import REPO
+from checkinfra.tests.support import TreeCase
 
 SOURCE = '''
 const RUNS: &str = "exporter_runs_total";
@@ -39,10 +39,25 @@ class SeriesTest(unittest.TestCase):
         with self.assertRaisesRegex(CheckError, r"^x\.rs:2: a metric whose name is neither"):
             promql.series_in('fn f() {\n    counter!(format!("a_{}", b)).increment(1);\n}\n', "x.rs")
 
-    def test_the_binaries_export_their_pool_gauges(self):
-        series = promql.exported(REPO)
-        self.assertIn("db_pool_connections", series)
-        self.assertNotIn("only_in_tests_total", series)
+
+
+class ExportedTest(TreeCase):
+    def test_every_crate_of_the_binaries_is_read(self):
+        self.write("core/src/telemetry.rs", 'Matcher::Suffix("_duration_seconds".to_owned())\n'
+                                            'gauge!("db_pool_connections", "state" => s).set(n);\n')
+        self.write("submit/src/handlers/claim.rs", 'counter!("submit_claims_total").increment(1);\n')
+        self.write("exporter/src/main.rs", SOURCE)
+        self.write("tests/src/app.rs", 'counter!("test_only_total").increment(1);\n')
+        series = promql.exported(self.root)
+        self.assertEqual(series["db_pool_connections"], {"state"})
+        self.assertEqual(series["submit_claims_total"], set())
+        self.assertEqual(series["exporter_runs_total"], {"result"})
+        self.assertNotIn("test_only_total", series)
+
+    def test_a_changed_histogram_rule_stops_the_check(self):
+        self.write("core/src/telemetry.rs", "// no buckets\n")
+        with self.assertRaisesRegex(CheckError, r"^core/src/telemetry.rs no longer gives buckets"):
+            promql.exported(self.root)
 
 
 class ProblemsTest(unittest.TestCase):

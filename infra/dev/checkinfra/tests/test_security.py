@@ -1,14 +1,50 @@
 import unittest
 
 from checkinfra import security
-from checkinfra.tests.support import REPO, TreeCase
+from checkinfra.tests.support import TreeCase
 
-BASE = [str(p.relative_to(REPO)) for p in sorted((REPO / "infra/k8s/base").glob("*.yaml"))]
+URL = "postgres://submit_app:pw@db:5432/d?sslmode=verify-full&sslrootcert=/ca.pem"
+COMPOSE = f"""\
+services:
+  submit:
+    environment: {{DATABASE_URL: "{URL}", TRUSTED_PROXIES: ""}}
+  exporter:
+    environment: {{PAD_MIN_KEYS: "1000"}}
+"""
 
 
-class SecurityTest(unittest.TestCase):
-    def test_the_shipped_files_pass(self):
-        self.assertEqual(security.problems(REPO, BASE), [])
+def write_deployment(tree):
+    """Deployment files that keep every rule: compose, the Kubernetes files, a Terraform file."""
+    tree.write("infra/compose.yaml", COMPOSE)
+    tree.write("infra/k8s/secrets.template.yaml", "stringData: {DATABASE_URL: <REPLACE>}\n")
+    tree.write("infra/k8s/migrate-job.yaml", "kind: Job\n")
+    tree.write("infra/terraform/aws/rds.tf", 'locals {\n  url = "' + URL + '"\n}\n')
+    tree.write("rendered.yaml", """\
+        kind: ConfigMap
+        metadata: {name: diagnosis-submit-config}
+        data: {TRUSTED_PROXIES: "10.0.0.0/8"}
+        ---
+        kind: ConfigMap
+        metadata: {name: diagnosis-exporter-config}
+        data: {PAD_MIN_KEYS: "1000", DATABASE_POOL_SIZE: "4"}
+        """)
+
+
+class SecurityTest(TreeCase):
+    def test_deployment_files_that_keep_every_rule_pass(self):
+        write_deployment(self)
+        self.assertEqual(security.problems(self.root, ["rendered.yaml"]), [])
+
+    def test_every_file_and_every_configuration_is_read(self):
+        write_deployment(self)
+        self.edit("infra/terraform/aws/rds.tf", "sslmode=verify-full", "sslmode=disable")
+        self.edit("rendered.yaml", 'DATABASE_POOL_SIZE: "4"', 'DATABASE_POOL_SIZE: "2"')
+        self.assertEqual(security.problems(self.root, ["rendered.yaml"]), [
+            "infra/terraform/aws/rds.tf: a DATABASE_URL without sslmode=verify-full: "
+            "postgres://submit_app:***@db:5432/d?sslmode=disable&sslrootcert=/ca.pem",
+            "infra/terraform/aws/rds.tf: an sslmode weaker than verify-full",
+            "rendered.yaml: diagnosis-exporter-config: DATABASE_POOL_SIZE below 3, "
+            "what an exporter pass holds at once"])
 
     def test_a_database_url_must_verify_the_server_and_its_password_is_not_shown(self):
         found = security.tls_problems({
@@ -42,7 +78,6 @@ class SecurityTest(unittest.TestCase):
 
 class ConfigMapsTest(TreeCase):
     def test_the_config_maps_of_the_manifests_are_read_beside_compose(self):
-        self.copy("infra/compose.yaml")
         self.write("rendered.yaml", """\
             kind: ConfigMap
             metadata: {name: diagnosis-exporter-config}
@@ -52,13 +87,10 @@ class ConfigMapsTest(TreeCase):
             metadata: {name: other}
             data: {PAD_MIN_KEYS: "0"}
             """)
-        compose_text = (self.root / "infra/compose.yaml").read_text()
-        found = security.configs(self.root, compose_text, [str(self.root / "rendered.yaml")])
-        self.assertEqual(set(found), {("compose", "exporter"), ("compose", "submit"),
-                                      (str(self.root / "rendered.yaml"), "diagnosis-exporter-config")})
-        self.assertEqual(security.exporter_problems("x", found[(str(self.root / "rendered.yaml"),
-                                                                "diagnosis-exporter-config")]),
-                         ["x: padding is off (PAD_MIN_KEYS)"])
+        found = security.configs(self.root, COMPOSE, ["rendered.yaml"])
+        self.assertEqual(found, {("compose", "submit"): {"DATABASE_URL": URL, "TRUSTED_PROXIES": ""},
+                                 ("compose", "exporter"): {"PAD_MIN_KEYS": "1000"},
+                                 ("rendered.yaml", "diagnosis-exporter-config"): {"PAD_MIN_KEYS": "0"}})
 
 
 if __name__ == "__main__":
