@@ -124,14 +124,17 @@ def configuration_table(docs, schemas):
 
 
 def env_example_ranges(docs, schemas):
-    """A range in the comment right above `NAME=` in .env.example is the code's."""
+    """Every value in .env.example is one the code accepts, and a range in the comment right
+    above `NAME=` is the code's."""
     ranges = {}
     for specs in schemas.values():
         for spec in specs:
             if spec["min"] is not None:
                 ranges.setdefault(spec["name"], set()).add((spec["min"], spec["max"]))
     lines = _read(docs, ".env.example").splitlines()
-    problems = []
+    problems = [f".env.example:{number}: {problem}"
+                for number, line in enumerate(lines, start=1) if not line.startswith("#")
+                for problem in assignments([line], None, schemas)]
     for number, line in enumerate(lines, start=1):
         match = re.match(r"#?\s*([A-Z][A-Z0-9_]+)=", line)
         if not match or number < 2 or not lines[number - 2].startswith("#"):
@@ -214,4 +217,39 @@ def bench_figures(docs, documents, repo):
                 decimals = len(text.split(".", 1)[1]) if "." in text else 0
                 if round(float(text), decimals) != round(float(value), decimals):
                     problems.append(f"{path}:{number}: {key} quoted as {written}, {source} says {value}")
+    return problems
+
+
+def _value_problem(spec, value):
+    """Why `value` is refused by `spec`, or None (a placeholder such as `...` is not judged)."""
+    if spec["min"] is not None:
+        if not re.fullmatch(r"-?\d+", value):
+            return None
+        if not spec["min"] <= int(value) <= spec["max"]:
+            return f"{value} is outside {spec['min']}–{spec['max']}"
+    elif spec["allowed"] and spec["kind"] == "choice" and value.lower() not in spec["allowed"]:
+        return f"{value!r} is not one of {', '.join(spec['allowed'])}"
+    return None
+
+
+def assignments(words, binary, schemas):
+    """Problems with the `NAME=VALUE` words of one documented command: a variable of the
+    project set for a binary that does not read it, or a value its spec refuses."""
+    by_name = {}
+    for specs in schemas.values():
+        for spec in specs:
+            by_name.setdefault(spec["name"], []).append(spec)
+    problems = []
+    for word in words:
+        match = re.fullmatch(r"([A-Z][A-Z0-9_]+)=(.*)", word)
+        if not match or match.group(1) not in by_name:
+            continue
+        name, value = match.groups()
+        read = [s for s in schemas.get(binary, []) if s["name"] == name] if binary else by_name[name]
+        if binary in schemas and not read:
+            problems.append(f"{binary} does not read {name} (`{binary} config-schema`)")
+            continue
+        refusals = [_value_problem(spec, value) for spec in read]
+        if value and all(refusals):
+            problems.append(f"{name}={value}: {refusals[0]}")
     return problems
