@@ -14,6 +14,8 @@ NO_DEFAULT = ("—", "unset", "empty", "not read")
 RANGE = re.compile(r"(?<![\d.])(-?\d+)\s*[–-]\s*(\d+)(?![\d.])")
 FIGURE_MARKER = re.compile(r"<!--\s*(bench|soak):\s*([A-Za-z0-9_.]+)\s*-->\s*([−-]?\d{1,3}(?: \d{3})*(?:\.\d+)?|[−-]?\d+(?:\.\d+)?)")
 ANY_MARKER = re.compile(r"<!--\s*(bench|soak):")
+# The document that describes every metric the binaries register.
+METRICS_REFERENCE = "infra/RUNBOOK.md"
 
 
 def _read(docs, path):
@@ -157,7 +159,8 @@ def _mentions(docs, documents, pattern):
 
 
 def metric_names(docs, documents, repo):
-    """Every metric a document names is one the binaries register (or `up`, kube-state-metrics')."""
+    """Every metric a document names is one the binaries register, and the runbook describes
+    every metric they register."""
     known = facts.metrics(repo)
     if not known:
         return ["no metric registration found in the code: the pattern in checkdocs/facts.py is stale"]
@@ -170,6 +173,10 @@ def metric_names(docs, documents, repo):
         name = match.group(1)
         if name not in known and name not in others:
             problems.append(f"{path}:{number}: metric `{name}` is not registered by any binary")
+    runbook = _read(docs, METRICS_REFERENCE)
+    for name in sorted(known):
+        if not name.endswith(facts.HISTOGRAM_SUFFIXES) and f"`{name}`" not in runbook:
+            problems.append(f"{METRICS_REFERENCE}: metric `{name}` (registered by the code) is not described")
     return problems
 
 

@@ -31,6 +31,9 @@ CASES = [
     ("unknown metric", "infra/RUNBOOK.md",
      "## 2. Reading the metrics\n", "## 2. Reading the metrics\n\n`exporter_passes_total` counts passes.\n",
      "metric `exporter_passes_total` is not registered by any binary"),
+    ("registered metric the runbook does not describe", "infra/RUNBOOK.md",
+     "`submit_keypairs_recovered_total`", "`submit_keypairs_regenerated`",
+     "infra/RUNBOOK.md: metric `submit_keypairs_recovered_total` (registered by the code) is not described"),
     ("unknown alert", "infra/DEPLOYMENT.md",
      "| `DiagnosisSubmitDown` |", "| `DiagnosisSubmitGone` |",
      "alert `DiagnosisSubmitGone` is not in infra/prometheus/alerts.yml"),
@@ -95,7 +98,7 @@ def run(repo, script):
                 failed += 1
                 continue
             with open(full, "w", encoding="utf-8") as f:
-                f.write(text.replace(old, new, 1))
+                f.write(text.replace(old, new))
             status, output = check(script, docs)
             reported = [line.strip() for line in output.splitlines() if expected in line]
             if status == 0 or not reported:
