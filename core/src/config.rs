@@ -21,6 +21,10 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
+pub mod schema;
+
+pub use schema::{BoolVar, ChoiceVar, DurationVar, IntVar, RecordingEnv, TextVar, VarSchema};
+
 /// How many characters of a rejected (non-secret) value an error message quotes.
 const MAX_QUOTED_CHARS: usize = 80;
 
@@ -457,61 +461,107 @@ impl CommonConfig {
     pub const MIN_STATEMENT_TIMEOUT_MS: u64 = 1_000;
     /// Default `DATABASE_CONNECT_TIMEOUT_SECONDS`.
     pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 5;
-    /// Default `METRICS_ADDR`.
-    pub const DEFAULT_METRICS_ADDR: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2222);
+
+    /// `DATABASE_URL`.
+    pub const DATABASE_URL: TextVar = TextVar {
+        name: "DATABASE_URL",
+        default: None,
+        required: true,
+        accepts: "a postgres:// or postgresql:// URL; sslmode and sslrootcert as in libpq",
+    };
+    /// `DATABASE_POOL_SIZE`.
+    pub const POOL_SIZE: IntVar<usize> = IntVar {
+        name: "DATABASE_POOL_SIZE",
+        default: Self::DEFAULT_POOL_SIZE,
+        min: 1,
+        max: 1000,
+    };
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`.
+    pub const STATEMENT_TIMEOUT: DurationVar = DurationVar {
+        name: "DATABASE_STATEMENT_TIMEOUT_MS",
+        unit: TimeUnit::Milliseconds,
+        default: Self::DEFAULT_STATEMENT_TIMEOUT_MS,
+        min: Self::MIN_STATEMENT_TIMEOUT_MS,
+        max: 3_600_000,
+    };
+    /// `DATABASE_CONNECT_TIMEOUT_SECONDS`.
+    pub const CONNECT_TIMEOUT: DurationVar = DurationVar {
+        name: "DATABASE_CONNECT_TIMEOUT_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: Self::DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        min: 1,
+        max: 300,
+    };
+    /// `METRIC_PROVIDER`.
+    pub const METRIC_PROVIDER: ChoiceVar<MetricProvider> = ChoiceVar {
+        name: "METRIC_PROVIDER",
+        choices: &[
+            ("prometheus", MetricProvider::Prometheus),
+            ("stdout", MetricProvider::Stdout),
+            ("pretty", MetricProvider::Pretty),
+        ],
+        default: None,
+    };
+    /// `METRICS_ADDR`.
+    pub const METRICS_ADDR: TextVar = TextVar {
+        name: "METRICS_ADDR",
+        default: Some("127.0.0.1:2222"),
+        required: false,
+        accepts: "an IP address and port",
+    };
+    /// `TRACER_PROVIDER`.
+    pub const TRACER_PROVIDER: ChoiceVar<TracerProvider> = ChoiceVar {
+        name: "TRACER_PROVIDER",
+        choices: &[
+            ("stdout", TracerProvider::Stdout),
+            ("pretty", TracerProvider::Pretty),
+        ],
+        default: None,
+    };
+    /// `LOG_FORMAT`.
+    pub const LOG_FORMAT: ChoiceVar<LogFormat> = ChoiceVar {
+        name: "LOG_FORMAT",
+        choices: &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
+        default: Some("json"),
+    };
+    /// `RUST_LOG`.
+    pub const LOG_FILTER: TextVar = TextVar {
+        name: "RUST_LOG",
+        default: Some(DEFAULT_LOG_FILTER),
+        required: false,
+        accepts: "a tracing EnvFilter such as info or info,diagnosis_submit=debug",
+    };
 
     /// Reads and checks every common variable.
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            database_url: database_url_var(env, "DATABASE_URL")?,
-            database_pool_size: integer_var(
-                env,
-                "DATABASE_POOL_SIZE",
-                Self::DEFAULT_POOL_SIZE,
-                1..=1000,
-            )?,
-            database_statement_timeout: duration_var(
-                env,
-                "DATABASE_STATEMENT_TIMEOUT_MS",
-                TimeUnit::Milliseconds,
-                Self::DEFAULT_STATEMENT_TIMEOUT_MS,
-                Self::MIN_STATEMENT_TIMEOUT_MS..=3_600_000,
-            )?,
-            database_connect_timeout: duration_var(
-                env,
-                "DATABASE_CONNECT_TIMEOUT_SECONDS",
-                TimeUnit::Seconds,
-                Self::DEFAULT_CONNECT_TIMEOUT_SECONDS,
-                1..=300,
-            )?,
-            metric_provider: choice_var(
-                env,
-                "METRIC_PROVIDER",
-                &[
-                    ("prometheus", MetricProvider::Prometheus),
-                    ("stdout", MetricProvider::Stdout),
-                    ("pretty", MetricProvider::Pretty),
-                ],
-            )?
-            .unwrap_or_default(),
-            metrics_addr: socket_addr_var(env, "METRICS_ADDR", Self::DEFAULT_METRICS_ADDR)?,
-            tracer_provider: choice_var(
-                env,
-                "TRACER_PROVIDER",
-                &[
-                    ("stdout", TracerProvider::Stdout),
-                    ("pretty", TracerProvider::Pretty),
-                ],
-            )?,
-            log_format: choice_var(
-                env,
-                "LOG_FORMAT",
-                &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
-            )?
-            .unwrap_or_default(),
-            log_filter: log_filter_var(env, "RUST_LOG")?,
+            database_url: database_url_var(env, Self::DATABASE_URL.name)?,
+            database_pool_size: Self::POOL_SIZE.read(env)?,
+            database_statement_timeout: Self::STATEMENT_TIMEOUT.read(env)?,
+            database_connect_timeout: Self::CONNECT_TIMEOUT.read(env)?,
+            metric_provider: Self::METRIC_PROVIDER
+                .read_or_default(env)?
+                .unwrap_or_default(),
+            metrics_addr: Self::METRICS_ADDR.socket_addr(env)?,
+            tracer_provider: Self::TRACER_PROVIDER.read_or_default(env)?,
+            log_format: Self::LOG_FORMAT.read_or_default(env)?.unwrap_or_default(),
+            log_filter: log_filter_var(env, Self::LOG_FILTER.name)?,
         })
+    }
+
+    /// The specs of the common variables, in reading order.
+    pub fn schema() -> Vec<VarSchema> {
+        vec![
+            Self::DATABASE_URL.schema(),
+            Self::POOL_SIZE.schema(),
+            Self::STATEMENT_TIMEOUT.schema(),
+            Self::CONNECT_TIMEOUT.schema(),
+            Self::METRIC_PROVIDER.schema(),
+            Self::METRICS_ADDR.schema(),
+            Self::TRACER_PROVIDER.schema(),
+            Self::LOG_FORMAT.schema(),
+            Self::LOG_FILTER.schema(),
+        ]
     }
 }
 
@@ -1096,30 +1146,45 @@ impl ListenerConfig {
     /// Default `HTTP_WRITE_TIMEOUT_SECONDS`.
     pub const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 10;
 
+    /// `MAX_CONNECTIONS`.
+    pub const MAX_CONNECTIONS: IntVar<usize> = IntVar {
+        name: "MAX_CONNECTIONS",
+        default: Self::DEFAULT_MAX_CONNECTIONS,
+        min: 1,
+        max: Self::MAX_CONNECTIONS_LIMIT,
+    };
+    /// `HTTP_READ_TIMEOUT_SECONDS`.
+    pub const READ_TIMEOUT: DurationVar = DurationVar {
+        name: "HTTP_READ_TIMEOUT_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: Self::DEFAULT_READ_TIMEOUT_SECONDS,
+        min: 1,
+        max: 300,
+    };
+    /// `HTTP_WRITE_TIMEOUT_SECONDS`. A client on a bad mobile link may stall for some seconds;
+    /// ten minutes without a single byte taken is a client that is not reading.
+    pub const WRITE_TIMEOUT: DurationVar = DurationVar {
+        name: "HTTP_WRITE_TIMEOUT_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: Self::DEFAULT_WRITE_TIMEOUT_SECONDS,
+        min: 1,
+        max: 600,
+    };
+
     pub fn from_env(env: &dyn Env) -> Result<ListenerConfig, ConfigError> {
         Ok(ListenerConfig {
-            max_connections: integer_var(
-                env,
-                "MAX_CONNECTIONS",
-                Self::DEFAULT_MAX_CONNECTIONS,
-                1..=Self::MAX_CONNECTIONS_LIMIT,
-            )?,
-            read_timeout: duration_var(
-                env,
-                "HTTP_READ_TIMEOUT_SECONDS",
-                TimeUnit::Seconds,
-                Self::DEFAULT_READ_TIMEOUT_SECONDS,
-                1..=300,
-            )?,
-            // A client on a bad mobile link may stall for some seconds; ten minutes
-            // without a single byte taken is a client that is not reading.
-            write_timeout: duration_var(
-                env,
-                "HTTP_WRITE_TIMEOUT_SECONDS",
-                TimeUnit::Seconds,
-                Self::DEFAULT_WRITE_TIMEOUT_SECONDS,
-                1..=600,
-            )?,
+            max_connections: Self::MAX_CONNECTIONS.read(env)?,
+            read_timeout: Self::READ_TIMEOUT.read(env)?,
+            write_timeout: Self::WRITE_TIMEOUT.read(env)?,
         })
+    }
+
+    /// The specs of the listener variables, in reading order.
+    pub fn schema() -> Vec<VarSchema> {
+        vec![
+            Self::MAX_CONNECTIONS.schema(),
+            Self::READ_TIMEOUT.schema(),
+            Self::WRITE_TIMEOUT.schema(),
+        ]
     }
 }

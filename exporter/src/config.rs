@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, ListenerConfig, MetricProvider, TimeUnit, duration_var,
-    integer_var, optional, optional_opt, region_var,
+    CommonConfig, ConfigError, DurationVar, Env, IntVar, ListenerConfig, MetricProvider, TextVar,
+    TimeUnit, VarSchema, optional, optional_opt, region_var,
 };
 use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
-use diagnosis_format::sign::SigningKeys;
+use diagnosis_format::sign::{DEFAULT_KEY_ID, DEFAULT_KEY_VERSION, SigningKeys};
 
 /// What one export pass does, independent of where it reads and writes.
 #[derive(Debug, Clone)]
@@ -57,6 +57,91 @@ pub struct Config {
 /// service's settings alone (DESIGN §6): retention reads them from `submit_settings`, where its
 /// replicas record them. An exporter whose environment still sets them starts all the same,
 /// whatever their values, so that a rolling release needs no change of its configuration first.
+/// The exporter's own variables: the parser reads them through these specs and
+/// `diagnosis-exporter config-schema` prints them.
+pub mod vars {
+    use super::*;
+
+    pub const REGION: TextVar = TextVar {
+        name: "REGION",
+        default: Some(DEFAULT_REGION),
+        required: false,
+        accepts: "1 to 16 characters of A-Z, a-z, 0-9 or _",
+    };
+    pub const EXPORT_REGION: TextVar = TextVar {
+        name: "EXPORT_REGION",
+        default: Some(DEFAULT_EXPORT_REGION),
+        ..REGION
+    };
+    pub const EXPORT_GRACE_SECONDS: IntVar<i64> = IntVar {
+        name: "EXPORT_GRACE_SECONDS",
+        default: 600,
+        min: MIN_EXPORT_GRACE_SECONDS,
+        max: 86_400,
+    };
+    pub const MAX_KEYS_PER_FILE: IntVar<usize> = IntVar {
+        name: "MAX_KEYS_PER_FILE",
+        default: DEFAULT_MAX_KEYS_PER_FILE,
+        min: 1,
+        max: PLATFORM_MAX_KEYS_PER_FILE,
+    };
+    pub const PAD_MIN_KEYS: IntVar<u64> = IntVar {
+        name: "PAD_MIN_KEYS",
+        default: 0,
+        min: 0,
+        max: 1_000_000,
+    };
+    pub const EXPOSURE_CONFIG_DIR: TextVar = TextVar {
+        name: "EXPOSURE_CONFIG_DIR",
+        default: None,
+        required: false,
+        accepts: "a folder of exposure configurations (*.json)",
+    };
+    pub const COMPAT_REGION_PATH: TextVar = TextVar {
+        name: "COMPAT_REGION_PATH",
+        default: Some(DEFAULT_REGION),
+        required: false,
+        accepts: "the three-digit MCC the apps send, such as 302",
+    };
+    pub const DELETE_UNINDEXED_AFTER: DurationVar = DurationVar {
+        name: "DELETE_UNINDEXED_AFTER_HOURS",
+        unit: TimeUnit::Hours,
+        default: 24,
+        min: 0,
+        max: MAX_DELETE_UNINDEXED_AFTER_HOURS,
+    };
+    pub const BUCKET_URL: TextVar = TextVar {
+        name: "BUCKET_URL",
+        default: None,
+        required: true,
+        accepts: "file://, s3://, gs://, az:// or memory:// URL",
+    };
+    pub const EXPORT_SCHEDULE: TextVar = TextVar {
+        name: "EXPORT_SCHEDULE",
+        default: Some(DEFAULT_SCHEDULE),
+        required: false,
+        accepts: "a six-field cron expression, seconds first, UTC",
+    };
+    pub const SIGNING_KEY_FILE: TextVar = TextVar {
+        name: "SIGNING_KEY_FILE",
+        default: None,
+        required: true,
+        accepts: "PEM key files, comma-separated, newest first, at most 10",
+    };
+    pub const SIGNING_KEY_VERSION: TextVar = TextVar {
+        name: "SIGNING_KEY_VERSION",
+        default: Some(DEFAULT_KEY_VERSION),
+        required: false,
+        accepts: "the keys' versions, comma-separated, in the same order",
+    };
+    pub const SIGNING_KEY_ID: TextVar = TextVar {
+        name: "SIGNING_KEY_ID",
+        default: Some(DEFAULT_KEY_ID),
+        required: false,
+        accepts: "the verification_key_id of every signature",
+    };
+}
+
 pub const IGNORED_SUBMIT_VARIABLES: [&str; 3] = [
     "ONE_TIME_CODE_EXPIRY_MINUTES",
     "ENCRYPTION_KEY_VALIDITY_DAYS",
@@ -74,13 +159,13 @@ pub struct SigningConfig {
 
 impl SigningConfig {
     pub fn from_env(env: &dyn Env) -> Result<Option<SigningConfig>, ConfigError> {
-        let Some(key_files) = optional_opt::<String>(env, "SIGNING_KEY_FILE")? else {
+        let Some(key_files) = optional_opt::<String>(env, vars::SIGNING_KEY_FILE.name)? else {
             return Ok(None);
         };
         Ok(Some(SigningConfig {
             key_files,
-            versions: optional_opt(env, "SIGNING_KEY_VERSION")?,
-            key_id: optional_opt(env, "SIGNING_KEY_ID")?,
+            versions: optional_opt(env, vars::SIGNING_KEY_VERSION.name)?,
+            key_id: optional_opt(env, vars::SIGNING_KEY_ID.name)?,
         }))
     }
 
@@ -91,20 +176,21 @@ impl SigningConfig {
             self.versions.as_deref(),
             self.key_id.as_deref(),
         )
-        .map_err(|e| ConfigError::new("SIGNING_KEY_FILE", e.to_string()))
+        .map_err(|e| ConfigError::new(vars::SIGNING_KEY_FILE.name, e.to_string()))
     }
 }
 
 pub const DEFAULT_SCHEDULE: &str = "0 */5 * * * *";
 
 fn compat_region_path(env: &dyn Env) -> Result<String, ConfigError> {
-    let value: String = optional(env, "COMPAT_REGION_PATH", DEFAULT_REGION.to_owned())?;
+    let var = &vars::COMPAT_REGION_PATH;
+    let value: String = optional(env, var.name, DEFAULT_REGION.to_owned())?;
     if value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()) {
         Ok(value)
     } else {
         Err(ConfigError::new(
-            "COMPAT_REGION_PATH",
-            "must be the three-digit MCC the apps send, such as 302",
+            var.name,
+            format!("must be {}", var.accepts),
         ))
     }
 }
@@ -115,15 +201,9 @@ fn compat_region_path(env: &dyn Env) -> Result<String, ConfigError> {
 pub const MAX_DELETE_UNINDEXED_AFTER_HOURS: u64 = 7 * 24;
 
 fn delete_unindexed_after(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
-    const NAME: &str = "DELETE_UNINDEXED_AFTER_HOURS";
-    let delay = duration_var(
-        env,
-        NAME,
-        TimeUnit::Hours,
-        24,
-        0..=MAX_DELETE_UNINDEXED_AFTER_HOURS,
-    )?;
-    chrono::Duration::from_std(delay).map_err(|_| ConfigError::new(NAME, "is too large"))
+    let var = &vars::DELETE_UNINDEXED_AFTER;
+    let delay = var.read(env)?;
+    chrono::Duration::from_std(delay).map_err(|_| ConfigError::new(var.name, "is too large"))
 }
 
 /// The shortest `EXPORT_GRACE_SECONDS`: it must exceed the statement timeout, which is at least
@@ -132,24 +212,14 @@ pub const MIN_EXPORT_GRACE_SECONDS: i64 = 2;
 
 impl ExportSettings {
     pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
-        let max_keys = integer_var(
-            env,
-            "MAX_KEYS_PER_FILE",
-            DEFAULT_MAX_KEYS_PER_FILE,
-            1..=PLATFORM_MAX_KEYS_PER_FILE,
-        )?;
+        let max_keys = vars::MAX_KEYS_PER_FILE.read(env)?;
         Ok(ExportSettings {
-            key_region: region_var(env, "REGION", DEFAULT_REGION)?,
-            export_region: region_var(env, "EXPORT_REGION", DEFAULT_EXPORT_REGION)?,
-            grace_seconds: integer_var(
-                env,
-                "EXPORT_GRACE_SECONDS",
-                600,
-                MIN_EXPORT_GRACE_SECONDS..=86_400,
-            )?,
+            key_region: region_var(env, vars::REGION.name, DEFAULT_REGION)?,
+            export_region: region_var(env, vars::EXPORT_REGION.name, DEFAULT_EXPORT_REGION)?,
+            grace_seconds: vars::EXPORT_GRACE_SECONDS.read(env)?,
             max_keys_per_file: max_keys,
-            pad_min_keys: integer_var(env, "PAD_MIN_KEYS", 0, 0..=1_000_000)?,
-            exposure_config_dir: optional_opt::<String>(env, "EXPOSURE_CONFIG_DIR")?
+            pad_min_keys: vars::PAD_MIN_KEYS.read(env)?,
+            exposure_config_dir: optional_opt::<String>(env, vars::EXPOSURE_CONFIG_DIR.name)?
                 .map(PathBuf::from),
             compat_region_path: compat_region_path(env)?,
             delete_unindexed_after: delete_unindexed_after(env)?,
@@ -194,11 +264,11 @@ impl Config {
                 ),
             ));
         }
-        let bucket_url = diagnosis_core::config::required::<String>(env, "BUCKET_URL")?;
+        let bucket_url = diagnosis_core::config::required::<String>(env, vars::BUCKET_URL.name)?;
         Ok(Config {
             common,
             bucket_url,
-            schedule: optional(env, "EXPORT_SCHEDULE", DEFAULT_SCHEDULE.to_owned())?,
+            schedule: optional(env, vars::EXPORT_SCHEDULE.name, DEFAULT_SCHEDULE.to_owned())?,
             settings,
             listener: ListenerConfig::from_env(env)?,
             ignored_variables: IGNORED_SUBMIT_VARIABLES
@@ -212,6 +282,38 @@ impl Config {
     /// (`METRICS_ADDR`): only to serve Prometheus `/metrics` (DESIGN §3.4), so
     /// that it and a submit service started with the default `METRICS_ADDR`
     /// on one host both run.
+    /// Every variable the exporter reads, with its default and accepted values.
+    pub fn schema() -> Vec<VarSchema> {
+        use vars::*;
+        let mut schema: Vec<VarSchema> = CommonConfig::schema()
+            .into_iter()
+            .map(|var| match var.name {
+                "DATABASE_POOL_SIZE" => var.with_min(MIN_DATABASE_POOL_SIZE as i64),
+                _ => var,
+            })
+            .collect();
+        schema.extend([
+            REGION.schema(),
+            EXPORT_REGION.schema(),
+            EXPORT_GRACE_SECONDS.schema(),
+            MAX_KEYS_PER_FILE.schema(),
+            PAD_MIN_KEYS.schema(),
+            EXPOSURE_CONFIG_DIR.schema(),
+            COMPAT_REGION_PATH.schema(),
+            DELETE_UNINDEXED_AFTER.schema(),
+            BUCKET_URL.schema(),
+            EXPORT_SCHEDULE.schema(),
+        ]);
+        schema.extend(ListenerConfig::schema());
+        schema.extend(IGNORED_SUBMIT_VARIABLES.map(VarSchema::ignored));
+        schema.extend([
+            SIGNING_KEY_FILE.schema(),
+            SIGNING_KEY_VERSION.schema(),
+            SIGNING_KEY_ID.schema(),
+        ]);
+        schema
+    }
+
     pub fn serves_internal_listener(&self) -> bool {
         match self.common.metric_provider {
             MetricProvider::Prometheus => true,
@@ -223,7 +325,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diagnosis_core::config::MapEnv;
+    use diagnosis_core::config::schema::range_violations;
+    use diagnosis_core::config::{MapEnv, RecordingEnv};
     use std::time::Duration;
 
     fn env(extra: &[(&str, &str)]) -> MapEnv {
@@ -232,6 +335,33 @@ mod tests {
             ("BUCKET_URL", "memory://"),
         ])
         .with(extra)
+    }
+
+    #[test]
+    fn the_schema_lists_exactly_the_variables_the_parser_reads() {
+        let vars = env(&[("SIGNING_KEY_FILE", "/keys/a.pem")]);
+        let recording = RecordingEnv::new(&vars);
+        Config::from_env(&recording).unwrap();
+        SigningConfig::from_env(&recording).unwrap();
+        let schema: std::collections::BTreeSet<String> = Config::schema()
+            .iter()
+            .map(|var| var.name.to_owned())
+            .collect();
+        assert_eq!(recording.asked(), schema);
+    }
+
+    #[test]
+    fn the_schema_ranges_and_words_are_the_enforced_ones() {
+        // The longest grace and the shortest statement timeout, so each bound of one is
+        // tried against an accepted value of the other.
+        let base = env(&[
+            ("EXPORT_GRACE_SECONDS", "86400"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "1000"),
+        ]);
+        let violations = range_violations(&Config::schema(), &base, &|env| {
+            Config::from_env(env).map(|_| ())
+        });
+        assert!(violations.is_empty(), "{violations:#?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use diagnosis_core::config::{CommonConfig, ProcessEnv};
+use diagnosis_core::config::{CommonConfig, ProcessEnv, schema};
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
 use diagnosis_core::time::SystemClock;
@@ -51,6 +51,9 @@ enum Command {
     RunOnce,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print every variable the exporter reads, with its default and accepted values, as JSON
+    /// (reads no configuration).
+    ConfigSchema,
     /// Write a new P-256 signing key (PKCS#8 PEM, mode 0600) and print its public key.
     Keygen {
         /// Where to write the private key; an existing file is never overwritten.
@@ -88,6 +91,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ConfigSchema) = cli.command {
+        println!("{}", schema::to_json(&Config::schema()));
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -117,6 +124,7 @@ fn main() -> ExitCode {
                 run_verify(&args).await
             }
             Some(Command::Migrate) => migrate().await,
+            Some(Command::ConfigSchema) => Ok(ExitCode::SUCCESS),
             Some(Command::RunOnce) => run_once(cli.no_migrate).await,
             None => scheduled(cli.no_migrate).await,
         }

@@ -1,4 +1,4 @@
-// Tests of the retrieval edge function (infra/cdn/retrieve.js), run with `node --test infra/cdn/`.
+// Tests of the retrieval edge function (infra/cdn/retrieve.js), run with `node --test infra/cdn/*.test.mjs`.
 //
 // retrieve.js is deployed as it is, so it exports nothing: these tests read its text, substitute
 // the placeholders with render.mjs (as a deployment does) and evaluate it in a fresh `vm` context

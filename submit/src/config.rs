@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 
 use diagnosis_core::config::{
-    CommonConfig, ConfigError, Env, ListenerConfig, MetricProvider, TimeUnit, bool_var,
-    duration_var, integer_var, optional, region_var, secret_optional, secret_required,
-    socket_addr_var,
+    BoolVar, CommonConfig, ConfigError, DurationVar, Env, IntVar, ListenerConfig, MetricProvider,
+    TextVar, TimeUnit, VarSchema, optional, region_var, secret_optional, secret_required,
 };
 use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
 use diagnosis_core::store::BanPolicy;
@@ -24,21 +23,130 @@ pub struct Config {
     pub settings: Settings,
 }
 
-impl Config {
-    pub const DEFAULT_BIND_ADDR: &str = "0.0.0.0:8000";
+/// The submit service's own variables: the parser reads them through these specs and
+/// `diagnosis-submit config-schema` prints them.
+pub mod vars {
+    use super::*;
 
+    pub const BIND_ADDR: TextVar = TextVar {
+        name: "BIND_ADDR",
+        default: Some("0.0.0.0:8000"),
+        required: false,
+        accepts: "an IP address and port",
+    };
+    pub const KEY_CLAIM_TOKEN: &str = "KEY_CLAIM_TOKEN";
+    pub const REGION: TextVar = TextVar {
+        name: "REGION",
+        default: Some(DEFAULT_REGION),
+        required: false,
+        accepts: "1 to 16 characters of A-Z, a-z, 0-9 or _",
+    };
+    pub const TRUST_X_FORWARDED_FOR: BoolVar = BoolVar {
+        name: "TRUST_X_FORWARDED_FOR",
+        default: false,
+    };
+    pub const TRUSTED_PROXIES: TextVar = TextVar {
+        name: "TRUSTED_PROXIES",
+        default: None,
+        required: false,
+        accepts: "comma-separated CIDRs or addresses, none holding every address",
+    };
+    pub const INITIAL_REMAINING_KEYS: IntVar<i32> = IntVar {
+        name: "INITIAL_REMAINING_KEYS",
+        default: 43,
+        min: 1,
+        max: 1000,
+    };
+    pub const ONE_TIME_CODE_EXPIRY: DurationVar =
+        limit_minutes("ONE_TIME_CODE_EXPIRY_MINUTES", 1440);
+    pub const ENCRYPTION_KEY_VALIDITY_DAYS: IntVar<u32> = IntVar {
+        name: "ENCRYPTION_KEY_VALIDITY_DAYS",
+        default: 15,
+        min: 1,
+        max: MAX_KEYPAIR_VALIDITY_DAYS,
+    };
+    pub const MAX_CONSECUTIVE_CLAIM_KEY_FAILURES: IntVar<u32> = IntVar {
+        name: "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES",
+        default: 50,
+        min: 1,
+        max: 10_000,
+    };
+    pub const CLAIM_KEY_BAN_DURATION: DurationVar =
+        limit_minutes("CLAIM_KEY_BAN_DURATION_MINUTES", 60);
+    pub const CLAIM_RECOVERY: DurationVar = DurationVar {
+        name: "CLAIM_RECOVERY_MINUTES",
+        unit: TimeUnit::Minutes,
+        default: 10,
+        min: 1,
+        max: 1440,
+    };
+    pub const CORS_ALLOW_ORIGIN: TextVar = TextVar {
+        name: "CORS_ALLOW_ORIGIN",
+        default: Some("*"),
+        required: false,
+        accepts: "a valid header value such as * or https://portal.example",
+    };
+    pub const METRICS_USERNAME: &str = "METRICS_USERNAME";
+    pub const METRICS_PASSWORD: &str = "METRICS_PASSWORD";
+    pub const SHUTDOWN_GRACE: DurationVar = DurationVar {
+        name: "SHUTDOWN_GRACE_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: 20,
+        min: 0,
+        max: 600,
+    };
+
+    /// A limit recorded in `submit_settings`: at most [`MAX_LIMIT_MINUTES`], a week.
+    const fn limit_minutes(name: &'static str, default: u64) -> DurationVar {
+        DurationVar {
+            name,
+            unit: TimeUnit::Minutes,
+            default,
+            min: 1,
+            max: MAX_LIMIT_MINUTES.unsigned_abs(),
+        }
+    }
+}
+
+impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
         let common = CommonConfig::from_env(env)?;
-        let default_bind = Self::DEFAULT_BIND_ADDR
-            .parse()
-            .map_err(|_| ConfigError::new("BIND_ADDR", "invalid built-in default"))?;
-        let bind_addr = socket_addr_var(env, "BIND_ADDR", default_bind)?;
+        let bind_addr = vars::BIND_ADDR.socket_addr(env)?;
         let settings = settings_from_env(env, &common)?;
         Ok(Config {
             common,
             bind_addr,
             settings,
         })
+    }
+
+    /// Every variable the service reads, with its default and accepted values.
+    pub fn schema() -> Vec<VarSchema> {
+        use vars::*;
+        let mut schema = CommonConfig::schema();
+        schema.extend([
+            BIND_ADDR.schema(),
+            VarSchema::secret(
+                KEY_CLAIM_TOKEN,
+                true,
+                "token=label[:token=label…]; tokens 20 to 63 characters, labels at most 31",
+            ),
+            REGION.schema(),
+            TRUST_X_FORWARDED_FOR.schema(),
+            TRUSTED_PROXIES.schema(),
+            INITIAL_REMAINING_KEYS.schema(),
+            ONE_TIME_CODE_EXPIRY.schema(),
+            ENCRYPTION_KEY_VALIDITY_DAYS.schema(),
+            MAX_CONSECUTIVE_CLAIM_KEY_FAILURES.schema(),
+            CLAIM_KEY_BAN_DURATION.schema(),
+            CLAIM_RECOVERY.schema(),
+            CORS_ALLOW_ORIGIN.schema(),
+            VarSchema::secret(METRICS_USERNAME, false, "any non-empty text"),
+            VarSchema::secret(METRICS_PASSWORD, false, "any non-empty text"),
+        ]);
+        schema.extend(ListenerConfig::schema());
+        schema.push(SHUTDOWN_GRACE.schema());
+        schema
     }
 
     /// Whether the internal listener (`METRICS_ADDR`) has anything to serve:
@@ -70,20 +178,10 @@ struct SubmissionLimits {
 
 impl SubmissionLimits {
     fn from_env(env: &dyn Env) -> Result<SubmissionLimits, ConfigError> {
-        let max_minutes = u64::try_from(MAX_LIMIT_MINUTES).unwrap_or(u64::MAX);
-        let minutes = |name: &'static str, default: u64| -> Result<chrono::Duration, ConfigError> {
-            let duration = duration_var(env, name, TimeUnit::Minutes, default, 1..=max_minutes)?;
-            chrono::Duration::from_std(duration).map_err(|_| ConfigError::new(name, "is too large"))
-        };
         Ok(SubmissionLimits {
-            one_time_code_expiry: minutes("ONE_TIME_CODE_EXPIRY_MINUTES", 1440)?,
-            encryption_key_validity_days: integer_var(
-                env,
-                "ENCRYPTION_KEY_VALIDITY_DAYS",
-                15,
-                1..=MAX_KEYPAIR_VALIDITY_DAYS,
-            )?,
-            claim_ban_duration: minutes("CLAIM_KEY_BAN_DURATION_MINUTES", 60)?,
+            one_time_code_expiry: minutes(env, &vars::ONE_TIME_CODE_EXPIRY)?,
+            encryption_key_validity_days: vars::ENCRYPTION_KEY_VALIDITY_DAYS.read(env)?,
+            claim_ban_duration: minutes(env, &vars::CLAIM_KEY_BAN_DURATION)?,
         })
     }
 }
@@ -91,22 +189,18 @@ impl SubmissionLimits {
 /// `CLAIM_RECOVERY_MINUTES` (DESIGN §3.1): at least a minute, so that an app
 /// that heard its answer has time to upload; at most a day, the default code
 /// expiry, so that a patient whose answer was lost gets a new code the same day.
-fn claim_recovery_var(env: &dyn Env) -> Result<chrono::Duration, ConfigError> {
-    const NAME: &str = "CLAIM_RECOVERY_MINUTES";
-    let wait = duration_var(env, NAME, TimeUnit::Minutes, 10, 1..=1440)?;
-    chrono::Duration::from_std(wait).map_err(|_| ConfigError::new(NAME, "is too large"))
+fn minutes(env: &dyn Env, var: &DurationVar) -> Result<chrono::Duration, ConfigError> {
+    let duration = var.read(env)?;
+    chrono::Duration::from_std(duration).map_err(|_| ConfigError::new(var.name, "is too large"))
 }
 
 fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, ConfigError> {
-    let key_claim_tokens = secret_required(env, "KEY_CLAIM_TOKEN", KeyClaimTokens::parse)?;
-    let region = region_var(env, "REGION", DEFAULT_REGION)?;
-    let cors: String = optional(env, "CORS_ALLOW_ORIGIN", "*".to_owned())?;
-    let cors_allow_origin = http::HeaderValue::from_str(&cors).map_err(|_| {
-        ConfigError::new(
-            "CORS_ALLOW_ORIGIN",
-            "must be a valid header value such as * or https://portal.example",
-        )
-    })?;
+    let key_claim_tokens = secret_required(env, vars::KEY_CLAIM_TOKEN, KeyClaimTokens::parse)?;
+    let region = region_var(env, vars::REGION.name, DEFAULT_REGION)?;
+    let cors = &vars::CORS_ALLOW_ORIGIN;
+    let origin: String = optional(env, cors.name, cors.default.unwrap_or_default().to_owned())?;
+    let cors_allow_origin = http::HeaderValue::from_str(&origin)
+        .map_err(|_| ConfigError::new(cors.name, format!("must be {}", cors.accepts)))?;
     let metrics_credentials = metrics_credentials_var(env)?;
     let limits = SubmissionLimits::from_env(env)?;
     let listener = ListenerConfig::from_env(env)?;
@@ -114,14 +208,14 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
         key_claim_tokens,
         region,
         forwarded_for: forwarded_for_var(env)?,
-        initial_remaining_keys: integer_var(env, "INITIAL_REMAINING_KEYS", 43, 1..=1000)?,
+        initial_remaining_keys: vars::INITIAL_REMAINING_KEYS.read(env)?,
         one_time_code_expiry: limits.one_time_code_expiry,
         encryption_key_validity_days: limits.encryption_key_validity_days,
         ban: BanPolicy {
-            max_failures: integer_var(env, "MAX_CONSECUTIVE_CLAIM_KEY_FAILURES", 50, 1..=10_000)?,
+            max_failures: vars::MAX_CONSECUTIVE_CLAIM_KEY_FAILURES.read(env)?,
             ban_duration: limits.claim_ban_duration,
         },
-        claim_recovery: claim_recovery_var(env)?,
+        claim_recovery: minutes(env, &vars::CLAIM_RECOVERY)?,
         claim_queue_wait: common.database_connect_timeout,
         cors_allow_origin,
         metrics_credentials,
@@ -131,21 +225,15 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
             header_read: listener.read_timeout,
             body_read: listener.read_timeout,
             write: listener.write_timeout,
-            shutdown_grace: duration_var(
-                env,
-                "SHUTDOWN_GRACE_SECONDS",
-                TimeUnit::Seconds,
-                20,
-                0..=600,
-            )?,
+            shutdown_grace: vars::SHUTDOWN_GRACE.read(env)?,
         },
     })
 }
 
 /// `METRICS_USERNAME` and `METRICS_PASSWORD`: both or neither.
 fn metrics_credentials_var(env: &dyn Env) -> Result<Option<MetricsCredentials>, ConfigError> {
-    let username = secret_optional(env, "METRICS_USERNAME", non_empty)?;
-    let password = secret_optional(env, "METRICS_PASSWORD", non_empty)?;
+    let username = secret_optional(env, vars::METRICS_USERNAME, non_empty)?;
+    let password = secret_optional(env, vars::METRICS_PASSWORD, non_empty)?;
     match (username, password) {
         (Some(username), Some(password)) => Ok(Some(MetricsCredentials { username, password })),
         (None, None) => Ok(None),
@@ -163,8 +251,8 @@ fn metrics_credentials_var(env: &dyn Env) -> Result<Option<MetricsCredentials>, 
 /// `TRUST_X_FORWARDED_FOR` and `TRUSTED_PROXIES` (DESIGN §3.2). Both at once
 /// would leave it unclear which proxies are believed, so that is refused.
 fn forwarded_for_var(env: &dyn Env) -> Result<ForwardedFor, ConfigError> {
-    let one_hop = bool_var(env, "TRUST_X_FORWARDED_FOR", false)?;
-    let list: String = optional(env, "TRUSTED_PROXIES", String::new())?;
+    let one_hop = vars::TRUST_X_FORWARDED_FOR.read(env)?;
+    let list: String = optional(env, vars::TRUSTED_PROXIES.name, String::new())?;
     let trusted =
         TrustedProxies::parse(&list).map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?;
     match (one_hop, trusted) {
@@ -190,7 +278,8 @@ fn non_empty(value: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diagnosis_core::config::MapEnv;
+    use diagnosis_core::config::schema::range_violations;
+    use diagnosis_core::config::{MapEnv, RecordingEnv};
 
     const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz0123";
 
@@ -227,6 +316,26 @@ mod tests {
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
             Some("ON")
         );
+    }
+
+    #[test]
+    fn the_schema_lists_exactly_the_variables_the_parser_reads() {
+        let vars = env(&[("METRICS_USERNAME", "ops"), ("METRICS_PASSWORD", "pw")]);
+        let recording = RecordingEnv::new(&vars);
+        Config::from_env(&recording).unwrap();
+        let schema: std::collections::BTreeSet<String> = Config::schema()
+            .iter()
+            .map(|var| var.name.to_owned())
+            .collect();
+        assert_eq!(recording.asked(), schema);
+    }
+
+    #[test]
+    fn the_schema_ranges_and_words_are_the_enforced_ones() {
+        let violations = range_violations(&Config::schema(), &env(&[]), &|env| {
+            Config::from_env(env).map(|_| ())
+        });
+        assert!(violations.is_empty(), "{violations:#?}");
     }
 
     #[test]

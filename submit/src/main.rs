@@ -5,18 +5,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use diagnosis_core::config::ProcessEnv;
+use diagnosis_core::config::{ProcessEnv, schema};
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry;
 use diagnosis_core::time::SystemClock;
 use diagnosis_submit::config::Config;
 use diagnosis_submit::{AppState, Listeners, Version};
 
-const USAGE: &str = "usage: diagnosis-submit [migrate] [--no-migrate]
+const USAGE: &str = "usage: diagnosis-submit [migrate | config-schema] [--no-migrate]
 
   (no command)   apply pending migrations, then serve BIND_ADDR (and METRICS_ADDR
                  when METRIC_PROVIDER=prometheus or METRICS_USERNAME is set)
   migrate        apply pending migrations and exit
+  config-schema  print every variable read, with its default and accepted values, as
+                 JSON, and exit (reads no configuration)
   --no-migrate   serve without touching the schema
 
 Configuration is read from the environment; see README.md.";
@@ -26,6 +28,10 @@ fn main() -> ExitCode {
     let (migrate_only, no_migrate) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => (false, false),
         ["migrate"] => (true, false),
+        ["config-schema"] => {
+            println!("{}", schema::to_json(&Config::schema()));
+            return ExitCode::SUCCESS;
+        }
         ["--no-migrate"] => (false, true),
         ["-h" | "--help"] => {
             println!("{USAGE}");
