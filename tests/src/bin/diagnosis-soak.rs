@@ -44,6 +44,10 @@ struct Cli {
     /// Connections of the paced run [default: --capacity-connections].
     #[arg(long)]
     connections: Option<usize>,
+    /// Writes the paced run second by second to this file: the slowest request of each kind
+    /// per second, tab-separated, with wall-clock times.
+    #[arg(long)]
+    per_second: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +97,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &cli.per_second
+        && let Err(e) = std::fs::write(path, figures.per_second_tsv())
+    {
+        eprintln!("diagnosis-soak: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     let checks = figures.checks(settings.enforce_flatness);
     eprint!("{}", figures.table(&checks));
     let json = figures.to_json(&checks);

@@ -133,6 +133,56 @@ impl WindowTally {
     }
 }
 
+/// The requests due in one second of a run: how many, and the slowest of each kind, so that a
+/// stall can be set beside what the database and the machine did in that second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecondTally {
+    pub requests: u32,
+    /// Per [`Kind`], the longest latency (from the due moment to the complete answer), µs.
+    pub max_latency_us: [u64; 3],
+    /// Per [`Kind`], the longest time from sending to the complete answer, µs: the service's
+    /// share of the latency.
+    pub max_service_us: [u64; 3],
+    /// The longest delay from the due moment to sending, µs: a request waits for its
+    /// connection's previous answer, or for the generator itself.
+    pub max_send_delay_us: u64,
+}
+
+impl SecondTally {
+    fn record(&mut self, kind: Kind, latency: Duration, service: Duration) {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.requests = self.requests.saturating_add(1);
+        let slowest = &mut self.max_latency_us[kind.index()];
+        *slowest = (*slowest).max(micros(latency));
+        let slowest = &mut self.max_service_us[kind.index()];
+        *slowest = (*slowest).max(micros(service));
+        self.max_send_delay_us = self
+            .max_send_delay_us
+            .max(micros(latency.saturating_sub(service)));
+    }
+
+    fn merge(&mut self, other: &SecondTally) {
+        self.requests = self.requests.saturating_add(other.requests);
+        for (mine, theirs) in self.max_latency_us.iter_mut().zip(other.max_latency_us) {
+            *mine = (*mine).max(theirs);
+        }
+        for (mine, theirs) in self.max_service_us.iter_mut().zip(other.max_service_us) {
+            *mine = (*mine).max(theirs);
+        }
+        self.max_send_delay_us = self.max_send_delay_us.max(other.max_send_delay_us);
+    }
+}
+
+/// Merges `theirs` into `mine`, second by second.
+fn merge_seconds(mine: &mut Vec<SecondTally>, theirs: &[SecondTally]) {
+    if mine.len() < theirs.len() {
+        mine.resize(theirs.len(), SecondTally::default());
+    }
+    for (mine, theirs) in mine.iter_mut().zip(theirs) {
+        mine.merge(theirs);
+    }
+}
+
 /// Requests sent and failed so far, across every connection, for progress lines.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -184,6 +234,8 @@ impl Schedule {
 #[derive(Debug)]
 pub struct Finished {
     pub tallies: Vec<WindowTally>,
+    /// Second by second from the schedule's start, by the moment each request was due.
+    pub seconds: Vec<SecondTally>,
     /// Held only to be dropped with the result.
     _connections: Vec<Connection>,
 }
@@ -212,16 +264,19 @@ pub async fn run(
         )));
     }
     let mut tallies = vec![WindowTally::default(); schedule.boundaries.len()];
+    let mut seconds = Vec::new();
     let mut open = Vec::with_capacity(connections);
     for worker in workers {
-        let (theirs, connection) = worker.await?;
+        let (theirs, their_seconds, connection) = worker.await?;
         for (mine, theirs) in tallies.iter_mut().zip(theirs) {
             mine.merge(theirs);
         }
+        merge_seconds(&mut seconds, &their_seconds);
         open.push(connection);
     }
     Ok(Finished {
         tallies,
+        seconds,
         _connections: open,
     })
 }
@@ -233,8 +288,9 @@ async fn drive(
     pace: Pace,
     schedule: Arc<Schedule>,
     progress: Arc<Progress>,
-) -> (Vec<WindowTally>, Connection) {
+) -> (Vec<WindowTally>, Vec<SecondTally>, Connection) {
     let mut tallies = vec![WindowTally::default(); schedule.boundaries.len()];
+    let mut seconds = Vec::new();
     for i in 0_usize.. {
         let due = match pace {
             Pace::AsAnswered => Instant::now(),
@@ -246,14 +302,21 @@ async fn drive(
             break;
         };
         tokio::time::sleep_until(due).await;
+        let sent = Instant::now();
         let (kind, outcome) = connection.send_next().await;
-        tallies[window].record(kind, outcome, due.elapsed());
+        let latency = due.elapsed();
+        tallies[window].record(kind, outcome, latency);
+        let second = usize::try_from(due.duration_since(schedule.start).as_secs()).unwrap_or(0);
+        if seconds.len() <= second {
+            seconds.resize(second + 1, SecondTally::default());
+        }
+        seconds[second].record(kind, latency, sent.elapsed());
         progress.requests.fetch_add(1, Ordering::Relaxed);
         if outcome != Outcome::Expected {
             progress.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
-    (tallies, connection)
+    (tallies, seconds, connection)
 }
 
 /// What a connection's next request is.
@@ -399,6 +462,29 @@ mod tests {
             FIRST_UPLOAD_KEYS + FOLLOW_UP_UPLOADS,
             28,
             "a case must stay within the default quota of 43 keys"
+        );
+    }
+
+    #[test]
+    fn a_second_keeps_the_slowest_of_each_kind_and_splits_service_from_send_delay() {
+        let ms = Duration::from_millis;
+        let mut second = SecondTally::default();
+        second.record(Kind::Upload, ms(900), ms(20));
+        second.record(Kind::Upload, ms(30), ms(25));
+        second.record(Kind::Issue, ms(40), ms(40));
+        let mut other = SecondTally::default();
+        other.record(Kind::Claim, ms(700), ms(650));
+        let mut merged = vec![SecondTally::default()];
+        merge_seconds(&mut merged, &[other, second]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].max_service_us, [0, 650_000, 0]);
+        assert_eq!(merged[0].max_send_delay_us, 50_000);
+        assert_eq!(merged[1].requests, 3);
+        assert_eq!(merged[1].max_latency_us, [40_000, 0, 900_000]);
+        assert_eq!(merged[1].max_service_us, [40_000, 0, 25_000]);
+        assert_eq!(
+            merged[1].max_send_delay_us, 880_000,
+            "a request that waited 880 ms for its connection counts as send delay, not service"
         );
     }
 

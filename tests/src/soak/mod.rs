@@ -110,6 +110,7 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
         tokio::spawn(scrape(url, every, bound, schedule.end()))
     });
     let cpu_before = procfs::cpu_seconds(Pid::Own)?;
+    let started_unix = unix_now() - schedule.start.elapsed().as_secs_f64();
     let pace = Pace::Fixed { rate: target_rps };
     let finished = load::run(
         &settings.target,
@@ -142,7 +143,16 @@ pub async fn run(settings: &SoakSettings) -> anyhow::Result<Figures> {
         metrics_scrapes,
         metrics_scrape_errors,
         generator_cpu,
+        seconds: finished.seconds,
+        started_unix,
     })
+}
+
+/// The wall-clock time, in seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn announce(settings: &SoakSettings, capacity: &Capacity, target_rps: f64) {

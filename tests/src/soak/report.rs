@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::load::SecondTally;
+
 /// RSS and open files may grow by less than this, in %, from the second window to the last.
 pub const MAX_GROWTH_PCT: f64 = 2.0;
 /// The p99 latency of every later window stays within this multiple of the first window's.
@@ -68,6 +70,10 @@ pub struct Figures {
     pub metrics_scrape_errors: u64,
     /// The generator's CPU over the whole paced run, as a share of one core.
     pub generator_cpu: f64,
+    /// The paced run second by second, and the wall-clock time of its start (seconds since
+    /// the Unix epoch), to set beside the database's log and the machine's counters.
+    pub seconds: Vec<SecondTally>,
+    pub started_unix: f64,
 }
 
 /// One condition of the goal.
@@ -294,6 +300,31 @@ impl Figures {
             "generator_cpu_share": self.series(|w| w.cpu.generator),
             "other_cpu_share": self.series(|w| w.cpu.others()),
         })
+    }
+
+    /// The paced run second by second, tab-separated with a header: the second's wall-clock
+    /// start, its requests, the slowest issue, claim and upload (from the due moment), the
+    /// slowest service time of each kind (from sending) and the longest send delay (ms).
+    pub fn per_second_tsv(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut out = String::from(
+            "unix_time\trequests\tissue_max_ms\tclaim_max_ms\tupload_max_ms\t\
+             issue_service_max_ms\tclaim_service_max_ms\tupload_service_max_ms\t\
+             send_delay_max_ms\n",
+        );
+        for (i, s) in self.seconds.iter().enumerate() {
+            let [issue, claim, upload] = s.max_latency_us.map(ms);
+            let [issue_service, claim_service, upload_service] = s.max_service_us.map(ms);
+            let _ = writeln!(
+                out,
+                "{:.0}\t{}\t{issue:.1}\t{claim:.1}\t{upload:.1}\t{issue_service:.1}\t\
+                 {claim_service:.1}\t{upload_service:.1}\t{:.1}",
+                self.started_unix + i as f64,
+                s.requests,
+                ms(s.max_send_delay_us)
+            );
+        }
+        out
     }
 
     /// One line per window, then the checks.
