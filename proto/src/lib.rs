@@ -4,8 +4,8 @@
 //! [`export_bin`], the streaming writer and reader of `export.bin` (DESIGN §4.1).
 //! Nothing here checks lengths or ranges: domain code turns wire messages into
 //! domain types through validation functions that return the exact protocol
-//! error code (`diagnosis_core::upload::validate_upload` for an `Upload`, the
-//! `parse` constructors of `diagnosis_core::domain` for single fields).
+//! error code (`diagnosis_domain::upload::validate_upload` for an `Upload`, the
+//! `parse` constructors of `diagnosis_domain::domain` for single fields).
 
 #![allow(missing_docs, missing_debug_implementations)]
 

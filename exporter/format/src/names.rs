@@ -12,7 +12,7 @@
 //! Nothing here does I/O or reads a clock: a caller that needs the time passes the last
 //! closed hour (DESIGN §2).
 
-use diagnosis_core::domain::Region;
+use diagnosis_domain::domain::Region;
 
 use crate::render::PartNumber;
 

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::num::NonZeroUsize;
 
-use diagnosis_core::domain::{DiagnosisKey, Region};
+use diagnosis_domain::domain::{DiagnosisKey, Region};
 use diagnosis_proto::export_bin::{self, ExportFields, KeyFields};
 use diagnosis_proto::{SIGNATURE_ALGORITHM, SignatureInfo};
 use thiserror::Error;
@@ -499,7 +499,7 @@ pub fn render_window(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use diagnosis_core::domain::{KeyData, ReportType};
+    use diagnosis_domain::domain::{KeyData, ReportType};
     use diagnosis_proto::{Message as _, TemporaryExposureKeyExport};
     use proptest::prelude::*;
 

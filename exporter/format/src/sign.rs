@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use diagnosis_core::domain::DEFAULT_REGION;
+use diagnosis_domain::domain::DEFAULT_REGION;
 use diagnosis_proto::{Message as _, TekSignature, TekSignatureList};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, VerifyingKey};

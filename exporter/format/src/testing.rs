@@ -1,7 +1,7 @@
 //! Helpers for tests and the benchmark (feature `test-support`): never part of what the
 //! exporter runs.
 
-use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+use diagnosis_domain::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_proto::export_bin::DEFAULT_ROLLING_PERIOD;
 use diagnosis_proto::{
     EXPORT_BIN_HEADER, Message as _, TemporaryExposureKey, TemporaryExposureKeyExport,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use diagnosis_core::time::{Clock, RELEVANCE_DAYS, day_number, hour_number};
+use diagnosis_domain::time::{Clock, RELEVANCE_DAYS, day_number, hour_number};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 

@@ -7,7 +7,7 @@
 //! repeat once per key are counted and reported once per file, so a broken file of 750 000 keys
 //! yields a handful of lines, not a million.
 
-use diagnosis_core::domain::Region;
+use diagnosis_domain::domain::Region;
 use diagnosis_format::archive::{ExportEntries, unzip_export};
 use diagnosis_format::render::{MAX_SIGNERS, SignerInfo};
 use diagnosis_format::sign::{PublicKey, verify_signature};
@@ -397,7 +397,7 @@ fn check_keys(
 mod tests {
     use std::cmp::Ordering;
 
-    use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+    use diagnosis_domain::domain::{DiagnosisKey, KeyData, ReportType};
     use diagnosis_format::archive::zip_export;
     use diagnosis_format::names::hourly_file_key;
     use diagnosis_format::render::{ExportWindow, PartNumber, canonical_cmp, render_window};

@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
+use diagnosis_domain::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
 use diagnosis_format::names::{daily_index_key, hourly_index_key, manifest_key};
 use diagnosis_format::sign::PublicKey;
 use thiserror::Error;

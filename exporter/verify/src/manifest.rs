@@ -193,7 +193,7 @@ impl Manifest {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use diagnosis_core::domain::Region;
+    use diagnosis_domain::domain::Region;
 
     use super::*;
     use crate::names::parse_object_name;

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use diagnosis_core::domain::Region;
-use diagnosis_core::time::{SECONDS_PER_DAY, SECONDS_PER_HOUR};
+use diagnosis_domain::domain::Region;
+use diagnosis_domain::time::{SECONDS_PER_DAY, SECONDS_PER_HOUR};
 use diagnosis_format::names::{daily_file_key, hourly_file_key};
 use diagnosis_format::render::PartNumber;
 

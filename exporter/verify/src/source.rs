@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use diagnosis_core::error::chain;
+use diagnosis_domain::error::chain;
 use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt as _, Empty, Limited};

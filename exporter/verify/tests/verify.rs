@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
-use diagnosis_core::time::{is_relevant, key_expiry};
+use diagnosis_domain::domain::{DiagnosisKey, KeyData, Region, ReportType};
+use diagnosis_domain::time::{is_relevant, key_expiry};
 use diagnosis_format::archive::{unzip_export, zip_export};
 use diagnosis_format::names::{
     ObjectKind, daily_file_key, hourly_file_key, retrieval_bundle_key, retrieval_day_key,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import promql
 
 # The crates whose string literals name the variables the binaries read.
-VARIABLE_ROOTS = ("core/src", "submit/src", "exporter/src", "exporter/format/src", "exporter/verify/src")
+VARIABLE_ROOTS = ("core/src", "core/domain/src", "submit/src", "exporter/src", "exporter/format/src", "exporter/verify/src")
 
 
 def known_variables(root):

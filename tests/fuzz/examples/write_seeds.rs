@@ -14,7 +14,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use diagnosis_core::store::ExportRecord;
-use diagnosis_core::upload::UploadRejection;
+use diagnosis_domain::upload::UploadRejection;
 use diagnosis_exporter::pipeline::{index_txt, manifest_json};
 use diagnosis_format::archive::{unzip_export, zip_export};
 use diagnosis_fuzz::{

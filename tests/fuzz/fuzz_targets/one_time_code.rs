@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use diagnosis_core::domain::OneTimeCode;
+use diagnosis_domain::domain::OneTimeCode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &str| {

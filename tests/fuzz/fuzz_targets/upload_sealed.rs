@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use diagnosis_core::upload::MAX_KEYS_PER_UPLOAD;
+use diagnosis_domain::upload::MAX_KEYS_PER_UPLOAD;
 use diagnosis_fuzz::{UploadRefusal, sealed_upload_body, upload_request};
 use diagnosis_submit::MAX_UPLOAD_BODY_BYTES;
 use libfuzzer_sys::fuzz_target;

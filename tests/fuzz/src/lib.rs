@@ -3,7 +3,7 @@
 //! first database call.
 //!
 //! The request steps are the handlers' own library calls (`diagnosis_proto` decoding, the
-//! `diagnosis_core` newtypes, `open_upload_payload`, `validate_upload`) in the handlers' order
+//! `diagnosis_domain` newtypes, `open_upload_payload`, `validate_upload`) in the handlers' order
 //! (DESIGN §3.2, §3.3), with the database replaced by one fixed keypair. Nothing here parses
 //! anything itself: a target that found a bug here would have found a bug in the harness, not
 //! in the service. Keep the order in step with `submit/src/handlers/`.
@@ -12,9 +12,9 @@
 
 use std::sync::LazyLock;
 
-use diagnosis_core::crypto::{open_upload_payload, seal_upload_payload};
-use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
-use diagnosis_core::upload::{UploadRejection, ValidatedUpload, validate_upload};
+use diagnosis_domain::crypto::{open_upload_payload, seal_upload_payload};
+use diagnosis_domain::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
+use diagnosis_domain::upload::{UploadRejection, ValidatedUpload, validate_upload};
 use diagnosis_format::sign::PublicKey;
 use diagnosis_proto::{EncryptedUploadRequest, KeyClaimRequest, Message as _, Upload};
 use diagnosis_submit::{MAX_CLAIM_BODY_BYTES, MAX_UPLOAD_BODY_BYTES};

@@ -20,7 +20,7 @@ mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use diagnosis_core::time::{
+use diagnosis_domain::time::{
     SECONDS_PER_HOUR, earliest_publish_hour, is_relevant, key_expiry, relevance_cutoff,
 };
 use diagnosis_format::names::{

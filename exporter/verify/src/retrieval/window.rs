@@ -27,7 +27,7 @@
 
 use std::ops::RangeInclusive;
 
-use diagnosis_core::time::RELEVANCE_DAYS;
+use diagnosis_domain::time::RELEVANCE_DAYS;
 
 use super::RetrievalWindow;
 use crate::names::{DAY, HOUR};

@@ -4,7 +4,7 @@
 //! Curve25519-XSalsa20-Poly1305, the 16-byte Poly1305 tag followed by the ciphertext, the
 //! 24-byte nonce carried separately. [`crypto_box::SalsaBox`] produces exactly that layout;
 //! the fixture `fixtures/nacl_box_vector.json`, made by an independent implementation
-//! (libsodium through PyNaCl, see `core/tests/vectors/make_nacl_vector.py`), pins it.
+//! (libsodium through PyNaCl, see `core/domain/tests/vectors/make_nacl_vector.py`), pins it.
 //!
 //! Every key and nonce comes from the operating system's CSPRNG. This module must never log
 //! or return key material or plaintext in an error: a failed open says only that it failed.

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes core/src/fixtures/nacl_box_vector.json, the NaCl box interoperability vector.
+"""Writes core/domain/src/fixtures/nacl_box_vector.json, the NaCl box interoperability vector.
 
 The upload payload (DESIGN §3.3) is a libsodium `crypto_box_easy` box: Curve25519-XSalsa20-Poly1305,
 16-byte Poly1305 tag followed by the ciphertext, nonce carried separately. The Rust side
-(`diagnosis_core::crypto`) must open what an independent implementation seals and produce
+(`diagnosis_domain::crypto`) must open what an independent implementation seals and produce
 byte-identical output for the same inputs. This script is that independent implementation: PyNaCl,
 the Python binding of libsodium.
 
@@ -14,7 +14,7 @@ the secret keys and the nonce are SHA-256 digests of fixed labels, and the plain
 Usage (from the repository root):
 
     pip install pynacl
-    python3 core/tests/vectors/make_nacl_vector.py > core/src/fixtures/nacl_box_vector.json
+    python3 core/domain/tests/vectors/make_nacl_vector.py > core/domain/src/fixtures/nacl_box_vector.json
 """
 
 import hashlib
@@ -71,7 +71,7 @@ sealed = Box(app_secret, server_secret.public_key).encrypt(plaintext, nonce)
 
 vector = {
     "description": "NaCl crypto_box_easy vector produced by PyNaCl (libsodium); "
-    "regenerate with core/tests/vectors/make_nacl_vector.py",
+    "regenerate with core/domain/tests/vectors/make_nacl_vector.py",
     "app_secret_key": bytes(app_secret).hex(),
     "app_public_key": bytes(app_secret.public_key).hex(),
     "server_secret_key": bytes(server_secret).hex(),
