@@ -618,7 +618,6 @@ impl Exporter {
         let Some(first_published) = self.store.first_published_start(region, hourly).await? else {
             return Ok(None);
         };
-        let first_published_hour = first_published.hour();
         let hours = self
             .store
             .live_exports(region, hourly, first_hour.start(), window.end())
@@ -635,40 +634,13 @@ impl Exporter {
         } else {
             Vec::new()
         };
-        let mut sources = Vec::new();
-        let mut hour = first_hour;
-        while hour <= window.last_hour {
-            let day = hour.day();
-            let daily: Vec<ExportRecord> = dailies
-                .iter()
-                .filter(|r| {
-                    r.start_ts == hour.start().get() && r.end_ts == day.last_hour().end().get()
-                })
-                .cloned()
-                .collect();
-            if hour == day.first_hour() && day.last_hour() <= window.last_hour && !daily.is_empty()
-            {
-                sources.push(daily);
-                hour = day.plus(1).first_hour();
-                continue;
-            }
-            let parts: Vec<ExportRecord> = hours
-                .iter()
-                .filter(|r| r.start_ts == hour.start().get() && r.end_ts == hour.end().get())
-                .cloned()
-                .collect();
-            if parts.is_empty() {
-                // Padding puts fake keys in every hour, published or not: only a window whose
-                // every hour has its file can be merged, or a rebuild would differ.
-                if hour >= first_published_hour || self.padding.is_some() {
-                    return Ok(None);
-                }
-            } else {
-                sources.push(parts);
-            }
-            hour = hour.plus(1);
-        }
-        Ok(Some(sources))
+        let ledger = Ledger {
+            hours,
+            dailies,
+            first_published_hour: first_published.hour(),
+            padded: self.padding.is_some(),
+        };
+        Ok(ledger.sources(first_hour, window.last_hour))
     }
 
     /// The fake keys of every hour of the window that has its hourly file (each hour's own,
@@ -860,6 +832,58 @@ async fn cut_at_platform_ceiling(window: Window, keys: &mut KeysAhead) -> Result
     );
     metrics::counter!("exporter_retrieval_keys_left_out_total").increment(1);
     Ok(())
+}
+
+/// The live ledger rows a window's sources are chosen from (DESIGN §4.2, §4.3).
+struct Ledger {
+    hours: Vec<ExportRecord>,
+    /// Only for the `00000` bundle, which reads a whole day from its daily file.
+    dailies: Vec<ExportRecord>,
+    first_published_hour: HourNumber,
+    padded: bool,
+}
+
+impl Ledger {
+    /// The sources of the hours from `first_hour` to `last_hour`: a whole day's daily file where
+    /// there is one, else each hour's file; `None` when an hour that may hold keys has none.
+    fn sources(
+        &self,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
+    ) -> Option<Vec<Vec<ExportRecord>>> {
+        let mut sources = Vec::new();
+        let mut hour = first_hour;
+        while hour <= last_hour {
+            let day = hour.day();
+            let daily = covering(&self.dailies, hour.start(), day.last_hour().end());
+            if hour == day.first_hour() && day.last_hour() <= last_hour && !daily.is_empty() {
+                sources.push(daily);
+                hour = day.plus(1).first_hour();
+                continue;
+            }
+            let parts = covering(&self.hours, hour.start(), hour.end());
+            if parts.is_empty() {
+                // Padding puts fake keys in every hour, published or not: only a window whose
+                // every hour has its file can be merged, or a rebuild would differ.
+                if hour >= self.first_published_hour || self.padded {
+                    return None;
+                }
+            } else {
+                sources.push(parts);
+            }
+            hour = hour.plus(1);
+        }
+        Some(sources)
+    }
+}
+
+/// The rows of the file (all its parts) that covers exactly `start` to `end`.
+fn covering(records: &[ExportRecord], start: UnixSeconds, end: UnixSeconds) -> Vec<ExportRecord> {
+    records
+        .iter()
+        .filter(|r| r.start_ts == start.get() && r.end_ts == end.get())
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
