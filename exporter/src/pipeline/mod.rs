@@ -586,35 +586,9 @@ impl Exporter {
         now: chrono::DateTime<chrono::Utc>,
         report: &mut RunReport,
     ) -> Result<(), ExportError> {
-        let now_unix = UnixSeconds::from(now);
-        let hourly_indexed = self
-            .store
-            .indexed_exports(
-                region,
-                WindowKind::Hourly.as_str(),
-                oldest_indexed_hour(now_unix).start(),
-            )
-            .await?;
-        let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) else {
+        let Some(windows) = self.derived_windows(region, UnixSeconds::from(now)).await? else {
             return Ok(());
         };
-        let first_hour = UnixSeconds::new(first.start_ts).hour();
-        let last_hour = UnixSeconds::new(last.start_ts).hour();
-        let days: Vec<_> = complete_days(now_unix, first_hour, last_hour).collect();
-        let starts: Vec<i64> = days.iter().map(|day| day.start().get()).collect();
-        let published = self
-            .store
-            .published_starts(region, WindowKind::Daily.as_str(), &starts)
-            .await?;
-        let mut windows: Vec<Window> = days
-            .into_iter()
-            .filter(|day| !published.contains(&day.start().get()))
-            .map(Window::day)
-            .collect();
-        let retrieval = self
-            .stale_retrieval(now_unix.day(), first_hour, last_hour)
-            .await?;
-        windows.extend(retrieval);
         let failed = self
             .publish_windows(&windows, Failures::PerWindow, report)
             .await?;
@@ -641,6 +615,45 @@ impl Exporter {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The windows of step (2): the complete days among the indexed hours whose daily file is
+    /// not published yet, then the retrieval objects that are out of date; `None` while no hour
+    /// is indexed.
+    async fn derived_windows(
+        &self,
+        region: &str,
+        now: UnixSeconds,
+    ) -> Result<Option<Vec<Window>>, ExportError> {
+        let hourly_indexed = self
+            .store
+            .indexed_exports(
+                region,
+                WindowKind::Hourly.as_str(),
+                oldest_indexed_hour(now).start(),
+            )
+            .await?;
+        let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) else {
+            return Ok(None);
+        };
+        let first_hour = UnixSeconds::new(first.start_ts).hour();
+        let last_hour = UnixSeconds::new(last.start_ts).hour();
+        let days: Vec<_> = complete_days(now, first_hour, last_hour).collect();
+        let starts: Vec<i64> = days.iter().map(|day| day.start().get()).collect();
+        let published = self
+            .store
+            .published_starts(region, WindowKind::Daily.as_str(), &starts)
+            .await?;
+        let mut windows: Vec<Window> = days
+            .into_iter()
+            .filter(|day| !published.contains(&day.start().get()))
+            .map(Window::day)
+            .collect();
+        windows.extend(
+            self.stale_retrieval(now.day(), first_hour, last_hour)
+                .await?,
+        );
+        Ok(Some(windows))
     }
 
     /// Step (3): deletes the objects that left the indexes at least
@@ -855,6 +868,29 @@ impl Exporter {
         let daily = hold
             .indexed_exports(region, WindowKind::Daily.as_str(), daily_since)
             .await?;
+        self.put_indexes(&hold, region, now_unix, &hourly, &daily)
+            .await?;
+        hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
+            .await?;
+        hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
+            .await?;
+        // The apps' per-day objects go with the daily files (the edge answers
+        // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
+        hold.mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
+            .await?;
+        hold.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the manifest and the two indexes of `region` that differ from the bucket's.
+    async fn put_indexes(
+        &self,
+        hold: &FenceHold,
+        region: &str,
+        now: UnixSeconds,
+        hourly: &[ExportRecord],
+        daily: &[ExportRecord],
+    ) -> Result<(), ExportError> {
         // The manifest first and the phones' index.txt last: once index.txt exists the other
         // two do, and a crash between the three leaves each naming only complete, verified
         // files, at most one pass apart (DESIGN §4.2). An index whose bytes would not change is
@@ -870,25 +906,19 @@ impl Exporter {
             self.bucket.get(&daily_key),
             self.bucket.get(&hourly_key),
         )?;
-        let manifest = manifest_for(
-            region,
-            now_unix.get(),
-            &hourly,
-            &daily,
-            old_manifest.as_ref(),
-        );
+        let manifest = manifest_for(region, now.get(), hourly, daily, old_manifest.as_ref());
         for (key, old, new, kind) in [
             (&manifest_key, old_manifest, manifest, ObjectKind::Manifest),
             (
                 &daily_key,
                 old_daily,
-                Bytes::from(index_txt(&daily)),
+                Bytes::from(index_txt(daily)),
                 ObjectKind::Index,
             ),
             (
                 &hourly_key,
                 old_hourly,
-                Bytes::from(index_txt(&hourly)),
+                Bytes::from(index_txt(hourly)),
                 ObjectKind::Index,
             ),
         ] {
@@ -897,15 +927,6 @@ impl Exporter {
                 self.bucket.put(key, new, kind).await?;
             }
         }
-        hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
-            .await?;
-        hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
-            .await?;
-        // The apps' per-day objects go with the daily files (the edge answers
-        // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
-        hold.mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
-            .await?;
-        hold.commit().await?;
         Ok(())
     }
 }
