@@ -180,7 +180,7 @@ pub(crate) fn parse_index(
         let name = match index_line(region, index_key, kind, line_number, line) {
             Ok(name) => name,
             Err(finding) => {
-                findings.push(finding);
+                findings.push(*finding);
                 continue;
             }
         };
@@ -214,26 +214,28 @@ fn index_line(
     kind: Kind,
     line_number: usize,
     line: &str,
-) -> Result<ObjectName, Finding> {
+) -> Result<ObjectName, Box<Finding>> {
     if line.is_empty() {
-        return Err(Finding::IndexEmptyLine {
+        return Err(Box::new(Finding::IndexEmptyLine {
             object: index_key.to_owned(),
             line: line_number,
-        });
+        }));
     }
-    let name = parse_object_name(region, line).map_err(|problem| Finding::IndexBadName {
-        object: index_key.to_owned(),
-        line: line_number,
-        problem,
+    let name = parse_object_name(region, line).map_err(|problem| {
+        Box::new(Finding::IndexBadName {
+            object: index_key.to_owned(),
+            line: line_number,
+            problem,
+        })
     })?;
     if name.kind != kind {
-        return Err(Finding::IndexWrongKind {
+        return Err(Box::new(Finding::IndexWrongKind {
             object: index_key.to_owned(),
             line: line_number,
             name: line.to_owned(),
             found: name.kind,
             expected: kind,
-        });
+        }));
     }
     Ok(name)
 }
