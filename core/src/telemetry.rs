@@ -103,6 +103,36 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Starts the recorder's upkeep and, for `stdout` and `pretty`, the periodic snapshot.
+    fn spawn_metrics_tasks(&self, runtime: &tokio::runtime::Handle) {
+        let Some(upkeep) = self.recorder.clone() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                ticks.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        if matches!(
+            self.provider,
+            MetricProvider::Stdout | MetricProvider::Pretty
+        ) {
+            let snapshots = self.clone();
+            runtime.spawn(async move {
+                let start = tokio::time::Instant::now() + METRICS_SNAPSHOT_INTERVAL;
+                let mut ticks = tokio::time::interval_at(start, METRICS_SNAPSHOT_INTERVAL);
+                loop {
+                    ticks.tick().await;
+                    if let Err(err) = snapshots.write_metrics_snapshot() {
+                        tracing::warn!(error = %err, "could not write the metrics snapshot to stdout");
+                    }
+                }
+            });
+        }
+    }
+
     /// Telemetry that serves the given recorder's metrics on `/metrics`, for tests that build a
     /// local recorder with [`prometheus_builder`] instead of installing a global one.
     ///
@@ -219,32 +249,8 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         service_name: config.service_name,
     };
     if let Some(runtime) = runtime {
-        let recorder = prometheus_builder().install_recorder()?;
-        let upkeep = recorder.clone();
-        runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
-            loop {
-                ticks.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
-        telemetry.recorder = Some(recorder);
-        if matches!(
-            config.metric_provider,
-            MetricProvider::Stdout | MetricProvider::Pretty
-        ) {
-            let snapshots = telemetry.clone();
-            runtime.spawn(async move {
-                let start = tokio::time::Instant::now() + METRICS_SNAPSHOT_INTERVAL;
-                let mut ticks = tokio::time::interval_at(start, METRICS_SNAPSHOT_INTERVAL);
-                loop {
-                    ticks.tick().await;
-                    if let Err(err) = snapshots.write_metrics_snapshot() {
-                        tracing::warn!(error = %err, "could not write the metrics snapshot to stdout");
-                    }
-                }
-            });
-        }
+        telemetry.recorder = Some(prometheus_builder().install_recorder()?);
+        telemetry.spawn_metrics_tasks(&runtime);
     }
 
     tracing::info!(

@@ -473,53 +473,15 @@ enum Settings {
 }
 
 fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, StorageError> {
-    let invalid = |shown: &str, reason: &str| StorageError::InvalidUrl {
-        shown: shown.to_string(),
-        reason: reason.to_string(),
-    };
-    // The url crate's messages never repeat the input, so nothing secret can leak from here.
-    let parsed = url::Url::parse(url)
-        .map_err(|error| invalid("(not shown)", &format!("not a URL ({error})")))?;
-    // The url crate resolves `.` and `..` silently; a BUCKET_URL that has them is a mistake.
-    let written_path = url.split(['?', '#']).next().unwrap_or(url);
-    let dot_segment = written_path.split('/').skip(3).any(|segment| {
-        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
-        segment == "." || segment == ".."
-    });
-    let scheme = parsed.scheme().to_string();
-    let scheme_only = format!("{scheme}://…");
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid(
-            &scheme_only,
-            "must not contain credentials; set them in the AWS_*, GOOGLE_* or AZURE_* variables",
-        ));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid(
-            &scheme_only,
-            "must not have a query string or fragment; set options in the AWS_*, GOOGLE_* or AZURE_* variables",
-        ));
-    }
-    let host = parsed.host_str().unwrap_or("");
-    let prefix = parsed.path().trim_matches('/');
-    let location = if prefix.is_empty() {
-        format!("{scheme}://{host}")
-    } else {
-        format!("{scheme}://{host}/{prefix}")
-    };
-    if dot_segment {
-        return Err(invalid(&location, "has a '.' or '..' segment"));
-    }
-    if prefix.contains('%') && scheme != "file" {
-        return Err(invalid(
-            &location,
-            "the prefix must not need percent-encoding (use letters, digits, '-', '_', '.', '/')",
-        ));
-    }
-    if !prefix.is_empty() && scheme != "file" {
-        check_object_key(prefix).map_err(|reason| invalid(&location, reason))?;
-    }
-
+    let BucketUrl {
+        parsed,
+        scheme,
+        host,
+        prefix,
+        location,
+    } = BucketUrl::parse(url)?;
+    let prefix = prefix.as_str();
+    let host = host.as_str();
     let cloud = match scheme.as_str() {
         "file" => return open_directory(&parsed, &location),
         "memory" => {
@@ -535,14 +497,17 @@ fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, Sto
         "gs" => Cloud::Gcs,
         "az" => Cloud::Azure,
         _ => {
-            return Err(invalid(
-                &scheme_only,
-                "unsupported scheme; use file://, s3://, gs://, az:// or memory://",
-            ));
+            return Err(StorageError::InvalidUrl {
+                shown: format!("{scheme}://…"),
+                reason: "unsupported scheme; use file://, s3://, gs://, az:// or memory://".into(),
+            });
         }
     };
     if host.is_empty() {
-        return Err(invalid(&location, "names no bucket or container"));
+        return Err(StorageError::InvalidUrl {
+            shown: location,
+            reason: "names no bucket or container".into(),
+        });
     }
     let (store, request_timeout) = build_cloud(cloud, host, settings, retry.clone(), &location)?;
     Ok(Bucket {
@@ -550,6 +515,79 @@ fn open(url: &str, settings: Settings, retry: RetryConfig) -> Result<Bucket, Sto
         location,
         keeps_headers: true,
         budget: request_budget(&retry, request_timeout),
+    })
+}
+
+/// A `BUCKET_URL` checked for what the url crate would accept silently: no
+/// credentials, query, fragment or dot segment, and a prefix that is a valid object key.
+struct BucketUrl {
+    parsed: url::Url,
+    scheme: String,
+    host: String,
+    prefix: String,
+    /// The URL as shown in messages: scheme, host and prefix only.
+    location: String,
+}
+
+impl BucketUrl {
+    fn parse(url: &str) -> Result<BucketUrl, StorageError> {
+        let invalid = |shown: &str, reason: &str| StorageError::InvalidUrl {
+            shown: shown.to_string(),
+            reason: reason.to_string(),
+        };
+        // The url crate's messages never repeat the input, so nothing secret can leak from here.
+        let parsed = url::Url::parse(url)
+            .map_err(|error| invalid("(not shown)", &format!("not a URL ({error})")))?;
+        let scheme = parsed.scheme().to_string();
+        let scheme_only = format!("{scheme}://…");
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                &scheme_only,
+                "must not contain credentials; set them in the AWS_*, GOOGLE_* or AZURE_* variables",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid(
+                &scheme_only,
+                "must not have a query string or fragment; set options in the AWS_*, GOOGLE_* or AZURE_* variables",
+            ));
+        }
+        let host = parsed.host_str().unwrap_or("").to_string();
+        let prefix = parsed.path().trim_matches('/').to_string();
+        let location = if prefix.is_empty() {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}/{prefix}")
+        };
+        if has_dot_segment(url) {
+            return Err(invalid(&location, "has a '.' or '..' segment"));
+        }
+        if prefix.contains('%') && scheme != "file" {
+            return Err(invalid(
+                &location,
+                "the prefix must not need percent-encoding (use letters, digits, '-', '_', '.', '/')",
+            ));
+        }
+        if !prefix.is_empty() && scheme != "file" {
+            check_object_key(&prefix).map_err(|reason| invalid(&location, reason))?;
+        }
+        Ok(BucketUrl {
+            parsed,
+            scheme,
+            host,
+            prefix,
+            location,
+        })
+    }
+}
+
+/// Whether the path as written has a `.` or `..` segment, which the url crate resolves
+/// silently: a `BUCKET_URL` that has them is a mistake.
+fn has_dot_segment(url: &str) -> bool {
+    let written_path = url.split(['?', '#']).next().unwrap_or(url);
+    written_path.split('/').skip(3).any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
     })
 }
 
@@ -595,17 +633,7 @@ fn build_cloud(
         Settings::Environment => (true, Vec::new()),
         Settings::Only(options) => (false, options),
     };
-    // A timeout the environment sets wins over ours.
-    let env_sets = |name: &str| {
-        from_env && std::env::var_os(format!("{}{name}", cloud.env_prefix())).is_some()
-    };
-    let mut defaults = Vec::new();
-    if !env_sets("TIMEOUT") {
-        defaults.push((ClientConfigKey::Timeout, REQUEST_TIMEOUT));
-    }
-    if !env_sets("CONNECT_TIMEOUT") {
-        defaults.push((ClientConfigKey::ConnectTimeout, CONNECT_TIMEOUT));
-    }
+    let defaults = timeout_defaults(cloud, from_env);
     let unknown = |key: &str| StorageError::UnknownOption {
         scheme: cloud.scheme(),
         key: key.to_string(),
@@ -646,12 +674,31 @@ fn build_cloud(
         Cloud::Gcs => build!(GoogleCloudStorageBuilder, GoogleConfigKey, with_bucket_name),
         Cloud::Azure => build!(MicrosoftAzureBuilder, AzureConfigKey, with_container_name),
     };
-    // The builder has already accepted the value; one it could not parse would have failed
-    // `build`. Without one, requests have object_store's own default of 30 s.
-    let request_timeout = timeout
+    Ok((store, request_timeout(timeout)))
+}
+
+/// This module's timeouts, but for those the environment sets: theirs win.
+fn timeout_defaults(cloud: Cloud, from_env: bool) -> Vec<(ClientConfigKey, &'static str)> {
+    let env_sets = |name: &str| {
+        from_env && std::env::var_os(format!("{}{name}", cloud.env_prefix())).is_some()
+    };
+    let mut defaults = Vec::new();
+    if !env_sets("TIMEOUT") {
+        defaults.push((ClientConfigKey::Timeout, REQUEST_TIMEOUT));
+    }
+    if !env_sets("CONNECT_TIMEOUT") {
+        defaults.push((ClientConfigKey::ConnectTimeout, CONNECT_TIMEOUT));
+    }
+    defaults
+}
+
+/// How long one request of a built store may take. The builder has already accepted the
+/// value; one it could not parse would have failed `build`. Without one, requests have
+/// object_store's own default of 30 s.
+fn request_timeout(configured: Option<String>) -> Duration {
+    configured
         .and_then(|value| humantime::parse_duration(&value).ok())
-        .unwrap_or(Duration::from_secs(30));
-    Ok((store, request_timeout))
+        .unwrap_or(Duration::from_secs(30))
 }
 
 fn narrow(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {

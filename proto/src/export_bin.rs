@@ -224,7 +224,6 @@ pub fn next_field(bytes: &[u8]) -> Result<Option<(Field<'_>, usize)>, DecodeErro
 /// Decodes one `TemporaryExposureKey` without allocating. As in protobuf, a repeated field
 /// keeps its last value. Unknown fields are refused, as the exporter never writes any.
 pub fn decode_key(mut body: &[u8]) -> Result<KeyFields<'_>, DecodeError> {
-    let malformed = |_| DecodeError::MalformedKey;
     let mut key_data = None;
     let mut risk = 0;
     let mut start = None;
@@ -232,31 +231,21 @@ pub fn decode_key(mut body: &[u8]) -> Result<KeyFields<'_>, DecodeError> {
     let mut report = None;
     let mut onset = None;
     while !body.is_empty() {
-        let (tag, used) = varint(body)
-            .map_err(malformed)?
-            .ok_or(DecodeError::MalformedKey)?;
-        body = &body[used..];
+        let tag;
+        (tag, body) = take_varint(body)?;
         if tag == (u64::from(TEK_KEY_DATA) << 3) | 2 {
-            let (len, used) = varint(body)
-                .map_err(malformed)?
-                .ok_or(DecodeError::MalformedKey)?;
+            let (len, rest) = take_varint(body)?;
             // The length is hostile: a varint near 2^64 must not overflow the bounds.
-            let end = usize::try_from(len)
-                .ok()
-                .and_then(|len| used.checked_add(len))
-                .ok_or(DecodeError::MalformedKey)?;
-            let data = body.get(used..end).ok_or(DecodeError::MalformedKey)?;
-            key_data = Some(data);
-            body = &body[end..];
+            let len = usize::try_from(len).map_err(|_| DecodeError::MalformedKey)?;
+            key_data = Some(rest.get(..len).ok_or(DecodeError::MalformedKey)?);
+            body = &rest[len..];
             continue;
         }
         if tag & 7 != 0 {
             return Err(DecodeError::MalformedKey);
         }
-        let (value, used) = varint(body)
-            .map_err(malformed)?
-            .ok_or(DecodeError::MalformedKey)?;
-        body = &body[used..];
+        let value;
+        (value, body) = take_varint(body)?;
         // int32 fields travel as 64-bit two's complement varints; truncation is the decoding.
         let int32 = value as i32;
         match u32::try_from(tag >> 3).unwrap_or(0) {
@@ -283,6 +272,14 @@ pub fn decode_key(mut body: &[u8]) -> Result<KeyFields<'_>, DecodeError> {
         }),
         _ => Err(DecodeError::MalformedKey),
     }
+}
+
+/// A varint of a key and the bytes after it; a key that ends inside one is malformed.
+fn take_varint(body: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let (value, used) = varint(body)
+        .map_err(|_| DecodeError::MalformedKey)?
+        .ok_or(DecodeError::MalformedKey)?;
+    Ok((value, &body[used..]))
 }
 
 /// A protobuf varint and its length; `Ok(None)` when the bytes end first. As in prost, a

@@ -80,6 +80,28 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     if migrate_only {
         return Ok(());
     }
+    let listeners = bind_listeners(&config)?;
+    let mut state = AppState::start(
+        store,
+        Arc::new(SystemClock),
+        config.settings,
+        Version::of_build(),
+    )
+    .await?;
+    state.prometheus = telemetry.prometheus_handle().cloned();
+    tracing::info!(
+        instance = state.instance.id(),
+        "this replica's limits are recorded in submit_settings"
+    );
+    let state = Arc::new(state);
+    diagnosis_submit::run(state, listeners, shutdown_signal()).await?;
+    tracing::info!("diagnosis-submit stopped");
+    Ok(())
+}
+
+/// Binds `BIND_ADDR` and, when something is served there, `METRICS_ADDR`, and says where the
+/// service listens (server addresses only, never a client's).
+fn bind_listeners(config: &Config) -> anyhow::Result<Listeners> {
     let api = diagnosis_submit::bind(config.bind_addr)
         .with_context(|| format!("while binding BIND_ADDR {}", config.bind_addr))?;
     let internal = if config.serves_internal_listener() {
@@ -116,22 +138,7 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
              METRICS_USERNAME/METRICS_PASSWORD is set"
         ),
     }
-    let mut state = AppState::start(
-        store,
-        Arc::new(SystemClock),
-        config.settings,
-        Version::of_build(),
-    )
-    .await?;
-    state.prometheus = telemetry.prometheus_handle().cloned();
-    tracing::info!(
-        instance = state.instance.id(),
-        "this replica's limits are recorded in submit_settings"
-    );
-    let state = Arc::new(state);
-    diagnosis_submit::run(state, Listeners { api, internal }, shutdown_signal()).await?;
-    tracing::info!("diagnosis-submit stopped");
-    Ok(())
+    Ok(Listeners { api, internal })
 }
 
 /// Completes on the first SIGTERM or SIGINT.

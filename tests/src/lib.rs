@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod app;
-pub mod bench;
 pub mod binaries;
 pub mod black_hole;
 pub mod cdn;
 pub mod chaos;
+pub mod dataset;
 pub mod export;
 pub mod failing_store;
 pub mod http_client;

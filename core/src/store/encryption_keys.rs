@@ -194,6 +194,14 @@ pub(super) fn keypair_valid_since(now: DateTime<Utc>, validity_days: u32) -> Dat
     midnight + Duration::days(1)
 }
 
+/// A new code and its server keypair; a code already taken inserts nothing (DESIGN §3.1: the
+/// portal tries the next candidate).
+const INSERT_CODE: &str = "INSERT INTO encryption_keys
+         (region, originator, hash_id, one_time_code, server_public_key,
+          server_private_key, remaining_keys, created)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (one_time_code) DO NOTHING";
+
 impl Store {
     /// Issues a one-time code with a fresh server keypair, trying each code of
     /// `candidates` until one is not taken (DESIGN §3.1: at most five attempts,
@@ -219,15 +227,7 @@ impl Store {
             Earlier::Kept => return Ok(IssueOutcome::HashIdAlreadyClaimed),
         };
         let (server_public, server_secret) = generate_server_keypair();
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO encryption_keys
-                     (region, originator, hash_id, one_time_code, server_public_key,
-                      server_private_key, remaining_keys, created)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (one_time_code) DO NOTHING",
-            )
-            .await?;
+        let insert = tx.prepare_cached(INSERT_CODE).await?;
         for code in candidates {
             let inserted = tx
                 .execute(

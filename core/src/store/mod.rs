@@ -346,21 +346,7 @@ impl Store {
             idle: std::sync::Mutex::new(Vec::new()),
         };
         let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
-        let manager = Manager::from_connect(
-            pg,
-            connector,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .wait_timeout(Some(config.connect_timeout))
-            .create_timeout(Some(config.connect_timeout.saturating_mul(hosts)))
-            .recycle_timeout(Some(config.connect_timeout))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))?;
+        let pool = build_pool(pg, connector, config, hosts)?;
         Ok(Store {
             pool: Connections {
                 pool,
@@ -545,4 +531,29 @@ fn describe_tls_failure(error: &rustls::Error) -> String {
 /// The UTC calendar date of an instant, as stored in the event tables.
 fn utc_date(at: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDate {
     at.date_naive()
+}
+
+/// The deadpool pool over `connector`: every wait bounded by `CONNECT_TIMEOUT`, creating a
+/// connection by that much per host of the URL (libpq tries them in turn).
+fn build_pool(
+    pg: tokio_postgres::Config,
+    connector: Connector,
+    config: &StoreConfig,
+    hosts: u32,
+) -> Result<Pool, StoreError> {
+    let manager = Manager::from_connect(
+        pg,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.connect_timeout))
+        .create_timeout(Some(config.connect_timeout.saturating_mul(hosts)))
+        .recycle_timeout(Some(config.connect_timeout))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))
 }

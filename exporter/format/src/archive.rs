@@ -147,30 +147,16 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
         zip.truncate(data_at + compressed_len);
         let compressed = u32::try_from(compressed_len).map_err(|_| too_large())?;
 
-        let mut header = Vec::with_capacity(LOCAL_HEADER_LEN + name.len());
-        header.extend(LOCAL_HEADER.to_le_bytes());
-        header.extend(VERSION_NEEDED.to_le_bytes());
-        put_entry_fields(&mut header, crc, compressed, size, name_len);
-        header.extend(0_u16.to_le_bytes()); // extra field length
-        debug_assert_eq!(header.len(), LOCAL_HEADER_LEN);
-        header.extend(name.as_bytes());
-        zip[header_at..data_at].copy_from_slice(&header);
-
-        central.extend(CENTRAL_HEADER.to_le_bytes());
-        central.extend(VERSION_MADE_BY.to_le_bytes());
-        central.extend(VERSION_NEEDED.to_le_bytes());
-        put_entry_fields(&mut central, crc, compressed, size, name_len);
-        central.extend(0_u16.to_le_bytes()); // extra field length
-        central.extend(0_u16.to_le_bytes()); // comment length
-        central.extend(0_u16.to_le_bytes()); // disk number
-        central.extend(0_u16.to_le_bytes()); // internal attributes
-        central.extend(UNIX_FILE_ATTRIBUTES.to_le_bytes());
-        central.extend(
-            u32::try_from(header_at)
-                .map_err(|_| too_large())?
-                .to_le_bytes(),
-        );
-        central.extend(name.as_bytes());
+        let entry = Entry {
+            name,
+            crc,
+            compressed,
+            size,
+            name_len,
+            header_at: u32::try_from(header_at).map_err(|_| too_large())?,
+        };
+        zip[header_at..data_at].copy_from_slice(&entry.local_header());
+        entry.put_central_header(&mut central);
     }
     let central_at = u32::try_from(zip.len()).map_err(|_| ArchiveError::TooLarge {
         name: EXPORT_SIG_NAME.to_owned(),
@@ -178,6 +164,54 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
     })?;
     let central_len = u32::try_from(central.len()).unwrap_or(u32::MAX);
     zip.extend(&central);
+    put_end_of_central_directory(&mut zip, central_len, central_at);
+    Ok(zip)
+}
+
+/// One member of the archive, once compressed: what its two headers say.
+struct Entry<'a> {
+    name: &'a str,
+    crc: u32,
+    compressed: u32,
+    size: u32,
+    name_len: u16,
+    /// Offset of its local header in the archive.
+    header_at: u32,
+}
+
+impl Entry<'_> {
+    fn local_header(&self) -> Vec<u8> {
+        let mut header = Vec::with_capacity(LOCAL_HEADER_LEN + self.name.len());
+        header.extend(LOCAL_HEADER.to_le_bytes());
+        header.extend(VERSION_NEEDED.to_le_bytes());
+        self.put_shared_fields(&mut header);
+        header.extend(0_u16.to_le_bytes()); // extra field length
+        debug_assert_eq!(header.len(), LOCAL_HEADER_LEN);
+        header.extend(self.name.as_bytes());
+        header
+    }
+
+    fn put_central_header(&self, central: &mut Vec<u8>) {
+        central.extend(CENTRAL_HEADER.to_le_bytes());
+        central.extend(VERSION_MADE_BY.to_le_bytes());
+        central.extend(VERSION_NEEDED.to_le_bytes());
+        self.put_shared_fields(central);
+        central.extend(0_u16.to_le_bytes()); // extra field length
+        central.extend(0_u16.to_le_bytes()); // comment length
+        central.extend(0_u16.to_le_bytes()); // disk number
+        central.extend(0_u16.to_le_bytes()); // internal attributes
+        central.extend(UNIX_FILE_ATTRIBUTES.to_le_bytes());
+        central.extend(self.header_at.to_le_bytes());
+        central.extend(self.name.as_bytes());
+    }
+
+    fn put_shared_fields(&self, out: &mut Vec<u8>) {
+        put_entry_fields(out, self.crc, self.compressed, self.size, self.name_len);
+    }
+}
+
+/// The end of central directory record of a two-member archive without a comment.
+fn put_end_of_central_directory(zip: &mut Vec<u8>, central_len: u32, central_at: u32) {
     zip.extend(END_OF_CENTRAL_DIRECTORY.to_le_bytes());
     zip.extend(0_u16.to_le_bytes()); // this disk
     zip.extend(0_u16.to_le_bytes()); // disk with the central directory
@@ -186,7 +220,6 @@ pub fn zip_export(export_bin: &[u8], export_sig: &[u8]) -> Result<Vec<u8>, Archi
     zip.extend(central_len.to_le_bytes());
     zip.extend(central_at.to_le_bytes());
     zip.extend(0_u16.to_le_bytes()); // comment length
-    Ok(zip)
 }
 
 /// The fields local and central headers share, from the flags to the file name length.

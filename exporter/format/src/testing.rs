@@ -74,3 +74,34 @@ pub fn export_bin_in_order(
     bytes.extend(message.encode_to_vec());
     bytes
 }
+
+/// splitmix64: small, fast and deterministic, so generated data and measurements are
+/// reproducible from their seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u32) -> i32 {
+        i32::try_from(self.next_u64() % u64::from(n.max(1))).unwrap_or(0)
+    }
+
+    pub fn key_data(&mut self) -> KeyData {
+        let mut bytes = [0_u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        KeyData::from_array(bytes)
+    }
+}

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use diagnosis_core::store::{
-    Fence, FenceHold, PoolMetricsTask, RetentionReport, Store, StoreError,
+    ExportRecord, Fence, FenceHold, PoolMetricsTask, RetentionReport, Store, StoreError,
 };
 use diagnosis_core::time::{Clock, HourNumber, RELEVANCE_DAYS, UnixSeconds};
 use diagnosis_format::archive::ArchiveError;
@@ -225,6 +225,17 @@ pub struct RunReport {
     pub settings_mismatches: Vec<SettingsMismatch>,
     /// The steps that failed; the pass then fails with [`ExportError::StepsFailed`].
     pub failures: Vec<StepFailure>,
+}
+
+impl RunReport {
+    /// Counts the files of a window whose ledger rows were just written.
+    fn count_published(&mut self, records: impl Iterator<Item = ExportRecord>) {
+        for record in records {
+            self.files += 1;
+            self.keys += record.key_count;
+            self.bytes += record.bytes;
+        }
+    }
 }
 
 /// The result of [`Exporter::run_once`].
@@ -575,35 +586,9 @@ impl Exporter {
         now: chrono::DateTime<chrono::Utc>,
         report: &mut RunReport,
     ) -> Result<(), ExportError> {
-        let now_unix = UnixSeconds::from(now);
-        let hourly_indexed = self
-            .store
-            .indexed_exports(
-                region,
-                WindowKind::Hourly.as_str(),
-                oldest_indexed_hour(now_unix).start(),
-            )
-            .await?;
-        let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) else {
+        let Some(windows) = self.derived_windows(region, UnixSeconds::from(now)).await? else {
             return Ok(());
         };
-        let first_hour = UnixSeconds::new(first.start_ts).hour();
-        let last_hour = UnixSeconds::new(last.start_ts).hour();
-        let days: Vec<_> = complete_days(now_unix, first_hour, last_hour).collect();
-        let starts: Vec<i64> = days.iter().map(|day| day.start().get()).collect();
-        let published = self
-            .store
-            .published_starts(region, WindowKind::Daily.as_str(), &starts)
-            .await?;
-        let mut windows: Vec<Window> = days
-            .into_iter()
-            .filter(|day| !published.contains(&day.start().get()))
-            .map(Window::day)
-            .collect();
-        let retrieval = self
-            .stale_retrieval(now_unix.day(), first_hour, last_hour)
-            .await?;
-        windows.extend(retrieval);
         let failed = self
             .publish_windows(&windows, Failures::PerWindow, report)
             .await?;
@@ -630,6 +615,45 @@ impl Exporter {
             first_error.get_or_insert(e);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// The windows of step (2): the complete days among the indexed hours whose daily file is
+    /// not published yet, then the retrieval objects that are out of date; `None` while no hour
+    /// is indexed.
+    async fn derived_windows(
+        &self,
+        region: &str,
+        now: UnixSeconds,
+    ) -> Result<Option<Vec<Window>>, ExportError> {
+        let hourly_indexed = self
+            .store
+            .indexed_exports(
+                region,
+                WindowKind::Hourly.as_str(),
+                oldest_indexed_hour(now).start(),
+            )
+            .await?;
+        let (Some(first), Some(last)) = (hourly_indexed.first(), hourly_indexed.last()) else {
+            return Ok(None);
+        };
+        let first_hour = UnixSeconds::new(first.start_ts).hour();
+        let last_hour = UnixSeconds::new(last.start_ts).hour();
+        let days: Vec<_> = complete_days(now, first_hour, last_hour).collect();
+        let starts: Vec<i64> = days.iter().map(|day| day.start().get()).collect();
+        let published = self
+            .store
+            .published_starts(region, WindowKind::Daily.as_str(), &starts)
+            .await?;
+        let mut windows: Vec<Window> = days
+            .into_iter()
+            .filter(|day| !published.contains(&day.start().get()))
+            .map(Window::day)
+            .collect();
+        windows.extend(
+            self.stale_retrieval(now.day(), first_hour, last_hour)
+                .await?,
+        );
+        Ok(Some(windows))
     }
 
     /// Step (3): deletes the objects that left the indexes at least
@@ -703,120 +727,125 @@ impl Exporter {
         failures: Failures,
         report: &mut RunReport,
     ) -> Result<Vec<(Window, ExportError)>, ExportError> {
-        let (parts, mut queue) = tokio::sync::mpsc::channel::<window::PartJob>(1);
-        let memory = Arc::new(tokio::sync::Semaphore::new(
-            window::PART_MEMORY_MIB as usize,
-        ));
+        // Each queue is moved into the step that sends on it, so it closes when that step
+        // ends, even on an error: the steps after it then stop too.
+        let (parts, queue) = tokio::sync::mpsc::channel::<window::PartJob>(1);
+        let (sealed_tx, sealed) = tokio::sync::mpsc::channel::<SealedJob>(1);
         // The windows the upload step is done with: published, or failed.
         let (settled_tx, settled) = tokio::sync::watch::channel(Vec::<Window>::new());
-        let render = async move {
-            let mut failed = Vec::new();
-            // The next hour's keys are read while this one renders ([`Exporter::open_hour`]).
-            let mut opened = windows.first().and_then(|&w| self.open_hour(w));
-            for (index, &window) in windows.iter().enumerate() {
-                let this = opened.take();
-                opened = windows.get(index + 1).and_then(|&w| self.open_hour(w));
-                if window.kind == WindowKind::RetrieveBundle {
-                    let dailies: Vec<Window> = windows[..index]
-                        .iter()
-                        .filter(|w| w.kind == WindowKind::Daily)
-                        .filter(|w| !failed.iter().any(|(f, _)| f == *w))
-                        .copied()
-                        .collect();
-                    let mut settled = settled.clone();
-                    settled
-                        .wait_for(|done| dailies.iter().all(|w| done.contains(w)))
-                        .await
-                        .map_err(|_| ExportError::UploadStopped)?;
-                }
-                match self.render_window_from(window, this, &parts, &memory).await {
-                    Ok(()) => {}
-                    Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => return Err(e),
-                    Err(e) => failed.push((window, e)),
-                }
-            }
-            Ok::<_, ExportError>(failed)
-        };
-        // Moved in, so that each queue closes when the step that reads it ends, even on an
-        // error: the steps before it then stop too.
-        let (sealed_tx, mut sealed) = tokio::sync::mpsc::channel::<SealedJob>(1);
-        let seal = async move {
-            while let Some(job) = queue.recv().await {
-                let (window, last) = (job.window, job.last);
-                let part = self.seal(job).await;
-                if sealed_tx
-                    .send(SealedJob { window, last, part })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        };
-        let upload = async move {
-            let mut failed = Vec::new();
-            let mut records = Vec::new();
-            // The window whose parts `records` holds, and one whose upload failed.
-            let mut open: Option<Window> = None;
-            let mut given_up: Option<Window> = None;
-            while let Some(job) = sealed.recv().await {
-                let window = job.window;
-                let last = job.last;
-                if open.is_some_and(|w| w != window) {
-                    // The render step gave up the open window before its last part.
-                    records.clear();
-                }
-                open = Some(window);
-                if given_up == Some(window) {
-                    continue;
-                }
-                let uploaded = async {
-                    records.push(self.put_sealed(job.part?).await?);
-                    if last {
-                        // The ledger is written after every part of the window is uploaded.
-                        let hold = self.hold_fence().await?;
-                        hold.record_exports(&records, self.clock.now()).await?;
-                        hold.commit().await?;
-                    }
-                    Ok::<(), ExportError>(())
-                }
-                .await;
-                match uploaded {
-                    Ok(()) if last => {
-                        for record in records.drain(..) {
-                            report.files += 1;
-                            report.keys += record.key_count;
-                            report.bytes += record.bytes;
-                        }
-                        settled_tx.send_modify(|done| done.push(window));
-                    }
-                    Ok(()) => {}
-                    Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => {
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        records.clear();
-                        given_up = Some(window);
-                        failed.push((window, e));
-                        settled_tx.send_modify(|done| done.push(window));
-                    }
-                }
-            }
-            Ok::<_, ExportError>(failed)
-        };
-        let (rendered, (), uploaded) = tokio::join!(render, seal, upload);
+        let (rendered, (), uploaded) = tokio::join!(
+            self.render_step(windows, failures, parts, settled),
+            self.seal_step(queue, sealed_tx),
+            self.upload_step(sealed, failures, report, settled_tx),
+        );
         // No export session outlives the windows it read (a scheduled exporter idles between
         // passes).
         self.store.close_idle_long_sessions();
         // The upload step's own error explains a render step stopped by it.
-        let mut failed = uploaded?;
-        for (window, error) in rendered? {
-            if !failed.iter().any(|(w, _)| *w == window) {
-                failed.push((window, error));
+        Ok(merge_failures(windows, uploaded?, rendered?))
+    }
+
+    /// The first step of [`Exporter::publish_windows`]: renders each window into parts, in
+    /// order, holding at most [`window::PART_MEMORY_MIB`] of parts in flight.
+    async fn render_step(
+        &self,
+        windows: &[Window],
+        failures: Failures,
+        parts: tokio::sync::mpsc::Sender<window::PartJob>,
+        settled: tokio::sync::watch::Receiver<Vec<Window>>,
+    ) -> Result<Vec<(Window, ExportError)>, ExportError> {
+        let memory = Arc::new(tokio::sync::Semaphore::new(
+            window::PART_MEMORY_MIB as usize,
+        ));
+        let mut failed = Vec::new();
+        // The next hour's keys are read while this one renders ([`Exporter::open_hour`]).
+        let mut opened = windows.first().and_then(|&w| self.open_hour(w));
+        for (index, &window) in windows.iter().enumerate() {
+            let this = opened.take();
+            opened = windows.get(index + 1).and_then(|&w| self.open_hour(w));
+            if window.kind == WindowKind::RetrieveBundle {
+                await_dailies_settled(&windows[..index], &failed, settled.clone()).await?;
+            }
+            match self.render_window_from(window, this, &parts, &memory).await {
+                Ok(()) => {}
+                Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => return Err(e),
+                Err(e) => failed.push((window, e)),
             }
         }
-        failed.sort_by_key(|(w, _)| windows.iter().position(|x| x == w));
         Ok(failed)
+    }
+
+    /// The second step of [`Exporter::publish_windows`]: signs and compresses each part.
+    async fn seal_step(
+        &self,
+        mut queue: tokio::sync::mpsc::Receiver<window::PartJob>,
+        sealed: tokio::sync::mpsc::Sender<SealedJob>,
+    ) {
+        while let Some(job) = queue.recv().await {
+            let (window, last) = (job.window, job.last);
+            let part = self.seal(job).await;
+            if sealed.send(SealedJob { window, last, part }).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The last step of [`Exporter::publish_windows`]: uploads each sealed part, and writes a
+    /// window's ledger rows once its last part is uploaded.
+    async fn upload_step(
+        &self,
+        mut sealed: tokio::sync::mpsc::Receiver<SealedJob>,
+        failures: Failures,
+        report: &mut RunReport,
+        settled: tokio::sync::watch::Sender<Vec<Window>>,
+    ) -> Result<Vec<(Window, ExportError)>, ExportError> {
+        let mut failed = Vec::new();
+        let mut records = Vec::new();
+        // The window whose parts `records` holds, and one whose upload failed.
+        let mut open: Option<Window> = None;
+        let mut given_up: Option<Window> = None;
+        while let Some(SealedJob { window, last, part }) = sealed.recv().await {
+            if open.is_some_and(|w| w != window) {
+                // The render step gave up the open window before its last part.
+                records.clear();
+            }
+            open = Some(window);
+            if given_up == Some(window) {
+                continue;
+            }
+            match self.upload_part(part, last, &mut records).await {
+                Ok(()) if last => {
+                    report.count_published(records.drain(..));
+                    settled.send_modify(|done| done.push(window));
+                }
+                Ok(()) => {}
+                Err(e) if failures == Failures::StopAll || stops_pipeline(&e) => return Err(e),
+                Err(e) => {
+                    records.clear();
+                    given_up = Some(window);
+                    failed.push((window, e));
+                    settled.send_modify(|done| done.push(window));
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Uploads one part of a window; after its last part, writes the window's ledger rows
+    /// (DESIGN §4.2: the ledger names only windows whose every part was uploaded).
+    async fn upload_part(
+        &self,
+        part: Result<window::SealedPart, ExportError>,
+        last: bool,
+        records: &mut Vec<ExportRecord>,
+    ) -> Result<(), ExportError> {
+        records.push(self.put_sealed(part?).await?);
+        if last {
+            let hold = self.hold_fence().await?;
+            hold.record_exports(records, self.clock.now()).await?;
+            hold.commit().await?;
+        }
+        Ok(())
     }
 
     /// Rewrites the indexes from the ledger, then marks the files that fell out of the 14-day
@@ -839,6 +868,29 @@ impl Exporter {
         let daily = hold
             .indexed_exports(region, WindowKind::Daily.as_str(), daily_since)
             .await?;
+        self.put_indexes(&hold, region, now_unix, &hourly, &daily)
+            .await?;
+        hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
+            .await?;
+        hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
+            .await?;
+        // The apps' per-day objects go with the daily files (the edge answers
+        // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
+        hold.mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
+            .await?;
+        hold.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the manifest and the two indexes of `region` that differ from the bucket's.
+    async fn put_indexes(
+        &self,
+        hold: &FenceHold,
+        region: &str,
+        now: UnixSeconds,
+        hourly: &[ExportRecord],
+        daily: &[ExportRecord],
+    ) -> Result<(), ExportError> {
         // The manifest first and the phones' index.txt last: once index.txt exists the other
         // two do, and a crash between the three leaves each naming only complete, verified
         // files, at most one pass apart (DESIGN §4.2). An index whose bytes would not change is
@@ -854,25 +906,19 @@ impl Exporter {
             self.bucket.get(&daily_key),
             self.bucket.get(&hourly_key),
         )?;
-        let manifest = manifest_for(
-            region,
-            now_unix.get(),
-            &hourly,
-            &daily,
-            old_manifest.as_ref(),
-        );
+        let manifest = manifest_for(region, now.get(), hourly, daily, old_manifest.as_ref());
         for (key, old, new, kind) in [
             (&manifest_key, old_manifest, manifest, ObjectKind::Manifest),
             (
                 &daily_key,
                 old_daily,
-                Bytes::from(index_txt(&daily)),
+                Bytes::from(index_txt(daily)),
                 ObjectKind::Index,
             ),
             (
                 &hourly_key,
                 old_hourly,
-                Bytes::from(index_txt(&hourly)),
+                Bytes::from(index_txt(hourly)),
                 ObjectKind::Index,
             ),
         ] {
@@ -881,17 +927,44 @@ impl Exporter {
                 self.bucket.put(key, new, kind).await?;
             }
         }
-        hold.mark_unindexed(region, WindowKind::Hourly.as_str(), hourly_since, now)
-            .await?;
-        hold.mark_unindexed(region, WindowKind::Daily.as_str(), daily_since, now)
-            .await?;
-        // The apps' per-day objects go with the daily files (the edge answers
-        // 410 for those days anyway); the 00000 bundle is rewritten, never retired.
-        hold.mark_unindexed(region, WindowKind::RetrieveDay.as_str(), daily_since, now)
-            .await?;
-        hold.commit().await?;
         Ok(())
     }
+}
+
+/// A `00000` bundle is merged from the daily files before it (DESIGN §4.3): waits until the
+/// upload step is done with each of them that has not already failed to render.
+async fn await_dailies_settled(
+    before: &[Window],
+    render_failed: &[(Window, ExportError)],
+    mut settled: tokio::sync::watch::Receiver<Vec<Window>>,
+) -> Result<(), ExportError> {
+    let dailies: Vec<Window> = before
+        .iter()
+        .filter(|w| w.kind == WindowKind::Daily)
+        .filter(|w| !render_failed.iter().any(|(f, _)| f == *w))
+        .copied()
+        .collect();
+    settled
+        .wait_for(|done| dailies.iter().all(|w| done.contains(w)))
+        .await
+        .map_err(|_| ExportError::UploadStopped)?;
+    Ok(())
+}
+
+/// The failed windows of both steps, in the order of `windows`; a window that failed in both
+/// keeps the upload step's error.
+fn merge_failures(
+    windows: &[Window],
+    mut failed: Vec<(Window, ExportError)>,
+    rendered: Vec<(Window, ExportError)>,
+) -> Vec<(Window, ExportError)> {
+    for (window, error) in rendered {
+        if !failed.iter().any(|(w, _)| *w == window) {
+            failed.push((window, error));
+        }
+    }
+    failed.sort_by_key(|(w, _)| windows.iter().position(|x| x == w));
+    failed
 }
 
 #[cfg(test)]

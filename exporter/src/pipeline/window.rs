@@ -64,6 +64,15 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whether the window is published as one object, never split into parts: the deployed
+    /// apps fetch one object per retrieval path (§4.3).
+    fn is_single_object(self) -> bool {
+        match self.kind {
+            WindowKind::Hourly | WindowKind::Daily => false,
+            WindowKind::RetrieveDay | WindowKind::RetrieveBundle => true,
+        }
+    }
+
     pub fn hour(hour: HourNumber) -> Window {
         Window {
             kind: WindowKind::Hourly,
@@ -507,100 +516,81 @@ impl Exporter {
         memory: &Arc<Semaphore>,
     ) -> Result<(), ExportError> {
         let stopped = |_| ExportError::UploadStopped;
-        let settings = &self.settings;
-        let (start, end) = window.header_bounds()?;
-        let region = settings.export_region.clone();
-        let (export_window, max_keys) = match window.kind {
-            WindowKind::Hourly | WindowKind::Daily => (
-                ExportWindow::new(region, start, end)?,
-                settings.max_keys_per_file,
-            ),
-            // The apps fetch one object per path, so it cannot be split (§4.3).
-            WindowKind::RetrieveDay | WindowKind::RetrieveBundle => (
-                ExportWindow::growing(region, start, end)?,
-                PLATFORM_MAX_KEYS_PER_FILE,
-            ),
-        };
-        let single_object = match window.kind {
-            WindowKind::Hourly | WindowKind::Daily => false,
-            WindowKind::RetrieveDay | WindowKind::RetrieveBundle => true,
-        };
-        let mut renderer =
-            WindowRenderer::new(export_window, &self.signing.signer_infos(), max_keys)?;
-        if let Keys::Files(merged) = &keys {
-            renderer.expect_keys(usize::try_from(merged.max_keys()).unwrap_or(usize::MAX));
-        }
+        let mut renderer = self.window_renderer(window, &keys)?;
         // A part is rendered only once the queue has room, and grows only within the memory
         // it holds: the parts in memory stay within PART_MEMORY_MIB together.
         let mut permit = parts.reserve().await.map_err(stopped)?;
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut keys = KeysAhead::spawn(keys);
         while let Some(key) = keys.next().await? {
-            let needed = u32::try_from(renderer.part_bytes() >> 20)
-                .unwrap_or(u32::MAX)
-                .saturating_add(1)
-                .min(PART_MEMORY_MIB);
-            let holding = held
-                .as_ref()
-                .map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(0));
-            if needed > holding {
-                let more = memory
-                    .clone()
-                    .acquire_many_owned(needed - holding)
-                    .await
-                    .map_err(|_| ExportError::UploadStopped)?;
-                match held.as_mut() {
-                    Some(permits) => permits.merge(more),
-                    None => held = Some(more),
-                }
-            }
-            if let Some(part) = renderer.push(&key)? {
-                let memory = held.take();
-                if single_object {
-                    // More keys than the platforms accept in one file: publish
-                    // the first part (the hourly and daily files carry them all).
-                    if let Keys::Files(mut merged) = keys.stop().await? {
-                        merged.check_rest().await?;
-                    }
-                    tracing::error!(
-                        kind = window.kind.as_str(),
-                        "a retrieval object reached the platform ceiling of 750 000 keys; the rest are left out of it"
-                    );
-                    metrics::counter!("exporter_retrieval_keys_left_out_total").increment(1);
-                    permit.send(PartJob {
-                        window,
-                        part,
-                        last: true,
-                        memory,
-                    });
-                    return Ok(());
-                }
-                if sources == Sources::Streamed {
-                    // Unreachable while no source holds more keys than its ledger row records
-                    // (fits_one_object); kept so that no part leaves before its sources are
-                    // checked whatever the counts say.
-                    return Err(ExportError::Derive(format!(
-                        "{} window starting at {}: its sources hold more keys than their ledger rows record",
-                        window.kind.as_str(),
-                        window.start().get()
-                    )));
-                }
+            hold_part_memory(&renderer, &mut held, memory).await?;
+            let Some(part) = renderer.push(&key)? else {
+                continue;
+            };
+            let memory = held.take();
+            if window.is_single_object() {
+                cut_at_platform_ceiling(window, &mut keys).await?;
+                let last = true;
                 permit.send(PartJob {
                     window,
                     part,
-                    last: false,
+                    last,
                     memory,
                 });
-                permit = parts.reserve().await.map_err(stopped)?;
+                return Ok(());
             }
+            if sources == Sources::Streamed {
+                // Unreachable while no source holds more keys than its ledger row records
+                // (fits_one_object); kept so that no part leaves before its sources are
+                // checked whatever the counts say.
+                return Err(ExportError::Derive(format!(
+                    "{} window starting at {}: its sources hold more keys than their ledger rows record",
+                    window.kind.as_str(),
+                    window.start().get()
+                )));
+            }
+            let last = false;
+            permit.send(PartJob {
+                window,
+                part,
+                last,
+                memory,
+            });
+            permit = parts.reserve().await.map_err(stopped)?;
         }
+        let (part, last, memory) = (renderer.finish(), true, held);
         permit.send(PartJob {
             window,
-            part: renderer.finish(),
-            last: true,
-            memory: held,
+            part,
+            last,
+            memory,
         });
         Ok(())
+    }
+
+    /// The renderer of `window`'s parts: a retrieval object is one object that grows to the
+    /// platform ceiling (the apps fetch one object per path, §4.3); the hourly and daily files
+    /// are cut into parts of `MAX_KEYS_PER_FILE`.
+    fn window_renderer(&self, window: Window, keys: &Keys) -> Result<WindowRenderer, ExportError> {
+        let (start, end) = window.header_bounds()?;
+        let region = self.settings.export_region.clone();
+        let (export_window, max_keys) = if window.is_single_object() {
+            (
+                ExportWindow::growing(region, start, end)?,
+                PLATFORM_MAX_KEYS_PER_FILE,
+            )
+        } else {
+            (
+                ExportWindow::new(region, start, end)?,
+                self.settings.max_keys_per_file,
+            )
+        };
+        let mut renderer =
+            WindowRenderer::new(export_window, &self.signing.signer_infos(), max_keys)?;
+        if let Keys::Files(merged) = keys {
+            renderer.expect_keys(usize::try_from(merged.max_keys()).unwrap_or(usize::MAX));
+        }
+        Ok(renderer)
     }
 
     /// The published files a window is the union of (DESIGN §4, §4.3), one source per hour or
@@ -628,7 +618,6 @@ impl Exporter {
         let Some(first_published) = self.store.first_published_start(region, hourly).await? else {
             return Ok(None);
         };
-        let first_published_hour = first_published.hour();
         let hours = self
             .store
             .live_exports(region, hourly, first_hour.start(), window.end())
@@ -645,40 +634,13 @@ impl Exporter {
         } else {
             Vec::new()
         };
-        let mut sources = Vec::new();
-        let mut hour = first_hour;
-        while hour <= window.last_hour {
-            let day = hour.day();
-            let daily: Vec<ExportRecord> = dailies
-                .iter()
-                .filter(|r| {
-                    r.start_ts == hour.start().get() && r.end_ts == day.last_hour().end().get()
-                })
-                .cloned()
-                .collect();
-            if hour == day.first_hour() && day.last_hour() <= window.last_hour && !daily.is_empty()
-            {
-                sources.push(daily);
-                hour = day.plus(1).first_hour();
-                continue;
-            }
-            let parts: Vec<ExportRecord> = hours
-                .iter()
-                .filter(|r| r.start_ts == hour.start().get() && r.end_ts == hour.end().get())
-                .cloned()
-                .collect();
-            if parts.is_empty() {
-                // Padding puts fake keys in every hour, published or not: only a window whose
-                // every hour has its file can be merged, or a rebuild would differ.
-                if hour >= first_published_hour || self.padding.is_some() {
-                    return Ok(None);
-                }
-            } else {
-                sources.push(parts);
-            }
-            hour = hour.plus(1);
-        }
-        Ok(Some(sources))
+        let ledger = Ledger {
+            hours,
+            dailies,
+            first_published_hour: first_published.hour(),
+            padded: self.padding.is_some(),
+        };
+        Ok(ledger.sources(first_hour, window.last_hour))
     }
 
     /// The fake keys of every hour of the window that has its hourly file (each hour's own,
@@ -827,6 +789,101 @@ pub(super) struct SealedPart {
     /// The zip's share of [`PART_MEMORY_MIB`] (one MiB more than its size, at most what its
     /// `export.bin` held), given back once it is uploaded.
     memory: Option<OwnedSemaphorePermit>,
+}
+
+/// Grows the memory `held` for the part being rendered to its size plus one MiB (at most
+/// [`PART_MEMORY_MIB`]), waiting until the other parts in memory give enough back.
+async fn hold_part_memory(
+    renderer: &WindowRenderer,
+    held: &mut Option<OwnedSemaphorePermit>,
+    memory: &Arc<Semaphore>,
+) -> Result<(), ExportError> {
+    let needed = u32::try_from(renderer.part_bytes() >> 20)
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+        .min(PART_MEMORY_MIB);
+    let holding = held
+        .as_ref()
+        .map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(0));
+    if needed > holding {
+        let more = memory
+            .clone()
+            .acquire_many_owned(needed - holding)
+            .await
+            .map_err(|_| ExportError::UploadStopped)?;
+        match held.as_mut() {
+            Some(permits) => permits.merge(more),
+            None => *held = Some(more),
+        }
+    }
+    Ok(())
+}
+
+/// A retrieval object reached the platform ceiling (§4.3): the rest of its keys are left out
+/// (the hourly and daily files carry them all), but the rest of its published sources are
+/// still read to their end, so a damaged one fails the window.
+async fn cut_at_platform_ceiling(window: Window, keys: &mut KeysAhead) -> Result<(), ExportError> {
+    if let Keys::Files(mut merged) = keys.stop().await? {
+        merged.check_rest().await?;
+    }
+    tracing::error!(
+        kind = window.kind.as_str(),
+        "a retrieval object reached the platform ceiling of 750 000 keys; the rest are left out of it"
+    );
+    metrics::counter!("exporter_retrieval_keys_left_out_total").increment(1);
+    Ok(())
+}
+
+/// The live ledger rows a window's sources are chosen from (DESIGN §4.2, §4.3).
+struct Ledger {
+    hours: Vec<ExportRecord>,
+    /// Only for the `00000` bundle, which reads a whole day from its daily file.
+    dailies: Vec<ExportRecord>,
+    first_published_hour: HourNumber,
+    padded: bool,
+}
+
+impl Ledger {
+    /// The sources of the hours from `first_hour` to `last_hour`: a whole day's daily file where
+    /// there is one, else each hour's file; `None` when an hour that may hold keys has none.
+    fn sources(
+        &self,
+        first_hour: HourNumber,
+        last_hour: HourNumber,
+    ) -> Option<Vec<Vec<ExportRecord>>> {
+        let mut sources = Vec::new();
+        let mut hour = first_hour;
+        while hour <= last_hour {
+            let day = hour.day();
+            let daily = covering(&self.dailies, hour.start(), day.last_hour().end());
+            if hour == day.first_hour() && day.last_hour() <= last_hour && !daily.is_empty() {
+                sources.push(daily);
+                hour = day.plus(1).first_hour();
+                continue;
+            }
+            let parts = covering(&self.hours, hour.start(), hour.end());
+            if parts.is_empty() {
+                // Padding puts fake keys in every hour, published or not: only a window whose
+                // every hour has its file can be merged, or a rebuild would differ.
+                if hour >= self.first_published_hour || self.padded {
+                    return None;
+                }
+            } else {
+                sources.push(parts);
+            }
+            hour = hour.plus(1);
+        }
+        Some(sources)
+    }
+}
+
+/// The rows of the file (all its parts) that covers exactly `start` to `end`.
+fn covering(records: &[ExportRecord], start: UnixSeconds, end: UnixSeconds) -> Vec<ExportRecord> {
+    records
+        .iter()
+        .filter(|r| r.start_ts == start.get() && r.end_ts == end.get())
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,29 +9,12 @@
 use diagnosis_core::domain::{DiagnosisKey, KeyData, Region, ReportType};
 use diagnosis_format::archive::{COMPRESSION_LEVEL, zip_export};
 use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_window};
-use diagnosis_format::testing::export_bin_in_order;
+use diagnosis_format::testing::{Rng, export_bin_in_order};
 
 const KEYS: usize = 100_000;
 /// A real `export.sig` with one signature is about 100 bytes; its exact content does not
 /// matter for the comparison.
 const SIG: [u8; 100] = [0x5a; 100];
-
-/// splitmix64: a small deterministic generator, so the measurement is reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> i32 {
-        (self.next() % n) as i32
-    }
-}
 
 /// Keys shaped like one hour of uploads: daily keys (144-aligned) of the last 14 days, most
 /// with the full rolling period, the app's transmission risk levels, mostly confirmed tests,
@@ -41,8 +24,8 @@ fn hour_of_keys(rng: &mut Rng) -> Vec<DiagnosisKey> {
     (0..KEYS)
         .map(|_| {
             let mut bytes = [0_u8; 16];
-            bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
-            bytes[8..].copy_from_slice(&rng.next().to_le_bytes());
+            bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            bytes[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
             DiagnosisKey {
                 key_data: KeyData::from_array(bytes),
                 rolling_start_interval_number: today - 144 * rng.below(14),
@@ -73,7 +56,7 @@ fn signers() -> Vec<SignerInfo> {
 
 #[test]
 fn canonical_order_compresses_to_about_the_key_bytes() {
-    let mut rng = Rng(2020);
+    let mut rng = Rng::new(2020);
     let random_order = hour_of_keys(&mut rng);
     let mut canonical = random_order.clone();
     let parts = render_window(window(), &signers(), 500_000, &mut canonical).unwrap();

@@ -214,6 +214,24 @@ fn check_signatures(
     public_keys: &[PublicKey],
     findings: &mut Vec<Finding>,
 ) -> Option<Vec<CheckedSignature>> {
+    check_signature_infos(key, infos, findings);
+    let list = match TekSignatureList::decode(export_sig) {
+        Ok(list) => list,
+        Err(error) => {
+            findings.push(Finding::ExportSigMalformed {
+                object: key.to_owned(),
+                reason: error.to_string(),
+            });
+            return None;
+        }
+    };
+    check_signature_list(key, &list, infos, findings);
+    Some(verified_signatures(&list, export_bin, public_keys))
+}
+
+/// `export.bin`'s signature infos: one to [`MAX_SIGNERS`], each with the platforms' algorithm
+/// and a version and ID they accept.
+fn check_signature_infos(key: &str, infos: &[SignatureInfo], findings: &mut Vec<Finding>) {
     if infos.is_empty() {
         findings.push(Finding::NoSignatureInfos {
             object: key.to_owned(),
@@ -243,17 +261,16 @@ fn check_signatures(
             });
         }
     }
+}
 
-    let list = match TekSignatureList::decode(export_sig) {
-        Ok(list) => list,
-        Err(error) => {
-            findings.push(Finding::ExportSigMalformed {
-                object: key.to_owned(),
-                reason: error.to_string(),
-            });
-            return None;
-        }
-    };
+/// `export.sig` against `export.bin`: one signature per signature info, labelled with it, in
+/// the same order, each of batch 1/1.
+fn check_signature_list(
+    key: &str,
+    list: &TekSignatureList,
+    infos: &[SignatureInfo],
+    findings: &mut Vec<Finding>,
+) {
     if list.signatures.len() != infos.len() {
         findings.push(Finding::SignatureCount {
             object: key.to_owned(),
@@ -281,8 +298,16 @@ fn check_signatures(
             });
         }
     }
-    let checked = list
-        .signatures
+}
+
+/// Each signature of `list` with the given public keys it verifies with over the whole
+/// `export.bin`.
+fn verified_signatures(
+    list: &TekSignatureList,
+    export_bin: &[u8],
+    public_keys: &[PublicKey],
+) -> Vec<CheckedSignature> {
+    list.signatures
         .iter()
         .map(|signature| {
             let label = signature.signature_info.as_ref();
@@ -301,8 +326,7 @@ fn check_signatures(
                 verified_by,
             }
         })
-        .collect();
-    Some(checked)
+        .collect()
 }
 
 /// A problem that may repeat for many keys of one file: how often, and where first.

@@ -152,15 +152,17 @@ impl fmt::Display for NameError {
 }
 
 /// One rule of DESIGN §4 broken by the bucket. `object` is always the object key the finding
-/// is about (an index, the manifest or an export file).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// is about (an index, the manifest or an export file); each variant's message starts with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Finding {
     /// An index or the manifest does not exist.
+    #[error("{object}: does not exist")]
     Missing {
         /// The index or manifest.
         object: String,
     },
     /// A file an index lists does not exist.
+    #[error("{object}: listed in {index} but the object does not exist")]
     ListedButMissing {
         /// The file.
         object: String,
@@ -170,11 +172,13 @@ pub enum Finding {
 
     // --- The two indexes (check 1) and continuity (check 6).
     /// The index is not UTF-8.
+    #[error("{object}: not UTF-8 text")]
     IndexNotText {
         /// The index.
         object: String,
     },
     /// A line of the index is empty.
+    #[error("{object}: line {line} is empty")]
     IndexEmptyLine {
         /// The index.
         object: String,
@@ -182,6 +186,7 @@ pub enum Finding {
         line: usize,
     },
     /// A line of the index is not an export file name.
+    #[error("{object}: line {line}: {problem}")]
     IndexBadName {
         /// The index.
         object: String,
@@ -191,6 +196,9 @@ pub enum Finding {
         problem: NameError,
     },
     /// A line names a file of the other series.
+    #[error(
+        "{object}: line {line}: {name} is a {found} file name, this index lists {expected} files only"
+    )]
     IndexWrongKind {
         /// The index.
         object: String,
@@ -204,6 +212,7 @@ pub enum Finding {
         expected: Kind,
     },
     /// A name is listed twice.
+    #[error("{object}: line {line}: {name} is listed twice")]
     IndexRepeat {
         /// The index.
         object: String,
@@ -213,6 +222,9 @@ pub enum Finding {
         name: String,
     },
     /// A name comes before an older one.
+    #[error(
+        "{object}: line {line}: {name} is listed after {after}, but the index must be oldest first"
+    )]
     IndexOrder {
         /// The index.
         object: String,
@@ -224,6 +236,7 @@ pub enum Finding {
         after: String,
     },
     /// Windows between the oldest and the newest listed are missing.
+    #[error("{object}: no {kind} file for {count} {unit}(s) from {from} to {to} (every {unit} between the oldest and the newest listed must be published)", unit = .kind.unit())]
     WindowsMissing {
         /// The index.
         object: String,
@@ -237,6 +250,7 @@ pub enum Finding {
         to: u64,
     },
     /// A window's parts do not run from `00001` without a gap.
+    #[error("{object}: the {kind} window {start}-{end} lists parts {} (parts must run from 00001 without a gap)", listed(.parts))]
     PartsGap {
         /// The index.
         object: String,
@@ -252,6 +266,9 @@ pub enum Finding {
 
     // --- The manifest (check 3).
     /// `index.json` is not a manifest.
+    #[error(
+        "{object}: not a manifest ({{\"region\", \"generated_at\", \"files\": [...]}}): {reason}"
+    )]
     ManifestMalformed {
         /// The manifest.
         object: String,
@@ -259,6 +276,7 @@ pub enum Finding {
         reason: String,
     },
     /// The manifest names another region.
+    #[error("{object}: region is {found:?}, expected {expected:?}")]
     ManifestRegion {
         /// The manifest.
         object: String,
@@ -268,6 +286,7 @@ pub enum Finding {
         expected: String,
     },
     /// The manifest lists a file more than once.
+    #[error("{object}: lists {file} more than once")]
     ManifestRepeat {
         /// The manifest.
         object: String,
@@ -275,6 +294,7 @@ pub enum Finding {
         file: String,
     },
     /// The manifest omits a file an index lists.
+    #[error("{object}: does not list {file}, which {index} lists")]
     ManifestOmits {
         /// The manifest.
         object: String,
@@ -284,6 +304,7 @@ pub enum Finding {
         index: String,
     },
     /// The manifest lists a file no index lists.
+    #[error("{object}: lists {file}, which neither index.txt lists")]
     ManifestUnindexed {
         /// The manifest.
         object: String,
@@ -291,6 +312,7 @@ pub enum Finding {
         file: String,
     },
     /// What the manifest says about a file is not true.
+    #[error("{object}: {file}: {} is {said}, but {} {actual}", .field.as_str(), .field.truth())]
     ManifestMismatch {
         /// The manifest.
         object: String,
@@ -306,6 +328,7 @@ pub enum Finding {
 
     // --- One export file (check 2).
     /// The zip cannot be read as an export archive.
+    #[error("{object}: not a valid export archive: {reason}")]
     ArchiveInvalid {
         /// The file.
         object: String,
@@ -313,11 +336,16 @@ pub enum Finding {
         reason: String,
     },
     /// `export.bin` lacks the `EK Export v1` header.
+    #[error(
+        "{object}: export.bin does not start with the header {:?}",
+        String::from_utf8_lossy(diagnosis_proto::EXPORT_BIN_HEADER)
+    )]
     HeaderMissing {
         /// The file.
         object: String,
     },
     /// `export.bin` is not a `TemporaryExposureKeyExport`.
+    #[error("{object}: export.bin is not a TemporaryExposureKeyExport: {reason}")]
     ExportBinMalformed {
         /// The file.
         object: String,
@@ -325,6 +353,7 @@ pub enum Finding {
         reason: String,
     },
     /// `start_timestamp` is not the named start.
+    #[error("{object}: start_timestamp is {}, the name says {expected}", shown(*.found))]
     StartTimestamp {
         /// The file.
         object: String,
@@ -334,6 +363,7 @@ pub enum Finding {
         expected: u64,
     },
     /// `end_timestamp` is not the named end shifted by the part number.
+    #[error("{object}: end_timestamp is {}, expected {expected} (the named end {named_end} + part {} − 1)", shown(*.found), .part.get())]
     EndTimestamp {
         /// The file.
         object: String,
@@ -347,6 +377,7 @@ pub enum Finding {
         part: PartNumber,
     },
     /// `region` is not the region verified.
+    #[error("{object}: region is {}, expected {expected:?}", shown(.found.as_ref().map(|region| format!("{region:?}"))))]
     ExportRegion {
         /// The file.
         object: String,
@@ -356,6 +387,7 @@ pub enum Finding {
         expected: String,
     },
     /// `batch_num`/`batch_size` of `export.bin` are not 1/1.
+    #[error("{object}: batch_num/batch_size is {}/{}, expected 1/1", shown(*.batch_num), shown(*.batch_size))]
     ExportBatch {
         /// The file.
         object: String,
@@ -365,6 +397,9 @@ pub enum Finding {
         batch_size: Option<i32>,
     },
     /// `export.bin` holds revised keys.
+    #[error(
+        "{object}: export.bin holds {count} revised_keys; this server never publishes revised keys"
+    )]
     RevisedKeys {
         /// The file.
         object: String,
@@ -372,11 +407,16 @@ pub enum Finding {
         count: usize,
     },
     /// `export.bin` has no signature infos.
+    #[error("{object}: export.bin has no signature_infos")]
     NoSignatureInfos {
         /// The file.
         object: String,
     },
     /// `export.bin` has more signature infos than the platforms accept.
+    #[error(
+        "{object}: export.bin has {count} signature_infos, at most {} are allowed",
+        diagnosis_format::render::MAX_SIGNERS
+    )]
     TooManySignatureInfos {
         /// The file.
         object: String,
@@ -384,6 +424,7 @@ pub enum Finding {
         count: usize,
     },
     /// A signature info names another algorithm.
+    #[error("{object}: signature_infos[{index}] has algorithm {}, expected {}", shown(.found.as_deref()), diagnosis_proto::SIGNATURE_ALGORITHM)]
     SignatureAlgorithm {
         /// The file.
         object: String,
@@ -393,6 +434,7 @@ pub enum Finding {
         found: Option<String>,
     },
     /// A signature info's version or ID breaks the platform rules.
+    #[error("{object}: signature_infos[{index}]: {reason}")]
     SignatureInfoInvalid {
         /// The file.
         object: String,
@@ -402,6 +444,7 @@ pub enum Finding {
         reason: String,
     },
     /// `export.sig` is not a `TEKSignatureList`.
+    #[error("{object}: export.sig is not a TEKSignatureList: {reason}")]
     ExportSigMalformed {
         /// The file.
         object: String,
@@ -409,6 +452,9 @@ pub enum Finding {
         reason: String,
     },
     /// `export.sig` and `export.bin` disagree on the number of signatures.
+    #[error(
+        "{object}: export.sig holds {signatures} signatures but export.bin has {infos} signature_infos (one signature per signature info, in the same order)"
+    )]
     SignatureCount {
         /// The file.
         object: String,
@@ -418,6 +464,7 @@ pub enum Finding {
         infos: usize,
     },
     /// A signature is labelled with another signature info than `export.bin` has there.
+    #[error("{object}: export.sig signature {index} is labelled {}, but export.bin's signature_infos[{index}] is {}", describe_info(.label.as_ref()), describe_info(Some(.info)))]
     SignatureLabel {
         /// The file.
         object: String,
@@ -429,6 +476,7 @@ pub enum Finding {
         info: SignatureInfo,
     },
     /// A signature's `batch_num`/`batch_size` are not 1/1.
+    #[error("{object}: export.sig signature {index} has batch_num/batch_size {}/{}, expected 1/1", shown(*.batch_num), shown(*.batch_size))]
     SignatureBatch {
         /// The file.
         object: String,
@@ -440,6 +488,9 @@ pub enum Finding {
         batch_size: Option<i32>,
     },
     /// No signature of the file verifies with any given public key.
+    #[error(
+        "{object}: no signature in export.sig verifies over export.bin with any of the {given} given public key(s)"
+    )]
     NotSignedByGivenKey {
         /// The file.
         object: String,
@@ -448,6 +499,7 @@ pub enum Finding {
     },
     /// A signature carries the label under which a given key signs other signatures, but
     /// does not verify with that key: a phone holding that key for that label rejects it.
+    #[error("{object}: export.sig signature {index} is labelled version {}, id {}, under which public key {key_number} ({public_key:?}) signs, but does not verify over export.bin with it", shown(.key_version.as_deref()), shown(.key_id.as_deref()))]
     SignatureDoesNotVerify {
         /// The file.
         object: String,
@@ -463,6 +515,9 @@ pub enum Finding {
         public_key: PublicKey,
     },
     /// A given public key signs none of the listed files.
+    #[error(
+        "{object}: public key {key_number} ({public_key:?}) signs none of the {files} listed file(s) read"
+    )]
     KeySignsNothing {
         /// The hourly index, which stands for the bucket.
         object: String,
@@ -474,6 +529,7 @@ pub enum Finding {
         files: u64,
     },
     /// Keys of the file share a problem.
+    #[error("{object}: {count} key(s) {problem} (first: key {first} of the file, counting from 0)")]
     Keys {
         /// The file.
         object: String,
@@ -487,6 +543,7 @@ pub enum Finding {
 
     // --- Across files (checks 4 and 5).
     /// `key_data` values of the file were already published in the same series.
+    #[error("{object}: {count} key_data value(s) are published twice among the {kind} files (first: key {first} of the file, key_data {}, already in {})", hex::encode(.key_data), .first_seen_in.as_deref().unwrap_or("this file"))]
     KeyDataRepeated {
         /// The file.
         object: String,
@@ -502,6 +559,7 @@ pub enum Finding {
         first_seen_in: Option<String>,
     },
     /// A daily file is not exactly the union of its day's hourly files.
+    #[error("{object}{}: is not exactly the union of its day's 24 hourly files: {}", if *.parts { " (and its other parts)" } else { "" }, union_difference(*.missing, .first_missing.as_ref(), *.extra, .first_extra.as_ref()))]
     DayNotUnion {
         /// The daily file (its first part).
         object: String,
@@ -520,6 +578,7 @@ pub enum Finding {
     // --- The deployed apps' retrieval objects (DESIGN §4.3).
     /// A retrieval object breaks a rule of its own; its archive, header, signatures and keys
     /// are reported with the export-file findings above.
+    #[error("{object}: {problem}")]
     Retrieval {
         /// `retrieve/{MCC}/{DDDDD}` or `retrieve/{MCC}/00000`.
         object: String,
@@ -592,284 +651,31 @@ fn describe_info(info: Option<&SignatureInfo>) -> String {
     }
 }
 
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let object = self.object();
-        match self {
-            // The first part stands for the day's file.
-            Self::DayNotUnion { parts: true, .. } => write!(f, "{object} (and its other parts): ")?,
-            _ => write!(f, "{object}: ")?,
-        }
-        match self {
-            Self::Missing { .. } => write!(f, "does not exist"),
-            Self::Retrieval { problem, .. } => write!(f, "{problem}"),
-            Self::ListedButMissing { index, .. } => {
-                write!(f, "listed in {index} but the object does not exist")
-            }
-            Self::IndexNotText { .. } => write!(f, "not UTF-8 text"),
-            Self::IndexEmptyLine { line, .. } => write!(f, "line {line} is empty"),
-            Self::IndexBadName { line, problem, .. } => write!(f, "line {line}: {problem}"),
-            Self::IndexWrongKind {
-                line,
-                name,
-                found,
-                expected,
-                ..
-            } => write!(
-                f,
-                "line {line}: {name} is a {found} file name, this index lists {expected} files \
-                 only"
-            ),
-            Self::IndexRepeat { line, name, .. } => {
-                write!(f, "line {line}: {name} is listed twice")
-            }
-            Self::IndexOrder {
-                line, name, after, ..
-            } => write!(
-                f,
-                "line {line}: {name} is listed after {after}, but the index must be oldest first"
-            ),
-            Self::WindowsMissing {
-                kind,
-                count,
-                from,
-                to,
-                ..
-            } => {
-                let unit = match kind {
-                    Kind::Hourly => "hour",
-                    Kind::Daily => "day",
-                };
-                write!(
-                    f,
-                    "no {kind} file for {count} {unit}(s) from {from} to {to} (every {unit} \
-                     between the oldest and the newest listed must be published)"
-                )
-            }
-            Self::PartsGap {
-                kind,
-                start,
-                end,
-                parts,
-                ..
-            } => {
-                let listed: Vec<String> = parts.iter().map(ToString::to_string).collect();
-                write!(
-                    f,
-                    "the {kind} window {start}-{end} lists parts {} (parts must run from 00001 \
-                     without a gap)",
-                    listed.join(", ")
-                )
-            }
-            Self::ManifestMalformed { reason, .. } => write!(
-                f,
-                "not a manifest ({{\"region\", \"generated_at\", \"files\": [...]}}): {reason}"
-            ),
-            Self::ManifestRegion {
-                found, expected, ..
-            } => write!(f, "region is {found:?}, expected {expected:?}"),
-            Self::ManifestRepeat { file, .. } => write!(f, "lists {file} more than once"),
-            Self::ManifestOmits { file, index, .. } => {
-                write!(f, "does not list {file}, which {index} lists")
-            }
-            Self::ManifestUnindexed { file, .. } => {
-                write!(f, "lists {file}, which neither index.txt lists")
-            }
-            Self::ManifestMismatch {
-                file,
-                field,
-                said,
-                actual,
-                ..
-            } => write!(
-                f,
-                "{file}: {} is {said}, but {} {actual}",
-                field.as_str(),
-                field.truth()
-            ),
-            Self::ArchiveInvalid { reason, .. } => {
-                write!(f, "not a valid export archive: {reason}")
-            }
-            Self::HeaderMissing { .. } => write!(
-                f,
-                "export.bin does not start with the header {:?}",
-                String::from_utf8_lossy(diagnosis_proto::EXPORT_BIN_HEADER)
-            ),
-            Self::ExportBinMalformed { reason, .. } => {
-                write!(
-                    f,
-                    "export.bin is not a TemporaryExposureKeyExport: {reason}"
-                )
-            }
-            Self::StartTimestamp {
-                found, expected, ..
-            } => write!(
-                f,
-                "start_timestamp is {}, the name says {expected}",
-                shown(*found)
-            ),
-            Self::EndTimestamp {
-                found,
-                expected,
-                named_end,
-                part,
-                ..
-            } => write!(
-                f,
-                "end_timestamp is {}, expected {expected} (the named end {named_end} + part {} \
-                 − 1)",
-                shown(*found),
-                part.get()
-            ),
-            Self::ExportRegion {
-                found, expected, ..
-            } => write!(
-                f,
-                "region is {}, expected {expected:?}",
-                shown(found.as_ref().map(|region| format!("{region:?}")))
-            ),
-            Self::ExportBatch {
-                batch_num,
-                batch_size,
-                ..
-            } => write!(
-                f,
-                "batch_num/batch_size is {}/{}, expected 1/1",
-                shown(*batch_num),
-                shown(*batch_size)
-            ),
-            Self::RevisedKeys { count, .. } => write!(
-                f,
-                "export.bin holds {count} revised_keys; this server never publishes revised keys"
-            ),
-            Self::NoSignatureInfos { .. } => write!(f, "export.bin has no signature_infos"),
-            Self::TooManySignatureInfos { count, .. } => write!(
-                f,
-                "export.bin has {count} signature_infos, at most {} are allowed",
-                diagnosis_format::render::MAX_SIGNERS
-            ),
-            Self::SignatureAlgorithm { index, found, .. } => write!(
-                f,
-                "signature_infos[{index}] has algorithm {}, expected {}",
-                shown(found.as_deref()),
-                diagnosis_proto::SIGNATURE_ALGORITHM
-            ),
-            Self::SignatureInfoInvalid { index, reason, .. } => {
-                write!(f, "signature_infos[{index}]: {reason}")
-            }
-            Self::ExportSigMalformed { reason, .. } => {
-                write!(f, "export.sig is not a TEKSignatureList: {reason}")
-            }
-            Self::SignatureCount {
-                signatures, infos, ..
-            } => write!(
-                f,
-                "export.sig holds {signatures} signatures but export.bin has {infos} \
-                 signature_infos (one signature per signature info, in the same order)"
-            ),
-            Self::SignatureLabel {
-                index, label, info, ..
-            } => write!(
-                f,
-                "export.sig signature {index} is labelled {}, but export.bin's \
-                 signature_infos[{index}] is {}",
-                describe_info(label.as_ref()),
-                describe_info(Some(info))
-            ),
-            Self::SignatureBatch {
-                index,
-                batch_num,
-                batch_size,
-                ..
-            } => write!(
-                f,
-                "export.sig signature {index} has batch_num/batch_size {}/{}, expected 1/1",
-                shown(*batch_num),
-                shown(*batch_size)
-            ),
-            Self::NotSignedByGivenKey { given, .. } => write!(
-                f,
-                "no signature in export.sig verifies over export.bin with any of the {given} \
-                 given public key(s)"
-            ),
-            Self::SignatureDoesNotVerify {
-                index,
-                key_version,
-                key_id,
-                key_number,
-                public_key,
-                ..
-            } => write!(
-                f,
-                "export.sig signature {index} is labelled version {}, id {}, under which public \
-                 key {key_number} ({public_key:?}) signs, but does not verify over export.bin \
-                 with it",
-                shown(key_version.as_deref()),
-                shown(key_id.as_deref())
-            ),
-            Self::KeySignsNothing {
-                key_number,
-                public_key,
-                files,
-                ..
-            } => write!(
-                f,
-                "public key {key_number} ({public_key:?}) signs none of the {files} listed \
-                 file(s) read"
-            ),
-            Self::Keys {
-                problem,
-                count,
-                first,
-                ..
-            } => write!(
-                f,
-                "{count} key(s) {problem} (first: key {first} of the file, counting from 0)"
-            ),
-            Self::KeyDataRepeated {
-                kind,
-                count,
-                first,
-                key_data,
-                first_seen_in,
-                ..
-            } => {
-                let where_seen = first_seen_in.as_deref().unwrap_or("this file");
-                write!(
-                    f,
-                    "{count} key_data value(s) are published twice among the {kind} files \
-                     (first: key {first} of the file, key_data {}, already in {where_seen})",
-                    hex::encode(key_data)
-                )
-            }
-            Self::DayNotUnion {
-                missing,
-                first_missing,
-                extra,
-                first_extra,
-                ..
-            } => {
-                let mut described = Vec::new();
-                if let Some(key_data) = first_missing {
-                    described.push(format!(
-                        "{missing} key(s) of the day's hourly files are missing (first: \
-                         key_data {})",
-                        hex::encode(key_data)
-                    ));
-                }
-                if let Some(key_data) = first_extra {
-                    described.push(format!(
-                        "{extra} key(s) are not in the day's hourly files, or differ from them \
-                         in a field (first: key_data {})",
-                        hex::encode(key_data)
-                    ));
-                }
-                write!(
-                    f,
-                    "is not exactly the union of its day's 24 hourly files: {}",
-                    described.join("; ")
-                )
-            }
-        }
+/// The parts of a daily file that are not the union of its hourly files.
+fn union_difference(
+    missing: usize,
+    first_missing: Option<&[u8; 16]>,
+    extra: usize,
+    first_extra: Option<&[u8; 16]>,
+) -> String {
+    let mut described = Vec::new();
+    if let Some(key_data) = first_missing {
+        described.push(format!(
+            "{missing} key(s) of the day's hourly files are missing (first: key_data {})",
+            hex::encode(key_data)
+        ));
     }
+    if let Some(key_data) = first_extra {
+        described.push(format!(
+            "{extra} key(s) are not in the day's hourly files, or differ from them in a field \
+             (first: key_data {})",
+            hex::encode(key_data)
+        ));
+    }
+    described.join("; ")
+}
+
+fn listed(parts: &[PartNumber]) -> String {
+    let listed: Vec<String> = parts.iter().map(ToString::to_string).collect();
+    listed.join(", ")
 }

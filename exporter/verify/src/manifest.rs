@@ -127,67 +127,72 @@ impl Manifest {
         let Some(entry) = self.entries.get(&name.key) else {
             return;
         };
-        let mut mismatch = |field: ManifestField, said: String, actual: String| {
-            findings.push(Finding::ManifestMismatch {
-                object: self.key.clone(),
-                file: name.key.clone(),
-                field,
-                said,
-                actual,
-            });
-        };
-        if entry.kind != name.kind.as_str() {
-            mismatch(
-                ManifestField::Kind,
-                format!("{:?}", entry.kind),
-                name.kind.to_string(),
-            );
-        }
-        if entry.start != name.start {
-            mismatch(
-                ManifestField::Start,
-                entry.start.to_string(),
-                name.start.to_string(),
-            );
-        }
-        if entry.end != name.end {
-            mismatch(
-                ManifestField::End,
-                entry.end.to_string(),
-                name.end.to_string(),
-            );
-        }
-        if entry.part != name.part.get() {
-            mismatch(
-                ManifestField::Part,
-                entry.part.to_string(),
-                name.part.get().to_string(),
-            );
-        }
-        if entry.bytes != file.bytes {
-            mismatch(
-                ManifestField::Bytes,
-                entry.bytes.to_string(),
-                file.bytes.to_string(),
-            );
-        }
-        if entry.sha256 != file.sha256 {
-            mismatch(
-                ManifestField::Sha256,
-                entry.sha256.clone(),
-                file.sha256.clone(),
-            );
-        }
-        if let Some(count) = file.key_count
-            && entry.keys != count
-        {
-            mismatch(
-                ManifestField::Keys,
-                entry.keys.to_string(),
-                count.to_string(),
-            );
+        for (field, agrees, said, actual) in compared(entry, name, file) {
+            if !agrees {
+                findings.push(Finding::ManifestMismatch {
+                    object: self.key.clone(),
+                    file: name.key.clone(),
+                    field,
+                    said,
+                    actual,
+                });
+            }
         }
     }
+}
+
+/// Each field of a manifest entry: whether it agrees with the file's name and content, what it
+/// says, and what is true.
+fn compared(
+    entry: &ManifestEntry,
+    name: &ObjectName,
+    file: &CheckedFile,
+) -> [(ManifestField, bool, String, String); 7] {
+    [
+        (
+            ManifestField::Kind,
+            entry.kind == name.kind.as_str(),
+            format!("{:?}", entry.kind),
+            name.kind.to_string(),
+        ),
+        (
+            ManifestField::Start,
+            entry.start == name.start,
+            entry.start.to_string(),
+            name.start.to_string(),
+        ),
+        (
+            ManifestField::End,
+            entry.end == name.end,
+            entry.end.to_string(),
+            name.end.to_string(),
+        ),
+        (
+            ManifestField::Part,
+            entry.part == name.part.get(),
+            entry.part.to_string(),
+            name.part.get().to_string(),
+        ),
+        (
+            ManifestField::Bytes,
+            entry.bytes == file.bytes,
+            entry.bytes.to_string(),
+            file.bytes.to_string(),
+        ),
+        (
+            ManifestField::Sha256,
+            entry.sha256 == file.sha256,
+            entry.sha256.clone(),
+            file.sha256.clone(),
+        ),
+        (
+            ManifestField::Keys,
+            file.key_count.is_none_or(|count| entry.keys == count),
+            entry.keys.to_string(),
+            file.key_count
+                .map_or_else(String::new, |count| count.to_string()),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -38,6 +38,14 @@ impl Kind {
         }
     }
 
+    /// The unit one window of the kind lasts, for messages.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Hourly => "hour",
+            Self::Daily => "day",
+        }
+    }
+
     /// Length of the window, seconds.
     pub fn window_seconds(self) -> u64 {
         match self {
@@ -80,48 +88,11 @@ impl ObjectName {
 /// The name must be exactly what [`hourly_file_key`] or [`daily_file_key`] would write (so no
 /// leading zeros, no other separators), with a window of one aligned hour or one UTC day.
 pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName, NameError> {
-    let malformed = || NameError::NotAnExportName {
-        name: key.to_owned(),
-        region: region.as_str().to_owned(),
-    };
-    let rest = key
-        .strip_prefix(region.as_str())
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(malformed)?;
-    let (kind, file) = match rest.strip_prefix("daily/") {
-        Some(file) => (Kind::Daily, file),
-        None => (Kind::Hourly, rest),
-    };
-    let stem = file
-        .strip_suffix(".zip")
-        .filter(|stem| !stem.contains('/'))
-        .ok_or_else(malformed)?;
-    let mut fields = stem.split('-');
-    let (Some(start), Some(end), Some(part), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
-        return Err(malformed());
-    };
-    let number = |text: &str| {
-        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| text.parse::<u64>().ok())
-            .flatten()
-    };
-    let (Some(start), Some(end), Some(part_number)) = (number(start), number(end), number(part))
-    else {
-        return Err(malformed());
-    };
-    let part = u32::try_from(part_number)
-        .ok()
-        .and_then(PartNumber::new)
-        .ok_or_else(malformed)?;
-    let canonical = match kind {
-        Kind::Hourly => hourly_file_key(region, start, end, part),
-        Kind::Daily => daily_file_key(region, start, end, part),
-    };
-    if canonical != key {
-        return Err(malformed());
-    }
+    let (kind, start, end, part) =
+        split_object_name(region, key).ok_or_else(|| NameError::NotAnExportName {
+            name: key.to_owned(),
+            region: region.as_str().to_owned(),
+        })?;
     let seconds = kind.window_seconds();
     if end.checked_sub(start) != Some(seconds) {
         return Err(NameError::WrongLength {
@@ -145,6 +116,39 @@ pub(crate) fn parse_object_name(region: &Region, key: &str) -> Result<ObjectName
         end,
         part,
     })
+}
+
+/// The kind, start, end and part of `key` when it is exactly the name [`hourly_file_key`] or
+/// [`daily_file_key`] writes for them, whatever its window.
+fn split_object_name(region: &Region, key: &str) -> Option<(Kind, u64, u64, PartNumber)> {
+    let rest = key.strip_prefix(region.as_str())?.strip_prefix('/')?;
+    let (kind, file) = match rest.strip_prefix("daily/") {
+        Some(file) => (Kind::Daily, file),
+        None => (Kind::Hourly, rest),
+    };
+    let stem = file
+        .strip_suffix(".zip")
+        .filter(|stem| !stem.contains('/'))?;
+    let mut fields = stem.split('-');
+    let (Some(start), Some(end), Some(part), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    let number = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
+    };
+    let (start, end) = (number(start)?, number(end)?);
+    let part = u32::try_from(number(part)?)
+        .ok()
+        .and_then(PartNumber::new)?;
+    let canonical = match kind {
+        Kind::Hourly => hourly_file_key(region, start, end, part),
+        Kind::Daily => daily_file_key(region, start, end, part),
+    };
+    (canonical == key).then_some((kind, start, end, part))
 }
 
 /// Reads one `index.txt` (DESIGN §4): one object key per line, each ending in `\n` (a missing
@@ -173,34 +177,13 @@ pub(crate) fn parse_index(
     let mut seen: HashSet<&str> = HashSet::new();
     for (index, line) in text.split('\n').enumerate() {
         let line_number = index + 1;
-        if line.is_empty() {
-            findings.push(Finding::IndexEmptyLine {
-                object: index_key.to_owned(),
-                line: line_number,
-            });
-            continue;
-        }
-        let name = match parse_object_name(region, line) {
+        let name = match index_line(region, index_key, kind, line_number, line) {
             Ok(name) => name,
-            Err(problem) => {
-                findings.push(Finding::IndexBadName {
-                    object: index_key.to_owned(),
-                    line: line_number,
-                    problem,
-                });
+            Err(finding) => {
+                findings.push(*finding);
                 continue;
             }
         };
-        if name.kind != kind {
-            findings.push(Finding::IndexWrongKind {
-                object: index_key.to_owned(),
-                line: line_number,
-                name: line.to_owned(),
-                found: name.kind,
-                expected: kind,
-            });
-            continue;
-        }
         if !seen.insert(line) {
             findings.push(Finding::IndexRepeat {
                 object: index_key.to_owned(),
@@ -222,6 +205,39 @@ pub(crate) fn parse_index(
         names.push(name);
     }
     names
+}
+
+/// One line of an index on its own: a well-formed name of the index's `kind`.
+fn index_line(
+    region: &Region,
+    index_key: &str,
+    kind: Kind,
+    line_number: usize,
+    line: &str,
+) -> Result<ObjectName, Box<Finding>> {
+    if line.is_empty() {
+        return Err(Box::new(Finding::IndexEmptyLine {
+            object: index_key.to_owned(),
+            line: line_number,
+        }));
+    }
+    let name = parse_object_name(region, line).map_err(|problem| {
+        Box::new(Finding::IndexBadName {
+            object: index_key.to_owned(),
+            line: line_number,
+            problem,
+        })
+    })?;
+    if name.kind != kind {
+        return Err(Box::new(Finding::IndexWrongKind {
+            object: index_key.to_owned(),
+            line: line_number,
+            name: line.to_owned(),
+            found: name.kind,
+            expected: kind,
+        }));
+    }
+    Ok(name)
 }
 
 /// Check 6 of `verify` (DESIGN §4.2: no gap): every window from the oldest to the newest

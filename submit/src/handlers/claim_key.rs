@@ -119,6 +119,14 @@ async fn claim(
             )
             .await?
     };
+    answer_of(settings, outcome)
+}
+
+/// The answer the store's verdict on a claim means (DESIGN §3.2).
+fn answer_of(
+    settings: &crate::state::Settings,
+    outcome: ClaimOutcome,
+) -> Result<Claimed, ClaimError> {
     match outcome {
         ClaimOutcome::Claimed(server_public) => Ok(Claimed {
             server_public,

@@ -20,7 +20,7 @@ use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_wind
 use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_format::testing::export_bin_in_order;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_tests::bench::{Latencies, Rng, catch_up, copy_keys, history, population};
+use diagnosis_tests::dataset::{Latencies, Rng, catch_up, copy_keys, history, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
 use diagnosis_tests::procfs::{self, Pid};
 use diagnosis_tests::simulator::{Phone, Portal, upload_now};

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_tests::bench::Latencies;
+use diagnosis_tests::dataset::Latencies;
 use diagnosis_tests::simulator::{Phone, Portal, upload_now};
 
 #[derive(Debug, Parser)]

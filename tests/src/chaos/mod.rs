@@ -102,7 +102,7 @@ pub struct ChaosConfig {
 pub async fn run(setup: Setup, config: &ChaosConfig) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut harness = Harness::new(setup).await?;
-    let mut rng = crate::bench::Rng::new(config.seed);
+    let mut rng = crate::dataset::Rng::new(config.seed);
 
     progress(&format!(
         "seeding {} keys over the {} hours up to the last closed one",
@@ -203,7 +203,7 @@ pub(crate) fn progress(message: &str) {
 }
 
 /// A uniformly random duration in `[0, of)`.
-pub(crate) fn random_within(rng: &mut crate::bench::Rng, of: Duration) -> Duration {
+pub(crate) fn random_within(rng: &mut crate::dataset::Rng, of: Duration) -> Duration {
     let micros = u64::try_from(of.as_micros()).unwrap_or(u64::MAX).max(1);
     Duration::from_micros(rng.next_u64() % micros)
 }

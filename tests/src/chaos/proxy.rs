@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::bench::Rng;
+use crate::dataset::Rng;
 
 /// A fault the proxy injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

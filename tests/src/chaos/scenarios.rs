@@ -12,7 +12,7 @@ use super::harness::{ExporterRun, GRACE_SECONDS, Harness, PassEnd, last_closed_n
 use super::proxy::{Fault, FaultProxy};
 use super::report::ScenarioResult;
 use super::{ChaosConfig, progress, random_within};
-use crate::bench::Rng;
+use crate::dataset::Rng;
 use crate::restart_load::{LoadSettings, RestartFigures, upload_through_restarts};
 
 /// What the client waits for one object-store request in the store-fault passes

@@ -1,9 +1,9 @@
 //! The keys a chaos run exports: whole synthetic cases (the benchmark's population,
-//! [`crate::bench`]) uploaded evenly over a span of closed hours, written with one binary
+//! [`crate::dataset`]) uploaded evenly over a span of closed hours, written with one binary
 //! `COPY`, so that every pass has real work and the span holds complete UTC days (daily files
 //! and the days' retrieval objects).
 
-use crate::bench::{Rng, copy_keys, population};
+use crate::dataset::{Rng, copy_keys, population};
 
 /// What was seeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use diagnosis_proto::key_claim_response::ErrorCode as ClaimError;
 use hyper::StatusCode;
 use tokio::time::Instant;
 
-use crate::bench::Latencies;
+use crate::dataset::Latencies;
 use crate::http_client::{HttpClient, Reply};
 use crate::simulator::{Phone, Portal, UploadReply, upload_now};
 

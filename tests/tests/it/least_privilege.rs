@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use diagnosis_core::time::{Clock, ManualClock};
 use diagnosis_tests::app::TestApp;
-use diagnosis_tests::bench::keys_in_file;
+use diagnosis_tests::dataset::keys_in_file;
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::process::built_binary;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser, SUBMIT_ROLE};

@@ -14,7 +14,7 @@ use diagnosis_core::store::{Store, StoreConfig, StoreKeysOutcome};
 use diagnosis_core::time::{HourNumber, ManualClock, UnixSeconds, interval_number};
 use diagnosis_exporter::pipeline::{ExportError, RunOutcome};
 use diagnosis_tests::app::{PORTAL_TOKEN, test_start_time};
-use diagnosis_tests::bench::keys_in_file;
+use diagnosis_tests::dataset::keys_in_file;
 use diagnosis_tests::export::{ExportHarness, key, test_region};
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::process::{SubmitProcess, built_binary, faketime_env, temp_dir};

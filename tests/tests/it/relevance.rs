@@ -12,7 +12,7 @@ use diagnosis_core::time::{
     is_relevant, publish_hour, relevance_cutoff,
 };
 use diagnosis_tests::app::test_start_time;
-use diagnosis_tests::bench::{Rng, copy_keys};
+use diagnosis_tests::dataset::{Rng, copy_keys};
 use diagnosis_tests::pg::TestDatabase;
 use futures::TryStreamExt as _;
 

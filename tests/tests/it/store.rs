@@ -323,7 +323,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
 /// full sort would put it, with every key of the window and no other.
 #[tokio::test]
 async fn publishable_keys_stream_in_canonical_order() {
-    use diagnosis_tests::bench::{Rng, copy_keys, population};
+    use diagnosis_tests::dataset::{Rng, copy_keys, population};
     use futures::TryStreamExt as _;
 
     let db = TestDatabase::new().await;
@@ -446,7 +446,7 @@ async fn await_backends(db: &TestDatabase, application_name: &str, expected: usi
 /// `close_idle_long_sessions` leaves no session open between passes.
 #[tokio::test]
 async fn export_sessions_are_reused_only_after_a_whole_copy() {
-    use diagnosis_tests::bench::{Rng, copy_keys, population};
+    use diagnosis_tests::dataset::{Rng, copy_keys, population};
     use futures::TryStreamExt as _;
 
     let db = TestDatabase::new().await;

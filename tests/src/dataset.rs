@@ -1,6 +1,6 @@
-//! Benchmark support for `infra/dev/bench` (tests/bench/README.md): the synthetic
-//! population of diagnosed cases every measurement shares, and the catch-up count
-//! of a phone that was offline for 14 days.
+//! The synthetic data set: the population of diagnosed cases that the benchmark
+//! (`infra/dev/bench`, tests/bench/README.md), the chaos runs and the store tests share, and
+//! the catch-up count of a phone that was offline for 14 days.
 //!
 //! Everything here is deterministic for a given seed, so two runs of the benchmark
 //! export the same keys and the size figures are comparable from run to run.
@@ -20,35 +20,7 @@ use tokio_postgres::types::{ToSql, Type};
 /// the most the COVID Alert apps send (28).
 pub const KEYS_PER_CASE: usize = 28;
 
-/// splitmix64: small, fast and deterministic.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u32) -> i32 {
-        i32::try_from(self.next_u64() % u64::from(n.max(1))).unwrap_or(0)
-    }
-
-    pub fn key_data(&mut self) -> KeyData {
-        let mut bytes = [0_u8; 16];
-        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        KeyData::from_array(bytes)
-    }
-}
+pub use diagnosis_format::testing::Rng;
 
 /// The keys of one case diagnosed on UTC day `upload_day`, shaped like real uploads:
 /// daily keys for the 14 days before the upload (two per day), 90 % confirmed by a
