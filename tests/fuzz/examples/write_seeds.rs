@@ -4,7 +4,7 @@
 //! wire format or to the harness's fixed keys:
 //!
 //! ```text
-//! cargo run --manifest-path tests/fuzz/Cargo.toml --target-dir target --example write_seeds
+//! cargo run -p diagnosis-fuzz --example write_seeds
 //! ```
 //!
 //! It replaces the seeds it writes and leaves every other file of a corpus alone (inputs that

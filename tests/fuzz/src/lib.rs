@@ -10,6 +10,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod targets;
+
 use std::sync::LazyLock;
 
 use diagnosis_domain::crypto::{open_upload_payload, seal_upload_payload};
@@ -132,6 +134,23 @@ pub fn sealed_upload_body(plaintext: &[u8]) -> Vec<u8> {
         )),
     }
     .encode_to_vec()
+}
+
+/// Runs `future` to completion on the harness's runtime: one current-thread Tokio runtime with
+/// its clock, shared by every execution, because the exporter's storage calls bound each
+/// request with a Tokio timer (DESIGN §4.2) and a runtime per input would cost more than the
+/// input itself.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("the harness's Tokio runtime does not start: {error}"),
+        }
+    });
+    RUNTIME.block_on(future)
 }
 
 /// The object keys of the committed export fixtures: an hourly file and a daily part.

@@ -2,12 +2,9 @@
 //! v1 and v2 platform rules as `CA.json`, and the syntax-only check as `region.json`. No input
 //! may panic; a configuration that passes is also valid app content.
 
-#![no_main]
-
 use diagnosis_format::exposure_config::{REGION_CONTENT_FILE, check_exposure_config};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|bytes: &[u8]| {
+pub fn exposure_config(bytes: &[u8]) {
     let as_config = check_exposure_config("CA.json", bytes);
     let as_content = check_exposure_config(REGION_CONTENT_FILE, bytes);
     if as_config.is_ok() {
@@ -16,4 +13,4 @@ fuzz_target!(|bytes: &[u8]| {
             "a valid configuration failed the syntax check"
         );
     }
-});
+}

@@ -3,17 +3,14 @@
 //! `diagnosis_submit::basic_auth_admits`. No input may panic, and only the exact credentials
 //! are admitted.
 
-#![no_main]
-
 use base64::Engine as _;
 use diagnosis_submit::{MetricsCredentials, basic_auth_admits};
 use http::HeaderValue;
-use libfuzzer_sys::fuzz_target;
 
 const USERNAME: &str = "operations";
 const PASSWORD: &str = "a-metrics-password";
 
-fuzz_target!(|input: &[u8]| {
+pub fn basic_auth(input: &[u8]) {
     let expected = MetricsCredentials {
         username: USERNAME.to_owned(),
         password: PASSWORD.to_owned(),
@@ -43,4 +40,4 @@ fuzz_target!(|input: &[u8]| {
             input == format!("{USERNAME}:{PASSWORD}").as_bytes()
         );
     }
-});
+}

@@ -2,14 +2,10 @@
 //! and the `index.json` manifest, separated by NUL bytes (`split_index_objects`). The files
 //! they list do not exist, which `verify` reports. No input may panic.
 
-#![no_main]
-
+use crate::{block_on, split_index_objects};
 use diagnosis_verify::{MemorySource, VerifyOptions, verify_bucket};
-use diagnosis_fuzz::split_index_objects;
-use futures::executor::block_on;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+pub fn verify_indexes(data: &[u8]) {
     let mut source = MemorySource::new();
     let keys = ["CA/index.txt", "CA/daily/index.txt", "CA/index.json"];
     for (key, object) in keys.into_iter().zip(split_index_objects(data)) {
@@ -20,4 +16,4 @@ fuzz_target!(|data: &[u8]| {
     if let Err(error) = block_on(verify_bucket(&source, &VerifyOptions::default())) {
         panic!("a memory source cannot fail: {error}");
     }
-});
+}

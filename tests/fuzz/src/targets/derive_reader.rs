@@ -3,18 +3,14 @@
 //! of `export.bin` and the key decoder. The first byte picks a chunk size of 1 to 256 bytes;
 //! the rest is the object. No input may panic, and the chunk size never changes the keys read.
 
-#![no_main]
-
 use std::num::NonZeroU64;
 
+use crate::{HOURLY_OBJECT, block_on};
 use diagnosis_exporter::pipeline::{CHUNK_BYTES, read_published_keys};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_format::names::ObjectKind;
-use diagnosis_fuzz::HOURLY_OBJECT;
-use futures::executor::block_on;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+pub fn derive_reader(data: &[u8]) {
     let Some((&chunk, object)) = data.split_first() else {
         return;
     };
@@ -45,4 +41,4 @@ fuzz_target!(|data: &[u8]| {
             ),
         }
     });
-});
+}

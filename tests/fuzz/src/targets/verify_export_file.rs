@@ -5,17 +5,13 @@
 //! all run, and the retrieval objects' window and key comparison on whatever the bytes say. No
 //! input may panic; a bucket is evidence, and bad bytes are violations.
 
-#![no_main]
-
+use crate::{DAILY_OBJECT, HOURLY_OBJECT, block_on, fixture_public_key};
 use diagnosis_verify::{MemorySource, VerifyOptions, verify_bucket};
-use diagnosis_fuzz::{DAILY_OBJECT, HOURLY_OBJECT, fixture_public_key};
-use futures::executor::block_on;
-use libfuzzer_sys::fuzz_target;
 
 /// The apps' object of the day `HOURLY_OBJECT` is in (day 20418).
 const RETRIEVAL_DAY: &str = "retrieve/302/20418";
 
-fuzz_target!(|zip: &[u8]| {
+pub fn verify_export_file(zip: &[u8]) {
     let mut source = MemorySource::new();
     source.insert("CA/index.txt", format!("{HOURLY_OBJECT}\n"));
     source.insert("CA/daily/index.txt", format!("{DAILY_OBJECT}\n"));
@@ -33,4 +29,4 @@ fuzz_target!(|zip: &[u8]| {
         Ok(report) => assert!(!report.is_ok()),
         Err(error) => panic!("a memory source cannot fail: {error}"),
     }
-});
+}

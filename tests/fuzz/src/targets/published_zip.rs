@@ -1,12 +1,9 @@
 //! The export archive reader (`archive::unzip_export`) that `verify` uses on every object it
 //! reads back (DESIGN §4.1). No input may panic; what it accepts survives a round trip.
 
-#![no_main]
-
 use diagnosis_format::archive::{unzip_export, zip_export};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|zip: &[u8]| {
+pub fn published_zip(zip: &[u8]) {
     if let Ok(entries) = unzip_export(zip) {
         let rezipped = match zip_export(&entries.export_bin, &entries.export_sig) {
             Ok(rezipped) => rezipped,
@@ -17,4 +14,4 @@ fuzz_target!(|zip: &[u8]| {
             Err(error) => panic!("an archive the exporter wrote does not read back: {error}"),
         }
     }
-});
+}

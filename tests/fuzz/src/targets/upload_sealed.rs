@@ -2,14 +2,11 @@
 //! the input is the plaintext, so every execution opens the box and reaches `Upload` decoding
 //! and `validate_upload`. No input may panic.
 
-#![no_main]
-
+use crate::{UploadRefusal, sealed_upload_body, upload_request};
 use diagnosis_domain::upload::MAX_KEYS_PER_UPLOAD;
-use diagnosis_fuzz::{UploadRefusal, sealed_upload_body, upload_request};
 use diagnosis_submit::MAX_UPLOAD_BODY_BYTES;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|plaintext: &[u8]| {
+pub fn upload_sealed(plaintext: &[u8]) {
     let body = sealed_upload_body(plaintext);
     match upload_request(&body) {
         Ok(upload) => {
@@ -24,4 +21,4 @@ fuzz_target!(|plaintext: &[u8]| {
         ) => panic!("a correctly sealed body was refused as {refusal:?}"),
         Err(UploadRefusal::InvalidPayload | UploadRefusal::Rejected(_)) => {}
     }
-});
+}

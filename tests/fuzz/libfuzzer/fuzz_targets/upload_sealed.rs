@@ -1,0 +1,6 @@
+//! The `upload_sealed` fuzz target: `diagnosis_fuzz::targets::upload_sealed`, where its input format and
+//! the properties it checks are described.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| diagnosis_fuzz::targets::upload_sealed(data));

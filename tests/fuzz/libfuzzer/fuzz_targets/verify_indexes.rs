@@ -1,0 +1,6 @@
+//! The `verify_indexes` fuzz target: `diagnosis_fuzz::targets::verify_indexes`, where its input format and
+//! the properties it checks are described.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| diagnosis_fuzz::targets::verify_indexes(data));
