@@ -16,6 +16,8 @@ use diagnosis_proto::{EXPORT_BIN_HEADER, Message as _, TemporaryExposureKeyExpor
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+pub mod egress;
+
 /// Keys uploaded per diagnosed case: two for each of the 14 days before the upload,
 /// the most the COVID Alert apps send (28).
 pub const KEYS_PER_CASE: usize = 28;
