@@ -470,7 +470,7 @@ async fn issue_codes(
         issuers.push(tokio::spawn(async move {
             let mut issued = Vec::with_capacity(count);
             for _ in 0..count {
-                issued.push(portal.issue_code().await?);
+                issued.push(issue_code(&portal).await?);
             }
             anyhow::Ok(issued)
         }));
@@ -484,6 +484,20 @@ async fn issue_codes(
             .extend(issued);
     }
     Ok(queue)
+}
+
+/// One code, asked for again up to twice if the service fails to issue it: issuing is not
+/// timed, and a busy shared machine may make one portal call fail.
+async fn issue_code(portal: &Portal) -> anyhow::Result<String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match portal.issue_code().await {
+            Ok(code) => return Ok(code),
+            Err(e) if tries >= 3 => return Err(e),
+            Err(e) => eprintln!("diagnosis-bench: issuing a code failed ({e:#}); asking again"),
+        }
+    }
 }
 
 /// `phones` phones claim codes for `phase`, each claim from a new phone (a new keypair and a
