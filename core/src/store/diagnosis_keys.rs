@@ -11,9 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
-use super::encryption_keys::{UploadKeypair, lock_keypair_for_upload};
+use super::encryption_keys::{LockedKeypair, UploadKeypair, lock_keypair_for_upload};
 use super::events::{Event, record_event};
 use super::publication_seal::{database_clock_sql, hold_seal_shared};
 use super::{LongSession, Store, StoreError, utc_date};
@@ -87,84 +87,168 @@ impl Store {
     {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // Both statements go out in one round trip. The seal lock, held shared until the
-        // transaction ends, keeps the exporter from sealing an hour these keys may still be
-        // filed under (DESIGN §4.2).
-        let (_, locked) = futures::try_join!(
-            hold_seal_shared(&tx, region.as_str()),
-            lock_keypair_for_upload(&tx, server_public, now, validity_days),
-        )?;
-        let Some(locked) = locked else {
+        // Dropping the transaction on any early return rolls it back, which releases the
+        // locks: a failed upload changes nothing.
+        let Some(locked) = lock_for_upload(&tx, server_public, region, now, validity_days).await?
+        else {
             return Ok(Ok(StoreKeysOutcome::KeypairInvalid));
         };
-        // Dropping the transaction on any early return rolls it back, which
-        // releases the lock: a failed upload changes nothing.
         let keys = match open(locked.keypair) {
             Ok(keys) => keys,
             Err(rejection) => return Ok(Err(rejection)),
         };
         let keys = keys.as_ref();
-        let remaining = locked.remaining_keys;
-        let originator = locked.originator;
-        if remaining <= 0 {
+        let upload = Upload {
+            server_public,
+            region,
+            now,
+            originator: &locked.originator,
+            remaining: locked.remaining_keys,
+        };
+        if upload.remaining <= 0 {
             return Ok(Ok(StoreKeysOutcome::QuotaExhausted));
         }
-
-        let columns = KeyColumns::new(keys)?;
-        let insert = tx.prepare_cached(&insert_keys_sql()).await?;
-        let row = tx
-            .query_one(
-                &insert,
-                &[
-                    &columns.key_data,
-                    &columns.rolling_start,
-                    &columns.rolling_period,
-                    &columns.transmission_risk,
-                    &columns.report_type,
-                    &columns.days_since_onset,
-                    &region.as_str(),
-                    &originator,
-                    &columns.held_back_until,
-                    &self.database_clock_override(),
-                ],
-            )
-            .await?;
-        let inserted = i32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(i32::MAX);
-        let filed_late = row.try_get::<_, Option<bool>>(1)?.unwrap_or(false);
-        if inserted > remaining {
-            // Dropping the transaction rolls back the insert: nothing is stored.
+        let filed = self.file_keys(&tx, &upload, keys).await?;
+        let Some(left) = settle_quota(&tx, &upload, filed).await? else {
             return Ok(Ok(StoreKeysOutcome::TooManyKeys));
-        }
-        let left = remaining - inserted;
-        let server_key = server_public.as_bytes().as_slice();
-        let update = tx
-            .prepare_cached(
-                "UPDATE encryption_keys SET remaining_keys = $2, uploaded = true
-                  WHERE server_public_key = $1",
-            )
-            .await?;
-        tx.execute(&update, &[&server_key, &left]).await?;
-        let count = tx
-            .prepare_cached(
-                "INSERT INTO tek_upload_count (originator, date, count) VALUES ($1, $2, $3)",
-            )
-            .await?;
-        let key_count = i32::try_from(keys.len()).unwrap_or(i32::MAX);
-        tx.execute(&count, &[&originator, &utc_date(now), &key_count])
-            .await?;
+        };
         if left == 0 {
-            record_event(&tx, Event::OtkExhausted, &originator, utc_date(now), 1).await?;
+            record_event(
+                &tx,
+                Event::OtkExhausted,
+                upload.originator,
+                utc_date(now),
+                1,
+            )
+            .await?;
         }
         tx.commit().await?;
-        if filed_late && inserted > 0 {
-            report_late_keys(inserted);
+        if filed.late && filed.inserted > 0 {
+            report_late_keys(filed.inserted);
         }
         Ok(Ok(StoreKeysOutcome::Stored {
-            inserted: u32::try_from(inserted).unwrap_or(0),
+            inserted: u32::try_from(filed.inserted).unwrap_or(0),
             remaining: left,
         }))
     }
+
+    /// Files the keys (DESIGN §2, §4.2) and, in the same round trip, counts the upload and
+    /// takes the quota on the assumption that every key is new: the statements are
+    /// independent, so they are pipelined. [`settle_quota`] corrects the quota when some
+    /// keys were duplicates.
+    async fn file_keys(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        upload: &Upload<'_>,
+        keys: &[DiagnosisKey],
+    ) -> Result<Filed, StoreError> {
+        let columns = KeyColumns::new(keys)?;
+        let key_count = i32::try_from(keys.len()).unwrap_or(i32::MAX);
+        let assumed_left = upload.remaining.saturating_sub(key_count).max(0);
+        let insert_sql = insert_keys_sql();
+        let (insert, quota, count) = futures::try_join!(
+            tx.prepare_cached(&insert_sql),
+            tx.prepare_cached(SET_QUOTA_SQL),
+            tx.prepare_cached(COUNT_UPLOAD_SQL),
+        )?;
+        let clock = self.database_clock_override();
+        let region = upload.region.as_str();
+        let server_key = upload.server_public.as_bytes().as_slice();
+        let date = utc_date(upload.now);
+        let insert_params: [&(dyn ToSql + Sync); 10] = [
+            &columns.key_data,
+            &columns.rolling_start,
+            &columns.rolling_period,
+            &columns.transmission_risk,
+            &columns.report_type,
+            &columns.days_since_onset,
+            &region,
+            &upload.originator,
+            &columns.held_back_until,
+            &clock,
+        ];
+        let quota_params: [&(dyn ToSql + Sync); 2] = [&server_key, &assumed_left];
+        let count_params: [&(dyn ToSql + Sync); 3] = [&upload.originator, &date, &key_count];
+        let (row, quota, count) = futures::join!(
+            tx.query_one(&insert, &insert_params),
+            tx.execute(&quota, &quota_params),
+            tx.execute(&count, &count_params),
+        );
+        // The insert's error first: a failed statement aborts the transaction, and the
+        // statements pipelined after it only report that.
+        let row = row?;
+        quota?;
+        count?;
+        Ok(Filed {
+            inserted: i32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(i32::MAX),
+            late: row.try_get::<_, Option<bool>>(1)?.unwrap_or(false),
+            assumed_left,
+        })
+    }
 }
+
+/// Takes the seal lock shared, so the exporter cannot seal an hour these keys may still be
+/// filed under until the transaction ends (DESIGN §4.2), and reads and locks the keypair
+/// (DESIGN §3.3): both statements in one round trip.
+async fn lock_for_upload(
+    tx: &deadpool_postgres::Transaction<'_>,
+    server_public: &ServerPublicKey,
+    region: &Region,
+    now: DateTime<Utc>,
+    validity_days: u32,
+) -> Result<Option<LockedKeypair>, StoreError> {
+    let (_, locked) = futures::try_join!(
+        hold_seal_shared(tx, region.as_str()),
+        lock_keypair_for_upload(tx, server_public, now, validity_days),
+    )?;
+    Ok(locked)
+}
+
+/// The quota rule of DESIGN §3.3: more new keys than the quota left stores nothing (`None`:
+/// the caller rolls back); otherwise the quota drops by the new keys only, so duplicates
+/// cost nothing. Corrects the quota [`Store::file_keys`] assumed when some keys were not new.
+async fn settle_quota(
+    tx: &deadpool_postgres::Transaction<'_>,
+    upload: &Upload<'_>,
+    filed: Filed,
+) -> Result<Option<i32>, StoreError> {
+    if filed.inserted > upload.remaining {
+        return Ok(None);
+    }
+    let left = upload.remaining - filed.inserted;
+    if left != filed.assumed_left {
+        let quota = tx.prepare_cached(SET_QUOTA_SQL).await?;
+        let server_key = upload.server_public.as_bytes().as_slice();
+        tx.execute(&quota, &[&server_key, &left]).await?;
+    }
+    Ok(Some(left))
+}
+
+/// What one upload is stored under: its keypair, region, time, and the quota it found.
+struct Upload<'a> {
+    server_public: &'a ServerPublicKey,
+    region: &'a Region,
+    now: DateTime<Utc>,
+    originator: &'a str,
+    remaining: i32,
+}
+
+/// What filing the keys did: the new keys, whether they were filed after their hour was
+/// sealed, and the quota written on the assumption that every key was new.
+#[derive(Debug, Clone, Copy)]
+struct Filed {
+    inserted: i32,
+    late: bool,
+    assumed_left: i32,
+}
+
+/// The keypair's quota after an upload; the keypair row is locked by the transaction.
+const SET_QUOTA_SQL: &str = "UPDATE encryption_keys SET remaining_keys = $2, uploaded = true
+                              WHERE server_public_key = $1";
+
+/// One upload counted for its originator and day (the `tek_upload_count` statistics).
+const COUNT_UPLOAD_SQL: &str =
+    "INSERT INTO tek_upload_count (originator, date, count) VALUES ($1, $2, $3)";
 
 /// The statement that files an upload's keys (DESIGN §2, §4.2). The submission hour is the
 /// database's clock's hour (one clock for every replica); a key is published in

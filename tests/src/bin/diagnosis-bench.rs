@@ -19,11 +19,17 @@ use diagnosis_format::archive::zip_export;
 use diagnosis_format::render::{ExportWindow, PartNumber, SignerInfo, render_window};
 use diagnosis_format::sign::{SigningKey, SigningKeys, sign_export};
 use diagnosis_format::testing::export_bin_in_order;
+use diagnosis_proto::Message as _;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
+use diagnosis_tests::app::TestApp;
+use diagnosis_tests::black_hole::upstream_of;
 use diagnosis_tests::dataset::{Latencies, Rng, catch_up, copy_keys, history, population};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
+use diagnosis_tests::http_client::HttpClient;
+use diagnosis_tests::pg::TestDatabase;
+use diagnosis_tests::pg_wire::CountingProxy;
 use diagnosis_tests::procfs::{self, Pid};
-use diagnosis_tests::simulator::{Phone, Portal, upload_now};
+use diagnosis_tests::simulator::{Phone, Portal, UploadReply, app_keys, upload_now, upload_of};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -78,6 +84,19 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         keys_per_hour: usize,
     },
+    /// What a phone downloads in a day on each path, and how long after an hour closes its
+    /// file is listed: the exporter's real passes on a simulated clock, every five minutes
+    /// (the default schedule) over one UTC day of `keys_per_day` keys.
+    Egress {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        keys_per_day: usize,
+    },
+    /// The round trips to the database of accepted 14-key uploads, counted by a proxy between
+    /// the submit service (in-process) and Postgres, in a database created in the cluster
+    /// `DIAGNOSIS_TEST_DATABASE_URL` names.
+    RoundTrips,
     /// Concurrent phones against a running diagnosis-submit: codes issued beforehand (not
     /// timed), then a claim phase and an upload phase of `seconds` each.
     Load {
@@ -129,6 +148,11 @@ fn main() -> ExitCode {
                 database_url,
                 keys_per_hour,
             } => catchup(&database_url, keys_per_hour).await,
+            Command::Egress {
+                database_url,
+                keys_per_day,
+            } => diagnosis_tests::egress::measure(&database_url, keys_per_day).await,
+            Command::RoundTrips => round_trips().await,
             Command::Load {
                 url,
                 token,
@@ -348,6 +372,40 @@ async fn catchup(database_url: &str, keys_per_hour: usize) -> anyhow::Result<ser
     }))
 }
 
+/// Six uploads, each on a newly claimed keypair through one pooled connection: the first
+/// prepares the statements, the others show the steady state.
+async fn round_trips() -> anyhow::Result<serde_json::Value> {
+    let db = Arc::new(TestDatabase::new().await);
+    let proxy = CountingProxy::start(upstream_of(&db.url)).await?;
+    let store = Store::connect(&StoreConfig {
+        database_url: proxy.url_for(&db.url),
+        pool_size: 1,
+        statement_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        application_name: "diagnosis-bench",
+    })?;
+    let app = TestApp::spawn_with_store(Arc::clone(&db), store).await;
+    let mut trips = Vec::new();
+    let mut statements = Vec::new();
+    for _ in 0..6 {
+        let phone = app.claimed_phone().await;
+        let now = app.now_unix();
+        let before = (proxy.round_trips(), proxy.statements());
+        let reply = phone.upload(&upload_of(app_keys(now, 14), now)).await?;
+        if reply.response.error() != ErrorCode::None {
+            bail!("an upload was refused: {:?}", reply.response.error());
+        }
+        trips.push(proxy.round_trips() - before.0);
+        statements.push(proxy.statements() - before.1);
+    }
+    Ok(json!({
+        "upload_round_trips": trips.iter().skip(1).max(),
+        "upload_statements": statements.iter().skip(1).max(),
+        "first_upload_round_trips": trips.first(),
+        "round_trips": trips,
+    }))
+}
+
 /// Work shared by the phones of one phase: take the next item until none is left or
 /// the phase is over.
 type Queue<T> = Arc<Mutex<VecDeque<T>>>;
@@ -364,7 +422,47 @@ async fn load(
     codes: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let phones = phones.max(1);
-    // Codes are issued first, by as many portals as there are phones, and not timed.
+    let phase = Duration::from_secs(seconds);
+    let codes = issue_codes(url, token, phones, codes).await?;
+    let (mut claims, claim_failures, claim_seconds, claimed) =
+        claim_phase(url, phones, phase, codes).await?;
+    // Every body is sealed before the upload phase starts, so the generator does no
+    // cryptography while it is timed: it only replays bytes.
+    let bodies = claimed
+        .iter()
+        .map(|phone| Ok(phone.sealed_request(&upload_now(14))?.encode_to_vec()))
+        .collect::<anyhow::Result<VecDeque<Vec<u8>>>>()?;
+    let cpu_before = procfs::cpu_seconds(Pid::Own)?;
+    let (mut uploads, upload_failures, upload_seconds) =
+        upload_phase(url, phones, phase, bodies).await?;
+    let upload_client_cpu_seconds = procfs::cpu_seconds(Pid::Own)? - cpu_before;
+    if claim_failures + upload_failures > 0 {
+        bail!("{claim_failures} claims and {upload_failures} uploads failed");
+    }
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    Ok(json!({
+        "phones": phones,
+        "claims": claims.0.len(),
+        "claim_seconds": claim_seconds,
+        "claim_per_s": rate(claims.0.len(), claim_seconds),
+        "claim_p50_ms": claims.percentile_ms(50.0),
+        "claim_p99_ms": claims.percentile_ms(99.0),
+        "uploads": uploads.0.len(),
+        "upload_seconds": upload_seconds,
+        "upload_per_s": rate(uploads.0.len(), upload_seconds),
+        "upload_p50_ms": uploads.percentile_ms(50.0),
+        "upload_p99_ms": uploads.percentile_ms(99.0),
+        "upload_client_cpu_seconds": upload_client_cpu_seconds,
+    }))
+}
+
+/// Codes issued by as many portals as there are phones; not timed.
+async fn issue_codes(
+    url: &str,
+    token: &str,
+    phones: usize,
+    codes: usize,
+) -> anyhow::Result<Queue<String>> {
     let mut issuers = Vec::new();
     for i in 0..phones {
         let portal = Portal::new(url, token);
@@ -372,23 +470,45 @@ async fn load(
         issuers.push(tokio::spawn(async move {
             let mut issued = Vec::with_capacity(count);
             for _ in 0..count {
-                issued.push(portal.issue_code().await?);
+                issued.push(issue_code(&portal).await?);
             }
             anyhow::Ok(issued)
         }));
     }
-    let codes: Queue<String> = Arc::new(Mutex::new(VecDeque::new()));
+    let queue: Queue<String> = Arc::new(Mutex::new(VecDeque::new()));
     for issuer in issuers {
         let issued = issuer.await??;
-        codes
+        queue
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .extend(issued);
     }
+    Ok(queue)
+}
 
-    // Claim phase.
+/// One code, asked for again up to twice if the service fails to issue it: issuing is not
+/// timed, and a busy shared machine may make one portal call fail.
+async fn issue_code(portal: &Portal) -> anyhow::Result<String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match portal.issue_code().await {
+            Ok(code) => return Ok(code),
+            Err(e) if tries >= 3 => return Err(e),
+            Err(e) => eprintln!("diagnosis-bench: issuing a code failed ({e:#}); asking again"),
+        }
+    }
+}
+
+/// `phones` phones claim codes for `phase`, each claim from a new phone (a new keypair and a
+/// new connection, as a new app install); returns the claimed phones besides the figures.
+async fn claim_phase(
+    url: &str,
+    phones: usize,
+    phase: Duration,
+    codes: Queue<String>,
+) -> anyhow::Result<(Latencies, u64, f64, Vec<Phone>)> {
     let claimed: Queue<Phone> = Arc::new(Mutex::new(VecDeque::new()));
-    let phase = Duration::from_secs(seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..phones {
@@ -413,23 +533,34 @@ async fn load(
             (latencies, failures)
         }));
     }
-    let (mut claims, claim_failures, claim_seconds) = gather(workers, started).await?;
+    let (latencies, failures, seconds) = gather(workers, started).await?;
+    let claimed = std::mem::take(&mut *claimed.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    Ok((latencies, failures, seconds, claimed.into()))
+}
 
-    // Upload phase: each claimed keypair uploads 14 keys once. The generator's own CPU
-    // time over the phase is reported, since it shares the machine with what it measures.
-    let cpu_before = procfs::cpu_seconds(Pid::Own)?;
+/// `connections` workers, each with one kept-alive connection, post the pre-sealed bodies
+/// for `phase` or until none is left: the same concurrency as pgbench's clients.
+async fn upload_phase(
+    url: &str,
+    connections: usize,
+    phase: Duration,
+    bodies: VecDeque<Vec<u8>>,
+) -> anyhow::Result<(Latencies, u64, f64)> {
+    let bodies: Queue<Vec<u8>> = Arc::new(Mutex::new(bodies));
+    let upload_url = format!("{}/upload", url.trim_end_matches('/'));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..phones {
-        let claimed = claimed.clone();
+    for _ in 0..connections {
+        let (bodies, upload_url) = (bodies.clone(), upload_url.clone());
         workers.push(tokio::spawn(async move {
+            let client = HttpClient::new();
             let mut latencies = Latencies::default();
             let mut failures = 0_u64;
             while started.elapsed() < phase {
-                let Some(phone) = take(&claimed) else { break };
-                let upload = upload_now(14);
+                let Some(body) = take(&bodies) else { break };
                 let t = Instant::now();
-                match phone.upload(&upload).await {
+                let reply = client.post_protobuf(&upload_url, body).await;
+                match reply.and_then(|reply| UploadReply::read(&reply)) {
                     Ok(reply) if reply.response.error() == ErrorCode::None => latencies.record(t),
                     _ => failures += 1,
                 }
@@ -437,26 +568,7 @@ async fn load(
             (latencies, failures)
         }));
     }
-    let (mut uploads, upload_failures, upload_seconds) = gather(workers, started).await?;
-    let upload_client_cpu_seconds = procfs::cpu_seconds(Pid::Own)? - cpu_before;
-    if claim_failures + upload_failures > 0 {
-        bail!("{claim_failures} claims and {upload_failures} uploads failed");
-    }
-    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
-    Ok(json!({
-        "phones": phones,
-        "claims": claims.0.len(),
-        "claim_seconds": claim_seconds,
-        "claim_per_s": rate(claims.0.len(), claim_seconds),
-        "claim_p50_ms": claims.percentile_ms(50.0),
-        "claim_p99_ms": claims.percentile_ms(99.0),
-        "uploads": uploads.0.len(),
-        "upload_seconds": upload_seconds,
-        "upload_per_s": rate(uploads.0.len(), upload_seconds),
-        "upload_p50_ms": uploads.percentile_ms(50.0),
-        "upload_p99_ms": uploads.percentile_ms(99.0),
-        "upload_client_cpu_seconds": upload_client_cpu_seconds,
-    }))
+    gather(workers, started).await
 }
 
 /// Joins a phase's workers: their latencies, failures, and the phase's wall time.

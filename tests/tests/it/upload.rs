@@ -452,6 +452,26 @@ async fn the_quota_is_enforced_and_an_overflow_stores_nothing() {
     assert_eq!(app.db.snapshot().await, before);
 }
 
+/// More keys than the quota left, but only the new ones count: the quota drops by the new
+/// keys alone (DESIGN §3.3), however many keys the upload carries.
+#[tokio::test]
+async fn an_upload_whose_new_keys_fit_the_quota_is_stored_whatever_its_duplicates() {
+    let app = TestApp::spawn_with(|s| s.initial_remaining_keys = 20).await;
+    let phone = app.claimed_phone().await;
+    let now = app.now_unix();
+    let first = app_keys(now, 14);
+    let reply = phone.upload(&upload_of(first.clone(), now)).await.unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+    assert_eq!(remaining_keys(&app, &phone).await, 6);
+
+    let mut again = first;
+    again.extend(app_keys(now, 3));
+    let reply = phone.upload(&upload_of(again, now)).await.unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+    assert_eq!(remaining_keys(&app, &phone).await, 3);
+    assert_eq!(stored_keys(&app).await, 17);
+}
+
 #[tokio::test]
 async fn concurrent_uploads_on_one_keypair_never_exceed_its_quota() {
     let app = TestApp::spawn().await;
@@ -573,108 +593,6 @@ async fn an_invalid_upload_on_a_spent_keypair_fails_as_invalid() {
 /// Statements a PostgreSQL client sends, counted by a proxy between the service and the
 /// database: every simple `Query` and every extended-protocol `Sync` is one statement whose
 /// answer the client waits for.
-mod statements {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// A counting proxy on `127.0.0.1:0`; stops accepting when dropped.
-    pub struct CountingProxy {
-        pub addr: SocketAddr,
-        statements: Arc<AtomicUsize>,
-        accept: tokio::task::JoinHandle<()>,
-    }
-
-    impl CountingProxy {
-        pub async fn start(upstream: SocketAddr) -> CountingProxy {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let statements = Arc::new(AtomicUsize::new(0));
-            let counter = Arc::clone(&statements);
-            let accept = tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let counter = Arc::clone(&counter);
-                    tokio::spawn(async move {
-                        let Ok(server) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        let (mut client_read, mut client_write) = client.into_split();
-                        let (mut server_read, mut server_write) = server.into_split();
-                        let _ = tokio::join!(
-                            forward_counting(&mut client_read, &mut server_write, &counter),
-                            tokio::io::copy(&mut server_read, &mut client_write),
-                        );
-                    });
-                }
-            });
-            CountingProxy {
-                addr,
-                statements,
-                accept,
-            }
-        }
-
-        /// `url` (a `postgres://` URL) pointed at this proxy instead of its host and port.
-        pub fn url_for(&self, url: &str) -> String {
-            diagnosis_tests::black_hole::url_via(url, self.addr)
-        }
-
-        /// Statements sent so far over every connection.
-        pub fn statements(&self) -> usize {
-            self.statements.load(Ordering::SeqCst)
-        }
-    }
-
-    impl Drop for CountingProxy {
-        fn drop(&mut self) {
-            self.accept.abort();
-        }
-    }
-
-    /// Forwards the client's messages one by one, counting each statement before it is sent
-    /// on. The first messages have no type byte: an SSL or GSS encryption request (answered
-    /// "no" by the test cluster), then the startup message.
-    async fn forward_counting(
-        from: &mut tokio::net::tcp::OwnedReadHalf,
-        to: &mut tokio::net::tcp::OwnedWriteHalf,
-        counter: &AtomicUsize,
-    ) {
-        const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
-        let mut started = false;
-        loop {
-            let mut head = vec![0_u8; if started { 5 } else { 4 }];
-            if from.read_exact(&mut head).await.is_err() {
-                let _ = to.shutdown().await;
-                return;
-            }
-            let length_at = head.len() - 4;
-            let length = u32::from_be_bytes(head[length_at..].try_into().unwrap()) as usize;
-            let mut body = vec![0_u8; length.saturating_sub(4)];
-            if from.read_exact(&mut body).await.is_err() {
-                let _ = to.shutdown().await;
-                return;
-            }
-            if started {
-                if matches!(head[0], b'Q' | b'S') {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-            } else {
-                let code = body
-                    .get(..4)
-                    .map(|c| u32::from_be_bytes(c.try_into().unwrap()));
-                started = !code.is_some_and(|code| ENCRYPTION_REQUESTS.contains(&code));
-            }
-            head.extend_from_slice(&body);
-            if to.write_all(&head).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
     use diagnosis_core::store::{Store, StoreConfig};
@@ -682,7 +600,9 @@ async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
     use diagnosis_tests::pg::TestDatabase;
 
     let db = std::sync::Arc::new(TestDatabase::new().await);
-    let proxy = statements::CountingProxy::start(upstream_of(&db.url)).await;
+    let proxy = diagnosis_tests::pg_wire::CountingProxy::start(upstream_of(&db.url))
+        .await
+        .unwrap();
     // One connection, so that the first upload prepares every statement the second one uses.
     let store = Store::connect(&StoreConfig {
         database_url: proxy.url_for(&db.url),
@@ -714,6 +634,54 @@ async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
          quota, the upload count, COMMIT"
     );
     assert_eq!(stored_keys(&app).await, 21);
+}
+
+/// The statements of an accepted upload that do not depend on one another go out together
+/// (DESIGN §3.3 storing): BEGIN; the seal lock with the keypair read and locked; the keys, the
+/// quota and the upload count; COMMIT.
+#[tokio::test]
+async fn an_accepted_upload_takes_four_round_trips_to_the_database() {
+    use diagnosis_core::store::{Store, StoreConfig};
+    use diagnosis_tests::black_hole::upstream_of;
+    use diagnosis_tests::pg::TestDatabase;
+
+    let db = std::sync::Arc::new(TestDatabase::new().await);
+    let proxy = diagnosis_tests::pg_wire::CountingProxy::start(upstream_of(&db.url))
+        .await
+        .unwrap();
+    // One connection, so that the first upload prepares every statement the second one uses.
+    let store = Store::connect(&StoreConfig {
+        database_url: proxy.url_for(&db.url),
+        pool_size: 1,
+        statement_timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(5),
+        application_name: "diagnosis-upload-tests",
+    })
+    .unwrap();
+    let app = TestApp::spawn_with_store(std::sync::Arc::clone(&db), store).await;
+    let first = app.claimed_phone().await;
+    let now = app.now_unix();
+    let reply = first
+        .upload(&upload_of(app_keys(now, 14), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+
+    let phone = app.claimed_phone().await;
+    let quota = remaining_keys(&app, &phone).await;
+    let before = proxy.round_trips();
+    let reply = phone
+        .upload(&upload_of(app_keys(now, 14), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reply), (200, ErrorCode::None));
+    assert_eq!(
+        proxy.round_trips() - before,
+        4,
+        "BEGIN; the seal lock and the keypair; the keys, the quota and the upload count; COMMIT"
+    );
+    assert_eq!(stored_keys(&app).await, 28);
+    assert_eq!(remaining_keys(&app, &phone).await, quota - 14);
 }
 
 /// An upload whose `COMMIT` reaches the database while its answer is lost (a failover, a dropped
