@@ -112,8 +112,19 @@ os_ensure_azurite() {
     mkdir -p "$prefix"
     log="$repo/.dev/azurite-install.log"
     _os_log "Azurite $OS_AZURITE_VERSION is missing; installing it under $prefix with npm..."
-    if ! npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error \
-        "azurite@$OS_AZURITE_VERSION" >"$log" 2>&1 || [[ ! -x "$bin" ]]; then
+    # A registry request that hangs is cut after 30 s and retried, and a whole attempt after
+    # 5 minutes: three attempts, so one stalled connection does not stall the test command.
+    local attempt
+    for attempt in 1 2 3; do
+        if timeout 300 npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error \
+            --fetch-timeout=30000 --fetch-retries=4 --fetch-retry-mintimeout=2000 \
+            --fetch-retry-maxtimeout=20000 "azurite@$OS_AZURITE_VERSION" >"$log" 2>&1 &&
+            [[ -x "$bin" ]]; then
+            break
+        fi
+        ((attempt < 3)) && _os_log "npm install of Azurite failed or hung (attempt $attempt of 3); trying again"
+    done
+    if [[ ! -x "$bin" ]]; then
         tail -n 20 "$log" >&2
         _os_log "could not install Azurite; try: npm install --prefix $prefix azurite@$OS_AZURITE_VERSION"
         return 1
