@@ -28,8 +28,9 @@ const STORE_SIDE: &[&str] = &[
     "diagnosis-exporter",
 ];
 
-/// Everything of [`STORE_SIDE`], plus an async runtime, sockets, TLS and HTTP.
-const IO: &[&str] = &[
+/// An async runtime, sockets, TLS and HTTP: with [`STORE_SIDE`], the I/O a pure crate must not
+/// reach.
+const RUNTIME: &[&str] = &[
     "tokio",
     "mio",
     "socket2",
@@ -37,30 +38,20 @@ const IO: &[&str] = &[
     "hyper",
     "hyper-util",
     "reqwest",
-    "tokio-postgres",
-    "postgres-protocol",
-    "postgres-types",
-    "deadpool",
-    "deadpool-postgres",
-    "refinery",
-    "refinery-core",
-    "tracing-subscriber",
-    "metrics-exporter-prometheus",
-    "object_store",
-    "diagnosis-core",
-    "diagnosis-listener",
-    "diagnosis-submit",
-    "diagnosis-exporter",
 ];
+
+fn io() -> Vec<&'static str> {
+    [RUNTIME, STORE_SIDE].concat()
+}
 
 #[test]
 fn the_domain_crate_pulls_in_no_io() {
-    assert_none_of(IO, "diagnosis-domain");
+    assert_none_of(&io(), "diagnosis-domain");
 }
 
 #[test]
 fn the_export_format_pulls_in_no_io() {
-    assert_none_of(IO, "diagnosis-format");
+    assert_none_of(&io(), "diagnosis-format");
 }
 
 #[test]
