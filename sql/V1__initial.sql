@@ -41,7 +41,7 @@ CREATE INDEX diagnosis_keys_region_publish_hour ON diagnosis_keys (region, publi
 CREATE INDEX diagnosis_keys_hour_of_submission ON diagnosis_keys (hour_of_submission);
 
 -- Brute-force protection of /claim-key, shared by every replica. The identifier
--- is a keyed HMAC-SHA-256 of the client address, never the address itself.
+-- is a SHA-256 of the client address, never the address itself.
 CREATE TABLE failed_key_claim_attempts (
     identifier   TEXT        PRIMARY KEY,
     failures     INTEGER     NOT NULL CHECK (failures > 0),

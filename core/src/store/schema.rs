@@ -7,8 +7,7 @@
 //! * a version it does not know was applied by a newer release: it is logged at warn level with
 //!   its name, and the binary starts;
 //! * a version it knows, applied under another name or checksum, is a history that diverges from
-//!   its own: refused, naming both (a checksum of [`EARLIER_TEXTS`], an earlier text of the
-//!   migration that differs from this release's only in its comments, is the same history);
+//!   its own: refused, naming both;
 //! * a version it knows that is not applied while a later version is: refused too, since
 //!   applying it would run migrations out of the order they were written in;
 //! * the versions it knows that are not applied yet are applied, lowest first.
@@ -36,21 +35,6 @@ pub use refinery::Migration;
 
 mod embedded {
     refinery::embed_migrations!("../sql");
-}
-
-/// The checksums of earlier texts of a migration that differ from the embedded file only in
-/// their comments, by version: databases migrated by the releases that shipped them keep their
-/// history row, so a release whose comment was corrected reads that row as its own migration.
-/// An entry is added only when the statements are unchanged.
-const EARLIER_TEXTS: &[(i32, &str)] = &[
-    // V1__initial before its comment called the ban identifier what it is, an HMAC-SHA-256.
-    (1, "15313912971900772810"),
-];
-
-/// Whether a history row's checksum is the migration's, now or in an earlier text of it.
-fn same_text(migration: &Migration, checksum: &str) -> bool {
-    migration.checksum().to_string() == checksum
-        || EARLIER_TEXTS.contains(&(migration.version(), checksum))
 }
 
 /// The session advisory lock that serialises schema migrations across processes: two replicas
@@ -302,7 +286,8 @@ fn plan(applied: Vec<Applied>, known: &[Migration]) -> Result<Plan<'_>, String> 
     for row in &applied {
         match known.iter().find(|m| m.version() == row.version) {
             Some(migration) => {
-                if migration.name() != row.name || !same_text(migration, &row.checksum) {
+                if migration.name() != row.name || migration.checksum().to_string() != row.checksum
+                {
                     return Err(format!(
                         "the migration history diverges from this release's: version {} is \
                          applied as {row} (checksum {}), this release has {migration} (checksum \
@@ -390,36 +375,6 @@ mod tests {
             assert!(error.contains("diverges"), "{error}");
             assert!(error.contains("V2__b"), "{error}");
         }
-    }
-
-    #[test]
-    fn an_earlier_text_that_differs_only_in_comments_is_the_same_history() {
-        let known = [migration("V1__initial"), migration("V2__b")];
-        let earlier = Applied {
-            checksum: EARLIER_TEXTS[0].1.to_owned(),
-            ..row(&known[0])
-        };
-        let plan = plan(vec![earlier.clone()], &known).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(versions(&plan.pending), [2]);
-        let other_version = Applied {
-            checksum: EARLIER_TEXTS[0].1.to_owned(),
-            ..row(&known[1])
-        };
-        let error = super::plan(vec![earlier, other_version], &known)
-            .map(|_| ())
-            .expect_err("an earlier checksum holds for its own version only");
-        assert!(error.contains("diverges"), "{error}");
-    }
-
-    #[test]
-    fn the_embedded_v1_is_not_its_earlier_text() {
-        let migrations = embedded::migrations::runner().get_migrations().clone();
-        let v1 = migrations
-            .iter()
-            .find(|m| m.version() == 1)
-            .unwrap_or_else(|| panic!("V1 is embedded"));
-        assert_ne!(v1.checksum().to_string(), EARLIER_TEXTS[0].1);
-        assert!(same_text(v1, EARLIER_TEXTS[0].1));
     }
 
     #[test]

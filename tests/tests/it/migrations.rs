@@ -180,35 +180,6 @@ async fn a_history_that_diverges_is_refused_by_the_owner_and_the_roles() {
     );
 }
 
-/// The checksum refinery gave `sql/V1__initial.sql` before its comment named the ban
-/// identifier's HMAC: what every database migrated by those releases holds.
-const V1_BEFORE_ITS_COMMENT_WAS_CORRECTED: &str = "15313912971900772810";
-
-#[tokio::test]
-async fn a_database_migrated_before_a_comment_of_v1_was_corrected_is_the_same_history() {
-    let db = TestDatabase::new().await;
-    db.client()
-        .await
-        .batch_execute(&format!(
-            "UPDATE refinery_schema_history SET checksum = '{V1_BEFORE_ITS_COMMENT_WAS_CORRECTED}' \
-             WHERE version = 1"
-        ))
-        .await
-        .unwrap();
-    store_with_short_timeout(&db.url)
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("the earlier text of V1 was refused: {e}"));
-    let run = finish(command(
-        "diagnosis-exporter",
-        &["migrate"],
-        &[("DATABASE_URL", db.url.clone())],
-    ))
-    .await;
-    assert!(run.status.success(), "{}", text(&run.stderr));
-    assert_eq!(history_rows(&db, 1).await, 1);
-}
-
 #[tokio::test]
 async fn replicas_starting_together_migrate_once_and_the_later_one_waits_for_the_first() {
     let db = TestDatabase::new().await;
