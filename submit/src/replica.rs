@@ -3,7 +3,8 @@
 //! retention and grace check go by) and reads the client-identity and claim-code secrets of
 //! `submit_secrets` again, every [`REFRESH_PERIOD`] of its clock, so that replicas cannot keep
 //! disagreeing about who a client is, or which claim is a repeat, after a secret's row was
-//! restored or re-created.
+//! restored or re-created. It also folds the event logs the requests append to into the daily
+//! aggregates (DESIGN §5).
 //!
 //! A failed refresh is logged and tried again a period later: the replica keeps serving with
 //! the key it has. This module must never log the secret or anything derived from it.
@@ -88,6 +89,13 @@ async fn refresh(state: &AppState) {
             "cannot read the client-identity secret again; keeping the one in use and trying \
              again in a minute"
         ),
+    }
+    if let Err(error) = state.store.fold_event_logs().await {
+        tracing::warn!(
+            %error,
+            "cannot fold the event logs into the daily aggregates; the events API still counts \
+             them, trying again in a minute"
+        );
     }
     match state.store.claim_code_key(now).await {
         Ok(key) => state.claim_code.replace(key),

@@ -14,7 +14,7 @@ use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::encryption_keys::{LockedKeypair, UploadKeypair, lock_keypair_for_upload};
-use super::events::{Event, record_event};
+use super::events::{Event, append_event};
 use super::publication_seal::{database_clock_sql, hold_seal_shared};
 use super::{LongSession, Store, StoreError, utc_date};
 use crate::domain::{DiagnosisKey, KeyData, Region, ReportType, ServerPublicKey};
@@ -105,22 +105,18 @@ impl Store {
             originator: &locked.originator,
             remaining: locked.remaining_keys,
         };
-        if upload.remaining <= 0 {
-            return Ok(Ok(StoreKeysOutcome::QuotaExhausted));
-        }
+        // A spent keypair still files its keys: only if every one is already stored (the
+        // repeat of an upload whose answer was lost) is the upload answered as stored.
         let filed = self.file_keys(&tx, &upload, keys).await?;
         let Some(left) = settle_quota(&tx, &upload, filed).await? else {
-            return Ok(Ok(StoreKeysOutcome::TooManyKeys));
+            return Ok(Ok(if upload.remaining <= 0 {
+                StoreKeysOutcome::QuotaExhausted
+            } else {
+                StoreKeysOutcome::TooManyKeys
+            }));
         };
-        if left == 0 {
-            record_event(
-                &tx,
-                Event::OtkExhausted,
-                upload.originator,
-                utc_date(now),
-                1,
-            )
-            .await?;
+        if left == 0 && filed.inserted > 0 {
+            append_event(&tx, Event::OtkExhausted, upload.originator, utc_date(now)).await?;
         }
         tx.commit().await?;
         if filed.late && filed.inserted > 0 {
@@ -132,7 +128,7 @@ impl Store {
         }))
     }
 
-    /// Files the keys (DESIGN §2, §4.2) and, in the same round trip, counts the upload and
+    /// Files the keys (DESIGN §2, §4.2), counting the upload, and in the same round trip
     /// takes the quota on the assumption that every key is new: the statements are
     /// independent, so they are pipelined. [`settle_quota`] corrects the quota when some
     /// keys were duplicates.
@@ -146,16 +142,15 @@ impl Store {
         let key_count = i32::try_from(keys.len()).unwrap_or(i32::MAX);
         let assumed_left = upload.remaining.saturating_sub(key_count).max(0);
         let insert_sql = insert_keys_sql();
-        let (insert, quota, count) = futures::try_join!(
+        let (insert, quota) = futures::try_join!(
             tx.prepare_cached(&insert_sql),
             tx.prepare_cached(SET_QUOTA_SQL),
-            tx.prepare_cached(COUNT_UPLOAD_SQL),
         )?;
         let clock = self.database_clock_override();
         let region = upload.region.as_str();
         let server_key = upload.server_public.as_bytes().as_slice();
         let date = utc_date(upload.now);
-        let insert_params: [&(dyn ToSql + Sync); 10] = [
+        let insert_params: [&(dyn ToSql + Sync); 12] = [
             &columns.key_data,
             &columns.rolling_start,
             &columns.rolling_period,
@@ -166,19 +161,18 @@ impl Store {
             &upload.originator,
             &columns.held_back_until,
             &clock,
+            &date,
+            &key_count,
         ];
         let quota_params: [&(dyn ToSql + Sync); 2] = [&server_key, &assumed_left];
-        let count_params: [&(dyn ToSql + Sync); 3] = [&upload.originator, &date, &key_count];
-        let (row, quota, count) = futures::join!(
+        let (row, quota) = futures::join!(
             tx.query_one(&insert, &insert_params),
             tx.execute(&quota, &quota_params),
-            tx.execute(&count, &count_params),
         );
         // The insert's error first: a failed statement aborts the transaction, and the
         // statements pipelined after it only report that.
         let row = row?;
         quota?;
-        count?;
         Ok(Filed {
             inserted: i32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(i32::MAX),
             late: row.try_get::<_, Option<bool>>(1)?.unwrap_or(false),
@@ -246,15 +240,12 @@ struct Filed {
 const SET_QUOTA_SQL: &str = "UPDATE encryption_keys SET remaining_keys = $2, uploaded = true
                               WHERE server_public_key = $1";
 
-/// One upload counted for its originator and day (the `tek_upload_count` statistics).
-const COUNT_UPLOAD_SQL: &str =
-    "INSERT INTO tek_upload_count (originator, date, count) VALUES ($1, $2, $3)";
-
 /// The statement that files an upload's keys (DESIGN §2, §4.2). The submission hour is the
 /// database's clock's hour (one clock for every replica); a key is published in
 /// `max(its hold-back hour, the submission hour, the hour after the sealed one)`, so a key
 /// whose upload reaches the database after its hour was sealed goes into the next open hour.
-/// Its one row: how many keys were new, and whether they were filed after the seal moved
+/// The upload is counted in `tek_upload_count` only if it added a key: the repeat of an upload
+/// whose answer was lost is not a second upload. Its one row: how many keys were new, and whether they were filed after the seal moved
 /// past their submission hour (a database clock behind the exporter's seal).
 fn insert_keys_sql() -> String {
     format!(
@@ -274,6 +265,9 @@ fn insert_keys_sql() -> String {
                            $6::int2[], $9::int4[]) AS u(k, rsin, rp, trl, rt, dso, held)
              ON CONFLICT (key_data) DO NOTHING
              RETURNING 1
+         ), counted AS (
+             INSERT INTO tek_upload_count (originator, date, count)
+             SELECT $8, $11, $12 WHERE EXISTS (SELECT 1 FROM inserted)
          )
          SELECT count(*)::int8, (SELECT first_open_hour > submission_hour FROM clock)
            FROM inserted",

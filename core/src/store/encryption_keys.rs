@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_postgres::error::SqlState;
 
-use super::events::{Event, record_event, record_otk_duration};
+use super::events::{Event, append_event, append_otk_duration};
 use super::failed_claims::{
     BanPolicy, ClientIdentifier, ClientIdentityKey, clear_failed_claims, count_failed_claim,
     lock_claim_attempts,
@@ -250,7 +250,7 @@ impl Store {
                 } else {
                     Event::OtkGenerated
                 };
-                record_event(&tx, event, new.originator.as_str(), utc_date(now), 1).await?;
+                append_event(&tx, event, new.originator.as_str(), utc_date(now)).await?;
                 tx.commit().await?;
                 return Ok(IssueOutcome::Issued {
                     code,
@@ -449,9 +449,11 @@ async fn bind_app_key(
     let originator: String = row.try_get(1)?;
     let created: DateTime<Utc> = row.try_get(2)?;
     let today = utc_date(now);
-    record_event(tx, Event::OtkClaimed, &originator, today, 1).await?;
     let hours = i32::try_from((now - created).num_hours().max(0)).unwrap_or(i32::MAX);
-    record_otk_duration(tx, &originator, today, hours).await?;
+    futures::try_join!(
+        append_event(tx, Event::OtkClaimed, &originator, today),
+        append_otk_duration(tx, &originator, today, hours),
+    )?;
     Ok(Binding::Bound(server_public))
 }
 

@@ -195,8 +195,8 @@ pub struct Progress {
 pub enum Pace {
     /// Each connection sends its next request as soon as the last one is answered.
     AsAnswered,
-    /// `rate` requests a second in all, evenly spaced, whatever the answers do: connection
-    /// `k` of `n` sends at `start + (k + i·n) / rate` for i = 0, 1, …
+    /// `rate` requests a second in all, evenly spaced, whatever the answers do: request i is
+    /// due at `start + i / rate` and sent by the first connection free from then on.
     Fixed { rate: f64 },
 }
 
@@ -251,13 +251,14 @@ pub async fn run(
 ) -> anyhow::Result<Finished> {
     let target = Arc::new(target.clone());
     let schedule = Arc::new(schedule.clone());
+    let next_due = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::with_capacity(connections);
     for k in 0..connections {
         let connection = Connection::new(Arc::clone(&target), k);
         let (schedule, progress) = (Arc::clone(&schedule), Arc::clone(progress));
         workers.push(tokio::spawn(drive(
             connection,
-            (k, connections),
+            Arc::clone(&next_due),
             pace,
             schedule,
             progress,
@@ -281,21 +282,25 @@ pub async fn run(
     })
 }
 
-/// One connection's requests: connection `k` of `n`.
+/// One connection's requests. Paced, the connections share one schedule: each request is due
+/// at its moment of the rate, and whichever connection is free takes the next one due (as a
+/// crowd of phones would, and unlike a schedule split between the connections, where a
+/// request waits for its own connection while another is idle).
 async fn drive(
     mut connection: Connection,
-    (k, n): (usize, usize),
+    next_due: Arc<AtomicU64>,
     pace: Pace,
     schedule: Arc<Schedule>,
     progress: Arc<Progress>,
 ) -> (Vec<WindowTally>, Vec<SecondTally>, Connection) {
     let mut tallies = vec![WindowTally::default(); schedule.boundaries.len()];
     let mut seconds = Vec::new();
-    for i in 0_usize.. {
+    loop {
         let due = match pace {
             Pace::AsAnswered => Instant::now(),
             Pace::Fixed { rate } => {
-                schedule.start + Duration::from_secs_f64((k + i * n) as f64 / rate)
+                let i = next_due.fetch_add(1, Ordering::Relaxed);
+                schedule.start + Duration::from_secs_f64(i as f64 / rate)
             }
         };
         let Some(window) = schedule.window_of(due) else {

@@ -333,6 +333,8 @@ encryption_keys diagnosis_exporter: DELETE SELECT(claimed,created,originator,rem
 encryption_keys diagnosis_submit: DELETE INSERT SELECT UPDATE
 encryption_keys_id_seq diagnosis_exporter: -
 encryption_keys_id_seq diagnosis_submit: -
+event_log diagnosis_exporter: -
+event_log diagnosis_submit: DELETE INSERT SELECT
 events diagnosis_exporter: INSERT SELECT UPDATE
 events diagnosis_submit: INSERT SELECT UPDATE
 exporter_fence diagnosis_exporter: INSERT SELECT UPDATE
@@ -345,6 +347,8 @@ failed_key_claim_attempts diagnosis_exporter: DELETE SELECT(last_failure)
 failed_key_claim_attempts diagnosis_submit: DELETE INSERT SELECT UPDATE
 otk_life_duration diagnosis_exporter: -
 otk_life_duration diagnosis_submit: INSERT SELECT UPDATE
+otk_life_duration_log diagnosis_exporter: -
+otk_life_duration_log diagnosis_submit: DELETE INSERT SELECT
 publication_seal diagnosis_exporter: INSERT SELECT UPDATE
 publication_seal diagnosis_submit: SELECT
 refinery_schema_history diagnosis_exporter: SELECT

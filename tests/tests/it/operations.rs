@@ -192,6 +192,110 @@ async fn the_events_api_reports_a_days_activity_behind_basic_auth() {
     assert_eq!(nothing, serde_json::json!([]));
 }
 
+/// The day's counts of every event and claim latency, as the events API reads them.
+async fn day_counts(app: &TestApp) -> (Vec<(String, i64)>, Vec<(i32, i64)>) {
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+    let events = app.store.events_on(day).await.unwrap();
+    let durations = app.store.otk_durations_on(day).await.unwrap();
+    (
+        events
+            .into_iter()
+            .map(|e| (e.identifier, e.count))
+            .collect(),
+        durations.into_iter().map(|d| (d.hours, d.count)).collect(),
+    )
+}
+
+/// Requests append their events to a log that replicas fold into the daily tables (DESIGN §5):
+/// the events API counts every event exactly once before, during and after folds, two replicas
+/// folding at once included, and a fold empties the logs into the tables a release before the
+/// log reads.
+#[tokio::test]
+async fn every_event_is_counted_once_whether_folded_or_not() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        app.claimed_phone().await;
+    }
+    app.portal().issue_code().await.unwrap();
+    let expected = (
+        vec![("OTKClaimed".to_owned(), 3), ("OTKGenerated".to_owned(), 4)],
+        vec![(0, 3)],
+    );
+    assert_eq!(day_counts(&app).await, expected);
+
+    let (first, second) = tokio::join!(app.store.fold_event_logs(), app.store.fold_event_logs());
+    let folded = [first.unwrap(), second.unwrap()];
+    assert!(
+        folded.contains(&Some(3)),
+        "one fold wrote the three daily rows: {folded:?}"
+    );
+    assert_eq!(day_counts(&app).await, expected);
+    app.claimed_phone().await;
+    assert_eq!(app.store.fold_event_logs().await.unwrap(), Some(3));
+
+    let client = app.db.client().await;
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM event_log").await, 0);
+    assert_eq!(count("SELECT count(*) FROM otk_life_duration_log").await, 0);
+    assert_eq!(count("SELECT sum(count)::int8 FROM events").await, 4 + 5);
+    assert_eq!(
+        count("SELECT sum(count)::int8 FROM otk_life_duration").await,
+        4
+    );
+    assert_eq!(
+        day_counts(&app).await,
+        (
+            vec![("OTKClaimed".to_owned(), 4), ("OTKGenerated".to_owned(), 5)],
+            vec![(0, 4)],
+        )
+    );
+}
+
+/// A transaction holding the day's counter rows (as a request of the release before this one
+/// does until its commit is flushed, during a rolling release) holds up no code issued and no
+/// claim: requests count their events in rows of their own (DESIGN §5).
+#[tokio::test]
+async fn a_days_counter_rows_held_by_another_transaction_hold_up_no_request() {
+    let app = TestApp::spawn().await;
+    let mut holder = app.db.client().await;
+    let held = holder.transaction().await.unwrap();
+    for (table, statement) in [
+        (
+            "events",
+            "INSERT INTO events (identifier, source, date, count) VALUES \
+                    ('OTKGenerated', 'ON', '2026-11-28', 1), ('OTKClaimed', 'ON', '2026-11-28', 1)",
+        ),
+        (
+            "otk_life_duration",
+            "INSERT INTO otk_life_duration (originator, date, hours, count) \
+                               VALUES ('ON', '2026-11-28', 0, 1)",
+        ),
+    ] {
+        held.execute(statement, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    let served = tokio::time::timeout(Duration::from_secs(3), async {
+        let code = app.portal().issue_code().await.unwrap();
+        let mut phone = app.phone();
+        phone.claim(&code).await.unwrap().status
+    })
+    .await
+    .expect("a request waited for the counter rows another transaction holds");
+    assert_eq!(served, 200);
+    held.commit().await.unwrap();
+    assert_eq!(
+        day_counts(&app).await,
+        (
+            vec![("OTKClaimed".to_owned(), 2), ("OTKGenerated".to_owned(), 2)],
+            vec![(0, 2)],
+        )
+    );
+}
+
 #[tokio::test]
 async fn the_events_api_is_closed_without_credentials() {
     let app = TestApp::spawn().await;

@@ -398,7 +398,10 @@ async fn duplicates_never_consume_quota_and_a_replay_is_harmless() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(uploads, 3, "every accepted upload is counted");
+    assert_eq!(
+        uploads, 1,
+        "an upload is counted once: its replays and resealed repeats add nothing"
+    );
     drop(after_first);
 }
 
@@ -594,7 +597,7 @@ async fn an_invalid_upload_on_a_spent_keypair_fails_as_invalid() {
 /// database: every simple `Query` and every extended-protocol `Sync` is one statement whose
 /// answer the client waits for.
 #[tokio::test]
-async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
+async fn an_accepted_upload_is_one_transaction_of_six_statements() {
     use diagnosis_core::store::{Store, StoreConfig};
     use diagnosis_tests::black_hole::upstream_of;
     use diagnosis_tests::pg::TestDatabase;
@@ -629,9 +632,9 @@ async fn an_accepted_upload_is_one_transaction_of_seven_statements() {
     assert_eq!(outcome(&reply), (200, ErrorCode::None));
     assert_eq!(
         proxy.statements() - before,
-        7,
-        "BEGIN, the seal lock and the keypair read and locked (sent together), the keys, the \
-         quota, the upload count, COMMIT"
+        6,
+        "BEGIN, the seal lock and the keypair read and locked (sent together), the keys (which \
+         count the upload), the quota, COMMIT"
     );
     assert_eq!(stored_keys(&app).await, 21);
 }
@@ -687,49 +690,134 @@ async fn an_accepted_upload_takes_four_round_trips_to_the_database() {
 /// An upload whose `COMMIT` reaches the database while its answer is lost (a failover, a dropped
 /// connection) is answered `SERVER_ERROR`, yet its keys are stored; the app's repeat of the same
 /// upload is acknowledged and stores nothing twice, nor takes the quota twice.
+/// An app whose upload's answer was lost (the connection dropped after the database committed)
+/// with the service behind a proxy that can lose the next `COMMIT`'s answer.
+struct LostUpload {
+    app: TestApp,
+    phone: Phone,
+    upload: Upload,
+    _proxy: diagnosis_tests::lost_answer::LostAnswerProxy,
+}
+
+impl LostUpload {
+    /// Claims a code, sets the keypair's quota to `quota`, then loses the answer of an upload of
+    /// 14 keys the database committed.
+    async fn new(quota: i32) -> LostUpload {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use diagnosis_core::store::{Store, StoreConfig};
+        use diagnosis_tests::black_hole::upstream_of;
+        use diagnosis_tests::lost_answer::LostAnswerProxy;
+        use diagnosis_tests::pg::TestDatabase;
+        use tokio::time::timeout;
+
+        let db = Arc::new(TestDatabase::new().await);
+        let proxy = LostAnswerProxy::start(upstream_of(&db.url)).await;
+        let store = Store::connect(&StoreConfig {
+            database_url: proxy.url_for(&db.url),
+            pool_size: 2,
+            statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            application_name: "diagnosis-upload-tests",
+        })
+        .unwrap();
+        let app = TestApp::spawn_with_store(Arc::clone(&db), store).await;
+        let code = app.portal().issue_code().await.unwrap();
+        let mut phone = app.phone();
+        assert_eq!(phone.claim(&code).await.unwrap().status, 200);
+        app.db
+            .client()
+            .await
+            .execute(
+                "UPDATE encryption_keys SET remaining_keys = $1 WHERE app_public_key = $2",
+                &[&quota, &phone.app_public.as_bytes().as_slice()],
+            )
+            .await
+            .unwrap();
+        let now = app.now_unix();
+        let upload = upload_of(app_keys(now, 14), now);
+
+        proxy.arm();
+        let lost = phone.upload(&upload).await.unwrap();
+        assert_eq!(outcome(&lost), (500, ErrorCode::ServerError));
+        timeout(Duration::from_secs(10), proxy.answer_lost())
+            .await
+            .expect("the upload's COMMIT never reached the database");
+        assert_eq!(
+            stored_keys(&app).await,
+            14,
+            "the committed upload is stored"
+        );
+        assert_eq!(remaining_keys(&app, &phone).await, quota - 14);
+        LostUpload {
+            app,
+            phone,
+            upload,
+            _proxy: proxy,
+        }
+    }
+
+    /// Sends the very same upload again, as an app whose answer was lost does.
+    async fn repeat(&mut self) -> (u16, ErrorCode) {
+        outcome(&self.phone.upload(&self.upload).await.unwrap())
+    }
+
+    async fn uploads_counted(&self) -> i64 {
+        let client = self.app.db.client().await;
+        client
+            .query_one("SELECT count(*) FROM tek_upload_count", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
 #[tokio::test]
 async fn an_upload_whose_answer_was_lost_is_stored_once_and_its_repeat_acknowledged() {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use diagnosis_core::store::{Store, StoreConfig};
-    use diagnosis_tests::black_hole::upstream_of;
-    use diagnosis_tests::lost_answer::LostAnswerProxy;
-    use diagnosis_tests::pg::TestDatabase;
-    use tokio::time::timeout;
-
-    let db = Arc::new(TestDatabase::new().await);
-    let proxy = LostAnswerProxy::start(upstream_of(&db.url)).await;
-    let store = Store::connect(&StoreConfig {
-        database_url: proxy.url_for(&db.url),
-        pool_size: 2,
-        statement_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        application_name: "diagnosis-upload-tests",
-    })
-    .unwrap();
-    let app = TestApp::spawn_with_store(Arc::clone(&db), store).await;
-    let code = app.portal().issue_code().await.unwrap();
-    let mut phone = app.phone();
-    assert_eq!(phone.claim(&code).await.unwrap().status, 200);
-    let now = app.now_unix();
-    let upload = upload_of(app_keys(now, 14), now);
-
-    proxy.arm();
-    let lost = phone.upload(&upload).await.unwrap();
-    assert_eq!(outcome(&lost), (500, ErrorCode::ServerError));
-    timeout(Duration::from_secs(10), proxy.answer_lost())
-        .await
-        .expect("the upload's COMMIT never reached the database");
+    let mut lost = LostUpload::new(43).await;
+    assert_eq!(lost.repeat().await, (200, ErrorCode::None));
+    assert_eq!(stored_keys(&lost.app).await, 14);
+    assert_eq!(remaining_keys(&lost.app, &lost.phone).await, 43 - 14);
     assert_eq!(
-        stored_keys(&app).await,
-        14,
-        "the committed upload is stored"
+        lost.uploads_counted().await,
+        1,
+        "the repeat is not a second upload"
     );
-    assert_eq!(remaining_keys(&app, &phone).await, 43 - 14);
+}
 
-    let again = phone.upload(&upload).await.unwrap();
-    assert_eq!(outcome(&again), (200, ErrorCode::None));
-    assert_eq!(stored_keys(&app).await, 14);
-    assert_eq!(remaining_keys(&app, &phone).await, 43 - 14);
+/// The upload whose answer was lost spent the last of the keypair's quota: its repeat adds
+/// nothing, so it is acknowledged like any repeat, while an upload with a new key is still
+/// refused as a spent keypair and changes nothing.
+#[tokio::test]
+async fn the_repeat_of_a_lost_upload_that_spent_the_quota_is_acknowledged() {
+    let mut lost = LostUpload::new(14).await;
+    assert_eq!(lost.repeat().await, (200, ErrorCode::None));
+    assert_eq!(stored_keys(&lost.app).await, 14);
+    assert_eq!(remaining_keys(&lost.app, &lost.phone).await, 0);
+    assert_eq!(lost.uploads_counted().await, 1);
+    let exhausted: i64 = lost
+        .app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM event_log WHERE identifier = 'OTKExhausted'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exhausted, 1, "the keypair was exhausted once");
+
+    let now = lost.app.now_unix();
+    let fresh = upload_of(app_keys(now, 1), now);
+    let refused = outcome(&lost.phone.upload(&fresh).await.unwrap());
+    assert_eq!(refused, (400, ErrorCode::InvalidKeypair));
+    assert_eq!(
+        stored_keys(&lost.app).await,
+        14,
+        "a refused upload stores nothing"
+    );
+    assert_eq!(lost.uploads_counted().await, 1);
 }
