@@ -26,10 +26,14 @@ use crate::time::HourNumber;
 const SEAL_LOCK_CLASS: i32 = 0x7365_616c; // "seal"
 
 /// The longest one attempt to seal waits for the uploads under way (each holds the lock for
-/// a few milliseconds), and so the longest new uploads wait behind it.
-const SEAL_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-/// Attempts to seal before the pass's hours step fails (and the next pass tries again).
-const SEAL_ATTEMPTS: u32 = 5;
+/// a few milliseconds), and so the longest new uploads wait behind it: a quarter of the
+/// shortest statement timeout an upload may run under (DESIGN §6), so that an upload queued
+/// behind a waiting seal still has the time to store its keys.
+const SEAL_LOCK_WAIT: std::time::Duration =
+    std::time::Duration::from_millis(crate::config::CommonConfig::MIN_STATEMENT_TIMEOUT_MS / 4);
+/// Attempts to seal before the pass's hours step fails (and the next pass tries again): about
+/// ten seconds of waits and pauses in all.
+const SEAL_ATTEMPTS: u32 = 20;
 
 /// The database's clock, or the one a test put in its place, as an SQL expression over a
 /// `timestamptz` parameter that is NULL unless a test replaced the clock.
@@ -150,5 +154,27 @@ impl Store {
     pub fn with_database_clock(mut self, clock: std::sync::Arc<dyn crate::time::Clock>) -> Store {
         self.database_clock = Some(clock);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CommonConfig;
+
+    /// An upload queued behind a waiting seal waits at most [`SEAL_LOCK_WAIT`] for the seal
+    /// lock, then stores its keys: under the shortest statement timeout it must still have
+    /// most of it left.
+    #[test]
+    fn uploads_behind_a_waiting_seal_keep_most_of_the_shortest_statement_timeout() {
+        let shortest = std::time::Duration::from_millis(CommonConfig::MIN_STATEMENT_TIMEOUT_MS);
+        assert!(
+            SEAL_LOCK_WAIT * 4 <= shortest,
+            "{SEAL_LOCK_WAIT:?} of {shortest:?}"
+        );
+        assert!(
+            (SEAL_LOCK_WAIT * 2) * SEAL_ATTEMPTS >= std::time::Duration::from_secs(10),
+            "a seal gives up before a stalled upload had ten seconds"
+        );
     }
 }

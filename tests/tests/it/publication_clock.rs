@@ -280,7 +280,7 @@ async fn the_clock_check_refuses_beyond_the_grace_only() {
 
 /// An upload transaction that stalls while it holds the seal lock (its replica paused, its
 /// network gone) cannot hold every other upload back behind a waiting seal: the seal waits a
-/// second at a time and gives way in between, and seals once the stalled transaction ends.
+/// quarter of the shortest statement timeout at a time and gives way in between, and seals once the stalled transaction ends.
 #[tokio::test]
 async fn a_stalled_upload_cannot_hold_the_other_uploads_behind_a_seal() {
     let start = test_start_time();
@@ -320,8 +320,8 @@ async fn a_stalled_upload_cannot_hold_the_other_uploads_behind_a_seal() {
     assert_eq!(h.store.sealed_through("302").await.unwrap(), Some(hour));
 }
 
-/// With the shortest statement timeout the binaries accept (a second, as long as one attempt to
-/// seal waits for its lock), a seal held back by an upload still gives way and tries again:
+/// With the shortest statement timeout the binaries accept (a second, four times as long as one
+/// attempt to seal waits for its lock), a seal held back by an upload still gives way and tries again:
 /// the attempt is ended by its lock timeout, not cut by the statement timeout, which would fail
 /// the pass's hours step.
 #[tokio::test]
