@@ -10,7 +10,7 @@ use diagnosis_core::store::submit_settings::REFRESH_PERIOD;
 use diagnosis_core::store::{BanPolicy, Store};
 use diagnosis_core::time::Clock;
 use diagnosis_core::time::ManualClock;
-use diagnosis_submit::client::ForwardedFor;
+use diagnosis_submit::client_ip::ForwardedFor;
 use diagnosis_submit::{AppState, Listeners, Settings, Timeouts, Version};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -11,7 +11,7 @@ use diagnosis_core::time::Clock;
 use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
-use diagnosis_submit::client::{ForwardedFor, TrustedProxies};
+use diagnosis_submit::client_ip::{ForwardedFor, TrustedProxies};
 use diagnosis_tests::app::TestApp;
 use diagnosis_tests::black_hole::upstream_of;
 use diagnosis_tests::http_client::HttpClient;
