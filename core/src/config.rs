@@ -671,6 +671,76 @@ pub fn region_var(
         .ok_or_else(|| ConfigError::new(name, "must be 1 to 16 characters of A-Z, a-z, 0-9 or _"))
 }
 
+/// The bounds of every HTTP listener of both binaries (DESIGN §3.4, §6): the
+/// submit service's public and internal listeners and the scheduled exporter's
+/// internal one are capped and timed by the same three variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// `MAX_CONNECTIONS`: open connections each listener holds at most
+    /// (default 4096); further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// `HTTP_READ_TIMEOUT_SECONDS`: time a client gets to send its request head,
+    /// and again its body; also the longest a connection may sit idle (default 10).
+    pub read_timeout: Duration,
+    /// `HTTP_WRITE_TIMEOUT_SECONDS`: the longest a response write may make no
+    /// progress before its connection is closed (default 10).
+    pub write_timeout: Duration,
+}
+
+impl ListenerConfig {
+    /// Default `MAX_CONNECTIONS`.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
+    /// some memory, and more than this is a typo rather than a plan.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 262_144;
+    /// Default `HTTP_READ_TIMEOUT_SECONDS`.
+    pub const DEFAULT_READ_TIMEOUT_SECONDS: u64 = 10;
+    /// Default `HTTP_WRITE_TIMEOUT_SECONDS`.
+    pub const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 10;
+
+    /// `MAX_CONNECTIONS`.
+    pub const MAX_CONNECTIONS: IntVar<usize> = IntVar {
+        name: "MAX_CONNECTIONS",
+        default: Self::DEFAULT_MAX_CONNECTIONS,
+        min: 1,
+        max: Self::MAX_CONNECTIONS_LIMIT,
+    };
+    /// `HTTP_READ_TIMEOUT_SECONDS`.
+    pub const READ_TIMEOUT: DurationVar = DurationVar {
+        name: "HTTP_READ_TIMEOUT_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: Self::DEFAULT_READ_TIMEOUT_SECONDS,
+        min: 1,
+        max: 300,
+    };
+    /// `HTTP_WRITE_TIMEOUT_SECONDS`. A client on a bad mobile link may stall for some seconds;
+    /// ten minutes without a single byte taken is a client that is not reading.
+    pub const WRITE_TIMEOUT: DurationVar = DurationVar {
+        name: "HTTP_WRITE_TIMEOUT_SECONDS",
+        unit: TimeUnit::Seconds,
+        default: Self::DEFAULT_WRITE_TIMEOUT_SECONDS,
+        min: 1,
+        max: 600,
+    };
+
+    pub fn from_env(env: &dyn Env) -> Result<ListenerConfig, ConfigError> {
+        Ok(ListenerConfig {
+            max_connections: Self::MAX_CONNECTIONS.read(env)?,
+            read_timeout: Self::READ_TIMEOUT.read(env)?,
+            write_timeout: Self::WRITE_TIMEOUT.read(env)?,
+        })
+    }
+
+    /// The specs of the listener variables, in reading order.
+    pub fn schema() -> Vec<VarSchema> {
+        vec![
+            Self::MAX_CONNECTIONS.schema(),
+            Self::READ_TIMEOUT.schema(),
+            Self::WRITE_TIMEOUT.schema(),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1116,75 +1186,5 @@ mod tests {
         assert_eq!(Env::get(&map, "A"), Some("1".to_owned()));
         assert_eq!(Env::get(&map, "B"), None);
         assert_eq!(Env::get(&map, "C"), None);
-    }
-}
-
-/// The bounds of every HTTP listener of both binaries (DESIGN §3.4, §6): the
-/// submit service's public and internal listeners and the scheduled exporter's
-/// internal one are capped and timed by the same three variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerConfig {
-    /// `MAX_CONNECTIONS`: open connections each listener holds at most
-    /// (default 4096); further clients wait in the kernel's accept queue.
-    pub max_connections: usize,
-    /// `HTTP_READ_TIMEOUT_SECONDS`: time a client gets to send its request head,
-    /// and again its body; also the longest a connection may sit idle (default 10).
-    pub read_timeout: Duration,
-    /// `HTTP_WRITE_TIMEOUT_SECONDS`: the longest a response write may make no
-    /// progress before its connection is closed (default 10).
-    pub write_timeout: Duration,
-}
-
-impl ListenerConfig {
-    /// Default `MAX_CONNECTIONS`.
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-    /// The largest `MAX_CONNECTIONS`: each connection costs a file descriptor and
-    /// some memory, and more than this is a typo rather than a plan.
-    pub const MAX_CONNECTIONS_LIMIT: usize = 262_144;
-    /// Default `HTTP_READ_TIMEOUT_SECONDS`.
-    pub const DEFAULT_READ_TIMEOUT_SECONDS: u64 = 10;
-    /// Default `HTTP_WRITE_TIMEOUT_SECONDS`.
-    pub const DEFAULT_WRITE_TIMEOUT_SECONDS: u64 = 10;
-
-    /// `MAX_CONNECTIONS`.
-    pub const MAX_CONNECTIONS: IntVar<usize> = IntVar {
-        name: "MAX_CONNECTIONS",
-        default: Self::DEFAULT_MAX_CONNECTIONS,
-        min: 1,
-        max: Self::MAX_CONNECTIONS_LIMIT,
-    };
-    /// `HTTP_READ_TIMEOUT_SECONDS`.
-    pub const READ_TIMEOUT: DurationVar = DurationVar {
-        name: "HTTP_READ_TIMEOUT_SECONDS",
-        unit: TimeUnit::Seconds,
-        default: Self::DEFAULT_READ_TIMEOUT_SECONDS,
-        min: 1,
-        max: 300,
-    };
-    /// `HTTP_WRITE_TIMEOUT_SECONDS`. A client on a bad mobile link may stall for some seconds;
-    /// ten minutes without a single byte taken is a client that is not reading.
-    pub const WRITE_TIMEOUT: DurationVar = DurationVar {
-        name: "HTTP_WRITE_TIMEOUT_SECONDS",
-        unit: TimeUnit::Seconds,
-        default: Self::DEFAULT_WRITE_TIMEOUT_SECONDS,
-        min: 1,
-        max: 600,
-    };
-
-    pub fn from_env(env: &dyn Env) -> Result<ListenerConfig, ConfigError> {
-        Ok(ListenerConfig {
-            max_connections: Self::MAX_CONNECTIONS.read(env)?,
-            read_timeout: Self::READ_TIMEOUT.read(env)?,
-            write_timeout: Self::WRITE_TIMEOUT.read(env)?,
-        })
-    }
-
-    /// The specs of the listener variables, in reading order.
-    pub fn schema() -> Vec<VarSchema> {
-        vec![
-            Self::MAX_CONNECTIONS.schema(),
-            Self::READ_TIMEOUT.schema(),
-            Self::WRITE_TIMEOUT.schema(),
-        ]
     }
 }

@@ -11,7 +11,7 @@ use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
 use diagnosis_core::store::BanPolicy;
 use diagnosis_core::store::submit_settings::{MAX_KEYPAIR_VALIDITY_DAYS, MAX_LIMIT_MINUTES};
 
-use crate::client::{ForwardedFor, TrustedProxies};
+use crate::client_ip::{ForwardedFor, TrustedProxies};
 use crate::state::{MetricsCredentials, Settings, Timeouts};
 
 /// Everything `diagnosis-submit` reads from its environment.

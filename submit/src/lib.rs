@@ -10,7 +10,7 @@
 //! [`run`] on port 0.
 
 mod claim_queue;
-pub mod client;
+pub mod client_ip;
 pub mod config;
 mod error;
 mod handlers;

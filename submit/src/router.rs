@@ -9,7 +9,7 @@ use diagnosis_core::store::ClientIdentifier;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::client::client_address;
+use crate::client_ip::client_address;
 use crate::handlers::events::EventReport;
 use crate::handlers::{claim_key, events, new_key_claim, services, upload};
 use crate::http::{Body, Outcome, empty, text};

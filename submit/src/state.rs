@@ -12,7 +12,7 @@ use diagnosis_core::time::Clock;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::claim_queue::ClaimQueue;
-use crate::client::ForwardedFor;
+use crate::client_ip::ForwardedFor;
 use crate::replica::CurrentKey;
 
 /// The submit service's behaviour, parsed from the environment by

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use diagnosis_core::domain::{KeyClaimTokens, Region};
 use diagnosis_core::store::submit_settings::REFRESH_PERIOD;
-use diagnosis_core::store::{BanPolicy, Store};
+use diagnosis_core::store::{BanPolicy, RetentionPolicy, Store};
 use diagnosis_core::time::Clock;
 use diagnosis_core::time::ManualClock;
-use diagnosis_submit::client::ForwardedFor;
+use diagnosis_proto::{KeyClaimResponse, Message};
+use diagnosis_submit::client_ip::ForwardedFor;
 use diagnosis_submit::{AppState, Listeners, Settings, Timeouts, Version};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -45,6 +46,17 @@ pub fn test_settings() -> Settings {
         max_connections: Settings::DEFAULT_MAX_CONNECTIONS,
         statement_timeout: std::time::Duration::from_millis(5_000),
         timeouts: Timeouts::default(),
+    }
+}
+
+/// The retention policy a submit service started with [`test_settings`] records for the
+/// exporter (DESIGN §5): codes expire after 24 h, keypairs after 15 days, bans after 1 h.
+pub fn test_retention_policy() -> RetentionPolicy {
+    let settings = test_settings();
+    RetentionPolicy {
+        one_time_code_expiry: settings.one_time_code_expiry,
+        keypair_validity_days: settings.encryption_key_validity_days,
+        claim_ban_duration: settings.ban.ban_duration,
     }
 }
 
@@ -223,6 +235,22 @@ impl TestApp {
 
     pub fn phone(&self) -> Phone {
         Phone::new(&self.base_url)
+    }
+
+    /// Posts `body` to `/claim-key` as a phone does: the status and the answer, a
+    /// `KeyClaimResponse` whatever the status (DESIGN §3.2).
+    pub async fn post_claim(&self, body: Vec<u8>) -> (u16, KeyClaimResponse) {
+        let reply = self
+            .phone()
+            .client
+            .post_protobuf(&format!("{}/claim-key", self.base_url), body)
+            .await
+            .unwrap();
+        assert_eq!(reply.header("content-type"), Some("application/x-protobuf"));
+        (
+            reply.status.as_u16(),
+            KeyClaimResponse::decode(reply.body.as_ref()).unwrap(),
+        )
     }
 
     /// A phone that has claimed a fresh code.

@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use crate::app::{PORTAL_LABEL, PORTAL_TOKEN};
 use crate::http_client::HttpClient;
-use crate::process::{built_binary, temp_dir};
+use crate::process::{built_binary, free_addr, temp_dir};
 use crate::simulator::Portal;
 
 /// How long a binary may take to start serving, or to end by itself.
@@ -40,12 +40,6 @@ pub async fn finish(mut command: Command) -> Output {
         .await
         .expect("the binary did not stop within 60 s")
         .unwrap()
-}
-
-/// An address nothing listens on (for the moment).
-pub fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 /// Bytes as text, for messages.

@@ -269,6 +269,17 @@ pub fn test_region() -> Region {
     Region::parse("302").unwrap_or_else(|| panic!("region"))
 }
 
+/// The object key of the first (and, with few keys, only) file of hour `hour` in the test
+/// region's `CA/` folder, spelled out here rather than taken from the exporter (DESIGN §4).
+pub fn hour_key(hour: i64) -> String {
+    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
+}
+
+/// The object key of the retrieval bundle of day `day` (`retrieve/302/{day:05}`, DESIGN §4.3).
+pub fn retrieval_day(day: i64) -> String {
+    format!("retrieve/302/{day:05}")
+}
+
 /// A random key with the given metadata.
 pub fn key(rolling_start_interval_number: i64, transmission_risk_level: i32) -> DiagnosisKey {
     let mut data = [0_u8; 16];

@@ -28,3 +28,4 @@ pub mod s3;
 pub mod simulator;
 pub mod soak;
 pub mod tls_pg;
+pub mod wait;

@@ -110,6 +110,16 @@ impl TestDatabase {
             .unwrap_or_else(|err| panic!("cannot connect to test database {}: {err}", self.name))
     }
 
+    /// The single `bigint` that `query` returns (a `SELECT count(*) …` without parameters).
+    pub async fn count(&self, query: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(query, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Every row of every table of the `public` schema (the migration history aside), in a
     /// deterministic text form: tables by name, rows as JSON sorted by their text.
     ///

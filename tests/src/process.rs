@@ -1,6 +1,7 @@
 //! The real binaries, as the end-to-end tests start them.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// A binary of the workspace built next to the running test (`target/debug/NAME`); the test
 /// command builds every binary before the tests.
@@ -22,6 +23,20 @@ pub fn temp_dir(label: &str) -> PathBuf {
         std::env::temp_dir().join(format!("diagnosis-{label}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Runs `diagnosis-exporter` with `args` to its end, with nothing in its environment but
+/// `PATH` and `env`, as an operator's one-off command runs it.
+pub fn run_exporter(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(built_binary("diagnosis-exporter"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
 }
 
 /// libfaketime as Debian installs it (package `faketime`; `infra/dev/test` installs it).

@@ -116,16 +116,6 @@ fn spellings(bytes: &[u8]) -> Vec<String> {
     ]
 }
 
-async fn post_claim(app: &TestApp, body: Vec<u8>) -> u16 {
-    app.phone()
-        .client
-        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
-        .await
-        .unwrap()
-        .status
-        .as_u16()
-}
-
 #[tokio::test]
 async fn a_claim_and_an_upload_are_counted_without_client_data() {
     let telemetry = telemetry();
@@ -149,14 +139,14 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         one_time_code: Some(second_code.clone()),
         app_public_key: Some(phone.app_public.as_bytes().to_vec()),
     };
-    assert_eq!(post_claim(&app, again.encode_to_vec()).await, 401);
+    assert_eq!(app.post_claim(again.encode_to_vec()).await.0, 401);
     // bad_request: not a KeyClaimRequest, and a key of the wrong length.
-    assert_eq!(post_claim(&app, vec![0xff; 40]).await, 400);
+    assert_eq!(app.post_claim(vec![0xff; 40]).await.0, 400);
     let short_key = KeyClaimRequest {
         one_time_code: Some(second_code.clone()),
         app_public_key: Some(vec![7; 31]),
     };
-    assert_eq!(post_claim(&app, short_key.encode_to_vec()).await, 400);
+    assert_eq!(app.post_claim(short_key.encode_to_vec()).await.0, 400);
     // invalid_code twice (the second bans this client), then banned.
     let wrong = "AEF245HJKL";
     assert_eq!(app.phone().claim(wrong).await.unwrap().status, 401);

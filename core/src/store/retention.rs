@@ -29,8 +29,9 @@ pub const DIAGNOSIS_KEY_RETENTION_DAYS: i64 = 15;
 
 /// The rows one retention statement deletes: a batch takes tens of milliseconds,
 /// far below the statement timeout, and a backlog of a million keys a hundred
-/// batches. Codes, keypairs and failed claims are batched by time (`oldest_by_time`),
-/// so their batches also take the rows written in the same microsecond as the last.
+/// batches. Codes, keypairs and failed claims are batched by time
+/// (`PURGE_UNCLAIMED_CODES`, `PURGE_KEYPAIRS`, `PURGE_FAILED_CLAIMS`), so their batches also
+/// take the rows written in the same microsecond as the last.
 pub const RETENTION_BATCH_ROWS: i64 = 10_000;
 
 /// The limits retention deletes codes, keypairs and failed claims by: the submit service's
@@ -51,41 +52,71 @@ pub struct RetentionReport {
     pub failed_claims: u64,
 }
 
-/// The statement that deletes the oldest batch of `table`'s rows matching `condition`:
-/// the `$1` rows with the earliest `time`, plus those sharing the last one's `time`.
-/// It returns how many rows it deleted per value of `groups`, columns of the deleted
-/// rows that `returning` names (one count when `groups` is empty).
-///
-/// The batch is a range of an indexed time column rather than a set of row ids:
-/// the exporter's role may read only the columns its rules test (sql/V4__roles.sql),
-/// and the range is one index scan wherever the backlog sits. Several rows share a
-/// time only when they were written in the same microsecond.
-fn oldest_by_time(
-    table: &str,
-    condition: &str,
-    time: &str,
-    returning: &str,
-    groups: &str,
-) -> String {
-    let select = if groups.is_empty() {
-        "count(*) FROM gone".to_owned()
-    } else {
-        format!("{groups}, count(*) FROM gone GROUP BY {groups}")
-    };
-    format!(
-        "WITH gone AS (
-             DELETE FROM {table}
-              WHERE {condition}
-                AND {time} <= coalesce(
-                        (SELECT {time} FROM {table}
-                          WHERE {condition}
-                          ORDER BY {time}
-                         OFFSET $1::bigint - 1 LIMIT 1),
-                        'infinity')
-          RETURNING {returning})
-         SELECT {select}"
-    )
-}
+// The statements of the rules batched by time delete the oldest batch of their table's rows
+// matching the rule's condition: the `$1` rows with the earliest time, plus those sharing the
+// last one's time (several rows share a time only when they were written in the same
+// microsecond). The batch is a range of an indexed time column rather than a set of row ids: the
+// exporter's role may read only the columns its rules test (sql/V4__roles.sql), and the range
+// is one index scan wherever the backlog sits. Each returns how many rows it deleted per value
+// of the columns its events are counted by.
+
+/// One batch of unclaimed codes created at `$2` or before, counted per originator.
+const PURGE_UNCLAIMED_CODES: &str = "WITH gone AS (
+         DELETE FROM encryption_keys
+          WHERE claimed IS NULL AND created <= $2
+            AND created <= coalesce(
+                    (SELECT created FROM encryption_keys
+                      WHERE claimed IS NULL AND created <= $2
+                      ORDER BY created
+                     OFFSET $1::bigint - 1 LIMIT 1),
+                    'infinity')
+      RETURNING originator)
+     SELECT originator, count(*) FROM gone GROUP BY originator";
+
+/// One batch of claimed keypairs created before `$2` or out of keys, counted per originator,
+/// whether they uploaded, and whether they were exhausted.
+const PURGE_KEYPAIRS: &str = "WITH gone AS (
+         DELETE FROM encryption_keys
+          WHERE claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)
+            AND created <= coalesce(
+                    (SELECT created FROM encryption_keys
+                      WHERE claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)
+                      ORDER BY created
+                     OFFSET $1::bigint - 1 LIMIT 1),
+                    'infinity')
+      RETURNING originator, uploaded, remaining_keys = 0 AS exhausted)
+     SELECT originator, uploaded, exhausted, count(*) FROM gone
+      GROUP BY originator, uploaded, exhausted";
+
+/// One batch of `$1` diagnosis keys of region `$3` published before hour `$2`. Keys share
+/// their publish hour by the thousand, so their batches are sets of row ids, chosen per
+/// region along the (region, publish_hour) index; the exporter's role reads the whole table.
+const PURGE_DIAGNOSIS_KEYS: &str = "WITH gone AS (
+         DELETE FROM diagnosis_keys
+          WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM diagnosis_keys
+                     WHERE region = $3 AND publish_hour < $2
+                     ORDER BY publish_hour
+                     LIMIT $1))
+            AND region = $3 AND publish_hour < $2
+      RETURNING 1)
+     SELECT count(*) FROM gone";
+
+/// The next region holding diagnosis keys after `$1` (`NULL` past the last).
+const NEXT_KEY_REGION: &str = "SELECT min(region) FROM diagnosis_keys WHERE region > $1";
+
+/// One batch of failed-claim rows whose last failure is at `$2` or before.
+const PURGE_FAILED_CLAIMS: &str = "WITH gone AS (
+         DELETE FROM failed_key_claim_attempts
+          WHERE last_failure <= $2
+            AND last_failure <= coalesce(
+                    (SELECT last_failure FROM failed_key_claim_attempts
+                      WHERE last_failure <= $2
+                      ORDER BY last_failure
+                     OFFSET $1::bigint - 1 LIMIT 1),
+                    'infinity')
+      RETURNING last_failure)
+     SELECT count(*) FROM gone";
 
 /// What a batch of one rule deleted, per the events it means.
 type EventOf = fn(&tokio_postgres::Row) -> Result<Option<(String, Event)>, StoreError>;
@@ -194,13 +225,7 @@ async fn purge_unclaimed_codes(
 ) -> Result<u64, StoreError> {
     delete_in_batches(
         client,
-        &oldest_by_time(
-            "encryption_keys",
-            "claimed IS NULL AND created <= $2",
-            "created",
-            "originator",
-            "originator",
-        ),
+        PURGE_UNCLAIMED_CODES,
         &[&batches.rows, &expired_at],
         batches,
         unclaimed_code_event,
@@ -215,13 +240,7 @@ async fn purge_keypairs(
 ) -> Result<u64, StoreError> {
     delete_in_batches(
         client,
-        &oldest_by_time(
-            "encryption_keys",
-            "claimed IS NOT NULL AND (created < $2 OR remaining_keys = 0)",
-            "created",
-            "originator, uploaded, remaining_keys = 0 AS exhausted",
-            "originator, uploaded, exhausted",
-        ),
+        PURGE_KEYPAIRS,
         &[&batches.rows, &valid_since],
         batches,
         keypair_event,
@@ -237,31 +256,16 @@ async fn purge_diagnosis_keys(
     let oldest_hour = hour_number(now.timestamp()) - DIAGNOSIS_KEY_RETENTION_DAYS * 24;
     let oldest_hour = i32::try_from(oldest_hour).unwrap_or(i32::MIN);
     let mut deleted = 0;
-    // Keys share their publish hour by the thousand, so their batches are sets of
-    // row ids, chosen per region along the (region, publish_hour) index; the
-    // exporter's role reads the whole table.
     let mut region = String::new();
     while let Some(next) = client
-        .query_one(
-            "SELECT min(region) FROM diagnosis_keys WHERE region > $1",
-            &[&region],
-        )
+        .query_one(NEXT_KEY_REGION, &[&region])
         .await?
         .try_get::<_, Option<String>>(0)?
     {
         region = next;
         deleted += delete_in_batches(
             client,
-            "WITH gone AS (
-                 DELETE FROM diagnosis_keys
-                  WHERE ctid = ANY(ARRAY(
-                            SELECT ctid FROM diagnosis_keys
-                             WHERE region = $3 AND publish_hour < $2
-                             ORDER BY publish_hour
-                             LIMIT $1))
-                    AND region = $3 AND publish_hour < $2
-              RETURNING 1)
-             SELECT count(*) FROM gone",
+            PURGE_DIAGNOSIS_KEYS,
             &[&batches.rows, &oldest_hour, &region],
             batches,
             no_event,
@@ -278,13 +282,7 @@ async fn purge_failed_claims(
 ) -> Result<u64, StoreError> {
     delete_in_batches(
         client,
-        &oldest_by_time(
-            "failed_key_claim_attempts",
-            "last_failure <= $2",
-            "last_failure",
-            "last_failure",
-            "",
-        ),
+        PURGE_FAILED_CLAIMS,
         &[&batches.rows, &ban_ended_at],
         batches,
         no_event,

@@ -570,14 +570,10 @@ fn holds_a_whole_day(object: &RetrievalObject) -> bool {
 mod tests {
     use super::*;
     use crate::app::test_start_time;
-    use crate::export::{ExportHarness, key, test_public_keys};
+    use crate::export::{ExportHarness, hour_key, key, test_public_keys};
     use chrono::Duration;
     use diagnosis_core::time::{interval_number, last_closed_hour};
     use diagnosis_format::names::ObjectKind;
-
-    fn hourly(hour: i64) -> String {
-        format!("CA/{}-{}-00001.zip", hour * HOUR, (hour + 1) * HOUR)
-    }
 
     fn found(report: &CheckReport, wanted: impl Fn(&Violation) -> bool) -> bool {
         report.violations.iter().any(wanted)
@@ -611,9 +607,9 @@ mod tests {
         assert_eq!(checker.checks(), 2);
 
         // An hourly file rewritten with another hour's (valid, signed) bytes.
-        let victim = hourly(through - 5);
+        let victim = hour_key(through - 5);
         let original = h.bucket.get(&victim).await.unwrap().unwrap();
-        let other = h.bucket.get(&hourly(through - 6)).await.unwrap().unwrap();
+        let other = h.bucket.get(&hour_key(through - 6)).await.unwrap().unwrap();
         h.bucket
             .put(&victim, other, ObjectKind::ExportFile)
             .await

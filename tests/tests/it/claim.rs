@@ -11,7 +11,7 @@ use diagnosis_core::time::Clock;
 use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
 use diagnosis_proto::key_claim_response::ErrorCode;
 use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
-use diagnosis_submit::client::{ForwardedFor, TrustedProxies};
+use diagnosis_submit::client_ip::{ForwardedFor, TrustedProxies};
 use diagnosis_tests::app::TestApp;
 use diagnosis_tests::black_hole::upstream_of;
 use diagnosis_tests::http_client::HttpClient;
@@ -23,20 +23,6 @@ use tokio::time::{Instant, timeout};
 
 fn code_of(response: &KeyClaimResponse) -> ErrorCode {
     ErrorCode::try_from(response.error.expect("error field present")).expect("known error code")
-}
-
-async fn post_claim(app: &TestApp, body: Vec<u8>) -> (u16, KeyClaimResponse) {
-    let reply = app
-        .phone()
-        .client
-        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
-        .await
-        .unwrap();
-    assert_eq!(reply.header("content-type"), Some("application/x-protobuf"));
-    (
-        reply.status.as_u16(),
-        KeyClaimResponse::decode(reply.body.as_ref()).unwrap(),
-    )
 }
 
 fn claim_body(code: &str, key_len: usize) -> Vec<u8> {
@@ -91,7 +77,7 @@ async fn malformed_bodies_are_unknown_and_change_nothing() {
     let mut oversize = claim_body(&code, 32);
     oversize.resize(257, 0);
     for body in [vec![0xff, 0xff, 0xff], vec![0x0a, 0x05, b'a'], oversize] {
-        let (status, response) = post_claim(&app, body).await;
+        let (status, response) = app.post_claim(body).await;
         assert_eq!((status, code_of(&response)), (400, ErrorCode::Unknown));
         assert_eq!(response.tries_remaining, Some(0));
     }
@@ -104,7 +90,7 @@ async fn an_app_key_of_the_wrong_length_is_invalid_and_not_a_failure() {
     let code = app.portal().issue_code().await.unwrap();
     let before = app.db.snapshot().await;
     for len in [0, 31, 33] {
-        let (status, response) = post_claim(&app, claim_body(&code, len)).await;
+        let (status, response) = app.post_claim(claim_body(&code, len)).await;
         assert_eq!(
             (status, code_of(&response)),
             (400, ErrorCode::InvalidKey),
@@ -130,7 +116,7 @@ async fn an_already_registered_app_key_is_refused_before_the_code() {
             app_public_key: Some(phone.app_public.as_bytes().to_vec()),
         }
         .encode_to_vec();
-        let (status, response) = post_claim(&app, body).await;
+        let (status, response) = app.post_claim(body).await;
         assert_eq!((status, code_of(&response)), (401, ErrorCode::InvalidKey));
     }
     assert_eq!(app.db.snapshot().await, before);
@@ -141,7 +127,7 @@ async fn wrong_codes_count_down_to_a_ban_that_expires_afresh() {
     let app = TestApp::spawn_with(|s| s.ban.max_failures = 3).await;
     let wrong = || claim_body("AEF-245-HJKL", 32);
 
-    let (status, response) = post_claim(&app, wrong()).await;
+    let (status, response) = app.post_claim(wrong()).await;
     assert_eq!(
         (status, code_of(&response)),
         (401, ErrorCode::InvalidOneTimeCode)
@@ -149,8 +135,8 @@ async fn wrong_codes_count_down_to_a_ban_that_expires_afresh() {
     assert_eq!(response.tries_remaining, Some(2));
     assert_eq!(response.remaining_ban_duration.map(|d| d.seconds), Some(0));
 
-    post_claim(&app, wrong()).await;
-    let (status, response) = post_claim(&app, wrong()).await;
+    app.post_claim(wrong()).await;
+    let (status, response) = app.post_claim(wrong()).await;
     assert_eq!(
         (status, code_of(&response)),
         (401, ErrorCode::InvalidOneTimeCode)
@@ -166,7 +152,7 @@ async fn wrong_codes_count_down_to_a_ban_that_expires_afresh() {
     let code = app.portal().issue_code().await.unwrap();
     app.clock.advance(chrono::Duration::minutes(10));
     let before = app.db.snapshot().await;
-    let (status, response) = post_claim(&app, claim_body(&code, 32)).await;
+    let (status, response) = app.post_claim(claim_body(&code, 32)).await;
     assert_eq!((status, code_of(&response)), (429, ErrorCode::TemporaryBan));
     assert_eq!(response.tries_remaining, Some(0));
     assert_eq!(
@@ -174,23 +160,23 @@ async fn wrong_codes_count_down_to_a_ban_that_expires_afresh() {
         Some(3000)
     );
     // A banned request is refused before its body is even read.
-    let (status, _) = post_claim(&app, vec![0xff; 300]).await;
+    let (status, _) = app.post_claim(vec![0xff; 300]).await;
     assert_eq!(status, 429);
     assert_eq!(app.db.snapshot().await, before);
 
     // After the ban the count starts afresh: one failure leaves max − 1 tries.
     app.clock.advance(chrono::Duration::minutes(50));
-    let (status, response) = post_claim(&app, wrong()).await;
+    let (status, response) = app.post_claim(wrong()).await;
     assert_eq!((status, response.tries_remaining), (401, Some(2)));
 }
 
 #[tokio::test]
 async fn a_success_clears_the_failures() {
     let app = TestApp::spawn_with(|s| s.ban.max_failures = 3).await;
-    post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
-    post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+    app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
+    app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
     app.claimed_phone().await;
-    let (_, response) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+    let (_, response) = app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
     assert_eq!(response.tries_remaining, Some(2));
 }
 
@@ -293,11 +279,11 @@ async fn two_replicas_share_one_ban() {
     let second = first.replica().await;
     for i in 0..50 {
         let app = if i % 2 == 0 { &first } else { &second };
-        let (status, _) = post_claim(app, claim_body("AEF-245-HJKL", 32)).await;
+        let (status, _) = app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
         assert_eq!(status, 401, "failure {i}");
     }
     for app in [&first, &second] {
-        let (status, response) = post_claim(app, claim_body("AEF-245-HJKL", 32)).await;
+        let (status, response) = app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
         assert_eq!((status, code_of(&response)), (429, ErrorCode::TemporaryBan));
     }
 }
@@ -551,7 +537,7 @@ async fn replicas_follow_a_replaced_identity_secret_within_a_refresh_period() {
 
     // Within the period, one client failing on each replica is two clients.
     for app in [&first, &second] {
-        assert_eq!(post_claim(app, wrong()).await.0, 401);
+        assert_eq!(app.post_claim(wrong()).await.0, 401);
     }
     assert_eq!(identifiers().await.len(), 2, "the replicas did disagree");
     db.execute("DELETE FROM failed_key_claim_attempts", &[])
@@ -563,7 +549,7 @@ async fn replicas_follow_a_replaced_identity_secret_within_a_refresh_period() {
         .advance_past_refresh(chrono::Duration::minutes(1), 2)
         .await;
     for app in [&first, &second, &first] {
-        assert_eq!(post_claim(app, wrong()).await.0, 401);
+        assert_eq!(app.post_claim(wrong()).await.0, 401);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(&restored).unwrap();
     mac.update(b"127.0.0.1/32");
@@ -617,7 +603,7 @@ async fn failures_stored(app: &TestApp) -> Vec<i32> {
 async fn the_ban_holds_under_concurrency() {
     let app = TestApp::spawn_with(|s| s.ban.max_failures = 5).await;
     for _ in 0..3 {
-        let (status, _) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+        let (status, _) = app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
         assert_eq!(status, 401);
     }
     let statuses = concurrent_claims(&app, vec![claim_body("AEF-245-HJKL", 32); 20]).await;
@@ -634,7 +620,7 @@ async fn the_ban_holds_under_concurrency() {
 async fn concurrent_right_codes_of_a_client_with_failures_all_succeed() {
     let app = TestApp::spawn_with(|s| s.ban.max_failures = 5).await;
     for _ in 0..4 {
-        let (status, _) = post_claim(&app, claim_body("AEF-245-HJKL", 32)).await;
+        let (status, _) = app.post_claim(claim_body("AEF-245-HJKL", 32)).await;
         assert_eq!(status, 401);
     }
     let mut bodies = Vec::new();

@@ -12,11 +12,7 @@ use diagnosis_exporter::pipeline::RunOutcome;
 use diagnosis_format::archive::unzip_export;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
 use diagnosis_tests::app::test_start_time;
-use diagnosis_tests::export::{ExportHarness, key};
-
-fn hour_key(hour: i64) -> String {
-    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
-}
+use diagnosis_tests::export::{ExportHarness, hour_key, key};
 
 /// The keys of a published zip, as key_data (its signature checked).
 async fn keys_in(harness: &ExportHarness, object: &str) -> Vec<Vec<u8>> {

@@ -3,32 +3,17 @@
 //! result, rejecting a changed byte), and clear failures for bad configuration
 //! and a store that refuses.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
+use diagnosis_tests::binaries::text;
 use diagnosis_tests::pg::TestDatabase;
-use diagnosis_tests::process::{built_binary, temp_dir};
-
-fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(built_binary("diagnosis-exporter"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use diagnosis_tests::process::{built_binary, run_exporter, temp_dir};
 
 #[tokio::test]
 async fn keygen_run_once_and_verify_work_together() {
     let dir = temp_dir("cli");
     let key = dir.join("signing-key.pem");
-    let keygen = exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    let keygen = run_exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
     assert!(keygen.status.success(), "{}", text(&keygen.stderr));
     let public_pem = text(&keygen.stdout);
     assert!(
@@ -45,7 +30,7 @@ async fn keygen_run_once_and_verify_work_together() {
     }
     let public_key = dir.join("signing-key.pub.pem");
     std::fs::write(&public_key, &public_pem).unwrap();
-    let again = exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    let again = run_exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
     assert!(!again.status.success(), "an existing key was overwritten");
 
     let db = TestDatabase::new().await;
@@ -61,7 +46,7 @@ async fn keygen_run_once_and_verify_work_together() {
         ("EXPOSURE_CONFIG_DIR", configs.to_owned()),
         ("LOG_FORMAT", "json".to_owned()),
     ];
-    let run = exporter(&["run-once"], &env);
+    let run = run_exporter(&["run-once"], &env);
     assert!(
         run.status.success(),
         "run-once failed: {}",
@@ -71,7 +56,7 @@ async fn keygen_run_once_and_verify_work_together() {
     assert!(bucket.join("CA/index.json").exists());
     assert!(bucket.join("exposure-configuration/CA.json").exists());
 
-    let verify = exporter(
+    let verify = run_exporter(
         &[
             "verify",
             bucket.to_str().unwrap(),
@@ -87,7 +72,7 @@ async fn keygen_run_once_and_verify_work_together() {
         text(&verify.stderr)
     );
     // Without --public-key, the public halves of SIGNING_KEY_FILE are used.
-    let verify_env = exporter(&["verify", &format!("file://{}", bucket.display())], &env);
+    let verify_env = run_exporter(&["verify", &format!("file://{}", bucket.display())], &env);
     assert!(
         verify_env.status.success(),
         "{}{}",
@@ -101,7 +86,7 @@ async fn keygen_run_once_and_verify_work_together() {
     let last = bytes.len() - 30;
     bytes[last] ^= 0xff;
     std::fs::write(&first, bytes).unwrap();
-    let tampered = exporter(
+    let tampered = run_exporter(
         &[
             "verify",
             bucket.to_str().unwrap(),
@@ -144,7 +129,7 @@ async fn bad_configuration_and_a_refusing_store_fail_clearly() {
         let mut env = base.clone();
         env.retain(|(n, _)| *n != name);
         env.push((name, value.to_owned()));
-        let run = exporter(&["run-once"], &env);
+        let run = run_exporter(&["run-once"], &env);
         assert!(!run.status.success(), "{name}={value} was accepted");
         assert!(
             text(&run.stderr).contains(name),
@@ -165,7 +150,7 @@ async fn bad_configuration_and_a_refusing_store_fail_clearly() {
         ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
         ("AWS_REGION", "us-east-1".to_owned()),
     ]);
-    let run = exporter(&["run-once"], &env);
+    let run = run_exporter(&["run-once"], &env);
     assert!(
         !run.status.success(),
         "a refusing store did not fail the run"
@@ -269,7 +254,7 @@ async fn the_exporter_refuses_a_pool_smaller_than_a_pass_holds_and_works_with_th
     };
 
     for pool in ["1", "2"] {
-        let run = exporter(&["run-once"], &env(pool));
+        let run = run_exporter(&["run-once"], &env(pool));
         let stderr = text(&run.stderr);
         assert!(
             !run.status.success(),
@@ -291,7 +276,7 @@ async fn the_exporter_refuses_a_pool_smaller_than_a_pass_holds_and_works_with_th
         assert!(!bucket.join("CA/index.txt").exists());
     }
 
-    let run = exporter(&["run-once"], &env("3"));
+    let run = run_exporter(&["run-once"], &env("3"));
     let stdout = text(&run.stdout);
     assert!(
         run.status.success(),
@@ -312,7 +297,7 @@ async fn the_exporter_refuses_a_pool_smaller_than_a_pass_holds_and_works_with_th
         env!("CARGO_MANIFEST_DIR"),
         "/../exporter/fixtures/test-signing-key.pub.pem"
     );
-    let verify = exporter(
+    let verify = run_exporter(
         &[
             "verify",
             bucket.to_str().unwrap(),
@@ -349,7 +334,7 @@ async fn an_exporter_still_configured_with_the_submit_services_limits_starts_and
         ("ENCRYPTION_KEY_VALIDITY_DAYS", "31".to_owned()),
         ("CLAIM_KEY_BAN_DURATION_MINUTES", "60".to_owned()),
     ];
-    let run = exporter(&["run-once"], &env);
+    let run = run_exporter(&["run-once"], &env);
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "run-once failed: {stderr}");
     assert!(bucket.join("CA/index.txt").exists());

@@ -16,12 +16,8 @@ use diagnosis_exporter::storage::Bucket;
 use diagnosis_format::names::ObjectKind;
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::chaos::check::retrieval_out_of_step;
-use diagnosis_tests::export::{ExportHarness, key, test_signing_keys};
+use diagnosis_tests::export::{ExportHarness, hour_key, key, test_signing_keys};
 use diagnosis_tests::failing_store::FailingStore;
-
-fn hour_key(hour: i64) -> String {
-    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
-}
 
 /// The report of a pass that must have failed in some steps, and those steps.
 fn failed_steps(result: Result<impl std::fmt::Debug, ExportError>) -> (RunReport, Vec<Step>) {

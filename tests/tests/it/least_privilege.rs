@@ -5,34 +5,18 @@
 //! Migrations run as the owner, and a binary started as its role finds the schema current.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use diagnosis_core::time::{Clock, ManualClock};
 use diagnosis_tests::app::TestApp;
+use diagnosis_tests::binaries::text;
 use diagnosis_tests::dataset::keys_in_file;
 use diagnosis_tests::pg::TestDatabase;
-use diagnosis_tests::process::built_binary;
+use diagnosis_tests::process::run_exporter;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser, SUBMIT_ROLE};
 use diagnosis_tests::simulator::{app_keys, upload_of};
 use tokio_postgres::error::SqlState;
-
-fn exporter(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut command = Command::new(built_binary("diagnosis-exporter"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Runs `statement` and expects PostgreSQL to refuse it for lack of privilege (not for any
 /// other reason, such as a missing table).
@@ -45,15 +29,6 @@ async fn assert_refused(client: &tokio_postgres::Client, who: &str, statement: &
             "{who}: {statement}: {err}"
         ),
     }
-}
-
-async fn count(db: &TestDatabase, query: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(query, &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
@@ -116,7 +91,7 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     );
     app.stop().await;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM diagnosis_keys").await,
+        db.count("SELECT count(*) FROM diagnosis_keys").await,
         3,
         "the upload was not stored"
     );
@@ -152,7 +127,7 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
         &["run-once"],
         &["run-once", "--no-migrate"],
     ] {
-        let run = exporter(args, &env);
+        let run = run_exporter(args, &env);
         assert!(
             run.status.success(),
             "diagnosis-exporter {} as the exporter role failed: {}",
@@ -179,27 +154,22 @@ async fn each_binary_runs_end_to_end_as_its_own_role() {
     // regenerated and the one issued in place of the recovered keypair) and the failed claim
     // are gone, and the purge was counted.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM encryption_keys WHERE one_time_code IS NOT NULL"
-        )
-        .await,
+        db.count("SELECT count(*) FROM encryption_keys WHERE one_time_code IS NOT NULL")
+            .await,
         0
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM failed_key_claim_attempts").await,
+        db.count("SELECT count(*) FROM failed_key_claim_attempts")
+            .await,
         0
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT sum(count)::bigint FROM events WHERE identifier = 'OTKUnclaimed'"
-        )
-        .await,
+        db.count("SELECT sum(count)::bigint FROM events WHERE identifier = 'OTKUnclaimed'")
+            .await,
         2
     );
     assert!(
-        count(&db, "SELECT count(*) FROM exports").await > 0,
+        db.count("SELECT count(*) FROM exports").await > 0,
         "the ledger is empty"
     );
     std::fs::remove_dir_all(dir).ok();
@@ -426,11 +396,8 @@ async fn a_runtime_role_cannot_migrate_an_empty_database() {
         );
     }
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-        )
-        .await,
+        db.count("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
+            .await,
         0,
         "a runtime role left something behind"
     );

@@ -12,6 +12,7 @@ use diagnosis_core::store::{
 use diagnosis_tests::binaries::{command, exporter_env, finish, submit_env, submit_serves, text};
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser, SUBMIT_ROLE};
+use diagnosis_tests::wait::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A short statement timeout (the shortest a binary accepts), so that a migration or a wait that
@@ -61,12 +62,11 @@ async fn history_rows(db: &TestDatabase, version: i32) -> i64 {
         .get(0)
 }
 
-/// Waits until a session on `db` waits for the migration lock; fails after a minute.
+/// Waits until a session on `db` waits for the migration lock.
 async fn until_a_session_waits_for_the_migration_lock(db: &TestDatabase) {
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: i64 = client
+    eventually("a session waiting for the migration lock", async || {
+        client
             .query_one(
                 "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
                   WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = $1
@@ -75,16 +75,10 @@ async fn until_a_session_waits_for_the_migration_lock(db: &TestDatabase) {
             )
             .await
             .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nobody waited for the migration lock within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .get::<_, i64>(0)
+            > 0
+    })
+    .await;
 }
 
 /// Whether a binary's JSON log has a warning naming the newer release's migration.
@@ -190,20 +184,18 @@ async fn replicas_starting_together_migrate_once_and_the_later_one_waits_for_the
     };
     // The second starts once the first holds the lock and sleeps in its migration.
     let client = db.client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%'",
-            &[&db.name],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the first never migrated");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the first replica migrating", async || {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%'",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    })
+    .await;
     let second = {
         let store = store_with_short_timeout(&db.url);
         tokio::spawn(async move { store.migrate_with(&migrations).await })

@@ -19,6 +19,7 @@ use diagnosis_tests::export::{ExportHarness, key, test_region};
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::process::{SubmitProcess, built_binary, faketime_env, temp_dir};
 use diagnosis_tests::simulator::{Phone, Portal, app_keys, upload_of};
+use diagnosis_tests::wait::eventually;
 
 /// The keys of every hourly file `index.txt` names.
 async fn published_keys(h: &ExportHarness) -> HashSet<KeyData> {
@@ -58,17 +59,6 @@ async fn seal_locks(h: &ExportHarness, mode: &str, granted: bool) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within 20 s"
-        );
-        tokio::time::sleep(StdDuration::from_millis(20)).await;
-    }
 }
 
 /// A replica whose database clock is behind the seal (a failover to a server with a late

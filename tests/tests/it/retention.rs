@@ -6,21 +6,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use diagnosis_core::store::{
-    RetentionPolicy, RetentionReport, Store, SubmitInstance, SubmitLimits,
-};
+use diagnosis_core::store::{RetentionReport, Store, SubmitInstance, SubmitLimits};
 use diagnosis_core::time::{Clock, ManualClock, hour_number};
 use diagnosis_proto::key_claim_response::ErrorCode;
-use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
-use diagnosis_tests::app::{TestApp, test_start_time};
-use diagnosis_tests::export::ExportHarness;
+use diagnosis_proto::{KeyClaimRequest, Message};
+use diagnosis_tests::app::{TestApp, test_retention_policy, test_start_time};
+use diagnosis_tests::export::{ExportHarness, hour_key};
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::roles::{EXPORTER_ROLE, RoleUser};
 use diagnosis_tests::simulator::{app_keys, upload_of};
-
-fn hour_key(hour: i64) -> String {
-    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
-}
 
 /// Publishes the first hour, lets it leave the index 14 days later, then runs passes until
 /// `delay - 1 min` after that pass, each of which must keep the object, and one at
@@ -84,14 +78,6 @@ async fn delete_unindexed_after_hours_sets_how_long_an_unindexed_object_stays() 
 
 /// Rows per batch in the batch tests: a backlog of a few dozen rows is several batches deep.
 const BATCH: i64 = 10;
-
-fn policy() -> RetentionPolicy {
-    RetentionPolicy {
-        one_time_code_expiry: Duration::hours(24),
-        keypair_validity_days: 15,
-        claim_ban_duration: Duration::hours(1),
-    }
-}
 
 /// Inserts `count` rows into `encryption_keys` for `originator`, created one second apart
 /// from `first_created` on: unclaimed codes when `claimed` is false, else keypairs claimed
@@ -167,15 +153,6 @@ async fn insert_failed_claims(db: &TestDatabase, tag: &str, count: i32, first: D
         )
         .await
         .unwrap();
-}
-
-async fn count(db: &TestDatabase, query: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(query, &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// `(identifier, source, count)` of every event row of `day`.
@@ -286,7 +263,7 @@ async fn a_backlog_several_batches_deep_is_purged_batch_by_batch_with_its_events
     log_delete_statements(&db).await;
     let store = exporter_store(&db, None).await;
     let report = store
-        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
+        .purge_expired_in_batches_of(now, Some(test_retention_policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(
@@ -316,24 +293,19 @@ async fn a_backlog_several_batches_deep_is_purged_batch_by_batch_with_its_events
     );
 
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM encryption_keys WHERE claimed IS NULL"
-        )
-        .await,
+        db.count("SELECT count(*) FROM encryption_keys WHERE claimed IS NULL")
+            .await,
         3
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM encryption_keys WHERE claimed IS NOT NULL"
-        )
-        .await,
+        db.count("SELECT count(*) FROM encryption_keys WHERE claimed IS NOT NULL")
+            .await,
         4
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM diagnosis_keys").await, 5);
+    assert_eq!(db.count("SELECT count(*) FROM diagnosis_keys").await, 5);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM failed_key_claim_attempts").await,
+        db.count("SELECT count(*) FROM failed_key_claim_attempts")
+            .await,
         2
     );
     let owned = |(identifier, source, count): (&str, &str, i32)| {
@@ -354,7 +326,7 @@ async fn a_backlog_several_batches_deep_is_purged_batch_by_batch_with_its_events
 
     // Nothing is left to do.
     let again = store
-        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
+        .purge_expired_in_batches_of(now, Some(test_retention_policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(again, RetentionReport::default());
@@ -395,7 +367,7 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
     .unwrap();
     let store = exporter_store(&db, Some("100ms")).await;
     let error = store
-        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
+        .purge_expired_in_batches_of(now, Some(test_retention_policy()), BATCH)
         .await
         .expect_err("the third batch waits for a locked row");
     assert!(
@@ -404,7 +376,7 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
     );
 
     // The first two batches stayed deleted, each with its events; the third left its rows.
-    assert_eq!(count(&db, "SELECT count(*) FROM encryption_keys").await, 5);
+    assert_eq!(db.count("SELECT count(*) FROM encryption_keys").await, 5);
     assert_eq!(
         events(&db, now).await,
         vec![("OTKUnclaimed".to_owned(), "ON".to_owned(), 20)]
@@ -413,11 +385,11 @@ async fn a_failed_batch_leaves_the_batches_before_it_deleted_and_counted() {
     // Once the lock is gone, the next pass finishes the work and counts only what it deleted.
     lock.rollback().await.unwrap();
     let report = store
-        .purge_expired_in_batches_of(now, Some(policy()), BATCH)
+        .purge_expired_in_batches_of(now, Some(test_retention_policy()), BATCH)
         .await
         .unwrap();
     assert_eq!(report.unclaimed_codes, 5);
-    assert_eq!(count(&db, "SELECT count(*) FROM encryption_keys").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM encryption_keys").await, 0);
     assert_eq!(
         events(&db, now).await,
         vec![("OTKUnclaimed".to_owned(), "ON".to_owned(), 25)]
@@ -462,11 +434,10 @@ async fn a_keypair_of_a_live_replica_lives_out_its_validity_whatever_other_setti
     .await;
     let h = ExportHarness::sharing(Arc::clone(&lenient.db), lenient.clock.clone(), |_| {}).await;
     let keypairs = || async {
-        count(
-            &lenient.db,
-            "SELECT count(*) FROM encryption_keys WHERE claimed IS NOT NULL",
-        )
-        .await
+        lenient
+            .db
+            .count("SELECT count(*) FROM encryption_keys WHERE claimed IS NOT NULL")
+            .await
     };
 
     // Issued and claimed on 28 November at 15:20: valid until 18 December, 00:00.
@@ -501,14 +472,8 @@ async fn wrong_claim(app: &TestApp) -> (u16, ErrorCode) {
         app_public_key: Some(vec![7; 32]),
     }
     .encode_to_vec();
-    let reply = app
-        .phone()
-        .client
-        .post_protobuf(&format!("{}/claim-key", app.base_url), body)
-        .await
-        .unwrap();
-    let response = KeyClaimResponse::decode(reply.body.as_ref()).unwrap();
-    (reply.status.as_u16(), response.error())
+    let (status, response) = app.post_claim(body).await;
+    (status, response.error())
 }
 
 #[tokio::test]
@@ -587,15 +552,13 @@ async fn without_recorded_settings_codes_keypairs_and_bans_are_kept_and_keys_del
             ..RetentionReport::default()
         }
     );
+    assert_eq!(h.db.count("SELECT count(*) FROM encryption_keys").await, 7);
     assert_eq!(
-        count(&h.db, "SELECT count(*) FROM encryption_keys").await,
-        7
-    );
-    assert_eq!(
-        count(&h.db, "SELECT count(*) FROM failed_key_claim_attempts").await,
+        h.db.count("SELECT count(*) FROM failed_key_claim_attempts")
+            .await,
         2
     );
-    assert_eq!(count(&h.db, "SELECT count(*) FROM diagnosis_keys").await, 0);
+    assert_eq!(h.db.count("SELECT count(*) FROM diagnosis_keys").await, 0);
 
     // Once a replica has recorded its limits, the next pass deletes by them.
     h.record_submit_settings(|_| {}).await;
@@ -654,9 +617,9 @@ async fn the_latest_recorded_settings_hold_while_no_replica_runs_and_stale_rows_
 
     let report = h.run().await;
     assert_eq!(report.retention.keypairs, 3, "{report:?}");
-    assert_eq!(count(&db, "SELECT count(*) FROM encryption_keys").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM encryption_keys").await, 2);
     // The replica gone for over a day before the latest ones has left the table.
-    assert_eq!(count(&db, "SELECT count(*) FROM submit_settings").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM submit_settings").await, 2);
 }
 
 /// Which replicas are live is judged by the database's clock, which also stamps their refreshes

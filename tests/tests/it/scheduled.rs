@@ -11,11 +11,7 @@ use diagnosis_exporter::scheduled::{Schedule, run};
 use diagnosis_format::archive::unzip_export;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
 use diagnosis_tests::app::test_start_time;
-use diagnosis_tests::export::{ExportHarness, key};
-
-fn hour_key(hour: i64) -> String {
-    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
-}
+use diagnosis_tests::export::{ExportHarness, hour_key, key};
 
 fn at(hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, hour, minute, second)

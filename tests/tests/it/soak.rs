@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diagnosis_core::time::SystemClock;
-use diagnosis_submit::client::ForwardedFor;
+use diagnosis_submit::client_ip::ForwardedFor;
 use diagnosis_tests::app::{PORTAL_TOKEN, TestApp};
 use diagnosis_tests::black_hole::BlackHoleProxy;
 use diagnosis_tests::soak::load::{FOLLOW_UP_UPLOADS, Target};

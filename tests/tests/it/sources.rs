@@ -16,18 +16,12 @@ use diagnosis_format::render::{ExportWindow, render_window};
 use diagnosis_format::sign::sign_export;
 use diagnosis_proto::{EXPORT_BIN_HEADER, Message, TemporaryExposureKeyExport};
 use diagnosis_tests::app::test_start_time;
-use diagnosis_tests::export::{ExportHarness, key, test_public_keys, test_signing_keys};
-
-fn hour_file(hour: i64) -> String {
-    format!("CA/{}-{}-00001.zip", hour * 3600, (hour + 1) * 3600)
-}
+use diagnosis_tests::export::{
+    ExportHarness, hour_key, key, retrieval_day, test_public_keys, test_signing_keys,
+};
 
 fn daily_file(day: i64) -> String {
     format!("CA/daily/{}-{}-00001.zip", day * 86_400, (day + 1) * 86_400)
-}
-
-fn retrieval_day(day: i64) -> String {
-    format!("retrieve/302/{day:05}")
 }
 
 /// The key data in a published file, its signature checked with the exporter's public key.
@@ -155,7 +149,7 @@ async fn complete_the_day_and_check_it(h: &ExportHarness, hour: i64) {
 #[tokio::test]
 async fn an_hourly_file_replaced_by_other_signed_keys_is_restored_before_the_day_is_merged() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    let object = hour_file(hour);
+    let object = hour_key(hour);
     let original = h.bucket.get(&object).await.unwrap().unwrap();
     let (forged, injected) = forged_hour_file(hour);
     put_file(&h, &object, forged).await;
@@ -171,13 +165,13 @@ async fn an_hourly_file_replaced_by_other_signed_keys_is_restored_before_the_day
 #[tokio::test]
 async fn hourly_files_with_changed_bytes_are_restored_before_the_day_is_merged() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    let object = hour_file(hour);
+    let object = hour_key(hour);
     let original = h.bucket.get(&object).await.unwrap().unwrap();
     let mut damaged = original.to_vec();
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0x5a;
     put_file(&h, &object, Bytes::from(damaged)).await;
-    let before = hour_file(hour - 1);
+    let before = hour_key(hour - 1);
     let original_before = h.bucket.get(&before).await.unwrap().unwrap();
     put_file(&h, &before, Bytes::new()).await;
 
@@ -189,7 +183,7 @@ async fn hourly_files_with_changed_bytes_are_restored_before_the_day_is_merged()
 #[tokio::test]
 async fn a_deleted_hourly_file_is_restored_before_the_day_is_merged() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    let object = hour_file(hour);
+    let object = hour_key(hour);
     let original = h.bucket.get(&object).await.unwrap().unwrap();
     h.bucket.delete(&object).await.unwrap();
 
@@ -202,7 +196,7 @@ async fn a_deleted_hourly_file_is_restored_before_the_day_is_merged() {
 #[tokio::test]
 async fn the_sources_of_a_daily_file_of_several_parts_are_restored_before_its_first_part() {
     let (h, hour) = a_day_with_keys(|s| s.max_keys_per_file = 2).await;
-    let object = hour_file(hour); // the first of the hour's two parts
+    let object = hour_key(hour); // the first of the hour's two parts
     let original = h.bucket.get(&object).await.unwrap().unwrap();
     let (forged, injected) = forged_hour_file(hour);
     put_file(&h, &object, forged).await;
@@ -229,7 +223,7 @@ async fn the_sources_of_a_daily_file_of_several_parts_are_restored_before_its_fi
 #[tokio::test]
 async fn a_replaced_source_of_todays_retrieval_object_is_restored_before_it_is_merged() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    let object = hour_file(hour);
+    let object = hour_key(hour);
     let original = h.bucket.get(&object).await.unwrap().unwrap();
     let (forged, injected) = forged_hour_file(hour);
     put_file(&h, &object, forged).await;
@@ -272,7 +266,7 @@ async fn a_replaced_daily_source_of_the_bundle_is_restored_from_its_hours() {
 #[tokio::test]
 async fn a_source_that_cannot_be_rebuilt_with_its_recorded_bytes_stops_the_day_naming_it() {
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    let object = hour_file(hour);
+    let object = hour_key(hour);
     let (forged, _) = forged_hour_file(hour);
     put_file(&h, &object, forged.clone()).await;
     // The database no longer holds the hour's keys: a rebuild gives other bytes.
@@ -326,7 +320,7 @@ async fn repairs_and_failures_to_repair_are_counted() {
 
     let (h, hour) = a_day_with_keys(|_| {}).await;
     let day = hour.div_euclid(24);
-    h.bucket.delete(&hour_file(hour)).await.unwrap();
+    h.bucket.delete(&hour_key(hour)).await.unwrap();
     complete_the_day_and_check_it(&h, hour).await;
     let text = handle.render();
     assert_eq!(
@@ -352,7 +346,7 @@ async fn repairs_and_failures_to_repair_are_counted() {
     );
 
     let (h, hour) = a_day_with_keys(|_| {}).await;
-    h.bucket.delete(&hour_file(hour)).await.unwrap();
+    h.bucket.delete(&hour_key(hour)).await.unwrap();
     h.db.client()
         .await
         .execute(

@@ -6,11 +6,11 @@ use diagnosis_core::domain::{
     AppPublicKey, DiagnosisKey, KeyData, OneTimeCode, OriginatorLabel, Region, ReportType,
 };
 use diagnosis_core::store::{
-    ClaimCodeKey, ClaimOutcome, ClientIdentifier, HashedCode, IssueOutcome, NewCode,
-    RetentionPolicy, Store, StoreConfig, StoreKeysOutcome,
+    ClaimCodeKey, ClaimOutcome, ClientIdentifier, HashedCode, IssueOutcome, NewCode, Store,
+    StoreConfig, StoreKeysOutcome,
 };
 use diagnosis_core::time::{HourNumber, ManualClock, hour_number, interval_number};
-use diagnosis_tests::app::test_start_time;
+use diagnosis_tests::app::{test_retention_policy, test_start_time};
 use diagnosis_tests::pg::TestDatabase;
 
 fn store_for(db: &TestDatabase) -> Store {
@@ -179,14 +179,6 @@ fn test_identity_key() -> diagnosis_core::store::ClientIdentityKey {
     diagnosis_core::store::ClientIdentityKey::from_secret(&[1; 32]).unwrap()
 }
 
-fn retention_policy() -> RetentionPolicy {
-    RetentionPolicy {
-        one_time_code_expiry: Duration::hours(24),
-        keypair_validity_days: 15,
-        claim_ban_duration: Duration::hours(1),
-    }
-}
-
 #[tokio::test]
 async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     let db = TestDatabase::new().await;
@@ -264,7 +256,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
         .unwrap();
 
     let report = store
-        .purge_expired(now, Some(retention_policy()))
+        .purge_expired(now, Some(test_retention_policy()))
         .await
         .unwrap();
     assert_eq!(report.unclaimed_codes, 1);
@@ -311,7 +303,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
     );
     // A second pass finds nothing more to do.
     let again = store
-        .purge_expired(now, Some(retention_policy()))
+        .purge_expired(now, Some(test_retention_policy()))
         .await
         .unwrap();
     assert_eq!(again, diagnosis_core::store::RetentionReport::default());

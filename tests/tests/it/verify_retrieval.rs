@@ -18,7 +18,9 @@ use diagnosis_proto::{
 };
 use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::cdn::{self, CdnClock};
-use diagnosis_tests::export::{ExportHarness, fixture, key, test_public_keys, test_signing_keys};
+use diagnosis_tests::export::{
+    ExportHarness, fixture, key, retrieval_day, test_public_keys, test_signing_keys,
+};
 use diagnosis_tests::process::temp_dir;
 use diagnosis_verify::{
     CdnCheck, DirectorySource, Edge, Finding, HttpSource, KeyCount, RetrievalProblem, Source,
@@ -71,10 +73,6 @@ async fn verify(source: &dyn Source, options: &VerifyOptions) -> VerifyReport {
 
 async fn verify_s3(h: &ExportHarness) -> VerifyReport {
     verify(&BucketSource::new(h.bucket.clone()), &options()).await
-}
-
-fn day_object(day: i64) -> String {
-    format!("retrieve/302/{day:05}")
 }
 
 const BUNDLE: &str = "retrieve/302/00000";
@@ -147,7 +145,7 @@ async fn a_bucket_the_pipeline_published_passes_in_s3_and_in_a_folder() {
         "{report}"
     );
     let objects: Vec<&str> = report.retrieval.iter().map(|o| o.object.as_str()).collect();
-    let (first, second) = (day_object(day), day_object(day + 1));
+    let (first, second) = (retrieval_day(day), retrieval_day(day + 1));
     assert_eq!(objects, [BUNDLE, first.as_str(), second.as_str()]);
     assert_eq!(
         report
@@ -182,7 +180,7 @@ async fn a_bucket_the_pipeline_published_passes_in_s3_and_in_a_folder() {
 #[tokio::test]
 async fn each_broken_retrieval_object_is_found_and_named() {
     let (h, day) = published().await;
-    let (first, second) = (day_object(day), day_object(day + 1));
+    let (first, second) = (retrieval_day(day), retrieval_day(day + 1));
     let get = |key: String| {
         let bucket = h.bucket.clone();
         async move { bucket.get(&key).await.unwrap().unwrap() }
@@ -427,7 +425,7 @@ fn edge(h: &ExportHarness, url: &str, key: &[u8]) -> Edge {
 #[tokio::test]
 async fn the_cdn_serves_each_retrieval_object_byte_for_byte() {
     let (h, day) = published().await;
-    let today = day_object(day + 1);
+    let today = retrieval_day(day + 1);
     let earlier_today = h.bucket.get(&today).await.unwrap().unwrap();
     // An hour later the exporter has rebuilt today's object; a CDN serving a copy of the
     // bucket from before serves the earlier version.

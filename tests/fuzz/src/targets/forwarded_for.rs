@@ -1,5 +1,5 @@
 //! The client's address behind proxies (DESIGN §3.2): the `X-Forwarded-For` walk of
-//! `diagnosis_submit::client::client_address` over hostile header lines, raw bytes included,
+//! `diagnosis_submit::client_ip::client_address` over hostile header lines, raw bytes included,
 //! under each of the three rules. No input may panic, whatever the header says the walk never
 //! names an address that a rule does not allow, and once the walk has named an untrusted
 //! forwarded client, nothing written left of it (here: a byte that is not ASCII and a copy of
@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
-use diagnosis_submit::client::{ForwardedFor, TrustedProxies, client_address};
+use diagnosis_submit::client_ip::{ForwardedFor, TrustedProxies, client_address};
 use http::{HeaderMap, HeaderValue};
 
 /// Proxies as a deployment lists them: a pod network, a balancer subnet, one IPv6 range.
