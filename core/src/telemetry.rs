@@ -6,11 +6,12 @@
 //!   pretty-printed, on **stderr**;
 //! * **span traces** — with `TRACER_PROVIDER=stdout`, one JSON line per closed span with its busy
 //!   and idle time on **stdout**; `pretty` prints the same readably; unset prints none;
-//! * **metrics** — the `metrics` facade backed by a Prometheus recorder. With
-//!   `METRIC_PROVIDER=prometheus` the caller serves [`Telemetry::render_prometheus`] on its internal
-//!   `/metrics` route (this module opens no listener); with `stdout` / `pretty` a snapshot is
-//!   written to stdout every [`METRICS_SNAPSHOT_INTERVAL`] (60 s) — one JSON object per sample
-//!   per line, or a table; unset installs no recorder and every metrics call is a no-op.
+//! * **metrics** — the `metrics` facade. With `METRIC_PROVIDER=prometheus` a Prometheus recorder,
+//!   whose text the caller serves ([`Telemetry::render_prometheus`]) on its internal `/metrics`
+//!   route (this module opens no listener); with `stdout` / `pretty` a recorder read directly
+//!   (`snapshot`), whose samples are written to stdout every [`METRICS_SNAPSHOT_INTERVAL`]
+//!   (60 s) — one JSON object per sample per line, or a table, in series order; unset installs
+//!   no recorder and every metrics call is a no-op.
 //!
 //! DESIGN §7 applies to everything recorded through here: no IP addresses, codes, tokens, keys
 //! or payloads in log fields, span fields or metric labels. This module must never add such
@@ -28,12 +29,20 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, filter, fmt};
 
 use crate::config::{CommonConfig, LogFormat, MetricProvider, TracerProvider};
 
+mod snapshot;
+
+use snapshot::{SnapshotRecorder, snapshot_json_lines, snapshot_table};
+
 /// How often `METRIC_PROVIDER=stdout|pretty` writes a metrics snapshot to stdout.
 pub const METRICS_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the recorder drains recorded histogram samples into its buckets, which bounds the
 /// memory that unscraped samples can take.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The quantiles of every histogram rendered as a summary (those of the Prometheus exporter's
+/// default), on `/metrics` and in snapshots alike.
+const SUMMARY_QUANTILES: &[f64] = &[0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
 
 /// Histogram buckets (seconds) for every metric named `*_duration_seconds`: 1 ms to 10 s.
 /// Other histograms are rendered as summaries.
@@ -91,15 +100,42 @@ pub enum TelemetryError {
     /// The metrics recorder could not be built or installed.
     #[error("could not install the metrics recorder: {0}")]
     Metrics(#[from] BuildError),
+    /// Another global `metrics` recorder was installed first.
+    #[error("could not install the metrics recorder: another one is installed")]
+    RecorderAlreadyInstalled,
 }
 
 /// What [`init`] installed; keep it for the life of the process.
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
-    /// The installed recorder, whatever the provider.
-    recorder: Option<PrometheusHandle>,
-    provider: MetricProvider,
+    /// The installed recorder, if metrics are on.
+    recorder: Option<MetricsRecorder>,
     service_name: &'static str,
+}
+
+/// The global recorder: Prometheus's for `/metrics`, or one read directly for the snapshots.
+#[derive(Debug, Clone)]
+enum MetricsRecorder {
+    Prometheus(PrometheusHandle),
+    Snapshot(SnapshotRecorder, SnapshotFormat),
+}
+
+/// How a metrics snapshot is written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotFormat {
+    /// One JSON object per sample per line (`METRIC_PROVIDER=stdout`).
+    Json,
+    /// A readable table (`METRIC_PROVIDER=pretty`).
+    Table,
+}
+
+impl MetricsRecorder {
+    fn run_upkeep(&self) {
+        match self {
+            Self::Prometheus(handle) => handle.run_upkeep(),
+            Self::Snapshot(recorder, _) => recorder.run_upkeep(),
+        }
+    }
 }
 
 impl Telemetry {
@@ -115,10 +151,7 @@ impl Telemetry {
                 upkeep.run_upkeep();
             }
         });
-        if matches!(
-            self.provider,
-            MetricProvider::Stdout | MetricProvider::Pretty
-        ) {
+        if matches!(self.recorder, Some(MetricsRecorder::Snapshot(..))) {
             let snapshots = self.clone();
             runtime.spawn(async move {
                 let start = tokio::time::Instant::now() + METRICS_SNAPSHOT_INTERVAL;
@@ -140,8 +173,7 @@ impl Telemetry {
     #[cfg(any(test, feature = "test-support"))]
     pub fn from_prometheus_handle(handle: PrometheusHandle) -> Self {
         Self {
-            recorder: Some(handle),
-            provider: MetricProvider::Prometheus,
+            recorder: Some(MetricsRecorder::Prometheus(handle)),
             service_name: "",
         }
     }
@@ -153,9 +185,9 @@ impl Telemetry {
 
     /// The recorder's handle, when `METRIC_PROVIDER=prometheus`.
     pub fn prometheus_handle(&self) -> Option<&PrometheusHandle> {
-        match self.provider {
-            MetricProvider::Prometheus => self.recorder.as_ref(),
-            MetricProvider::Stdout | MetricProvider::Pretty | MetricProvider::None => None,
+        match &self.recorder {
+            Some(MetricsRecorder::Prometheus(handle)) => Some(handle),
+            Some(MetricsRecorder::Snapshot(..)) | None => None,
         }
     }
 
@@ -163,15 +195,20 @@ impl Telemetry {
     /// nothing. A job that exits before the first periodic snapshot (`diagnosis-exporter
     /// run-once`) calls this before it exits so its metrics are not lost.
     pub fn write_metrics_snapshot(&self) -> io::Result<()> {
-        let format = match self.provider {
-            MetricProvider::Stdout => SnapshotFormat::Json,
-            MetricProvider::Pretty => SnapshotFormat::Table,
-            MetricProvider::Prometheus | MetricProvider::None => return Ok(()),
+        let Some(MetricsRecorder::Snapshot(recorder, format)) = &self.recorder else {
+            return Ok(());
         };
-        match &self.recorder {
-            Some(recorder) => write_snapshot(recorder, format, self.service_name),
-            None => Ok(()),
-        }
+        let samples = recorder.samples();
+        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let text = match format {
+            SnapshotFormat::Json => snapshot_json_lines(&samples, &timestamp, self.service_name),
+            SnapshotFormat::Table => snapshot_table(&samples, &timestamp, self.service_name),
+        };
+        // One locked write, so snapshot lines do not interleave with span lines written from
+        // other threads.
+        let mut stdout = io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()
     }
 }
 
@@ -182,10 +219,13 @@ pub fn prometheus_builder() -> PrometheusBuilder {
     // Cannot fail: the bucket list is a non-empty constant. Fall back to the defaults anyway
     // rather than panic.
     PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Suffix("_duration_seconds".to_owned()),
-            DURATION_BUCKETS_SECONDS,
-        )
+        .set_quantiles(SUMMARY_QUANTILES)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Suffix("_duration_seconds".to_owned()),
+                DURATION_BUCKETS_SECONDS,
+            )
+        })
         .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
@@ -245,11 +285,10 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 
     let mut telemetry = Telemetry {
         recorder: None,
-        provider: config.metric_provider,
         service_name: config.service_name,
     };
     if let Some(runtime) = runtime {
-        telemetry.recorder = Some(prometheus_builder().install_recorder()?);
+        telemetry.recorder = install_recorder(config.metric_provider)?;
         telemetry.spawn_metrics_tasks(&runtime);
     }
 
@@ -261,6 +300,23 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         "telemetry initialised"
     );
     Ok(telemetry)
+}
+
+/// Installs the global recorder `provider` reads from, if any.
+fn install_recorder(provider: MetricProvider) -> Result<Option<MetricsRecorder>, TelemetryError> {
+    let format = match provider {
+        MetricProvider::None => return Ok(None),
+        MetricProvider::Prometheus => {
+            let handle = prometheus_builder().install_recorder()?;
+            return Ok(Some(MetricsRecorder::Prometheus(handle)));
+        }
+        MetricProvider::Stdout => SnapshotFormat::Json,
+        MetricProvider::Pretty => SnapshotFormat::Table,
+    };
+    let recorder = SnapshotRecorder::default();
+    metrics::set_global_recorder(recorder.clone())
+        .map_err(|_| TelemetryError::RecorderAlreadyInstalled)?;
+    Ok(Some(MetricsRecorder::Snapshot(recorder, format)))
 }
 
 fn log_layer(format: LogFormat) -> BoxedLayer {
@@ -301,185 +357,6 @@ fn span_layer(tracer: TracerProvider) -> BoxedLayer {
     }
 }
 
-/// How a metrics snapshot is written to stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SnapshotFormat {
-    /// One JSON object per sample per line (`METRIC_PROVIDER=stdout`).
-    Json,
-    /// A readable table (`METRIC_PROVIDER=pretty`).
-    Table,
-}
-
-/// Writes the recorder's current state to stdout in one locked write, so snapshot lines do not
-/// interleave with span lines written from other threads.
-fn write_snapshot(
-    recorder: &PrometheusHandle,
-    format: SnapshotFormat,
-    service: &str,
-) -> io::Result<()> {
-    let exposition = recorder.render();
-    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let text = match format {
-        SnapshotFormat::Json => snapshot_json_lines(&exposition, &timestamp, service),
-        SnapshotFormat::Table => snapshot_table(&exposition, &timestamp, service),
-    };
-    let mut stdout = io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()
-}
-
-/// One sample line of the Prometheus text exposition format.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample<'a> {
-    name: &'a str,
-    /// The family's `# TYPE`: `counter`, `gauge`, `histogram`, `summary` or `untyped`.
-    kind: &'a str,
-    labels: Vec<(&'a str, String)>,
-    value: f64,
-}
-
-/// Reads the samples of a Prometheus text exposition; lines it cannot read are skipped (the
-/// text comes from our own recorder, so there are none in practice).
-fn parse_exposition(text: &str) -> Vec<Sample<'_>> {
-    let mut kinds = std::collections::HashMap::new();
-    let mut samples = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(declaration) = line.strip_prefix("# TYPE ") {
-            let mut words = declaration.split_whitespace();
-            if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                kinds.insert(name, kind);
-            }
-        } else if !line.is_empty()
-            && !line.starts_with('#')
-            && let Some(mut sample) = parse_sample(line)
-        {
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .filter_map(|suffix| sample.name.strip_suffix(suffix))
-                .find(|family| kinds.contains_key(family))
-                .unwrap_or(sample.name);
-            sample.kind = kinds.get(family).copied().unwrap_or("untyped");
-            samples.push(sample);
-        }
-    }
-    samples
-}
-
-fn parse_sample(line: &str) -> Option<Sample<'_>> {
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
-    let name = &line[..name_end];
-    let rest = &line[name_end..];
-    let (labels, rest) = match rest.strip_prefix('{') {
-        Some(inside) => parse_labels(inside)?,
-        None => (Vec::new(), rest),
-    };
-    let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Sample {
-        name,
-        kind: "untyped",
-        labels,
-        value,
-    })
-}
-
-/// Reads `key="value",…}` (just after the `{`) and returns the labels and what follows the `}`.
-fn parse_labels(mut rest: &str) -> Option<(Vec<(&str, String)>, &str)> {
-    let mut labels = Vec::new();
-    loop {
-        rest = rest.trim_start_matches([',', ' ']);
-        if let Some(after) = rest.strip_prefix('}') {
-            return Some((labels, after));
-        }
-        let (key, after_key) = rest.split_once('=')?;
-        let quoted = after_key.strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = quoted.char_indices();
-        let closing_quote = loop {
-            let (index, c) = chars.next()?;
-            match c {
-                '\\' => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    escaped => value.push(escaped),
-                },
-                '"' => break index,
-                c => value.push(c),
-            }
-        };
-        labels.push((key.trim(), value));
-        rest = &quoted[closing_quote + 1..];
-    }
-}
-
-/// `METRIC_PROVIDER=stdout`: one JSON object per sample per line, e.g.
-/// `{"labels":{"route":"upload"},"metric":"http_requests_total","service":"diagnosis-submit","timestamp":"…","type":"counter","value":3.0}`.
-/// Non-finite values (`NaN`, `+Inf`) are written as strings because JSON has no such numbers.
-fn snapshot_json_lines(exposition: &str, timestamp: &str, service: &str) -> String {
-    let mut out = String::new();
-    for sample in parse_exposition(exposition) {
-        let labels: serde_json::Map<String, serde_json::Value> = sample
-            .labels
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), serde_json::Value::String(value)))
-            .collect();
-        let value = serde_json::Number::from_f64(sample.value)
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|| serde_json::Value::String(format_value(sample.value)));
-        let line = serde_json::json!({
-            "timestamp": timestamp,
-            "service": service,
-            "metric": sample.name,
-            "type": sample.kind,
-            "labels": labels,
-            "value": value,
-        });
-        out.push_str(&line.to_string());
-        out.push('\n');
-    }
-    out
-}
-
-/// `METRIC_PROVIDER=pretty`: a header line, then one aligned `name{labels}  value` row per
-/// sample. Histogram `_bucket` rows are left out (their `_sum` and `_count` stay) to keep the
-/// table readable; `/metrics` and the JSON form carry the buckets.
-fn snapshot_table(exposition: &str, timestamp: &str, service: &str) -> String {
-    let rows: Vec<(String, String)> = parse_exposition(exposition)
-        .into_iter()
-        .filter(|sample| !(sample.kind == "histogram" && sample.name.ends_with("_bucket")))
-        .map(|sample| {
-            let mut series = sample.name.to_owned();
-            if !sample.labels.is_empty() {
-                let labels: Vec<String> = sample
-                    .labels
-                    .iter()
-                    .map(|(key, value)| format!("{key}={value:?}"))
-                    .collect();
-                series = format!("{series}{{{}}}", labels.join(","));
-            }
-            (series, format_value(sample.value))
-        })
-        .collect();
-    let mut out = format!("── metrics of {service} at {timestamp} ──\n");
-    if rows.is_empty() {
-        out.push_str("  (nothing recorded yet)\n");
-    }
-    let width = rows.iter().map(|(series, _)| series.chars().count()).max();
-    for (series, value) in &rows {
-        let width = width.unwrap_or_default();
-        out.push_str(&format!("  {series:<width$}  {value}\n"));
-    }
-    out
-}
-
-fn format_value(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        value.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,100 +377,6 @@ mod tests {
         assert!(capped.contains("tokio_postgres=info"), "{capped}");
         let quiet = log_filter("off").unwrap().to_string();
         assert!(quiet.contains("tokio_postgres=off"), "{quiet}");
-    }
-
-    const EXPOSITION: &str = r#"# TYPE http_requests_total counter
-http_requests_total{route="upload",status="200"} 3
-http_requests_total{route="claim-key",status="401"} 1
-
-# TYPE pool_connections gauge
-# HELP pool_connections Open connections.
-pool_connections 4.5
-
-# TYPE upload_duration_seconds histogram
-upload_duration_seconds_bucket{le="0.001"} 0
-upload_duration_seconds_bucket{le="+Inf"} 2
-upload_duration_seconds_sum 0.25
-upload_duration_seconds_count 2
-
-# TYPE keys_per_upload summary
-keys_per_upload{quantile="0.5"} NaN
-keys_per_upload_sum 0
-keys_per_upload_count 0
-odd_label{path="a\"b\\c\nd"} 1
-"#;
-
-    #[test]
-    fn parses_the_prometheus_text_format() {
-        let samples = parse_exposition(EXPOSITION);
-        assert_eq!(samples.len(), 11);
-        assert_eq!(
-            samples[0],
-            Sample {
-                name: "http_requests_total",
-                kind: "counter",
-                labels: vec![("route", "upload".into()), ("status", "200".into())],
-                value: 3.0,
-            }
-        );
-        assert_eq!(samples[2].kind, "gauge");
-        assert_eq!(samples[2].value, 4.5);
-        assert_eq!(samples[4].kind, "histogram");
-        assert_eq!(samples[4].labels, vec![("le", "+Inf".to_owned())]);
-        assert_eq!(samples[6].name, "upload_duration_seconds_count");
-        assert_eq!(samples[6].kind, "histogram");
-        assert_eq!(samples[7].kind, "summary");
-        assert!(samples[7].value.is_nan());
-        assert_eq!(samples[10].kind, "untyped");
-        assert_eq!(samples[10].labels, vec![("path", "a\"b\\c\nd".to_owned())]);
-    }
-
-    #[test]
-    fn unreadable_lines_are_skipped() {
-        let samples = parse_exposition("broken{le=\"1\" 3\nnovalue\nok 1\nbad{x=1} 2\n");
-        assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].name, "ok");
-    }
-
-    #[test]
-    fn json_snapshot_is_one_object_per_sample_per_line() {
-        let out = snapshot_json_lines(EXPOSITION, "2025-01-02T03:04:05Z", "diagnosis-submit");
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 11);
-        assert_eq!(
-            lines[0],
-            r#"{"labels":{"route":"upload","status":"200"},"metric":"http_requests_total","service":"diagnosis-submit","timestamp":"2025-01-02T03:04:05Z","type":"counter","value":3.0}"#
-        );
-        assert_eq!(
-            lines[7],
-            r#"{"labels":{"quantile":"0.5"},"metric":"keys_per_upload","service":"diagnosis-submit","timestamp":"2025-01-02T03:04:05Z","type":"summary","value":"NaN"}"#
-        );
-        for line in lines {
-            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert!(parsed.is_object());
-        }
-        assert_eq!(snapshot_json_lines("", "t", "s"), "");
-    }
-
-    #[test]
-    fn table_snapshot_is_aligned_and_skips_buckets() {
-        let out = snapshot_table(EXPOSITION, "2025-01-02T03:04:05Z", "diagnosis-exporter");
-        let expected = r#"── metrics of diagnosis-exporter at 2025-01-02T03:04:05Z ──
-  http_requests_total{route="upload",status="200"}     3
-  http_requests_total{route="claim-key",status="401"}  1
-  pool_connections                                     4.5
-  upload_duration_seconds_sum                          0.25
-  upload_duration_seconds_count                        2
-  keys_per_upload{quantile="0.5"}                      NaN
-  keys_per_upload_sum                                  0
-  keys_per_upload_count                                0
-  odd_label{path="a\"b\\c\nd"}                         1
-"#;
-        assert_eq!(out, expected);
-        assert_eq!(
-            snapshot_table("", "t", "s"),
-            "── metrics of s at t ──\n  (nothing recorded yet)\n"
-        );
     }
 
     #[test]

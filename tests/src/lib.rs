@@ -18,6 +18,7 @@ pub mod export;
 pub mod failing_store;
 pub mod http_client;
 pub mod lost_answer;
+pub mod metrics;
 pub mod pg;
 pub mod pg_wire;
 pub mod process;

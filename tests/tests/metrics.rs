@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
@@ -22,6 +22,7 @@ use diagnosis_proto::{KeyClaimRequest, Message};
 use diagnosis_tests::app::{PORTAL_TOKEN, TestApp, test_start_time};
 use diagnosis_tests::export::{test_export_settings, test_signing_keys};
 use diagnosis_tests::failing_store::FailingStore;
+use diagnosis_tests::metrics::Exposition;
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::simulator::{app_keys, upload_of};
 
@@ -36,74 +37,6 @@ fn telemetry() -> Telemetry {
             Telemetry::from_prometheus_handle(handle)
         })
         .clone()
-}
-
-/// One sample of the text exposition.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// The samples of a Prometheus text exposition (the recorder's own output: no escapes in the
-/// label values this service writes, which the privacy test checks as well).
-fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => {
-                    let inside = rest.strip_suffix('}').expect("labels end with }");
-                    let labels = inside
-                        .split("\",")
-                        .filter(|pair| !pair.is_empty())
-                        .map(|pair| {
-                            let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
-                            (key.to_owned(), value.trim_end_matches('"').to_owned())
-                        })
-                        .collect();
-                    (name, labels)
-                }
-                None => (series, BTreeMap::new()),
-            };
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                other => other.parse().unwrap_or(f64::NAN),
-            };
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value,
-            }
-        })
-        .collect()
-}
-
-/// The value of the series `name{labels}` (exactly those labels), if it exists.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let wanted: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    samples
-        .iter()
-        .find(|s| s.name == name && s.labels == wanted)
-        .map(|s| s.value)
-}
-
-fn require(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    value(samples, name, labels).unwrap_or_else(|| {
-        let present: Vec<String> = samples
-            .iter()
-            .filter(|s| s.name == name)
-            .map(|s| format!("{:?} {}", s.labels, s.value))
-            .collect();
-        panic!("{name}{labels:?} is missing; present: {present:#?}")
-    })
 }
 
 /// Every way a secret could be spelled in the exposition.
@@ -176,7 +109,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         .unwrap();
     assert_eq!(reply.status, 200);
     let text = reply.text();
-    let all = samples(&text);
+    let all = Exposition::parse(&text).unwrap();
 
     // Claims by outcome: one line per outcome, static labels only.
     for (outcome, expected) in [
@@ -189,12 +122,13 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         ("server_error", 1.0),
     ] {
         assert_eq!(
-            require(&all, "submit_claims_total", &[("outcome", outcome)]),
+            all.require("submit_claims_total", &[("outcome", outcome)]),
             expected,
             "submit_claims_total{{outcome={outcome:?}}}"
         );
     }
     let claim_outcomes: BTreeSet<&str> = all
+        .samples()
         .iter()
         .filter(|s| s.name == "submit_claims_total")
         .map(|s| s.labels["outcome"].as_str())
@@ -211,25 +145,20 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
             "server_error"
         ])
     );
-    assert_eq!(require(&all, "submit_claim_bans_total", &[]), 1.0);
+    assert_eq!(all.require("submit_claim_bans_total", &[]), 1.0);
 
     // Codes, keys, the upload's key count.
     assert_eq!(
-        require(
-            &all,
-            "submit_codes_issued_total",
-            &[("regenerated", "false")]
-        ),
+        all.require("submit_codes_issued_total", &[("regenerated", "false")]),
         2.0
     );
-    assert_eq!(require(&all, "submit_keys_stored_total", &[]), 14.0);
-    assert_eq!(require(&all, "submit_upload_keys_count", &[]), 1.0);
-    assert_eq!(require(&all, "submit_upload_keys_sum", &[]), 14.0);
+    assert_eq!(all.require("submit_keys_stored_total", &[]), 14.0);
+    assert_eq!(all.require("submit_upload_keys_count", &[]), 1.0);
+    assert_eq!(all.require("submit_upload_keys_sum", &[]), 14.0);
 
     // Requests by endpoint, status and outcome; latency histograms with buckets.
     let request = |endpoint: &str, status: &str, outcome: &str| {
-        require(
-            &all,
+        all.require(
             "submit_requests_total",
             &[
                 ("listener", "api"),
@@ -244,16 +173,14 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     assert_eq!(request("claim-key", "429", "TEMPORARY_BAN"), 1.0);
     assert_eq!(request("claim-key", "500", "SERVER_ERROR"), 1.0);
     assert_eq!(
-        require(
-            &all,
+        all.require(
             "submit_request_duration_seconds_count",
             &[("endpoint", "claim-key")]
         ),
         9.0
     );
     assert_eq!(
-        require(
-            &all,
+        all.require(
             "submit_request_duration_seconds_bucket",
             &[("endpoint", "upload"), ("le", "+Inf")]
         ),
@@ -261,10 +188,10 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     );
 
     // The pool gauges, sampled since the service started.
-    let max = require(&all, "db_pool_max_connections", &[]);
-    let idle = require(&all, "db_pool_connections", &[("state", "idle")]);
-    let in_use = require(&all, "db_pool_connections", &[("state", "in_use")]);
-    let waiting = require(&all, "db_pool_waiting", &[]);
+    let max = all.require("db_pool_max_connections", &[]);
+    let idle = all.require("db_pool_connections", &[("state", "idle")]);
+    let in_use = all.require("db_pool_connections", &[("state", "in_use")]);
+    let waiting = all.require("db_pool_waiting", &[]);
     assert!(max >= 1.0, "db_pool_max_connections {max}");
     assert!(idle >= 0.0 && in_use >= 0.0 && idle + in_use <= max);
     assert!(waiting >= 0.0);
@@ -272,6 +199,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
     // Privacy: label names come from a fixed set, and nothing the clients sent or were given
     // appears anywhere in the exposition, in any spelling.
     let label_names: BTreeSet<&str> = all
+        .samples()
         .iter()
         .flat_map(|s| s.labels.keys().map(String::as_str))
         .collect();
@@ -294,7 +222,7 @@ async fn a_claim_and_an_upload_are_counted_without_client_data() {
         "unexpected label names: {:?}",
         label_names.difference(&allowed).collect::<Vec<_>>()
     );
-    for sample in &all {
+    for sample in all.samples() {
         if let Some(reason) = sample.labels.get("reason") {
             assert!(
                 ["ended", "read_timeout", "write_timeout", "error"].contains(&reason.as_str()),
@@ -371,7 +299,7 @@ async fn export_runs_report_duration_lag_and_last_success() {
     let started = clock.now().timestamp();
     // 15:20 with 10 minutes of grace: 14:00–15:00 is the last closed hour.
     let first_hour = hour_number(started) - 1;
-    let render = || samples(&telemetry.render_prometheus().unwrap());
+    let render = || Exposition::parse(&telemetry.render_prometheus().unwrap()).unwrap();
 
     // A submit replica whose uploads may run as long as the grace: every pass, even a skipped
     // one, reports whether a live replica's statement timeout reaches the grace.
@@ -398,15 +326,15 @@ async fn export_runs_report_duration_lag_and_last_success() {
         .unwrap();
     assert!(matches!(outcome, RunOutcome::Completed(_)), "{outcome:?}");
     let all = render();
-    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 0.0);
-    assert_eq!(require(&all, "exporter_clock_skew_seconds", &[]), 0.0);
+    assert_eq!(all.require("exporter_export_lag_hours", &[]), 0.0);
+    assert_eq!(all.require("exporter_clock_skew_seconds", &[]), 0.0);
     assert_eq!(
-        require(&all, "exporter_last_published_hour", &[]),
+        all.require("exporter_last_published_hour", &[]),
         first_hour as f64
     );
-    assert_eq!(require(&all, "exporter_settings_mismatch", &mismatch), 1.0);
+    assert_eq!(all.require("exporter_settings_mismatch", &mismatch), 1.0);
     assert_eq!(
-        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        all.require("exporter_last_success_timestamp_seconds", &[]),
         started as f64
     );
 
@@ -421,9 +349,9 @@ async fn export_runs_report_duration_lag_and_last_success() {
     assert_eq!(outcome, RunOutcome::Skipped);
     lock.release().await.unwrap();
     let all = render();
-    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 3.0);
+    assert_eq!(all.require("exporter_export_lag_hours", &[]), 3.0);
     // The replica has not refreshed its row for three hours: it is gone.
-    assert_eq!(require(&all, "exporter_settings_mismatch", &mismatch), 0.0);
+    assert_eq!(all.require("exporter_settings_mismatch", &mismatch), 0.0);
 
     // A pass whose bucket refuses every write fails: the lag stays, the last success too.
     let refusing = Bucket::from_store(
@@ -441,9 +369,9 @@ async fn export_runs_report_duration_lag_and_last_success() {
             .is_err()
     );
     let all = render();
-    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 3.0);
+    assert_eq!(all.require("exporter_export_lag_hours", &[]), 3.0);
     assert_eq!(
-        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        all.require("exporter_last_success_timestamp_seconds", &[]),
         started as f64
     );
 
@@ -458,26 +386,25 @@ async fn export_runs_report_duration_lag_and_last_success() {
     };
     assert_eq!(report.hours.len(), 3);
     let all = render();
-    assert_eq!(require(&all, "exporter_export_lag_hours", &[]), 0.0);
+    assert_eq!(all.require("exporter_export_lag_hours", &[]), 0.0);
     assert_eq!(
-        require(&all, "exporter_last_published_hour", &[]),
+        all.require("exporter_last_published_hour", &[]),
         (first_hour + 3) as f64
     );
     assert_eq!(
-        require(&all, "exporter_last_success_timestamp_seconds", &[]),
+        all.require("exporter_last_success_timestamp_seconds", &[]),
         (started + 3 * 3600) as f64
     );
 
     // Runs by outcome, and their durations.
     for (outcome, expected) in [("completed", 2.0), ("skipped", 1.0), ("failed", 1.0)] {
         assert_eq!(
-            require(&all, "exporter_runs_total", &[("outcome", outcome)]),
+            all.require("exporter_runs_total", &[("outcome", outcome)]),
             expected,
             "exporter_runs_total{{outcome={outcome:?}}}"
         );
         assert_eq!(
-            require(
-                &all,
+            all.require(
                 "exporter_run_duration_seconds_count",
                 &[("outcome", outcome)]
             ),
@@ -485,21 +412,14 @@ async fn export_runs_report_duration_lag_and_last_success() {
             "exporter_run_duration_seconds_count{{outcome={outcome:?}}}"
         );
         assert_eq!(
-            require(
-                &all,
+            all.require(
                 "exporter_run_duration_seconds_bucket",
                 &[("outcome", outcome), ("le", "+Inf")]
             ),
             expected
         );
     }
-    assert!(
-        require(
-            &all,
-            "exporter_files_published_total",
-            &[("kind", "hourly")]
-        ) >= 4.0
-    );
+    assert!(all.require("exporter_files_published_total", &[("kind", "hourly")]) >= 4.0);
 
     // The database's clock 700 s behind this exporter's (more than the 600 s grace): the pass
     // fails, and the gauge says by how much.
@@ -512,5 +432,5 @@ async fn export_runs_report_duration_lag_and_last_success() {
             .is_err()
     );
     let all = render();
-    assert_eq!(require(&all, "exporter_clock_skew_seconds", &[]), 700.0);
+    assert_eq!(all.require("exporter_clock_skew_seconds", &[]), 700.0);
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use diagnosis_tests::app::{PORTAL_LABEL, PORTAL_TOKEN, TestApp};
 use diagnosis_tests::http_client::HttpClient;
+use diagnosis_tests::metrics::Exposition;
 use diagnosis_tests::pg::TestDatabase;
 use diagnosis_tests::process::{built_binary, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,11 +180,9 @@ fn open_sockets(pid: u32) -> u64 {
 /// The public listener's open connections as the service reports them.
 async fn open_connections_gauge(client: &HttpClient, metrics_url: &str) -> Option<u64> {
     let reply = client.get(metrics_url).await.ok()?;
-    reply.text().lines().find_map(|line| {
-        line.strip_prefix("submit_open_connections{listener=\"api\"} ")
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .map(|value| value as u64)
-    })
+    let metrics = Exposition::parse(&reply.text()).ok()?;
+    let open = metrics.value("submit_open_connections", &[("listener", "api")])?;
+    Some(open as u64)
 }
 
 /// Reads from a connection until the server closes it; panics if it stays
@@ -620,13 +619,6 @@ fn server_socket_timer(port: u16, client_port: u16) -> Option<(u8, u64)> {
     })
 }
 
-/// A value of `/metrics` text, `0` when the series is absent.
-fn metric_value(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
-}
-
 /// The write timeout of the stalling tests, and the bound within which they
 /// expect a slot back: the stalled connections time out, then the two queued
 /// behind them stall and time out in turn, plus a generous margin for a loaded
@@ -730,14 +722,13 @@ async fn clients_that_never_read_give_their_slots_back_on_both_submit_listeners(
     submit.assert_running();
 
     let metrics = HttpClient::new().get(&metrics_url).await.unwrap().text();
+    let metrics = Exposition::parse(&metrics).unwrap();
     for listener in ["api", "internal"] {
-        let series = format!(
-            "submit_connections_closed_total{{listener=\"{listener}\",reason=\"write_timeout\"}}"
-        );
+        let labels = [("listener", listener), ("reason", "write_timeout")];
         assert_eq!(
-            metric_value(&metrics, &series),
-            STALL_MAX_CONNECTIONS as u64 + 2,
-            "{series}"
+            metrics.counter("submit_connections_closed_total", &labels),
+            (STALL_MAX_CONNECTIONS + 2) as f64,
+            "submit_connections_closed_total{labels:?}"
         );
     }
 }
@@ -771,12 +762,13 @@ async fn clients_that_never_read_give_their_slots_back_on_the_exporter_listener(
     eprintln!("a new client waited {waited:?} on the exporter's listener");
     exporter.assert_running();
     let metrics = HttpClient::new().get(&metrics_url).await.unwrap().text();
+    let metrics = Exposition::parse(&metrics).unwrap();
     assert_eq!(
-        metric_value(
-            &metrics,
-            "exporter_connections_closed_total{reason=\"write_timeout\"}"
+        metrics.counter(
+            "exporter_connections_closed_total",
+            &[("reason", "write_timeout")]
         ),
-        STALL_MAX_CONNECTIONS as u64 + 2
+        (STALL_MAX_CONNECTIONS + 2) as f64
     );
 
     // Accepted sockets have keepalive there too.

@@ -1,8 +1,9 @@
 //! The `diagnosis-exporter` binary as an operator runs it: `keygen`, `run-once`
 //! against real PostgreSQL into a `file://` bucket, `verify` (accepting the
-//! result, rejecting a changed byte), and clear failures for bad configuration
-//! and a store that refuses.
+//! result, rejecting a changed byte), clear failures for bad configuration
+//! and a store that refuses, and the metrics snapshot a pass writes as it exits.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use diagnosis_tests::binaries::text;
@@ -353,5 +354,122 @@ async fn an_exporter_still_configured_with_the_submit_services_limits_starts_and
         stderr.contains("no submit replica has recorded its settings"),
         "{stderr}"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The metrics snapshot lines of a `METRIC_PROVIDER=stdout` run's stdout, each as
+/// `(type, metric, labels, value)`.
+fn snapshot_lines(stdout: &str) -> Vec<(String, String, BTreeMap<String, String>, f64)> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("metric").is_some())
+        .map(|line| {
+            assert_eq!(line["service"], "diagnosis-exporter", "{line}");
+            let labels = line["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_owned()))
+                .collect();
+            (
+                line["type"].as_str().unwrap().to_owned(),
+                line["metric"].as_str().unwrap().to_owned(),
+                labels,
+                line["value"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+/// DESIGN §6, `METRIC_PROVIDER`: a `run-once` pass writes its metrics to stdout as it exits,
+/// one JSON object per sample with `stdout`, a table with `pretty`: counters, then gauges,
+/// then histograms and summaries, each in name and label order.
+#[tokio::test]
+async fn run_once_writes_its_metrics_snapshot_as_it_exits() {
+    let dir = temp_dir("cli-snapshot");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../exporter/fixtures/test-signing-key.pem"
+    );
+    let db = TestDatabase::new().await;
+    store_keys_of_past_hours(&db, 3, 2).await;
+    let env = |provider: &str, bucket: &str| {
+        vec![
+            ("DATABASE_URL", db.url.clone()),
+            (
+                "BUCKET_URL",
+                format!("file://{}", dir.join(bucket).display()),
+            ),
+            ("SIGNING_KEY_FILE", key.to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("METRIC_PROVIDER", provider.to_owned()),
+        ]
+    };
+
+    let run = run_exporter(&["run-once"], &env("stdout", "json"));
+    let stdout = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "run-once failed: {}",
+        text(&run.stderr)
+    );
+    let lines = snapshot_lines(&stdout);
+    let runs = ("outcome", "completed");
+    let find = |metric: &str, labels: &[(&str, &str)]| {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        lines
+            .iter()
+            .find(|(_, name, l, _)| name == metric && *l == labels)
+            .unwrap_or_else(|| panic!("{metric}{labels:?} missing from\n{stdout}"))
+    };
+    let counted = find("exporter_runs_total", &[runs]);
+    assert_eq!((counted.0.as_str(), counted.3), ("counter", 1.0));
+    let timed = find(
+        "exporter_run_duration_seconds_bucket",
+        &[runs, ("le", "+Inf")],
+    );
+    assert_eq!((timed.0.as_str(), timed.3), ("histogram", 1.0));
+
+    let rank = |kind: &str| match kind {
+        "counter" => 0,
+        "gauge" => 1,
+        _ => 2,
+    };
+    let series: Vec<_> = lines
+        .iter()
+        .filter(|(kind, ..)| rank(kind) < 2)
+        .map(|(kind, name, labels, _)| (rank(kind), name, labels))
+        .collect();
+    let counters = series.iter().filter(|(rank, ..)| *rank == 0).count();
+    assert!(counters >= 4, "{stdout}");
+    assert!(
+        series.is_sorted(),
+        "counters and gauges are not in series order:\n{stdout}"
+    );
+    assert!(
+        lines.iter().map(|(kind, ..)| rank(kind)).is_sorted(),
+        "{stdout}"
+    );
+
+    let run = run_exporter(&["run-once"], &env("pretty", "table"));
+    let stdout = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "run-once failed: {}",
+        text(&run.stderr)
+    );
+    assert!(
+        stdout.contains("── metrics of diagnosis-exporter at "),
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|line| line.starts_with("  exporter_runs_total{outcome=\"completed\"} "))
+        .unwrap_or_else(|| panic!("no row of completed runs in\n{stdout}"));
+    assert!(row.ends_with(" 1"), "{row}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -19,6 +19,7 @@ use diagnosis_tests::app::test_start_time;
 use diagnosis_tests::export::{
     ExportHarness, hour_key, key, retrieval_day, test_public_keys, test_signing_keys,
 };
+use diagnosis_tests::metrics::Exposition;
 
 fn daily_file(day: i64) -> String {
     format!("CA/daily/{}-{}-00001.zip", day * 86_400, (day + 1) * 86_400)
@@ -298,15 +299,6 @@ async fn a_source_that_cannot_be_rebuilt_with_its_recorded_bytes_stops_the_day_n
     );
 }
 
-/// The value of the series `series` (name and labels as the exposition writes them), 0 when
-/// it was never recorded.
-fn counter(exposition: &str, series: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().unwrap())
-}
-
 /// Every repair is counted by the kind of the source, every failure to repair too. The
 /// recorder is this test's own (tokio tests run on one thread), so no other test adds to it.
 #[tokio::test]
@@ -314,36 +306,27 @@ async fn repairs_and_failures_to_repair_are_counted() {
     let recorder = diagnosis_core::telemetry::prometheus_builder().build_recorder();
     let handle = recorder.handle();
     let _recorder = metrics::set_default_local_recorder(&recorder);
-    let hourly = "exporter_sources_repaired_total{kind=\"hourly\"}";
-    let daily = "exporter_sources_repaired_total{kind=\"daily\"}";
-    let failures = "exporter_source_repair_failures_total";
+    // Repaired hourly and daily files, and failures to repair.
+    let counts = || {
+        let metrics = Exposition::parse(&handle.render()).unwrap();
+        let repaired = |kind| metrics.counter("exporter_sources_repaired_total", &[("kind", kind)]);
+        (
+            repaired("hourly"),
+            repaired("daily"),
+            metrics.counter("exporter_source_repair_failures_total", &[]),
+        )
+    };
 
     let (h, hour) = a_day_with_keys(|_| {}).await;
     let day = hour.div_euclid(24);
     h.bucket.delete(&hour_key(hour)).await.unwrap();
     complete_the_day_and_check_it(&h, hour).await;
-    let text = handle.render();
-    assert_eq!(
-        (
-            counter(&text, hourly),
-            counter(&text, daily),
-            counter(&text, failures)
-        ),
-        (1.0, 0.0, 0.0)
-    );
+    assert_eq!(counts(), (1.0, 0.0, 0.0));
 
     h.bucket.delete(&daily_file(day)).await.unwrap();
     h.advance(Duration::hours(24));
     h.run().await;
-    let text = handle.render();
-    assert_eq!(
-        (
-            counter(&text, hourly),
-            counter(&text, daily),
-            counter(&text, failures)
-        ),
-        (1.0, 1.0, 0.0)
-    );
+    assert_eq!(counts(), (1.0, 1.0, 0.0));
 
     let (h, hour) = a_day_with_keys(|_| {}).await;
     h.bucket.delete(&hour_key(hour)).await.unwrap();
@@ -357,15 +340,7 @@ async fn repairs_and_failures_to_repair_are_counted() {
         .unwrap();
     h.advance(Duration::hours(9));
     assert!(h.exporter().await.run_once().await.is_err());
-    let text = handle.render();
     // Once for each window that needs the hour: the daily file, the day's retrieval object and
     // the `00000` bundle.
-    assert_eq!(
-        (
-            counter(&text, hourly),
-            counter(&text, daily),
-            counter(&text, failures)
-        ),
-        (1.0, 1.0, 3.0)
-    );
+    assert_eq!(counts(), (1.0, 1.0, 3.0));
 }
