@@ -14,7 +14,7 @@
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
 use diagnosis_core::store::KeyMetadataCount;
 use diagnosis_core::time::{INTERVALS_PER_DAY, SECONDS_PER_HOUR, day_number};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use diagnosis_core::time::{Clock, day_number, hour_number, last_closed_hour};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_format::names::ObjectKind;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;

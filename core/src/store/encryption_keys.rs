@@ -6,7 +6,7 @@
 //! claimed code only its keyed hash ([`HashedCode`]), never the code itself.
 
 use chrono::{DateTime, Duration, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio_postgres::error::SqlState;
 
