@@ -18,7 +18,7 @@ pub const MARKER: &str = "..";
 /// Equality, order and hash are the value's own, so a wrapped field keeps its type's derives.
 /// `==` on a wrapped secret is not constant-time: a type whose secret must never be compared
 /// in variable time (`ServerSecretKey`, `BearerToken`) derives no equality.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Redacted<T>(T);
 
 impl<T> Redacted<T> {
