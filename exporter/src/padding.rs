@@ -12,36 +12,32 @@
 //! must never use an unseeded random source.
 
 use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::KeyMetadataCount;
 use diagnosis_core::time::{INTERVALS_PER_DAY, SECONDS_PER_HOUR, day_number};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Padding settings: the secret (from the database) and `PAD_MIN_KEYS`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Padding {
-    secret: Vec<u8>,
+    secret: Redacted<Vec<u8>>,
     min_keys: u64,
-}
-
-impl std::fmt::Debug for Padding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Padding")
-            .field("min_keys", &self.min_keys)
-            .finish()
-    }
 }
 
 impl Padding {
     pub fn new(secret: Vec<u8>, min_keys: u64) -> Padding {
-        Padding { secret, min_keys }
+        Padding {
+            secret: Redacted::new(secret),
+            min_keys,
+        }
     }
 
     fn mac(&self, label: &[u8], hour: i64, index: u64) -> [u8; 32] {
         // HMAC accepts keys of any length: `new_from_slice` cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+        let mut mac = match HmacSha256::new_from_slice(self.secret.expose()) {
             Ok(mac) => mac,
             Err(_) => return [0; 32],
         };

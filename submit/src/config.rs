@@ -8,6 +8,7 @@ use diagnosis_core::config::{
     TextVar, TimeUnit, VarSchema, optional, region_var, secret_optional, secret_required,
 };
 use diagnosis_core::domain::{DEFAULT_REGION, KeyClaimTokens};
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::BanPolicy;
 use diagnosis_core::store::submit_settings::{MAX_KEYPAIR_VALIDITY_DAYS, MAX_LIMIT_MINUTES};
 
@@ -235,7 +236,10 @@ fn metrics_credentials_var(env: &dyn Env) -> Result<Option<MetricsCredentials>, 
     let username = secret_optional(env, vars::METRICS_USERNAME, non_empty)?;
     let password = secret_optional(env, vars::METRICS_PASSWORD, non_empty)?;
     match (username, password) {
-        (Some(username), Some(password)) => Ok(Some(MetricsCredentials { username, password })),
+        (Some(username), Some(password)) => Ok(Some(MetricsCredentials {
+            username: Redacted::new(username),
+            password: Redacted::new(password),
+        })),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new(
             "METRICS_PASSWORD",
@@ -316,6 +320,24 @@ mod tests {
             s.key_claim_tokens.authenticate(TOKEN).map(|l| l.as_str()),
             Some("ON")
         );
+    }
+
+    #[test]
+    fn debug_shows_no_token_credential_or_database_password() {
+        let config = Config::from_env(&env(&[
+            ("METRICS_USERNAME", "ops-user-q7"),
+            ("METRICS_PASSWORD", "metrics-pw-z9"),
+        ]))
+        .unwrap();
+        let debug = format!("{config:?}");
+        for secret in [TOKEN, "ops-user-q7", "metrics-pw-z9", "secret"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("MetricsCredentials { username: .., password: .. }"),
+            "{debug}"
+        );
+        assert!(debug.contains("OriginatorLabel(\"ON\")"), "{debug}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::submit_settings::REFRESH_PERIOD;
 use tokio::task::JoinHandle;
 
@@ -18,32 +19,27 @@ use crate::state::AppState;
 
 /// A key derived from a secret of `submit_secrets` that a replica uses now; replaced when the
 /// stored secret changes.
-pub struct CurrentKey<K>(RwLock<K>);
+#[derive(Debug)]
+pub struct CurrentKey<K>(Redacted<RwLock<K>>);
 
 impl<K: Clone> CurrentKey<K> {
     pub fn new(key: K) -> CurrentKey<K> {
-        CurrentKey(RwLock::new(key))
+        CurrentKey(Redacted::new(RwLock::new(key)))
     }
 
     /// The key in use.
     pub fn get(&self) -> K {
-        match self.0.read() {
+        match self.0.expose().read() {
             Ok(key) => key.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
     fn replace(&self, key: K) {
-        match self.0.write() {
+        match self.0.expose().write() {
             Ok(mut current) => *current = key,
             Err(poisoned) => *poisoned.into_inner() = key,
         }
-    }
-}
-
-impl<K> std::fmt::Debug for CurrentKey<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CurrentKey(..)")
     }
 }
 

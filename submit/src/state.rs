@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use diagnosis_core::config::ListenerConfig;
 use diagnosis_core::domain::{KeyClaimTokens, Region};
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::{
     BanPolicy, ClaimCodeKey, ClientIdentityKey, Store, StoreError, SubmitInstance, SubmitLimits,
 };
@@ -17,7 +18,7 @@ use crate::replica::CurrentKey;
 
 /// The submit service's behaviour, parsed from the environment by
 /// [`crate::config`] or built directly by tests.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub key_claim_tokens: KeyClaimTokens,
     /// Stored with each code and key (`REGION`, the MCC, default `302`).
@@ -62,41 +63,12 @@ impl Settings {
     }
 }
 
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("key_claim_tokens", &self.key_claim_tokens)
-            .field("region", &self.region)
-            .field("forwarded_for", &self.forwarded_for)
-            .field("initial_remaining_keys", &self.initial_remaining_keys)
-            .field("one_time_code_expiry", &self.one_time_code_expiry)
-            .field(
-                "encryption_key_validity_days",
-                &self.encryption_key_validity_days,
-            )
-            .field("ban", &self.ban)
-            .field("claim_recovery", &self.claim_recovery)
-            .field("claim_queue_wait", &self.claim_queue_wait)
-            .field("cors_allow_origin", &self.cors_allow_origin)
-            .field("metrics_credentials", &self.metrics_credentials)
-            .field("max_connections", &self.max_connections)
-            .field("statement_timeout", &self.statement_timeout)
-            .field("timeouts", &self.timeouts)
-            .finish()
-    }
-}
-
-/// HTTP Basic credentials of the `/events/...` API.
-#[derive(Clone)]
+/// HTTP Basic credentials of the `/events/...` API (`METRICS_USERNAME`, `METRICS_PASSWORD`),
+/// neither shown by `Debug`.
+#[derive(Debug, Clone)]
 pub struct MetricsCredentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for MetricsCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MetricsCredentials(..)")
-    }
+    pub username: Redacted<String>,
+    pub password: Redacted<String>,
 }
 
 /// Bounds on how long a client may take.

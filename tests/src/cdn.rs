@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::time::{Clock, day_number, hour_number, last_closed_hour};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_format::names::ObjectKind;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -65,20 +66,12 @@ pub fn served_headers(
 }
 
 /// What the edge function is configured with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Edge {
     /// The apps' shared HMAC key (hex-decoded).
-    pub hmac_key: Vec<u8>,
+    pub hmac_key: Redacted<Vec<u8>>,
     /// The MCC in the path (`COMPAT_REGION_PATH`).
     pub region_path: String,
-}
-
-impl std::fmt::Debug for Edge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edge")
-            .field("region_path", &self.region_path)
-            .finish()
-    }
 }
 
 /// The lowercase hex HMAC the apps send for day `p` in hour `hour`.
@@ -110,7 +103,7 @@ pub fn edge_rewrite(
     }
     let hour = hour_number(now_unix);
     let valid = (hour - 1..=hour + 1).any(|h| {
-        let expected = retrieve_hmac(&edge.hmac_key, mcc, p, h);
+        let expected = retrieve_hmac(edge.hmac_key.expose(), mcc, p, h);
         !expected.is_empty() && subtle_eq(expected.as_bytes(), mac.as_bytes())
     });
     if !valid {
@@ -227,7 +220,7 @@ mod tests {
 
     fn edge() -> Edge {
         Edge {
-            hmac_key: vec![0x11; 32],
+            hmac_key: Redacted::new(vec![0x11; 32]),
             region_path: "302".into(),
         }
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use diagnosis_core::config::CommonConfig;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::time::SystemClock;
 use diagnosis_submit::{AppState, Listeners, Version};
@@ -54,22 +55,13 @@ const KEYS_PER_LOOKUP: usize = 5_000;
 const APPLICATION_NAME: &str = "diagnosis-restart-load";
 
 /// A PostgreSQL cluster that this code may restart: no one else may be relying on it.
-#[derive(Clone)]
+///
+/// `Debug` never shows the admin URL, which may hold a password.
+#[derive(Debug, Clone)]
 pub struct RestartableCluster {
-    admin_url: String,
+    admin_url: Redacted<String>,
     restart_program: OsString,
     restart_args: Vec<OsString>,
-}
-
-impl fmt::Debug for RestartableCluster {
-    /// The URL may hold a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RestartableCluster")
-            .field("admin_url", &"<redacted>")
-            .field("restart_program", &self.restart_program)
-            .field("restart_args", &self.restart_args)
-            .finish()
-    }
 }
 
 impl RestartableCluster {
@@ -83,7 +75,7 @@ impl RestartableCluster {
         args: impl IntoIterator<Item = impl Into<OsString>>,
     ) -> RestartableCluster {
         RestartableCluster {
-            admin_url: admin_url.into(),
+            admin_url: Redacted::new(admin_url.into()),
             restart_program: program.into(),
             restart_args: args.into_iter().map(Into::into).collect(),
         }
@@ -107,18 +99,18 @@ impl RestartableCluster {
 
     /// The admin URL.
     pub fn url(&self) -> &str {
-        &self.admin_url
+        self.admin_url.expose()
     }
 
     /// A URL for `database` on the cluster: the admin URL with its database replaced
     /// (a `dbname` parameter overrides the path, as in libpq).
     pub fn database_url(&self, database: &str) -> String {
-        let separator = if self.admin_url.contains('?') {
+        let separator = if self.admin_url.expose().contains('?') {
             '&'
         } else {
             '?'
         };
-        format!("{}{separator}dbname={database}", self.admin_url)
+        format!("{}{separator}dbname={database}", self.admin_url.expose())
     }
 
     /// Restarts the cluster and returns how long the restart command took. Fails when the
@@ -168,7 +160,7 @@ impl RestartableCluster {
 
     /// When the server started, through a connection of its own.
     async fn started_at(&self) -> anyhow::Result<DateTime<Utc>> {
-        let store = own_store(&self.admin_url)?;
+        let store = own_store(self.admin_url.expose())?;
         let client = store
             .pool()
             .get()

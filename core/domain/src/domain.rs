@@ -4,10 +4,11 @@
 //! generator, so holding one is proof that the value passed its checks. Nothing here speaks
 //! protobuf, touches the database or does I/O.
 //!
-//! Privacy (DESIGN §7): codes, tokens, keys and hash IDs are personal or secret data. Their
-//! `Debug` output is redacted and they have no `Display`, so they can never reach a log line
-//! through `{}` or `{:?}`. The few places that must send or store the raw value call the
-//! explicit accessor (`as_str`, `as_bytes`). Nothing in this module may ever print one.
+//! Privacy (DESIGN §7): codes, tokens, keys and hash IDs are personal or secret data. They hold
+//! their value in a [`Redacted`], so their derived `Debug` reads `Name(..)`, and they have no
+//! `Display`, so they can never reach a log line through `{}` or `{:?}`. The few places that
+//! must send or store the raw value call the explicit accessor (`as_str`, `as_bytes`). Nothing
+//! in this module may ever print one.
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 use thiserror::Error;
 use zeroize::Zeroize as _;
 
+use crate::redacted::Redacted;
 use crate::time;
 
 /// A byte string did not have the length its type requires.
@@ -42,18 +44,20 @@ fn fixed_bytes<const N: usize>(bytes: &[u8]) -> Result<[u8; N], InvalidLength> {
 /// The 16 bytes of a Temporary Exposure Key (DESIGN §3, `TemporaryExposureKey.key_data`).
 ///
 /// `Ord` is the byte order, the last component of the canonical export order (DESIGN §4.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyData([u8; 16]);
+/// A diagnosis key identifies an infected person's phone until it is published, so `Debug`
+/// shows none of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyData(Redacted<[u8; 16]>);
 
 impl KeyData {
     /// Wraps 16 bytes that are already known to be key data (generated, or read from the database).
     pub const fn from_array(bytes: [u8; 16]) -> Self {
-        Self(bytes)
+        Self(Redacted::new(bytes))
     }
 
     /// The raw key bytes, for storage and export only.
     pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+        self.0.expose()
     }
 }
 
@@ -61,14 +65,7 @@ impl TryFrom<&[u8]> for KeyData {
     type Error = InvalidLength;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        fixed_bytes(bytes).map(Self)
-    }
-}
-
-impl fmt::Debug for KeyData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A diagnosis key identifies an infected person's phone until it is published.
-        f.write_str("KeyData(..)")
+        fixed_bytes(bytes).map(Self::from_array)
     }
 }
 
@@ -90,8 +87,8 @@ const CODE_LEN: usize = 10;
 ///
 /// `Debug` and `Display` never show the code; [`OneTimeCode::as_str`] is for the one response
 /// that delivers it and the one query that looks it up.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OneTimeCode(String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeCode(Redacted<String>);
 
 impl OneTimeCode {
     /// Normalises what a person typed (DESIGN §3.2: strip spaces and `-`, upper-case) and
@@ -117,7 +114,7 @@ impl OneTimeCode {
                     || segment.iter().all(|b| CODE_DIGITS.contains(b))
             })
         });
-        well_formed.then_some(Self(normalised))
+        well_formed.then_some(Self(Redacted::new(normalised)))
     }
 
     /// Issues a fresh code (DESIGN §3.1): each segment independently is all letters or all
@@ -137,18 +134,12 @@ impl OneTimeCode {
                 code.extend(alphabet.get(index).map(|b| char::from(*b)));
             }
         }
-        Self(code)
+        Self(Redacted::new(code))
     }
 
     /// The normalised code, for the response that delivers it and the database lookup only.
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for OneTimeCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OneTimeCode(..)")
+        self.0.expose()
     }
 }
 
@@ -166,8 +157,8 @@ impl fmt::Display for OneTimeCode {
 /// (DESIGN §3.1): exactly 128 characters of `[0-9a-z]`.
 ///
 /// It is tied to one patient, so `Debug` is redacted and there is no `Display`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct HashId(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HashId(Redacted<String>);
 
 impl HashId {
     /// Length of every hash ID (DESIGN §3.1).
@@ -179,18 +170,12 @@ impl HashId {
             && input
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-        well_formed.then(|| Self(input.to_owned()))
+        well_formed.then(|| Self(Redacted::new(input.to_owned())))
     }
 
     /// The hash ID, for the database only.
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for HashId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HashId(..)")
+        self.0.expose()
     }
 }
 
@@ -232,8 +217,8 @@ impl fmt::Display for OriginatorLabel {
 ///
 /// `Debug` is redacted and there is no `Display` and no accessor: the only thing a token is
 /// good for is [`KeyClaimTokens::authenticate`].
-#[derive(Clone)]
-pub struct BearerToken(String);
+#[derive(Debug, Clone)]
+pub struct BearerToken(Redacted<String>);
 
 impl BearerToken {
     /// Shortest token accepted (DESIGN §3.1).
@@ -247,13 +232,7 @@ impl BearerToken {
             && input
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b':' && b != b'=');
-        well_formed.then(|| Self(input.to_owned()))
-    }
-}
-
-impl fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BearerToken(..)")
+        well_formed.then(|| Self(Redacted::new(input.to_owned())))
     }
 }
 
@@ -278,7 +257,9 @@ fn token_buffer(token: &[u8]) -> [u8; TOKEN_BUFFER_LEN] {
 
 /// The portals allowed to request one-time codes: the parsed `KEY_CLAIM_TOKEN`,
 /// `token=label[:token=label…]` (DESIGN §3.1).
-#[derive(Clone)]
+///
+/// `Debug` shows the labels, which are public, and never a token.
+#[derive(Debug, Clone)]
 pub struct KeyClaimTokens {
     entries: Vec<(BearerToken, OriginatorLabel)>,
 }
@@ -339,9 +320,9 @@ impl KeyClaimTokens {
         let mut found = subtle::Choice::from(0);
         let mut found_index = 0_u64;
         for (index, (token, _)) in self.entries.iter().enumerate() {
-            let mut configured_buffer = token_buffer(token.0.as_bytes());
+            let mut configured_buffer = token_buffer(token.0.expose().as_bytes());
             let equal = presented_buffer.ct_eq(&configured_buffer)
-                & presented_len.ct_eq(&(token.0.len() as u64));
+                & presented_len.ct_eq(&(token.0.expose().len() as u64));
             found_index.conditional_assign(&(index as u64), equal);
             found |= equal;
             configured_buffer.zeroize();
@@ -364,22 +345,6 @@ impl KeyClaimTokens {
     /// Whether no portal is configured.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-}
-
-impl fmt::Debug for KeyClaimTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Labels are public; the tokens are never shown.
-        f.debug_struct("KeyClaimTokens")
-            .field(
-                "labels",
-                &self
-                    .entries
-                    .iter()
-                    .map(|(_, label)| label.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
     }
 }
 
@@ -432,18 +397,18 @@ impl fmt::Display for Region {
 /// The Curve25519 public key an app registers when it claims a code (DESIGN §3.2).
 ///
 /// It identifies one user's device for the life of the keypair, so `Debug` shows none of it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AppPublicKey([u8; 32]);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppPublicKey(Redacted<[u8; 32]>);
 
 impl AppPublicKey {
     /// Wraps 32 bytes already known to be an app public key (read from the database).
     pub const fn from_array(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self(Redacted::new(bytes))
     }
 
     /// The raw key, for storage and the box only.
     pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        self.0.expose()
     }
 }
 
@@ -451,31 +416,25 @@ impl TryFrom<&[u8]> for AppPublicKey {
     type Error = InvalidLength;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        fixed_bytes(bytes).map(Self)
-    }
-}
-
-impl fmt::Debug for AppPublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AppPublicKey(..)")
+        fixed_bytes(bytes).map(Self::from_array)
     }
 }
 
 /// The per-code Curve25519 public key the server hands out on claim (DESIGN §3.1, §3.2).
 ///
 /// It names one claimed code, and thereby one patient's uploads, so `Debug` shows none of it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServerPublicKey([u8; 32]);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerPublicKey(Redacted<[u8; 32]>);
 
 impl ServerPublicKey {
     /// Wraps 32 bytes already known to be a server public key (generated, or from the database).
     pub const fn from_array(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self(Redacted::new(bytes))
     }
 
     /// The raw key, for storage, the claim response and the box only.
     pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        self.0.expose()
     }
 }
 
@@ -483,13 +442,7 @@ impl TryFrom<&[u8]> for ServerPublicKey {
     type Error = InvalidLength;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        fixed_bytes(bytes).map(Self)
-    }
-}
-
-impl fmt::Debug for ServerPublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ServerPublicKey(..)")
+        fixed_bytes(bytes).map(Self::from_array)
     }
 }
 
@@ -497,18 +450,18 @@ impl fmt::Debug for ServerPublicKey {
 ///
 /// Wiped from memory on drop; `Debug` is redacted; no equality, so it is never compared in
 /// variable time.
-#[derive(Clone)]
-pub struct ServerSecretKey([u8; 32]);
+#[derive(Debug, Clone)]
+pub struct ServerSecretKey(Redacted<[u8; 32]>);
 
 impl ServerSecretKey {
     /// Wraps 32 bytes already known to be a server secret key (generated, or from the database).
     pub const fn from_array(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self(Redacted::new(bytes))
     }
 
     /// The raw key, for storage and the box only.
     pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        self.0.expose()
     }
 }
 
@@ -516,13 +469,7 @@ impl TryFrom<&[u8]> for ServerSecretKey {
     type Error = InvalidLength;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        fixed_bytes(bytes).map(Self)
-    }
-}
-
-impl fmt::Debug for ServerSecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ServerSecretKey(..)")
+        fixed_bytes(bytes).map(Self::from_array)
     }
 }
 

@@ -11,5 +11,6 @@
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod redacted;
 pub mod time;
 pub mod upload;

@@ -6,7 +6,7 @@
 //! claimed code only its keyed hash ([`HashedCode`]), never the code itself.
 
 use chrono::{DateTime, Duration, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio_postgres::error::SqlState;
 
@@ -20,6 +20,7 @@ use crate::crypto::generate_server_keypair;
 use crate::domain::{
     AppPublicKey, HashId, OneTimeCode, OriginatorLabel, Region, ServerPublicKey, ServerSecretKey,
 };
+use crate::redacted::Redacted;
 
 /// What a portal asks for.
 #[derive(Debug, Clone, Copy)]
@@ -96,8 +97,8 @@ enum Earlier {
 /// keeps (DESIGN §3.2). It lives in `submit_secrets`, shared by every replica
 /// ([`Store::claim_code_key`]); an unkeyed hash of a code space this small
 /// would be reversed by trying every code.
-#[derive(Clone)]
-pub struct ClaimCodeKey(Hmac<Sha256>);
+#[derive(Debug, Clone)]
+pub struct ClaimCodeKey(Redacted<Hmac<Sha256>>);
 
 impl ClaimCodeKey {
     /// A key from its secret bytes; `None` when the secret is shorter than the
@@ -108,31 +109,25 @@ impl ClaimCodeKey {
         }
         Hmac::<Sha256>::new_from_slice(secret)
             .ok()
-            .map(ClaimCodeKey)
-    }
-}
-
-impl std::fmt::Debug for ClaimCodeKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClaimCodeKey(..)")
+            .map(|mac| ClaimCodeKey(Redacted::new(mac)))
     }
 }
 
 /// A code an app sent, with its keyed hash: what a claim stores in place of
 /// the code, and what recognises the claim when the app repeats it.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct HashedCode {
     code: OneTimeCode,
-    hash: [u8; 32],
+    hash: Redacted<[u8; 32]>,
 }
 
 impl HashedCode {
     pub fn new(key: &ClaimCodeKey, code: OneTimeCode) -> HashedCode {
-        let mut mac = key.0.clone();
+        let mut mac = key.0.expose().clone();
         mac.update(code.as_str().as_bytes());
         HashedCode {
             code,
-            hash: mac.finalize().into_bytes().into(),
+            hash: Redacted::new(mac.finalize().into_bytes().into()),
         }
     }
 
@@ -142,13 +137,7 @@ impl HashedCode {
 
     /// HMAC-SHA-256(key, normalised code), as stored in `claimed_code_hash`.
     pub fn hash(&self) -> &[u8; 32] {
-        &self.hash
-    }
-}
-
-impl std::fmt::Debug for HashedCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HashedCode(..)")
+        self.hash.expose()
     }
 }
 
@@ -517,7 +506,10 @@ mod tests {
         assert_eq!(hashed.hash().as_slice(), expected.as_slice());
         let other = ClaimCodeKey::from_secret(&[2; 32]).unwrap();
         assert_ne!(HashedCode::new(&other, code).hash(), hashed.hash());
-        assert_eq!(format!("{hashed:?}"), "HashedCode(..)");
+        assert_eq!(
+            format!("{hashed:?}"),
+            "HashedCode { code: OneTimeCode(..), hash: .. }"
+        );
         assert_eq!(format!("{key:?}"), "ClaimCodeKey(..)");
         assert!(ClaimCodeKey::from_secret(&[1; 31]).is_none());
     }

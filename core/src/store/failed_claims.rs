@@ -13,10 +13,11 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::{Store, StoreError};
+use crate::redacted::Redacted;
 
 /// How many wrong codes a client may send, and for how long it is then banned.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +30,8 @@ pub struct BanPolicy {
 /// [`ClientIdentifier`]. It lives in `submit_secrets`, shared by every replica
 /// ([`Store::client_identity_key`]); an unkeyed hash would not do, because the
 /// whole IPv4 space can be hashed in minutes and every identifier reversed.
-#[derive(Clone)]
-pub struct ClientIdentityKey(Hmac<Sha256>);
+#[derive(Debug, Clone)]
+pub struct ClientIdentityKey(Redacted<Hmac<Sha256>>);
 
 impl ClientIdentityKey {
     /// The shortest secret accepted: as long as the hash, as RFC 2104 advises
@@ -44,20 +45,14 @@ impl ClientIdentityKey {
         }
         Hmac::<Sha256>::new_from_slice(secret)
             .ok()
-            .map(ClientIdentityKey)
-    }
-}
-
-impl std::fmt::Debug for ClientIdentityKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientIdentityKey(..)")
+            .map(|mac| ClientIdentityKey(Redacted::new(mac)))
     }
 }
 
 /// The stored identity of a claiming client: lowercase hex of
 /// HMAC-SHA-256(key, canonical form of its address).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ClientIdentifier(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentifier(Redacted<String>);
 
 impl ClientIdentifier {
     /// The identifier of the client at `ip`. One client is one IPv4 address or
@@ -65,19 +60,13 @@ impl ClientIdentifier {
     /// whole /64 and could otherwise reset its count by changing address. An
     /// IPv4-mapped IPv6 address is the IPv4 client it maps.
     pub fn new(key: &ClientIdentityKey, ip: IpAddr) -> ClientIdentifier {
-        let mut mac = key.0.clone();
+        let mut mac = key.0.expose().clone();
         mac.update(canonical_client(ip).as_bytes());
-        ClientIdentifier(hex::encode(mac.finalize().into_bytes()))
+        ClientIdentifier(Redacted::new(hex::encode(mac.finalize().into_bytes())))
     }
 
     fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ClientIdentifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientIdentifier(..)")
+        self.0.expose()
     }
 }
 

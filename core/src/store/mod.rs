@@ -34,6 +34,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use self::connect::Connector;
 use self::tls::{DatabaseUrl, TlsSettings};
 use crate::error::{causes, chain};
+use crate::redacted::Redacted;
 
 pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{
@@ -154,7 +155,7 @@ impl StoreConfig {
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
-            .field("database_url", &"<redacted>")
+            .field("database_url", &Redacted::new(&self.database_url))
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)

@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use diagnosis_domain::domain::DEFAULT_REGION;
+use diagnosis_domain::redacted::Redacted;
 use diagnosis_proto::{Message as _, TekSignature, TekSignatureList};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
@@ -120,8 +121,8 @@ pub enum SignError {
 /// A P-256 private key that signs exports.
 ///
 /// `Debug` is redacted; the key is wiped from memory on drop by the underlying type.
-#[derive(Clone)]
-pub struct SigningKey(p256::ecdsa::SigningKey);
+#[derive(Debug, Clone)]
+pub struct SigningKey(Redacted<p256::ecdsa::SigningKey>);
 
 impl SigningKey {
     /// Parses a PEM private key: PKCS#8 (`-----BEGIN PRIVATE KEY-----`) or SEC1
@@ -132,7 +133,7 @@ impl SigningKey {
 
     fn from_named_pem(source_name: &str, pem: &str) -> Result<Self, SignError> {
         p256::SecretKey::from_pem(pem.trim())
-            .map(|secret| Self(p256::ecdsa::SigningKey::from(&secret)))
+            .map(|secret| Self(Redacted::new(p256::ecdsa::SigningKey::from(&secret))))
             .map_err(|error| SignError::InvalidPrivateKey {
                 source_name: source_name.to_owned(),
                 reason: error.to_string(),
@@ -152,22 +153,17 @@ impl SigningKey {
 
     /// The public half, to register with Apple and Google or to verify with.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(*self.0.verifying_key())
+        PublicKey(*self.0.expose().verifying_key())
     }
 
     /// Signs `message` (SHA-256 is applied by the signer itself) and returns the DER encoding.
     fn sign_der(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let signature: Signature = self
             .0
+            .expose()
             .try_sign(message)
             .map_err(|error| SignError::Signing(error.to_string()))?;
         Ok(signature.to_der().as_bytes().to_vec())
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SigningKey(..)")
     }
 }
 

@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use diagnosis_exporter::storage::{Bucket, StorageError};
 use diagnosis_format::names::ObjectKind;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use object_store::{BackoffConfig, RetryConfig};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,12 +7,12 @@
 //! It only reads, and it never puts the shared secret or an hour's HMAC (a credential for that
 //! hour) into a message or an error: requests are shown with `{hmac}` in place of the HMAC.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
+use diagnosis_domain::redacted::Redacted;
 use diagnosis_domain::time::{Clock, RELEVANCE_DAYS, day_number, hour_number};
-use hmac::{Hmac, Mac as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
 use crate::VerifyError;
@@ -22,22 +22,12 @@ use crate::source::{HttpAnswer, HttpSource};
 pub const MIN_HMAC_KEY_BYTES: usize = 32;
 
 /// The CDN in front of the bucket, asked the way the deployed apps ask.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Edge {
     http: HttpSource,
     region_path: String,
-    key: Vec<u8>,
+    key: Redacted<Vec<u8>>,
     clock: Arc<dyn Clock>,
-}
-
-impl fmt::Debug for Edge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the key.
-        f.debug_struct("Edge")
-            .field("cdn", &self.http.base_url())
-            .field("region_path", &self.region_path)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Edge {
@@ -62,7 +52,7 @@ impl Edge {
         Ok(Self {
             http,
             region_path: region_path.to_owned(),
-            key,
+            key: Redacted::new(key),
             clock,
         })
     }
@@ -96,7 +86,7 @@ impl Edge {
     /// `GET /retrieve/{MCC}/{p}/{hmac}` with the HMAC of the current hour.
     pub(crate) async fn fetch(&self, p: &str) -> Result<HttpAnswer, VerifyError> {
         let hour = hour_number(self.clock.now().timestamp());
-        let mac = retrieve_hmac(&self.key, &self.region_path, p, hour);
+        let mac = retrieve_hmac(self.key.expose(), &self.region_path, p, hour);
         let url = format!(
             "{}/retrieve/{}/{p}/{mac}",
             self.http.base_url(),

@@ -117,21 +117,22 @@ pub fn basic_auth_admits(
     let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
     let user_ok = Sha256::digest(user)
         .as_slice()
-        .ct_eq(Sha256::digest(expected.username.as_bytes()).as_slice());
+        .ct_eq(Sha256::digest(expected.username.expose().as_bytes()).as_slice());
     let password_ok = Sha256::digest(password)
         .as_slice()
-        .ct_eq(Sha256::digest(expected.password.as_bytes()).as_slice());
+        .ct_eq(Sha256::digest(expected.password.expose().as_bytes()).as_slice());
     bool::from(user_ok & password_ok)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diagnosis_core::redacted::Redacted;
 
     fn expected() -> MetricsCredentials {
         MetricsCredentials {
-            username: "ops".to_owned(),
-            password: "metrics-password".to_owned(),
+            username: Redacted::new("ops".to_owned()),
+            password: Redacted::new("metrics-password".to_owned()),
         }
     }
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::time::SystemClock;
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_tests::cdn::{CdnClock, Edge, serve_on};
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
     let edge = match cli.hmac_key.as_deref().map(hex::decode) {
         None => None,
         Some(Ok(key)) if key.len() >= 32 => Some(Edge {
-            hmac_key: key,
+            hmac_key: Redacted::new(key),
             region_path: cli.region_path.clone(),
         }),
         Some(_) => {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::time::{Clock, day_number, hour_number};
 use diagnosis_format::archive::unzip_export;
 use diagnosis_format::sign::verify_signature;
@@ -65,7 +66,7 @@ async fn a_phone_in_the_field_uploads_and_later_finds_its_keys() {
     let cdn_addr = cdn::serve(
         exporter.bucket.clone(),
         Some(Edge {
-            hmac_key: HMAC_KEY.to_vec(),
+            hmac_key: Redacted::new(HMAC_KEY.to_vec()),
             region_path: "302".into(),
         }),
         cdn::CdnClock {

@@ -459,7 +459,7 @@ async fn an_untrusted_peer_cannot_choose_its_identity() {
 
 #[tokio::test]
 async fn the_stored_identifier_is_a_keyed_hash_made_with_the_stored_secret() {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     use sha2::{Digest, Sha256};
 
     let app = TestApp::spawn_with(|s| s.forwarded_for = behind_a_trusted_loopback_proxy()).await;
@@ -508,7 +508,7 @@ async fn the_stored_identifier_is_a_keyed_hash_made_with_the_stored_secret() {
 
 #[tokio::test]
 async fn replicas_follow_a_replaced_identity_secret_within_a_refresh_period() {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     use sha2::Sha256;
 
     let first = TestApp::spawn().await;
@@ -774,7 +774,7 @@ async fn a_repeated_claim_is_answered_while_its_code_would_be_valid_and_changes_
 
 #[tokio::test]
 async fn a_claim_stores_a_keyed_hash_of_its_code_and_never_the_code() {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     use sha2::Sha256;
 
     let app = TestApp::spawn().await;

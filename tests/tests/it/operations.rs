@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use base64::Engine;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_submit::MetricsCredentials;
 use diagnosis_tests::app::TestApp;
 use diagnosis_tests::simulator::{app_keys, upload_of};
@@ -54,8 +55,8 @@ fn basic(user: &str, password: &str) -> String {
 async fn the_events_api_answers_every_date_that_is_not_yyyy_mm_dd_as_a_bad_date() {
     let app = TestApp::spawn_with(|s| {
         s.metrics_credentials = Some(MetricsCredentials {
-            username: "ops".into(),
-            password: "metrics-password".into(),
+            username: Redacted::new("ops".into()),
+            password: Redacted::new("metrics-password".into()),
         });
     })
     .await;
@@ -110,8 +111,8 @@ async fn the_events_api_answers_every_date_that_is_not_yyyy_mm_dd_as_a_bad_date(
 async fn the_events_api_reports_a_days_activity_behind_basic_auth() {
     let app = TestApp::spawn_with(|s| {
         s.metrics_credentials = Some(MetricsCredentials {
-            username: "ops".into(),
-            password: "metrics-password".into(),
+            username: Redacted::new("ops".into()),
+            password: Redacted::new("metrics-password".into()),
         });
     })
     .await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Duration;
+use diagnosis_core::redacted::Redacted;
 use diagnosis_core::time::{Clock as _, hour_number, interval_number};
 use diagnosis_exporter::storage::Bucket;
 use diagnosis_exporter::verify_command::BucketSource;
@@ -403,7 +404,7 @@ async fn cdn_for(h: &ExportHarness, bucket: Bucket) -> String {
     let address = cdn::serve(
         bucket,
         Some(cdn::Edge {
-            hmac_key: HMAC_KEY.to_vec(),
+            hmac_key: Redacted::new(HMAC_KEY.to_vec()),
             region_path: "302".to_owned(),
         }),
         CdnClock::new(Arc::new(h.clock.clone())),

@@ -4,6 +4,7 @@
 //! are admitted.
 
 use base64::Engine as _;
+use diagnosis_domain::redacted::Redacted;
 use diagnosis_submit::{MetricsCredentials, basic_auth_admits};
 use http::HeaderValue;
 
@@ -12,8 +13,8 @@ const PASSWORD: &str = "a-metrics-password";
 
 pub fn basic_auth(input: &[u8]) {
     let expected = MetricsCredentials {
-        username: USERNAME.to_owned(),
-        password: PASSWORD.to_owned(),
+        username: Redacted::new(USERNAME.to_owned()),
+        password: Redacted::new(PASSWORD.to_owned()),
     };
     // The raw header as a client may send it.
     if let Ok(header) = HeaderValue::from_bytes(input) {
