@@ -5,7 +5,7 @@
 //!
 //! `core` performs no network I/O except through the [`store::Store`].
 
-pub use diagnosis_domain::{crypto, domain, error, upload};
+pub use diagnosis_domain::{basic_auth, client_ip, crypto, domain, error, request, upload};
 
 mod clock;
 pub mod config;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use diagnosis_core::basic_auth::MetricsCredentials;
 use diagnosis_core::config::ListenerConfig;
 use diagnosis_core::domain::{KeyClaimTokens, Region};
 use diagnosis_core::store::{
@@ -83,19 +84,6 @@ impl std::fmt::Debug for Settings {
             .field("statement_timeout", &self.statement_timeout)
             .field("timeouts", &self.timeouts)
             .finish()
-    }
-}
-
-/// HTTP Basic credentials of the `/events/...` API.
-#[derive(Clone)]
-pub struct MetricsCredentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for MetricsCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MetricsCredentials(..)")
     }
 }
 
