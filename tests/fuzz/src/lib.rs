@@ -7,6 +7,10 @@
 //! database's keypair lookup replaced by one fixed keypair. Nothing here parses anything
 //! itself: a target that found a bug here would have found a bug in the harness, not in the
 //! service.
+//!
+//! This crate depends only on the pure side (`diagnosis-domain`, `diagnosis-format`,
+//! `diagnosis-verify` without its fetchers, `diagnosis-proto`): no async runtime and nothing of
+//! the store (`core/domain/tests/layering.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -117,21 +121,10 @@ pub fn sealed_upload_body(plaintext: &[u8]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Runs `future` to completion on the harness's runtime: one current-thread Tokio runtime with
-/// its clock, shared by every execution, because the exporter's storage calls bound each
-/// request with a Tokio timer (DESIGN §4.2) and a runtime per input would cost more than the
-/// input itself.
+/// Runs `future` to completion on the calling thread. `verify` over a memory source needs no
+/// runtime of its own: nothing it awaits waits on a timer or a socket.
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => panic!("the harness's Tokio runtime does not start: {error}"),
-        }
-    });
-    RUNTIME.block_on(future)
+    futures::executor::block_on(future)
 }
 
 /// The object keys of the committed export fixtures: an hourly file and a daily part.
