@@ -5,7 +5,9 @@
 //!
 //! `core` performs no network I/O except through the [`store::Store`].
 
-pub use diagnosis_domain::{crypto, domain, error, redacted, upload};
+pub use diagnosis_domain::{
+    basic_auth, client_ip, crypto, domain, error, redacted, request, upload,
+};
 
 mod clock;
 pub mod config;

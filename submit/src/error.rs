@@ -2,6 +2,7 @@
 //! here is exhaustive with no catch-all arm, so a new failure cannot silently
 //! turn into a 500 or into the wrong protocol code.
 
+use diagnosis_core::request::{ClaimRefusal, UploadRefusal};
 use diagnosis_core::store::StoreError;
 use diagnosis_core::upload::UploadRejection;
 use diagnosis_proto::encrypted_upload_response::ErrorCode as UploadCode;
@@ -76,6 +77,15 @@ pub enum ClaimError {
     QueueTimeout(#[from] QueueTimeout),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ClaimRefusal> for ClaimError {
+    fn from(refusal: ClaimRefusal) -> Self {
+        match refusal {
+            ClaimRefusal::BadRequest => ClaimError::BadRequest,
+            ClaimRefusal::InvalidKey => ClaimError::InvalidKey,
+        }
+    }
 }
 
 fn duration(d: chrono::Duration) -> diagnosis_proto::Duration {
@@ -172,6 +182,18 @@ pub enum UploadError {
     TooManyKeys,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<UploadRefusal> for UploadError {
+    fn from(refusal: UploadRefusal) -> Self {
+        match refusal {
+            UploadRefusal::BadRequest => UploadError::BadRequest,
+            UploadRefusal::InvalidCryptoParameters => UploadError::InvalidCryptoParameters,
+            UploadRefusal::DecryptionFailed => UploadError::DecryptionFailed,
+            UploadRefusal::InvalidPayload => UploadError::InvalidPayload,
+            UploadRefusal::Rejected(rejection) => UploadError::Rejected(rejection),
+        }
+    }
 }
 
 impl UploadError {

@@ -21,10 +21,7 @@ mod server;
 mod state;
 
 pub use claim_queue::ClaimQueue;
-pub use handlers::claim_key::MAX_CLAIM_BODY_BYTES;
-pub use handlers::events::basic_auth_admits;
 pub use handlers::new_key_claim::MAX_CODE_ATTEMPTS;
-pub use handlers::upload::MAX_UPLOAD_BODY_BYTES;
 pub use replica::CurrentKey;
 pub use server::{ACCEPT_BACKLOG, Listeners, bind, run};
 pub use state::{AppState, MetricsCredentials, Settings, StartError, Timeouts, Version};

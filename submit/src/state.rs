@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use diagnosis_core::basic_auth::MetricsCredentials;
 use diagnosis_core::config::ListenerConfig;
 use diagnosis_core::domain::{KeyClaimTokens, Region};
-use diagnosis_core::redacted::Redacted;
 use diagnosis_core::store::{
     BanPolicy, ClaimCodeKey, ClientIdentityKey, Store, StoreError, SubmitInstance, SubmitLimits,
 };
@@ -61,14 +61,6 @@ impl Settings {
             statement_timeout: self.statement_timeout,
         }
     }
-}
-
-/// HTTP Basic credentials of the `/events/...` API (`METRICS_USERNAME`, `METRICS_PASSWORD`),
-/// neither shown by `Debug`.
-#[derive(Debug, Clone)]
-pub struct MetricsCredentials {
-    pub username: Redacted<String>,
-    pub password: Redacted<String>,
 }
 
 /// Bounds on how long a client may take.

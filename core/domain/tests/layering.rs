@@ -1,6 +1,6 @@
-//! The layering of the workspace (ARCHITECTURE.md, "Layering"): the pure domain crate and the
-//! export format do no I/O, and `verify`, which fetches over HTTPS with its own runtime, never
-//! reaches the store side. Each test asks `cargo tree` for a crate's normal dependencies, direct
+//! The layering of the workspace (ARCHITECTURE.md, "Layering"): the pure domain crate, the
+//! export format and the fuzz targets do no I/O, and `verify`, which fetches over HTTPS with its
+//! own runtime, never reaches the store side. Each test asks `cargo tree` for a crate's normal dependencies, direct
 //! and transitive, as `cargo build -p` resolves them, and names the chain that pulls in each
 //! crate it must not have.
 
@@ -52,6 +52,14 @@ fn the_domain_crate_pulls_in_no_io() {
 #[test]
 fn the_export_format_pulls_in_no_io() {
     assert_none_of(&io(), "diagnosis-format");
+}
+
+/// The fuzz targets run the services' own parsing code, which therefore lives on the pure side
+/// (`diagnosis-domain`, `diagnosis-format`, `verify` without its fetchers): building them
+/// builds no async runtime, no socket or HTTP stack and nothing of the store.
+#[test]
+fn the_fuzz_targets_pull_in_no_io_and_nothing_of_the_store_side() {
+    assert_none_of(&io(), "diagnosis-fuzz");
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! * [`sign`] — `export.bin` becomes `export.sig`; loading, generating and checking P-256 keys.
 //! * [`archive`] — the two become the deterministic zip that is published, and the zip's first
 //!   entry is found again when a published file is read back.
+//! * [`reader`] — the keys of a published file are read back from its bytes, handed in pieces
+//!   of any size (the exporter's merges and the fuzz targets), with no I/O of its own.
 //! * [`exposure_config`] — exposure configurations are checked before they are published.
 //! * [`names`] — the object names, the one rule for safe object keys, and each object's
 //!   Content-Type and Cache-Control.
@@ -18,6 +20,7 @@
 pub mod archive;
 pub mod exposure_config;
 pub mod names;
+pub mod reader;
 pub mod render;
 pub mod sign;
 #[cfg(any(test, feature = "test-support"))]

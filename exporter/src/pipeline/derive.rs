@@ -4,8 +4,10 @@
 //! again. Each source file is already in canonical order, so a k-way merge of their keys is in
 //! canonical order too; the renderer still checks every key.
 //!
-//! A source is read in chunks of [`CHUNK_BYTES`] with ranged reads and inflated as it goes:
-//! memory is a few hundred kilobytes per source, whatever the size of the files. Only files the
+//! A source is read in chunks of [`CHUNK_BYTES`] with ranged reads and handed to
+//! `diagnosis_format::reader::KeyReader`, which inflates as it goes and parses the keys (pure
+//! code, the same the fuzz targets run): memory is a few hundred kilobytes per source, whatever
+//! the size of the files. This module does the I/O around it. Only files the
 //! exporter wrote itself are read, and every byte read is checked against the file's ledger row
 //! (DESIGN §4.2: a derived file is merged only from objects whose bytes match the ledger's
 //! SHA-256), in one of two ways ([`Check`]): hashed as it is read, the tail after `export.bin`
@@ -16,47 +18,28 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
-use std::num::NonZeroU64;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use diagnosis_core::domain::{DiagnosisKey, KeyData, ReportType};
+use diagnosis_core::domain::DiagnosisKey;
 use diagnosis_core::store::ExportRecord;
 use diagnosis_core::time;
-use diagnosis_format::archive::read_first_entry;
-use diagnosis_proto::EXPORT_BIN_HEADER;
-use diagnosis_proto::export_bin::{self, KeyFields};
-use flate2::{Decompress, FlushDecompress, Status};
+use diagnosis_format::reader::{KeyReader, Step};
 use sha2::{Digest, Sha256};
 
 use super::ExportError;
 use crate::storage::Bucket;
 
-/// Bytes fetched per ranged read.
-pub const CHUNK_BYTES: u64 = 64 * 1024;
-
-/// The first read of an object is at least this long, whatever the chunk size: enough for the
-/// zip's local header and the name `export.bin`.
-const FIRST_READ_MIN: u64 = 64;
+pub use diagnosis_format::reader::CHUNK_BYTES;
 
 /// Why a published file could not be read back.
 fn unreadable(key: &str, what: &str) -> ExportError {
     ExportError::Derive(format!("{key}: {what}"))
 }
 
-/// The bytes that read number `index` of an object of `size` bytes fetches, in chunks of
-/// `chunk`, or `None` past the object's end. Every reader of a source follows this one plan, so
-/// the digest of each read taken when an object is verified whole is the digest of the same
-/// read during the merge.
-pub(super) fn read_range(index: u64, chunk: u64, size: u64) -> Option<Range<u64>> {
-    let first = chunk.max(FIRST_READ_MIN);
-    if index == 0 {
-        return Some(0..first.min(size));
-    }
-    let start = (index - 1).checked_mul(chunk)?.checked_add(first)?;
-    (start < size).then(|| start..start.saturating_add(chunk).min(size))
-}
+// Every reader of a source follows the one plan of `read_range`, so the digest of each read
+// taken when an object is verified whole is the digest of the same read during the merge.
+pub(super) use diagnosis_format::reader::read_range;
 
 /// The SHA-256 of each read of `object` ([`read_range`]), in order.
 pub(super) fn read_digests(object: &[u8], chunk: u64) -> Vec<[u8; 32]> {
@@ -147,31 +130,12 @@ struct OpenFile {
     object: SourceObject,
     /// The number of the next read ([`read_range`]).
     next_read: u64,
-    /// Every byte before this one has been fetched and checked.
-    fetched: u64,
-    /// Where the deflated `export.bin` ends in the object.
-    data_end: u64,
-    input: Bytes,
-    input_pos: usize,
-    inflate: Decompress,
-    inflated_all: bool,
-    crc: libdeflater::Crc,
-    expected_crc: u32,
-    expected_len: u64,
-    /// Inflated bytes of `export.bin` not parsed yet start at `out_pos`.
-    out: Vec<u8>,
-    out_pos: usize,
-    header_checked: bool,
+    /// The keys of `export.bin`, from the bytes fetched so far.
+    reader: KeyReader,
     /// The SHA-256 of the bytes fetched so far ([`Check::Streaming`]).
     digest: Sha256,
     /// Keys parsed so far.
     keys: u64,
-}
-
-/// One protobuf field read from the inflated bytes.
-enum Field {
-    Key(DiagnosisKey),
-    Other,
 }
 
 impl FileKeys {
@@ -206,20 +170,25 @@ impl FileKeys {
                 let Some(object) = self.pending.pop_front() else {
                     return Ok(None);
                 };
-                self.current = Some(OpenFile::open(&self.bucket, object, self.chunk).await?);
+                self.current = Some(OpenFile::open(object)?);
                 continue;
             };
-            match file.parse_field()? {
-                Some(Field::Key(key)) => return Ok(Some(key)),
-                Some(Field::Other) => continue,
-                None if file.inflated_all => {
-                    if file.out_pos != file.out.len() {
-                        return Err(unreadable(&file.object.key, "export.bin ends mid-field"));
-                    }
+            let step = file
+                .reader
+                .step()
+                .map_err(|e| unreadable(&file.object.key, &e.to_string()))?;
+            match step {
+                Step::Key(key) => return file.count(key).map(Some),
+                Step::NeedBytes => {
+                    let bytes = file.fetch(&self.bucket, self.chunk).await?.ok_or_else(|| {
+                        unreadable(&file.object.key, "the object ends before export.bin")
+                    })?;
+                    file.reader.push(bytes);
+                }
+                Step::End => {
                     file.finish(&self.bucket, self.chunk).await?;
                     self.current = None;
                 }
-                None => file.inflate_more(&self.bucket, self.chunk).await?,
             }
         }
     }
@@ -229,65 +198,35 @@ impl OpenFile {
     /// An object of which nothing is read yet.
     fn unread(object: SourceObject) -> OpenFile {
         OpenFile {
+            reader: KeyReader::new(object.bytes),
             object,
             next_read: 0,
-            fetched: 0,
-            data_end: 0,
-            input: Bytes::new(),
-            input_pos: 0,
-            inflate: Decompress::new(false),
-            inflated_all: false,
-            crc: libdeflater::Crc::new(),
-            expected_crc: 0,
-            expected_len: 0,
-            out: Vec::new(),
-            out_pos: 0,
-            header_checked: false,
             digest: Sha256::new(),
             keys: 0,
         }
     }
 
-    /// Reads the zip's local header, which must be the exporter's own: `export.bin`, deflated.
-    async fn open(
-        bucket: &Bucket,
-        object: SourceObject,
-        chunk: u64,
-    ) -> Result<OpenFile, ExportError> {
+    /// An object to take keys from; the ledger must record bytes for it.
+    fn open(object: SourceObject) -> Result<OpenFile, ExportError> {
         if object.bytes == 0 {
             return Err(unreadable(
                 &object.key,
                 "the ledger records an empty object",
             ));
         }
-        let mut file = OpenFile::unread(object);
-        let key = file.object.key.clone();
-        let mut first = file
-            .fetch(bucket, chunk)
-            .await?
-            .ok_or_else(|| unreadable(&key, "the object is empty"))?;
-        let entry = read_first_entry(&first).map_err(|e| unreadable(&key, &e.to_string()))?;
-        if entry.data_end > file.object.bytes {
-            return Err(unreadable(&key, "entry larger than the object"));
+        Ok(OpenFile::unread(object))
+    }
+
+    /// `key`, counted against the most keys the ledger row allows.
+    fn count(&mut self, key: DiagnosisKey) -> Result<DiagnosisKey, ExportError> {
+        self.keys += 1;
+        if self.keys > self.object.max_keys {
+            return Err(unreadable(
+                &self.object.key,
+                "more keys than its ledger row records",
+            ));
         }
-        // A local header longer than the first read (a long extra field; the exporter writes
-        // none) is read on, so that the chunk size never changes what is read.
-        while (first.len() as u64) < entry.data_start {
-            let more = file
-                .fetch(bucket, chunk)
-                .await?
-                .ok_or_else(|| unreadable(&key, "entry larger than the object"))?;
-            first = [first, more].concat().into();
-        }
-        let data_start = usize::try_from(entry.data_start).unwrap_or(usize::MAX);
-        file.data_end = entry.data_end;
-        file.expected_crc = entry.crc32;
-        file.expected_len = entry.size;
-        let input_end = first
-            .len()
-            .min(usize::try_from(entry.data_end).unwrap_or(usize::MAX));
-        file.input = first.slice(data_start..input_end);
-        Ok(file)
+        Ok(key)
     }
 
     /// The next read of the object ([`read_range`]), checked as [`Check`] says, or `None` after
@@ -328,57 +267,7 @@ impl OpenFile {
             }
         }
         self.next_read += 1;
-        self.fetched = range.end;
         Ok(Some(bytes))
-    }
-
-    /// Inflates more of `export.bin`, fetching the next chunk when the current one is spent,
-    /// and checks the entry's CRC-32 and size once the stream ends.
-    async fn inflate_more(&mut self, bucket: &Bucket, chunk: u64) -> Result<(), ExportError> {
-        // Keep only the unparsed tail.
-        self.out.drain(..self.out_pos);
-        self.out_pos = 0;
-        if self.input_pos >= self.input.len() {
-            let start = self.fetched;
-            if start >= self.data_end {
-                return Err(unreadable(&self.object.key, "deflate stream ends early"));
-            }
-            let read = self
-                .fetch(bucket, chunk)
-                .await?
-                .ok_or_else(|| unreadable(&self.object.key, "deflate stream ends early"))?;
-            // The read may run past `export.bin` into the rest of the zip: only the deflated
-            // bytes are inflated.
-            let deflated = usize::try_from(self.data_end - start)
-                .unwrap_or(usize::MAX)
-                .min(read.len());
-            self.input = read.slice(..deflated);
-            self.input_pos = 0;
-        }
-        let before_in = self.inflate.total_in();
-        let before_out = self.out.len();
-        self.out.reserve(2 * chunk as usize);
-        let status = self
-            .inflate
-            .decompress_vec(
-                &self.input[self.input_pos..],
-                &mut self.out,
-                FlushDecompress::None,
-            )
-            .map_err(|_| unreadable(&self.object.key, "corrupt deflate stream"))?;
-        self.input_pos += usize::try_from(self.inflate.total_in() - before_in).unwrap_or(0);
-        self.crc.update(&self.out[before_out..]);
-        if status == Status::StreamEnd {
-            if self.crc.sum() != self.expected_crc || self.inflate.total_out() != self.expected_len
-            {
-                return Err(unreadable(
-                    &self.object.key,
-                    "export.bin fails its CRC-32 or size",
-                ));
-            }
-            self.inflated_all = true;
-        }
-        Ok(())
     }
 
     /// After the last key (or when the merge needs no more keys from it): a streamed object is
@@ -398,90 +287,6 @@ impl OpenFile {
         }
         Ok(())
     }
-
-    /// Parses the next field of `export.bin` from the inflated bytes; `None` when they end
-    /// before the field does.
-    fn parse_field(&mut self) -> Result<Option<Field>, ExportError> {
-        let bytes = &self.out[self.out_pos..];
-        let malformed = |e: export_bin::DecodeError| unreadable(&self.object.key, &e.to_string());
-        if !self.header_checked {
-            if !export_bin::check_header(bytes).map_err(malformed)? {
-                return Ok(None);
-            }
-            self.out_pos += EXPORT_BIN_HEADER.len();
-            self.header_checked = true;
-            return Ok(Some(Field::Other));
-        }
-        let Some((field, used)) = export_bin::next_field(bytes).map_err(malformed)? else {
-            return Ok(None);
-        };
-        let field = match field {
-            export_bin::Field::Key(body) => {
-                let key = export_bin::decode_key(body)
-                    .ok()
-                    .and_then(|key| diagnosis_key(&key))
-                    .ok_or_else(|| unreadable(&self.object.key, "malformed key"))?;
-                self.keys += 1;
-                if self.keys > self.object.max_keys {
-                    return Err(unreadable(
-                        &self.object.key,
-                        "more keys than its ledger row records",
-                    ));
-                }
-                Field::Key(key)
-            }
-            export_bin::Field::Other => Field::Other,
-        };
-        self.out_pos += used;
-        Ok(Some(field))
-    }
-}
-
-/// The domain key of a decoded `TemporaryExposureKey`: `None` when its key data is not 16
-/// bytes or its report type is not one the domain knows.
-fn diagnosis_key(key: &KeyFields<'_>) -> Option<DiagnosisKey> {
-    Some(DiagnosisKey {
-        key_data: KeyData::try_from(key.key_data).ok()?,
-        rolling_start_interval_number: key.rolling_start_interval_number,
-        rolling_period: key.rolling_period,
-        transmission_risk_level: key.transmission_risk_level,
-        report_type: ReportType::from_i32(key.report_type)?,
-        days_since_onset: key.days_since_onset_of_symptoms,
-    })
-}
-
-/// Reads back every key of one published object with the reader the merges use: its zip
-/// local header, the inflated `export.bin` and each key, fetched in ranged reads of
-/// `chunk_bytes`. `bytes` is the object's size as the ledger recorded it.
-///
-/// The pipeline only merges; this entry point exists so that the fuzz targets (DESIGN §7) can
-/// hand the reader arbitrary bytes at any chunk size. With no ledger row to hold them to, the
-/// object is checked against the SHA-256 of its own bytes (read once whole), so the reads are
-/// hashed and compared as a merge's are.
-pub async fn read_published_keys(
-    bucket: &Bucket,
-    key: &str,
-    bytes: u64,
-    chunk_bytes: NonZeroU64,
-) -> Result<Vec<DiagnosisKey>, ExportError> {
-    let whole = bucket
-        .get(key)
-        .await?
-        .ok_or_else(|| unreadable(key, "the object is missing"))?;
-    let source = vec![SourceObject {
-        key: key.to_owned(),
-        bytes,
-        sha256: Sha256::digest(&whole).into(),
-        max_keys: u64::MAX,
-        check: Check::Streaming,
-    }];
-    drop(whole);
-    let mut merged = MergedFiles::with_chunk(bucket, vec![source], None, chunk_bytes.get());
-    let mut keys = Vec::new();
-    while let Some(key) = merged.next().await? {
-        keys.push(key);
-    }
-    Ok(keys)
 }
 
 /// A key at the head of one source, ordered canonically (then by source, for a total order).
@@ -602,8 +407,10 @@ impl MergedFiles {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::ops::Range;
+
     use bytes::Bytes;
-    use diagnosis_core::domain::Region;
+    use diagnosis_core::domain::{KeyData, Region, ReportType};
 
     use diagnosis_format::archive::zip_export;
     use diagnosis_format::names::ObjectKind;
@@ -696,73 +503,6 @@ mod tests {
         let kept = drain(MergedFiles::new(&bucket, sources, Some(at))).await;
         assert!(!kept.is_empty() && kept.len() < 5_010);
         assert!(kept.iter().all(|k| time::is_relevant(k.expiry_unix(), at)));
-    }
-
-    fn decode_key(body: &[u8]) -> Option<DiagnosisKey> {
-        export_bin::decode_key(body)
-            .ok()
-            .and_then(|key| diagnosis_key(&key))
-    }
-
-    #[test]
-    fn keys_decode_as_prost_decodes_them() {
-        use diagnosis_proto::{Message as _, TemporaryExposureKey};
-        for key in keys(9, 300, 2_940_480) {
-            let wire = TemporaryExposureKey {
-                key_data: Some(key.key_data.as_bytes().to_vec()),
-                transmission_risk_level: Some(key.transmission_risk_level),
-                rolling_start_interval_number: Some(key.rolling_start_interval_number),
-                rolling_period: (key.rolling_period != 144).then_some(key.rolling_period),
-                report_type: Some(key.report_type.as_i32()),
-                days_since_onset_of_symptoms: key.days_since_onset,
-            }
-            .encode_to_vec();
-            assert_eq!(decode_key(&wire), Some(key));
-        }
-        assert_eq!(decode_key(&[0x0a, 0x02, 1, 2]), None, "a short key");
-        assert_eq!(
-            decode_key(&[0x0a, 0x00, 0x18, 0x01, 0x28, 0x01]),
-            None,
-            "key data that is not 16 bytes"
-        );
-        let mut unknown_report = vec![0x0a, 0x10];
-        unknown_report.extend([0_u8; 16]);
-        unknown_report.extend([0x18, 0x01, 0x28, 0x09]);
-        assert_eq!(decode_key(&unknown_report), None, "report type 9");
-        unknown_report[21] = 0x01;
-        assert!(decode_key(&unknown_report).is_some(), "report type 1");
-        assert_eq!(
-            decode_key(&[0x18, 0x01, 0x38, 0x01]),
-            None,
-            "an unknown field"
-        );
-    }
-
-    /// Regression: a `key_data` length varint near 2^64 overflowed the bounds arithmetic of
-    /// `decode_key` (a panic with overflow checks on) instead of being a malformed key. Input
-    /// from the `derive_reader` fuzz target's corpus (`regression-key-length-overflow`).
-    #[tokio::test]
-    async fn a_key_length_near_2_pow_64_is_a_malformed_key() {
-        let key = [
-            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
-        ];
-        assert_eq!(decode_key(&key), None);
-
-        let mut export_bin = EXPORT_BIN_HEADER.to_vec();
-        export_bin.extend_from_slice(&[0x3a, key.len() as u8]);
-        export_bin.extend_from_slice(&key);
-        let zip = zip_export(&export_bin, b"").unwrap();
-        let bucket = Bucket::in_memory();
-        bucket
-            .put("CA/k.zip", Bytes::from(zip.clone()), ObjectKind::ExportFile)
-            .await
-            .unwrap();
-        let chunk = NonZeroU64::new(CHUNK_BYTES).unwrap();
-        let read = read_published_keys(&bucket, "CA/k.zip", zip.len() as u64, chunk).await;
-        assert!(
-            matches!(&read, Err(ExportError::Derive(why)) if why.ends_with("malformed key")),
-            "{read:?}"
-        );
     }
 
     #[tokio::test]

@@ -43,7 +43,7 @@ use diagnosis_format::render::RenderError;
 use diagnosis_format::sign::{SignError, SigningKeys};
 
 pub use configs::RefusedConfig;
-pub use derive::{CHUNK_BYTES, read_published_keys};
+pub use derive::CHUNK_BYTES;
 pub use indexes::{index_txt, manifest_for, manifest_json};
 pub use plan::{complete_days, hours_to_publish, oldest_indexed_hour};
 pub use settings::SettingsMismatch;

@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
 use crate::VerifyError;
-use crate::source::{HttpAnswer, HttpSource};
+use crate::fetch::{HttpAnswer, HttpSource};
 
 /// The shortest secret the edge function accepts (`infra/cdn/retrieve.js`): 32 bytes.
 pub const MIN_HMAC_KEY_BYTES: usize = 32;

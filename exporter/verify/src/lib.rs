@@ -49,8 +49,11 @@
 //! panic on what it reads: a bucket is evidence to judge, and malformed bytes are a finding.
 //! Only a failing source (I/O, HTTP) ends a run early, as an error.
 
+#[cfg(feature = "fetch")]
 mod edge;
 mod export_file;
+#[cfg(feature = "fetch")]
+mod fetch;
 mod finding;
 mod manifest;
 mod names;
@@ -66,8 +69,11 @@ use diagnosis_format::names::{daily_index_key, hourly_index_key, manifest_key};
 use diagnosis_format::sign::PublicKey;
 use thiserror::Error;
 
+#[cfg(feature = "fetch")]
 pub use self::edge::{Edge, MIN_HMAC_KEY_BYTES, retrieve_hmac};
 use self::export_file::{CheckedFile, CheckedSignature, ExportedKey, check_export_file};
+#[cfg(feature = "fetch")]
+pub use self::fetch::{DirectorySource, HttpSource, source_for};
 pub use self::finding::{Finding, KeyProblem, ManifestField, NameError};
 use self::manifest::Manifest;
 pub use self::names::Kind;
@@ -76,10 +82,7 @@ pub use self::retrieval::{
     CdnCheck, KeyCount, ObjectDigest, RetrievalObject, RetrievalProblem, RetrievalWindow,
 };
 use self::retrieval::{DayKeys, RetrievalRun};
-pub use self::source::{
-    CacheControl, DirectorySource, HttpSource, MAX_OBJECT_BYTES, MemorySource, Served, Source,
-    scheme_of, source_for,
-};
+pub use self::source::{CacheControl, MAX_OBJECT_BYTES, MemorySource, Served, Source, scheme_of};
 
 /// Why a bucket could not be verified at all. Problems with the published content are not
 /// errors: they are the violations of a [`VerifyReport`].
@@ -441,6 +444,7 @@ struct Run<'a> {
     /// Check 7: the MCC of `retrieve/{MCC}/`.
     compat_path: &'a str,
     /// Check 7: the CDN to fetch retrieval objects through.
+    #[cfg(feature = "fetch")]
     cdn: Option<&'a CdnCheck>,
     /// Check 7, once the listing is read.
     retrieval: Option<RetrievalRun>,
@@ -482,6 +486,7 @@ impl<'a> Run<'a> {
             region,
             public_keys,
             compat_path: &options.compat_path,
+            #[cfg(feature = "fetch")]
             cdn: options.cdn.as_ref(),
             retrieval: None,
             report,

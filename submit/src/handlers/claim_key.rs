@@ -14,10 +14,11 @@
 //! A claim that repeats one whose answer was lost is answered again, with the
 //! same server key (DESIGN §3.2).
 
-use diagnosis_core::domain::{AppPublicKey, OneTimeCode, ServerPublicKey};
+use diagnosis_core::domain::ServerPublicKey;
+use diagnosis_core::request::{MAX_CLAIM_BODY_BYTES, parse_claim_request};
 use diagnosis_core::store::{ClaimOutcome, ClaimWindow, ClientIdentifier, HashedCode};
+use diagnosis_proto::KeyClaimResponse;
 use diagnosis_proto::key_claim_response::ErrorCode;
-use diagnosis_proto::{KeyClaimRequest, KeyClaimResponse, Message};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -30,9 +31,6 @@ struct Claimed {
     server_public: ServerPublicKey,
     repeated: bool,
 }
-
-/// A claim request is a code and a 32-byte key; anything larger is hostile.
-pub const MAX_CLAIM_BODY_BYTES: usize = 256;
 
 pub async fn claim_key(
     state: &AppState,
@@ -93,11 +91,10 @@ async fn claim(
     let body = read_body(body, MAX_CLAIM_BODY_BYTES, settings.timeouts.body_read)
         .await
         .map_err(|_| ClaimError::BadRequest)?;
-    let request = KeyClaimRequest::decode(body).map_err(|_| ClaimError::BadRequest)?;
-    let app_public =
-        AppPublicKey::try_from(request.app_public_key()).map_err(|_| ClaimError::InvalidKey)?;
+    let request = parse_claim_request(&body)?;
     // A code that cannot be one of ours is simply a wrong code.
-    let code = OneTimeCode::from_user_input(request.one_time_code())
+    let code = request
+        .code
         .map(|code| HashedCode::new(&state.claim_code.get(), code));
     let outcome = {
         let _turn = state
@@ -108,7 +105,7 @@ async fn claim(
             .store
             .claim_one_time_code(
                 code.as_ref(),
-                &app_public,
+                &request.app_public,
                 client,
                 now,
                 ClaimWindow {

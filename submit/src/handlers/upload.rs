@@ -2,13 +2,9 @@
 //! Checks run in the contract's order, first failure wins; from the keypair
 //! lookup on, everything runs in one transaction with the keypair row locked.
 
-use chrono::{DateTime, Utc};
-use diagnosis_core::crypto::open_upload_payload;
-use diagnosis_core::domain::{AppPublicKey, DiagnosisKey, ServerPublicKey};
-use diagnosis_core::store::{StoreKeysOutcome, UploadKeypair};
-use diagnosis_core::upload::validate_upload;
+use diagnosis_core::request::{MAX_UPLOAD_BODY_BYTES, parse_upload_request};
+use diagnosis_core::store::StoreKeysOutcome;
 use diagnosis_proto::encrypted_upload_response::ErrorCode;
-use diagnosis_proto::{EncryptedUploadRequest, Message, Upload};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -16,17 +12,12 @@ use crate::error::{UploadError, upload_response};
 use crate::http::{Body, read_body};
 use crate::state::AppState;
 
-/// Room for a legitimate 28-key upload with every field set, and no more.
-pub const MAX_UPLOAD_BODY_BYTES: usize = 4096;
-
 pub async fn upload(state: &AppState, body: Incoming) -> Result<Response<Body>, UploadError> {
     let settings = &state.settings;
     let body = read_body(body, MAX_UPLOAD_BODY_BYTES, settings.timeouts.body_read)
         .await
         .map_err(|_| UploadError::BadRequest)?;
-    let request = EncryptedUploadRequest::decode(body).map_err(|_| UploadError::BadRequest)?;
-    let server_public = ServerPublicKey::try_from(request.server_public_key())
-        .map_err(|_| UploadError::InvalidCryptoParameters)?;
+    let request = parse_upload_request(&body)?;
     let now = state.clock.now();
     let mut key_count = 0;
     // One transaction: the keypair is locked and read in one statement, the
@@ -35,12 +26,18 @@ pub async fn upload(state: &AppState, body: Incoming) -> Result<Response<Body>, 
     let outcome = state
         .store
         .store_upload(
-            &server_public,
+            &request.server_public,
             &settings.region,
             now,
             settings.encryption_key_validity_days,
             |keypair| {
-                let keys = open_and_validate(&request, &keypair, now)?;
+                let keys = request
+                    .open_and_validate(
+                        &keypair.server_secret,
+                        &keypair.app_public,
+                        now.timestamp(),
+                    )?
+                    .keys;
                 key_count = keys.len();
                 Ok::<_, UploadError>(keys)
             },
@@ -56,34 +53,4 @@ pub async fn upload(state: &AppState, body: Incoming) -> Result<Response<Body>, 
         StoreKeysOutcome::TooManyKeys => Err(UploadError::TooManyKeys),
         StoreKeysOutcome::KeypairInvalid => Err(UploadError::UnknownKeypair),
     }
-}
-
-/// Checks 4 to 10 of DESIGN §3.3 on a request whose keypair exists: the
-/// lengths, the app key and the box, then the `Upload` inside it.
-fn open_and_validate(
-    request: &EncryptedUploadRequest,
-    keypair: &UploadKeypair,
-    now: DateTime<Utc>,
-) -> Result<Vec<DiagnosisKey>, UploadError> {
-    let nonce: &[u8; 24] = request
-        .nonce()
-        .try_into()
-        .map_err(|_| UploadError::InvalidCryptoParameters)?;
-    let app_public = AppPublicKey::try_from(request.app_public_key())
-        .map_err(|_| UploadError::InvalidCryptoParameters)?;
-    // The box must be sealed by the app key that claimed this keypair: a box
-    // sealed by any other key does not open, whatever key the request names.
-    if app_public != keypair.app_public {
-        return Err(UploadError::DecryptionFailed);
-    }
-    let plaintext = open_upload_payload(
-        &keypair.server_secret,
-        &app_public,
-        nonce,
-        request.payload(),
-    )
-    .map_err(|_| UploadError::DecryptionFailed)?;
-    let upload = Upload::decode(plaintext.as_slice()).map_err(|_| UploadError::InvalidPayload)?;
-    let validated = validate_upload(&upload, now.timestamp()).map_err(UploadError::Rejected)?;
-    Ok(validated.keys)
 }

@@ -2,11 +2,15 @@
 //! harness, and the request steps of `submit`'s `/claim-key` and `/upload` handlers up to their
 //! first database call.
 //!
-//! The request steps are the handlers' own library calls (`diagnosis_proto` decoding, the
-//! `diagnosis_domain` newtypes, `open_upload_payload`, `validate_upload`) in the handlers' order
-//! (DESIGN §3.2, §3.3), with the database replaced by one fixed keypair. Nothing here parses
-//! anything itself: a target that found a bug here would have found a bug in the harness, not
-//! in the service. Keep the order in step with `submit/src/handlers/`.
+//! The request steps are the functions the handlers call (`diagnosis_domain::request`:
+//! `parse_claim_request`, `parse_upload_request`, `UploadRequest::open_and_validate`), with the
+//! database's keypair lookup replaced by one fixed keypair. Nothing here parses anything
+//! itself: a target that found a bug here would have found a bug in the harness, not in the
+//! service.
+//!
+//! This crate depends only on the pure side (`diagnosis-domain`, `diagnosis-format`,
+//! `diagnosis-verify` without its fetchers, `diagnosis-proto`): no async runtime and nothing of
+//! the store (`core/domain/tests/layering.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -14,12 +18,14 @@ pub mod targets;
 
 use std::sync::LazyLock;
 
-use diagnosis_domain::crypto::{open_upload_payload, seal_upload_payload};
+use diagnosis_domain::crypto::seal_upload_payload;
 use diagnosis_domain::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
-use diagnosis_domain::upload::{UploadRejection, ValidatedUpload, validate_upload};
+use diagnosis_domain::request::{
+    UploadRefusal as RequestRefusal, parse_claim_request, parse_upload_request,
+};
+use diagnosis_domain::upload::{UploadRejection, ValidatedUpload};
 use diagnosis_format::sign::PublicKey;
-use diagnosis_proto::{EncryptedUploadRequest, KeyClaimRequest, Message as _, Upload};
-use diagnosis_submit::{MAX_CLAIM_BODY_BYTES, MAX_UPLOAD_BODY_BYTES};
+use diagnosis_proto::{EncryptedUploadRequest, Message as _};
 
 /// The server's clock in every target: 2025-11-28T00:00:00Z, the day of the export fixtures
 /// in `exporter/fixtures/`.
@@ -53,29 +59,17 @@ pub fn app_public_key() -> AppPublicKey {
     *KEY
 }
 
-/// Why `/claim-key` refuses a body before the database is asked (DESIGN §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimRefusal {
-    /// Oversize or unparsable body: 400 UNKNOWN.
-    BadRequest,
-    /// App key length ≠ 32: 400 INVALID_KEY.
-    InvalidKey,
-}
+pub use diagnosis_domain::request::ClaimRefusal;
 
 /// What `/claim-key` takes to the database: the app key and the normalised code (`None` is a
 /// code that cannot be one of ours, which the store treats as a wrong code).
 pub fn claim_request(body: &[u8]) -> Result<(AppPublicKey, Option<OneTimeCode>), ClaimRefusal> {
-    if body.len() > MAX_CLAIM_BODY_BYTES {
-        return Err(ClaimRefusal::BadRequest);
-    }
-    let request = KeyClaimRequest::decode(body).map_err(|_| ClaimRefusal::BadRequest)?;
-    let app_public =
-        AppPublicKey::try_from(request.app_public_key()).map_err(|_| ClaimRefusal::InvalidKey)?;
-    let code = OneTimeCode::from_user_input(request.one_time_code());
-    Ok((app_public, code))
+    let request = parse_claim_request(body)?;
+    Ok((request.app_public, request.code))
 }
 
-/// Why `/upload` refuses a body before storing keys (DESIGN §3.3), in the contract's order.
+/// Why `/upload` refuses a body before storing keys (DESIGN §3.3), in the contract's order:
+/// the refusals of `diagnosis_domain::request`, and the keypair lookup between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UploadRefusal {
     BadRequest,
@@ -86,37 +80,28 @@ pub enum UploadRefusal {
     Rejected(UploadRejection),
 }
 
+impl From<RequestRefusal> for UploadRefusal {
+    fn from(refusal: RequestRefusal) -> Self {
+        match refusal {
+            RequestRefusal::BadRequest => UploadRefusal::BadRequest,
+            RequestRefusal::InvalidCryptoParameters => UploadRefusal::InvalidCryptoParameters,
+            RequestRefusal::DecryptionFailed => UploadRefusal::DecryptionFailed,
+            RequestRefusal::InvalidPayload => UploadRefusal::InvalidPayload,
+            RequestRefusal::Rejected(rejection) => UploadRefusal::Rejected(rejection),
+        }
+    }
+}
+
 /// Every check of `/upload` before the store transaction, against the harness's one keypair
 /// and clock.
 pub fn upload_request(body: &[u8]) -> Result<ValidatedUpload, UploadRefusal> {
-    if body.len() > MAX_UPLOAD_BODY_BYTES {
-        return Err(UploadRefusal::BadRequest);
-    }
-    let request = EncryptedUploadRequest::decode(body).map_err(|_| UploadRefusal::BadRequest)?;
-    let server_public = ServerPublicKey::try_from(request.server_public_key())
-        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
-    // The keypair lookup: the harness knows one keypair.
-    if server_public != server_public_key() {
+    let request = parse_upload_request(body)?;
+    // The keypair lookup: the harness knows one keypair, claimed by its one app key.
+    if request.server_public != server_public_key() {
         return Err(UploadRefusal::UnknownKeypair);
     }
-    let nonce: &[u8; 24] = request
-        .nonce()
-        .try_into()
-        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
-    let app_public = AppPublicKey::try_from(request.app_public_key())
-        .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
-    if app_public != app_public_key() {
-        return Err(UploadRefusal::DecryptionFailed);
-    }
-    let plaintext = open_upload_payload(
-        &ServerSecretKey::from_array(SERVER_SECRET_KEY),
-        &app_public,
-        nonce,
-        request.payload(),
-    )
-    .map_err(|_| UploadRefusal::DecryptionFailed)?;
-    let upload = Upload::decode(plaintext.as_slice()).map_err(|_| UploadRefusal::InvalidPayload)?;
-    validate_upload(&upload, NOW_UNIX).map_err(UploadRefusal::Rejected)
+    let server_secret = ServerSecretKey::from_array(SERVER_SECRET_KEY);
+    Ok(request.open_and_validate(&server_secret, &app_public_key(), NOW_UNIX)?)
 }
 
 /// The body an app sends for `plaintext` (a serialized `Upload`, or any bytes): sealed by the
@@ -136,21 +121,10 @@ pub fn sealed_upload_body(plaintext: &[u8]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Runs `future` to completion on the harness's runtime: one current-thread Tokio runtime with
-/// its clock, shared by every execution, because the exporter's storage calls bound each
-/// request with a Tokio timer (DESIGN §4.2) and a runtime per input would cost more than the
-/// input itself.
+/// Runs `future` to completion on the calling thread. `verify` over a memory source needs no
+/// runtime of its own: nothing it awaits waits on a timer or a socket.
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => panic!("the harness's Tokio runtime does not start: {error}"),
-        }
-    });
-    RUNTIME.block_on(future)
+    futures::executor::block_on(future)
 }
 
 /// The object keys of the committed export fixtures: an hourly file and a daily part.

@@ -26,26 +26,33 @@ use diagnosis_domain::time::{
 use diagnosis_format::names::{
     ObjectKind, RETRIEVAL_BUNDLE, retrieval_bundle_key, retrieval_day_key,
 };
+#[cfg(feature = "fetch")]
 use sha2::{Digest as _, Sha256};
 
 use self::keys::{KeyMatch, KeyVerdict};
 pub use self::problem::{KeyCount, ObjectDigest, RetrievalProblem, RetrievalWindow};
 use self::window::{ListedHours, Verdict, judge_bundle, judge_day};
+#[cfg(feature = "fetch")]
 use crate::edge::Edge;
 use crate::export_file::{CheckedFile, ExportedKey, check_export_file};
+#[cfg(feature = "fetch")]
+use crate::fetch::HttpAnswer;
 use crate::names::{DAY, HOUR, ObjectName};
-use crate::source::{CacheControl, HttpAnswer, Served, Source};
+use crate::source::{CacheControl, Served, Source};
 use crate::{Finding, Listing, Run, VerifyError};
 
 /// Where the apps' retrieval objects are also fetched from: the CDN, through the edge
-/// function's path `/retrieve/{MCC}/{P}/{hmac}` (DESIGN §4.3).
+/// function's path `/retrieve/{MCC}/{P}/{hmac}` (DESIGN §4.3). Without the `fetch` feature
+/// there is no CDN to ask, and this has no value.
 #[derive(Debug, Clone)]
 pub enum CdnCheck {
     /// Each retrieval object read from the bucket is also fetched through the CDN, which must
     /// serve the same bytes.
+    #[cfg(feature = "fetch")]
     Compare(Edge),
     /// The location is the CDN itself, which serves retrieval objects only at the edge path:
     /// they are read there.
+    #[cfg(feature = "fetch")]
     ReadThrough(Edge),
 }
 
@@ -140,7 +147,8 @@ struct Bundle {
 enum Reading {
     Object(Served),
     Missing,
-    /// Not read, for a reason already reported.
+    /// Not read, for a reason already reported (only the CDN's edge skips an object).
+    #[cfg(feature = "fetch")]
     Skipped,
 }
 
@@ -394,6 +402,7 @@ impl Run<'_> {
                 self.retrieval_finding(object, RetrievalProblem::Missing);
                 return Ok(None);
             }
+            #[cfg(feature = "fetch")]
             Reading::Skipped => return Ok(None),
         };
         let mut file = check_export_file(
@@ -404,6 +413,7 @@ impl Run<'_> {
             &served.bytes,
             &mut self.report.violations,
         );
+        #[cfg(feature = "fetch")]
         self.compare_with_cdn(object, p, day, &file).await?;
         if let Some(signatures) = file.signatures.take() {
             self.record_signatures(object, signatures);
@@ -428,12 +438,27 @@ impl Run<'_> {
         p: &str,
         day: Option<u64>,
     ) -> Result<Reading, VerifyError> {
-        let Some(CdnCheck::ReadThrough(edge)) = self.cdn else {
-            return Ok(match source.get_served(object).await? {
-                Some(served) => Reading::Object(served),
-                None => Reading::Missing,
-            });
-        };
+        #[cfg(feature = "fetch")]
+        if let Some(CdnCheck::ReadThrough(edge)) = self.cdn {
+            return self.read_through(edge, object, p, day).await;
+        }
+        #[cfg(not(feature = "fetch"))]
+        let _ = (p, day);
+        Ok(match source.get_served(object).await? {
+            Some(served) => Reading::Object(served),
+            None => Reading::Missing,
+        })
+    }
+
+    /// The object through the edge, the location being the CDN.
+    #[cfg(feature = "fetch")]
+    async fn read_through(
+        &mut self,
+        edge: &Edge,
+        object: &str,
+        p: &str,
+        day: Option<u64>,
+    ) -> Result<Reading, VerifyError> {
         if !self.edge_serves(edge, object, day) {
             return Ok(Reading::Skipped);
         }
@@ -453,6 +478,7 @@ impl Run<'_> {
 
     /// With a CDN to compare with, fetches `p` through the edge as the apps do and holds it to
     /// the object's bytes.
+    #[cfg(feature = "fetch")]
     async fn compare_with_cdn(
         &mut self,
         object: &str,
@@ -491,6 +517,7 @@ impl Run<'_> {
     }
 
     /// Whether the edge lets the apps' request for `day` through now; a note when not.
+    #[cfg(feature = "fetch")]
     fn edge_serves(&mut self, edge: &Edge, object: &str, day: Option<u64>) -> bool {
         let Some(day) = day else {
             return true;

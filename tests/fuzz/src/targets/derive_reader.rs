@@ -1,14 +1,16 @@
-//! The reader of published files that derived windows are merged from
-//! (`pipeline::read_published_keys`, DESIGN §4.2): the zip local header, the streamed inflate
-//! of `export.bin` and the key decoder. The first byte picks a chunk size of 1 to 256 bytes;
-//! the rest is the object. No input may panic, and the chunk size never changes the keys read.
+//! The reader of published files that derived windows are merged from (DESIGN §4.2):
+//! `diagnosis_format::reader`, the zip local header, the streamed inflate of `export.bin` and
+//! the key decoder, fed the object in the reads of `read_range` as the exporter's merge feeds
+//! it. The first byte picks a chunk size of 1 to 256 bytes; the rest is the object. No input may
+//! panic, and the chunk size never changes the keys read.
+//!
+//! Not covered here, because it is I/O: the exporter's ranged reads of the bucket and their
+//! checks against the file's ledger row (size, length of each read, SHA-256, the key count),
+//! in `exporter/src/pipeline/derive.rs`, which its own tests attack.
 
 use std::num::NonZeroU64;
 
-use crate::{HOURLY_OBJECT, block_on};
-use diagnosis_exporter::pipeline::{CHUNK_BYTES, read_published_keys};
-use diagnosis_exporter::storage::Bucket;
-use diagnosis_format::names::ObjectKind;
+use diagnosis_format::reader::{CHUNK_BYTES, read_keys};
 
 pub fn derive_reader(data: &[u8]) {
     let Some((&chunk, object)) = data.split_first() else {
@@ -16,29 +18,13 @@ pub fn derive_reader(data: &[u8]) {
     };
     let small = NonZeroU64::MIN.saturating_add(u64::from(chunk));
     let production = NonZeroU64::new(CHUNK_BYTES).unwrap_or(NonZeroU64::MAX);
-    let bucket = Bucket::in_memory();
-    block_on(async {
-        if let Err(error) = bucket
-            .put(
-                HOURLY_OBJECT,
-                object.to_vec().into(),
-                ObjectKind::ExportFile,
-            )
-            .await
-        {
-            panic!("the in-memory bucket refused a put: {error}");
-        }
-        let size = object.len() as u64;
-        let read = read_published_keys(&bucket, HOURLY_OBJECT, size, production).await;
-        let read_in_chunks = read_published_keys(&bucket, HOURLY_OBJECT, size, small).await;
-        match (read, read_in_chunks) {
-            (Ok(keys), Ok(keys_in_chunks)) => assert!(keys == keys_in_chunks),
-            (Err(_), Err(_)) => {}
-            (read, read_in_chunks) => panic!(
-                "chunks of {small} bytes read {:?}, chunks of {production} bytes read {:?}",
-                read_in_chunks.map(|keys| keys.len()),
-                read.map(|keys| keys.len()),
-            ),
-        }
-    });
+    match (read_keys(object, production), read_keys(object, small)) {
+        (Ok(keys), Ok(keys_in_chunks)) => assert!(keys == keys_in_chunks),
+        (Err(_), Err(_)) => {}
+        (read, read_in_chunks) => panic!(
+            "chunks of {small} bytes read {:?}, chunks of {production} bytes read {:?}",
+            read_in_chunks.map(|keys| keys.len()),
+            read.map(|keys| keys.len()),
+        ),
+    }
 }

@@ -1,6 +1,8 @@
 //! The client's address behind proxies (DESIGN §3.2): the `X-Forwarded-For` walk of
-//! `diagnosis_submit::client_ip::client_address` over hostile header lines, raw bytes included,
-//! under each of the three rules. No input may panic, whatever the header says the walk never
+//! `diagnosis_domain::client_ip::client_address` over hostile header lines, raw bytes included,
+//! under each of the three rules. `submit` hands the walk the same lines, every
+//! `X-Forwarded-For` value of the request in order; that lookup in hyper's header map is not
+//! covered here. No input may panic, whatever the header says the walk never
 //! names an address that a rule does not allow, and once the walk has named an untrusted
 //! forwarded client, nothing written left of it (here: a byte that is not ASCII and a copy of
 //! the first line's bytes) changes who it is.
@@ -8,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::LazyLock;
 
-use diagnosis_submit::client_ip::{ForwardedFor, TrustedProxies, client_address};
-use http::{HeaderMap, HeaderValue};
+use diagnosis_domain::client_ip::{ForwardedFor, TrustedProxies, client_address};
+use http::HeaderValue;
 
 /// Proxies as a deployment lists them: a pod network, a balancer subnet, one IPv6 range.
 static TRUSTED: LazyLock<TrustedProxies> =
@@ -40,11 +42,7 @@ pub fn forwarded_for(input: &[u8]) {
         .split(|b| *b == b'\n')
         .filter_map(|line| HeaderValue::from_bytes(line).ok())
         .collect();
-    let mut headers = HeaderMap::new();
-    for line in &lines {
-        headers.append("x-forwarded-for", line.clone());
-    }
-    let client = client_address(&rule, &headers, peer);
+    let client = client_address(&rule, lines.iter().map(HeaderValue::as_bytes), peer);
     let canonical_peer = peer.to_canonical();
     let forwarded_client = match &rule {
         ForwardedFor::Ignored => false,
@@ -53,18 +51,12 @@ pub fn forwarded_for(input: &[u8]) {
     };
     if forwarded_client && let Some(first) = lines.first() {
         let forged = [b"\xff ", first.as_bytes(), b",", first.as_bytes()].concat();
-        let mut prefixed = HeaderMap::new();
-        for (index, line) in lines.iter().enumerate() {
-            match index {
-                0 => match HeaderValue::from_bytes(&forged) {
-                    Ok(forged) => prefixed.append("x-forwarded-for", forged),
-                    Err(_) => return,
-                },
-                _ => prefixed.append("x-forwarded-for", line.clone()),
-            };
-        }
+        let Ok(forged) = HeaderValue::from_bytes(&forged) else {
+            return;
+        };
+        let prefixed = std::iter::once(&forged).chain(&lines[1..]);
         assert_eq!(
-            client_address(&rule, &prefixed, peer),
+            client_address(&rule, prefixed.map(HeaderValue::as_bytes), peer),
             client,
             "entries left of the forwarded client changed who it is"
         );

@@ -3,8 +3,8 @@
 //! and `validate_upload`. No input may panic.
 
 use crate::{UploadRefusal, sealed_upload_body, upload_request};
+use diagnosis_domain::request::MAX_UPLOAD_BODY_BYTES;
 use diagnosis_domain::upload::MAX_KEYS_PER_UPLOAD;
-use diagnosis_submit::MAX_UPLOAD_BODY_BYTES;
 
 pub fn upload_sealed(plaintext: &[u8]) {
     let body = sealed_upload_body(plaintext);
