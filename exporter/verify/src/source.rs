@@ -3,10 +3,15 @@
 //! buckets are read by the command through its own [`Source`], so this module knows nothing
 //! of the exporter's storage.
 //!
+//! HTTP goes through reqwest, which the exporter's object stores already bring into the
+//! binary, so verify adds no HTTP client of its own; it runs on the rustls configuration built
+//! here, with each reqwest default that would ask other than as told turned off.
+//!
 //! A source only fetches bytes by object key; it never judges them. It must never write,
-//! never read outside its root (a folder refuses every key that
-//! [`diagnosis_format::names::check_object_key`] refuses), never follow redirects, and never hold an object larger than
-//! [`MAX_OBJECT_BYTES`], so a hostile bucket cannot exhaust memory.
+//! never read outside its root (a folder and an HTTP source refuse every key that
+//! [`diagnosis_format::names::check_object_key`] refuses), never follow redirects, never use
+//! a proxy it was not given, and never hold an object larger than [`MAX_OBJECT_BYTES`], so a
+//! hostile bucket cannot exhaust memory.
 
 use std::collections::HashMap;
 use std::fmt;
