@@ -138,7 +138,7 @@ const APPEND_OTK_DURATION_SQL: &str =
 
 /// Moves the committed rows of `event_log` into `events`: the rows it deletes are the rows it
 /// adds, in one statement, so an event is counted exactly once whenever the fold fails.
-const FOLD_EVENTS_SQL: &str = "WITH moved AS (
+pub const FOLD_EVENTS_SQL: &str = "WITH moved AS (
          DELETE FROM event_log RETURNING identifier, source, date, count
      )
      INSERT INTO events (identifier, source, date, count)
@@ -148,7 +148,7 @@ const FOLD_EVENTS_SQL: &str = "WITH moved AS (
      DO UPDATE SET count = events.count + EXCLUDED.count";
 
 /// Moves the committed rows of `otk_life_duration_log` into `otk_life_duration`, likewise.
-const FOLD_OTK_DURATIONS_SQL: &str = "WITH moved AS (
+pub const FOLD_OTK_DURATIONS_SQL: &str = "WITH moved AS (
          DELETE FROM otk_life_duration_log RETURNING originator, date, hours
      )
      INSERT INTO otk_life_duration (originator, date, hours, count)

@@ -40,7 +40,9 @@ pub use diagnosis_keys::{KeyMetadataCount, KeyStream, StoreKeysOutcome};
 pub use encryption_keys::{
     ClaimCodeKey, ClaimOutcome, ClaimWindow, HashedCode, IssueOutcome, NewCode, UploadKeypair,
 };
-pub use events::{Event, EventCount, OtkDuration, UploadCount};
+pub use events::{
+    Event, EventCount, FOLD_EVENTS_SQL, FOLD_OTK_DURATIONS_SQL, OtkDuration, UploadCount,
+};
 pub use exports::{ExportRecord, ExporterLock, Fence, FenceHold};
 #[cfg(feature = "test-support")]
 pub use failed_claims::take_claim_lock;

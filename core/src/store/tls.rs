@@ -1,5 +1,9 @@
 //! `DATABASE_URL`'s TLS parameters, read as libpq reads them (DESIGN §6, §7).
 //!
+//! Why written here: no crate gives tokio-postgres libpq's `sslmode`/`sslrootcert` meanings,
+//! and operators copy their `DATABASE_URL` from libpq tools, so a mode must mean what it means
+//! there (`database_tls::*` holds each mode to it against a TLS-only cluster).
+//!
 //! tokio-postgres itself knows only `sslmode=disable|prefer|require` and no `sslrootcert`, so
 //! [`DatabaseUrl::parse`] takes `sslmode` and `sslrootcert` out of the query string, hands the
 //! rest to tokio-postgres, and [`TlsSettings::client_config`] builds the rustls configuration that

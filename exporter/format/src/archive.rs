@@ -1,6 +1,10 @@
 //! Zip step: `export.bin` and `export.sig` become the published file (DESIGN §4.1), and the
 //! reverse for checking a published file the way a phone reads it.
 //!
+//! Why by hand and not with the `zip` crate (a dev-dependency for the tests' independent
+//! reading): the published bytes are the contract, pinned by the golden fixtures, and a writer
+//! we do not own may change its headers, flags or extra fields in any release.
+//!
 //! The archive holds exactly two deflated entries, `export.bin` then `export.sig`. Everything
 //! that could vary between two builds of the same window is fixed (modification time
 //! 1980-01-01 00:00, Unix attributes 0644, no extra fields, no comment), so a rebuild produces

@@ -4,25 +4,25 @@
 //! sockets and TLS: the fuzz targets use `verify` without it, over a
 //! [`MemorySource`](crate::MemorySource), and build none of that.
 //!
+//! HTTP goes through reqwest, which the exporter's object stores already bring into the
+//! binary, so verify adds no HTTP client of its own; it runs on the rustls configuration built
+//! here, with each reqwest default that would ask other than as told turned off.
+//!
 //! Like every source, these only fetch bytes by object key and never judge them; they never
-//! write, never read outside their root, never follow redirects and never hold an object larger
-//! than [`MAX_OBJECT_BYTES`].
+//! write, never read outside their root (a folder and an HTTP source refuse every key that
+//! [`diagnosis_format::names::check_object_key`] refuses), never follow redirects, never use a
+//! proxy they were not given, and never hold an object larger than [`MAX_OBJECT_BYTES`].
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use diagnosis_domain::error::chain;
 use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use reqwest::StatusCode;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::AsyncReadExt as _;
 use url::Url;
@@ -124,89 +124,66 @@ impl Source for DirectorySource {
 ///
 /// `200` is the object, `404` and `403` (what S3-style buckets answer for a missing key
 /// without list permission) are "no such object", anything else is an error. Redirects are
-/// not followed. `https://` checks the server's certificate chain and name against the
-/// operating system's trusted certificates (`rustls-native-certs`, which honours
-/// `SSL_CERT_FILE` and `SSL_CERT_DIR`), on rustls with the aws-lc-rs provider: the TLS stack
-/// of the database connection, so the binary carries one.
+/// not followed, and no proxy is used, whatever the environment says. `https://` checks the
+/// server's certificate chain and name against the operating system's trusted certificates
+/// (`rustls-native-certs`, which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), on rustls with
+/// the aws-lc-rs provider: the TLS stack of the database connection, so the binary carries one.
 #[derive(Debug, Clone)]
 pub struct HttpSource {
     base_url: String,
-    transport: Transport,
-}
-
-/// An `http://` source never makes a TLS connection and an `https://` source never makes a
-/// plain one: no redirect is followed, so every request goes to the scheme of the base URL.
-#[derive(Debug, Clone)]
-enum Transport {
-    Plain(Client<HttpConnector, Empty<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+    base: Url,
+    client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl HttpSource {
     /// A source for objects under `base_url` (`http[s]://host[:port][/prefix]`); `https://`
     /// trusts the operating system's certificates.
     pub fn new(base_url: &str) -> Result<Self, VerifyError> {
-        Self::build(base_url, None)
+        Self::build(base_url, None, HTTP_TIMEOUT)
     }
 
     /// A source for objects under `base_url` whose `https://` server must present a chain
     /// leading to one of `roots` instead of the operating system's certificates.
     pub fn with_roots(base_url: &str, roots: RootCertStore) -> Result<Self, VerifyError> {
-        Self::build(base_url, Some(roots))
+        Self::build(base_url, Some(roots), HTTP_TIMEOUT)
     }
 
-    fn build(base_url: &str, roots: Option<RootCertStore>) -> Result<Self, VerifyError> {
+    fn build(
+        base_url: &str,
+        roots: Option<RootCertStore>,
+        timeout: Duration,
+    ) -> Result<Self, VerifyError> {
         let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
             location: base_url.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = base_url
-            .parse()
-            .map_err(|error: hyper::http::uri::InvalidUri| unsupported(&error.to_string()))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(unsupported("only http:// and https:// URLs can be fetched")),
-        };
-        if uri
-            .authority()
-            .is_none_or(|authority| authority.host().is_empty())
-        {
-            return Err(unsupported("the URL names no host"));
+        let tls = checked_scheme(base_url).map_err(|reason| unsupported(&reason))?;
+        let base_url = base_url.trim_end_matches('/');
+        let base = Url::parse(base_url).map_err(|error| unsupported(&error.to_string()))?;
+        if base.cannot_be_a_base() {
+            return Err(unsupported("the URL cannot hold object keys"));
         }
-        if uri.query().is_some() {
-            return Err(unsupported(
-                "the URL has a query; give the bucket root, object keys are appended to it",
-            ));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let transport = if tls {
-            let roots = match roots {
-                Some(roots) => roots,
-                None => system_roots().map_err(|reason| unsupported(&reason))?,
-            };
-            let config = ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| unsupported(&error.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            // The connector speaks TLS itself, after a TCP connection to an `https` URI.
-            connector.enforce_http(false);
-            let connector = HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_only()
-                .enable_http1()
-                .wrap_connector(connector);
-            Transport::Tls(Client::builder(TokioExecutor::new()).build(connector))
-        } else {
-            Transport::Plain(Client::builder(TokioExecutor::new()).build(connector))
+        // An `http://` source trusts no certificate: it never makes a TLS connection.
+        let roots = match (tls, roots) {
+            (false, _) => RootCertStore::empty(),
+            (true, Some(roots)) => roots,
+            (true, None) => system_roots().map_err(|reason| unsupported(&reason))?,
         };
+        let config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| unsupported(&error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client =
+            http_client(config, tls, timeout).map_err(|error| unsupported(&reason_of(error)))?;
         Ok(Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            transport,
+            base_url: base_url.to_owned(),
+            base,
+            client,
+            timeout,
         })
     }
 
@@ -215,89 +192,172 @@ impl HttpSource {
         &self.base_url
     }
 
-    /// The URL an object key is fetched from.
-    fn url_of(&self, key: &str) -> String {
-        let mut url = String::with_capacity(self.base_url.len() + 1 + key.len());
-        url.push_str(&self.base_url);
-        url.push('/');
-        for byte in key.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-                url.push(char::from(byte));
-            } else {
-                url.push_str(&format!("%{byte:02X}"));
-            }
-        }
-        url
+    /// The URL an object key is fetched from: each segment of the key percent-encoded as
+    /// `url` encodes a path segment, which leaves the characters of every published name
+    /// (DESIGN §4, §4.3) as they are. A key the folder would refuse is refused here too: `url`
+    /// and the client drop or resolve `.` and `..` segments, which would fetch another object.
+    fn url_of(&self, key: &str) -> Result<Url, VerifyError> {
+        check_object_key(key).map_err(|reason| VerifyError::UnsafeKey {
+            key: key.to_owned(),
+            reason,
+        })?;
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| VerifyError::UnsupportedLocation {
+                location: self.base_url.clone(),
+                reason: "the URL cannot hold object keys".to_owned(),
+            })?
+            .extend(key.split('/'));
+        Ok(url)
     }
 
     /// The object under `key`: `200` is the object, `404` and `403` are no such object,
     /// anything else is an error.
     async fn fetch(&self, key: &str) -> Result<Option<Served>, VerifyError> {
-        let url = self.url_of(key);
-        match self.answer(&url, &url).await? {
+        let url = self.url_of(key)?;
+        let url = url.as_str();
+        match self.answer(url, url).await? {
             HttpAnswer::Object(served) => Ok(Some(served)),
             HttpAnswer::Status(404 | 403) => Ok(None),
-            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus { url, status }),
+            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus {
+                url: url.to_owned(),
+                status,
+            }),
         }
     }
 
     /// `GET url`, the body read only for `200`. `shown` names the request in errors, so a URL
     /// that carries a token never reaches a message.
     pub(crate) async fn answer(&self, url: &str, shown: &str) -> Result<HttpAnswer, VerifyError> {
-        let failed = |reason: String| VerifyError::Http {
+        let failed = |error: reqwest::Error| self.failure(shown, error);
+        // A URL `http` refuses (a space, a byte beyond ASCII) is an error here, not escaped
+        // by `url` into a request for another name.
+        url.parse::<http::Uri>()
+            .map_err(|error| VerifyError::Http {
+                url: shown.to_owned(),
+                reason: error.to_string(),
+            })?;
+        let response = self.client.get(url).send().await.map_err(failed)?;
+        if response.status() != StatusCode::OK {
+            return Ok(HttpAnswer::Status(response.status().as_u16()));
+        }
+        let cache_control = response
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        let bytes = match limited_body(response).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(VerifyError::TooLarge {
+                    location: shown.to_owned(),
+                    limit: MAX_OBJECT_BYTES,
+                });
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        Ok(HttpAnswer::Object(Served {
+            bytes,
+            cache_control: CacheControl::Kept(cache_control),
+        }))
+    }
+
+    /// The error for a request that got no complete answer: an untrusted certificate, the
+    /// request's deadline, or whatever the connection says.
+    fn failure(&self, shown: &str, error: reqwest::Error) -> VerifyError {
+        if let Some(reason) = untrusted_certificate(&error) {
+            return VerifyError::UntrustedServer {
+                url: shown.to_owned(),
+                reason,
+            };
+        }
+        // A connection attempt that times out is a connection error, as any other.
+        let reason = if error.is_timeout() && !error.is_connect() {
+            format!(
+                "no complete answer within {} seconds",
+                self.timeout.as_secs()
+            )
+        } else {
+            reason_of(error)
+        };
+        VerifyError::Http {
             url: shown.to_owned(),
             reason,
-        };
-        let uri: Uri = url
-            .parse()
-            .map_err(|error: hyper::http::uri::InvalidUri| failed(error.to_string()))?;
-        let request = Request::get(uri)
-            .header(hyper::header::USER_AGENT, "diagnosis-exporter-verify")
-            .body(Empty::<Bytes>::new())
-            .map_err(|error| failed(error.to_string()))?;
-        let exchange = async {
-            let response = match &self.transport {
-                Transport::Plain(client) => client.request(request).await,
-                Transport::Tls(client) => client.request(request).await,
-            };
-            let response = response.map_err(|error| match untrusted_certificate(&error) {
-                Some(reason) => VerifyError::UntrustedServer {
-                    url: shown.to_owned(),
-                    reason,
-                },
-                None => failed(error_chain(&error)),
-            })?;
-            if response.status() != StatusCode::OK {
-                return Ok(HttpAnswer::Status(response.status().as_u16()));
-            }
-            let cache_control = response
-                .headers()
-                .get(hyper::header::CACHE_CONTROL)
-                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-            let limit = usize::try_from(MAX_OBJECT_BYTES).unwrap_or(usize::MAX);
-            match Limited::new(response.into_body(), limit).collect().await {
-                Ok(body) => Ok(HttpAnswer::Object(Served {
-                    bytes: body.to_bytes(),
-                    cache_control: CacheControl::Kept(cache_control),
-                })),
-                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                    Err(VerifyError::TooLarge {
-                        location: shown.to_owned(),
-                        limit: MAX_OBJECT_BYTES,
-                    })
-                }
-                Err(error) => Err(failed(error_chain(error.as_ref()))),
-            }
-        };
-        tokio::time::timeout(HTTP_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(failed(format!(
-                    "no complete answer within {} seconds",
-                    HTTP_TIMEOUT.as_secs()
-                )))
-            })
+        }
     }
+}
+
+/// Whether `base_url` is `https://` (else `http://`), or why it cannot be fetched from.
+fn checked_scheme(base_url: &str) -> Result<bool, String> {
+    let uri: http::Uri = base_url
+        .parse()
+        .map_err(|error: http::uri::InvalidUri| error.to_string())?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("only http:// and https:// URLs can be fetched".to_owned()),
+    };
+    if uri
+        .authority()
+        .is_none_or(|authority| authority.host().is_empty())
+    {
+        return Err("the URL names no host".to_owned());
+    }
+    if uri.query().is_some() {
+        return Err(
+            "the URL has a query; give the bucket root, object keys are appended to it".to_owned(),
+        );
+    }
+    Ok(tls)
+}
+
+/// The client of one source. Every default of reqwest that would make it ask another way is
+/// turned off: it follows no redirect (a redirect is an answer to report), reads no proxy
+/// from the environment (verify judges the server it is given), speaks HTTP/1.1 without ALPN,
+/// decodes no `Content-Encoding` (the bytes are judged as served), and its one deadline is the
+/// request's: no keepalive probes or TCP user timeout end a slow answer first.
+fn http_client(
+    tls: ClientConfig,
+    https_only: bool,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(https_only)
+        .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .no_gzip()
+        .no_brotli()
+        .no_deflate()
+        .no_zstd()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .tcp_keepalive(None)
+        .tcp_keepalive_interval(None)
+        .tcp_keepalive_retries(None)
+        .tcp_user_timeout(None)
+        .user_agent("diagnosis-exporter-verify")
+        .build()
+}
+
+/// The body of `response`, or `None` when it is larger than [`MAX_OBJECT_BYTES`]: it is read
+/// no further than that.
+async fn limited_body(mut response: reqwest::Response) -> reqwest::Result<Option<Bytes>> {
+    let limit = usize::try_from(MAX_OBJECT_BYTES).unwrap_or(usize::MAX);
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_OBJECT_BYTES)
+    {
+        return Ok(None);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if chunk.len() > limit - body.len() {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// What an HTTP server answered: the object (`200`), or another status.
@@ -357,12 +417,17 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     None
 }
 
-/// An error and its causes on one line: connection errors say little at the top level.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    chain(error)
+/// Why a request failed, on one line: the causes below reqwest's own errors, whose lines say
+/// little and name the URL, which may carry a token (`answer`'s `shown`).
+fn reason_of(error: reqwest::Error) -> String {
+    let causes: Vec<String> = chain(&error)
+        .filter(|current| !current.is::<reqwest::Error>())
         .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+        .collect();
+    if causes.is_empty() {
+        return error.without_url().to_string();
+    }
+    causes.join(": ")
 }
 
 impl Source for HttpSource {
@@ -466,13 +531,179 @@ mod tests {
         let source = HttpSource::new("http://127.0.0.1:8080/bucket/").unwrap();
         assert_eq!(source.base_url(), "http://127.0.0.1:8080/bucket");
         assert_eq!(
-            source.url_of("CA/index.txt"),
+            source.url_of("CA/index.txt").unwrap().as_str(),
             "http://127.0.0.1:8080/bucket/CA/index.txt"
         );
         assert_eq!(
-            source.url_of("a b/é?#"),
+            source.url_of("a b/é?#").unwrap().as_str(),
             "http://127.0.0.1:8080/bucket/a%20b/%C3%A9%3F%23"
         );
+    }
+
+    /// RFC 3986 escaping: every byte but the unreserved ones and `/` as `%XX`, which asks for
+    /// a key as exactly its bytes whatever a server makes of reserved characters.
+    fn rfc3986_escaped(key: &str) -> String {
+        key.bytes()
+            .map(|byte| {
+                if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+                    char::from(byte).to_string()
+                } else {
+                    format!("%{byte:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// The names `verify` asks a bucket for (DESIGN §4, §4.3), with regions, MCCs and windows
+    /// at the edges of what the exporter writes.
+    fn published_names() -> Vec<String> {
+        use diagnosis_domain::domain::Region;
+        use diagnosis_format::names::{
+            daily_file_key, daily_index_key, hourly_file_key, hourly_index_key, manifest_key,
+            retrieval_bundle_key, retrieval_day_key,
+        };
+        use diagnosis_format::render::PartNumber;
+        let mut names = Vec::new();
+        for region in ["CA", "ON", "ca_on_2", "Z"] {
+            let parsed = Region::parse(region).unwrap();
+            names.extend([
+                hourly_index_key(region),
+                daily_index_key(region),
+                manifest_key(region),
+            ]);
+            for part in [PartNumber::FIRST, PartNumber::new(PartNumber::MAX).unwrap()] {
+                names.push(hourly_file_key(&parsed, 0, 3600, part));
+                names.push(daily_file_key(&parsed, 1_600_000_000, 1_600_086_400, part));
+                names.push(hourly_file_key(&parsed, u64::MAX - 3600, u64::MAX, part));
+            }
+        }
+        for mcc in ["302", "000", "999"] {
+            names.extend([retrieval_bundle_key(mcc), retrieval_day_key(mcc, 20_410)]);
+            names.push(retrieval_day_key(mcc, 0));
+        }
+        names
+    }
+
+    /// `url`'s path-segment encoding asks for every published name exactly as RFC 3986
+    /// escaping does, byte for byte, under a root with and without a path.
+    #[test]
+    fn published_names_are_requested_as_rfc3986_escapes_them() {
+        for base in [
+            "http://127.0.0.1:8080/bucket/",
+            "https://cdn.example",
+            "http://h:1/a/b",
+        ] {
+            let source = HttpSource::new(base).unwrap();
+            for name in published_names() {
+                check_object_key(&name).unwrap();
+                assert_eq!(
+                    source.url_of(&name).unwrap().as_str(),
+                    format!("{}/{}", base.trim_end_matches('/'), rfc3986_escaped(&name)),
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any key made of the characters of published names (DESIGN §4: region letters,
+        /// digits and `_`, `-`, `.`, `/`) that the format accepts is asked for as RFC 3986
+        /// escapes it.
+        #[test]
+        fn keys_of_published_characters_are_requested_as_rfc3986_escapes_them(
+            key in "[A-Za-z0-9_.~-]{1,12}(/[A-Za-z0-9_.~-]{1,12}){0,4}"
+        ) {
+            proptest::prop_assume!(check_object_key(&key).is_ok());
+            let source = HttpSource::new("http://127.0.0.1:8080/bucket").unwrap();
+            let url = source.url_of(&key).unwrap();
+            proptest::prop_assert_eq!(
+                url.as_str(),
+                format!("http://127.0.0.1:8080/bucket/{}", rfc3986_escaped(&key))
+            );
+        }
+    }
+
+    /// A key the folder would refuse is never turned into a request: `.` and `..` segments
+    /// would be resolved into another object's URL. Nothing listens on port 9, so a request
+    /// would fail as a connection error instead.
+    #[tokio::test]
+    async fn an_http_source_refuses_every_key_the_format_refuses() {
+        let source = HttpSource::new("http://127.0.0.1:9/bucket").unwrap();
+        for key in [
+            "",
+            "/CA/index.txt",
+            "CA/../x",
+            "..",
+            "CA//x",
+            "CA/./x",
+            "CA/x/",
+            "C:x",
+        ] {
+            match source.get_served(key).await {
+                Err(VerifyError::UnsafeKey {
+                    key: refused,
+                    reason,
+                }) => {
+                    assert_eq!(refused, key);
+                    assert_eq!(Err(reason), check_object_key(key), "{key:?}");
+                }
+                other => panic!("{key:?}: expected an unsafe key, got {other:?}"),
+            }
+        }
+    }
+
+    /// A server that accepts the connection, reads the request and then answers with
+    /// `answer` (maybe only a part of a response) and nothing more, keeping the connection
+    /// open.
+    async fn stalling_server(answer: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 1024];
+                    while !request.windows(4).any(|end| end == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let _ = stream.write_all(answer).await;
+                    // Held until the client gives up: the answer never completes.
+                    let _ = stream.read(&mut buffer).await;
+                });
+            }
+        });
+        address
+    }
+
+    /// A server that stops before the headers end, or in the middle of the body, is given up
+    /// on at the request's deadline, with the message saying so.
+    #[tokio::test]
+    async fn an_answer_that_never_completes_is_cut_at_the_deadline() {
+        let deadline = Duration::from_secs(1);
+        for answer in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        ] {
+            let address = stalling_server(answer).await;
+            let url = format!("http://{address}/bucket");
+            let source = HttpSource::build(&url, None, deadline).unwrap();
+            // Generously past the deadline: without one, the request would wait forever.
+            let outcome =
+                tokio::time::timeout(deadline + Duration::from_secs(30), source.get("CA/x"))
+                    .await
+                    .expect("no deadline ended the request");
+            match outcome {
+                Err(error @ VerifyError::Http { .. }) => assert_eq!(
+                    error.to_string(),
+                    format!("GET {url}/CA/x: no complete answer within 1 seconds")
+                ),
+                other => panic!("expected the deadline's error, got {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]

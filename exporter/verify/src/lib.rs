@@ -102,8 +102,9 @@ pub enum VerifyError {
         /// Why, and what to use instead.
         reason: String,
     },
-    /// An object key that a folder source refuses to turn into a path.
-    #[error("{key:?} is not an object key that can be read from a folder: it {reason}")]
+    /// An object key that a folder source refuses to turn into a path, or an HTTP source into
+    /// a URL.
+    #[error("{key:?} is not an object key a source can read: it {reason}")]
     UnsafeKey {
         /// The key.
         key: String,

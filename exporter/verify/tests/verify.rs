@@ -23,9 +23,9 @@ use diagnosis_format::render::{
 use diagnosis_format::sign::{PublicKey, SigningKey, SigningKeys, sign_export};
 use diagnosis_proto::{Message as _, TekSignatureList};
 use diagnosis_verify::{
-    DirectorySource, Finding, HttpSource, KeyCount, Kind, ManifestField, MemorySource,
-    RetrievalProblem, SignerCount, Source, VerifyError, VerifyOptions, VerifyReport, source_for,
-    verify_bucket,
+    DirectorySource, Finding, HttpSource, KeyCount, Kind, MAX_OBJECT_BYTES, ManifestField,
+    MemorySource, RetrievalProblem, SignerCount, Source, VerifyError, VerifyOptions, VerifyReport,
+    source_for, verify_bucket,
 };
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -1108,7 +1108,8 @@ async fn a_bucket_in_a_folder_verifies_through_paths_and_file_urls() {
 }
 
 /// A tiny static server: `/bucket/{key}` serves the bucket (404 when missing),
-/// `/forbidden/…` answers 403 and `/broken/…` 500.
+/// `/forbidden/…` answers 403, `/moved/{key}` redirects to `/bucket/{key}` and `/broken/…`
+/// answers 500.
 async fn serve(bucket: MemorySource) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -1144,6 +1145,17 @@ fn respond(bucket: &MemorySource, path: &str) -> Response<Full<Bytes>> {
         },
         None if path.starts_with("/forbidden/") => {
             (StatusCode::FORBIDDEN, Bytes::from_static(b"denied"))
+        }
+        // A redirect to the object itself, which a client that follows it would hand out.
+        None if path.starts_with("/moved/") => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"moved")));
+            *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            response.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_str(&path.replacen("/moved/", "/bucket/", 1))
+                    .unwrap(),
+            );
+            return response;
         }
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1199,6 +1211,89 @@ async fn a_bucket_served_over_http_verifies() {
     }
     // A failing source ends the run as an error, not as a report.
     assert!(verify_bucket(&broken, &options(Vec::new())).await.is_err());
+}
+
+/// A redirect is an answer to report, not a way to the object: the object is judged where
+/// the location says it is.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let published = Spec::new().publish();
+    let address = serve(published.bucket).await;
+    let direct = HttpSource::new(&format!("http://{address}/bucket")).unwrap();
+    assert!(direct.get("CA/index.txt").await.unwrap().is_some());
+    let moved = HttpSource::new(&format!("http://{address}/moved")).unwrap();
+    match moved.get("CA/index.txt").await {
+        Err(error @ VerifyError::HttpStatus { status: 301, .. }) => assert_eq!(
+            error.to_string(),
+            format!("GET http://{address}/moved/CA/index.txt: unexpected HTTP status 301")
+        ),
+        other => panic!("expected the redirect as an error, got {other:?}"),
+    }
+}
+
+/// A server that answers every request with `head` and then `MAX_OBJECT_BYTES` + 1 bytes of
+/// body, in HTTP/1.1 chunks when `chunked`, for as long as the client reads.
+async fn serve_oversized(head: String, chunked: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut request = [0_u8; 4096];
+                if stream.read(&mut request).await.is_err() {
+                    return;
+                }
+                let block = vec![0_u8; 1 << 20];
+                let mut left = MAX_OBJECT_BYTES + 1;
+                let mut answer = head.into_bytes();
+                while left > 0 {
+                    let size = left.min(block.len() as u64) as usize;
+                    if chunked {
+                        answer.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                    }
+                    answer.extend_from_slice(&block[..size]);
+                    if chunked {
+                        answer.extend_from_slice(b"\r\n");
+                    }
+                    // The client stops reading at the limit: then the write fails.
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    answer.clear();
+                    left -= size as u64;
+                }
+                let _ = stream
+                    .write_all(if chunked { &b"0\r\n\r\n"[..] } else { b"" })
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+/// An object past `MAX_OBJECT_BYTES` is refused whether its length is declared or not.
+#[tokio::test]
+async fn an_object_larger_than_the_limit_is_refused_over_http() {
+    let declared = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        MAX_OBJECT_BYTES + 1
+    );
+    let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned();
+    for (head, is_chunked) in [(declared, false), (chunked, true)] {
+        let address = serve_oversized(head, is_chunked).await;
+        let source = HttpSource::new(&format!("http://{address}/bucket")).unwrap();
+        match source.get("CA/index.txt").await {
+            Err(error @ VerifyError::TooLarge { .. }) => assert_eq!(
+                error.to_string(),
+                format!(
+                    "http://{address}/bucket/CA/index.txt is larger than {MAX_OBJECT_BYTES} bytes"
+                )
+            ),
+            other => panic!("chunked {is_chunked}: expected too large, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,10 +1,13 @@
 //! The `diagnosis-exporter` binary as an operator runs it: `keygen`, `run-once`
 //! against real PostgreSQL into a `file://` bucket, `verify` (accepting the
-//! result, rejecting a changed byte), clear failures for bad configuration
-//! and a store that refuses, and the metrics snapshot a pass writes as it exits.
+//! result, rejecting a changed byte, asking an `http://` bucket directly whatever
+//! proxy the environment names), clear failures for bad configuration and a
+//! store that refuses, and the metrics snapshot a pass writes as it exits.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use diagnosis_tests::binaries::text;
 use diagnosis_tests::pg::TestDatabase;
@@ -105,6 +108,84 @@ async fn keygen_run_once_and_verify_work_together() {
         "{}",
         text(&tampered.stdout)
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A listener on a free port that answers every request with `answer` and closes the
+/// connection; returns its address and the request lines it received, in order.
+fn recording_server(answer: &'static [u8]) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&requests);
+    // Runs until the test process ends: it only ever answers this test's requests.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut buffer = [0_u8; 1024];
+            while !head.windows(4).any(|end| end == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let line = text(&head).lines().next().unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(line);
+            let _ = stream.write_all(answer);
+        }
+    });
+    (address, requests)
+}
+
+/// `verify` judges the server it is given: a proxy named in the environment (as a shell or a
+/// CI runner may set one) is not asked, for `http://` or for anything else.
+#[test]
+fn verify_over_http_asks_the_server_it_is_given_not_a_proxy_from_the_environment() {
+    let dir = temp_dir("cli-proxy");
+    let key = dir.join("signing-key.pem");
+    let keygen = run_exporter(&["keygen", "--out", key.to_str().unwrap()], &[]);
+    assert!(keygen.status.success(), "{}", text(&keygen.stderr));
+    let public_key = dir.join("signing-key.pub.pem");
+    std::fs::write(&public_key, &keygen.stdout).unwrap();
+    let (server, asked) = recording_server(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let (proxy, proxied) = recording_server(
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let proxy_url = format!("http://{proxy}");
+    let env: Vec<(&str, String)> = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|name| (name, proxy_url.clone()))
+    .collect();
+
+    let verify = run_exporter(
+        &[
+            "verify",
+            &format!("http://{server}/bucket"),
+            "--public-key",
+            public_key.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let output = format!("{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert_eq!(*proxied.lock().unwrap(), Vec::<String>::new(), "{output}");
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked.contains(&"GET /bucket/CA/index.txt HTTP/1.1".to_owned()),
+        "{asked:?}\n{output}"
+    );
+    // An empty bucket is reported, not mistaken for a source that failed.
+    assert!(!verify.status.success(), "{output}");
+    assert!(text(&verify.stdout).contains("CA/index.txt"), "{output}");
     std::fs::remove_dir_all(dir).ok();
 }
 

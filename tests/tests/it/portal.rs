@@ -197,17 +197,7 @@ async fn same_hash_id_regenerates_until_claimed_then_is_forbidden() {
     assert_eq!(reply.text(), "forbidden\n");
     assert_eq!(app.db.snapshot().await, before);
 
-    let client = app.db.client().await;
-    let events: Vec<(String, i32)> = client
-        .query(
-            "SELECT identifier, count FROM events ORDER BY identifier",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let events = app.db.event_counts(None).await;
     assert_eq!(
         events,
         vec![
@@ -292,18 +282,7 @@ const UPLOADED: (u16, Option<i32>) = (200, Some(UploadCode::None as i32));
 const NO_KEYPAIR: (u16, Option<i32>) = (401, Some(UploadCode::InvalidKeypair as i32));
 
 async fn event_counts(app: &TestApp) -> Vec<(String, i32)> {
-    app.db
-        .client()
-        .await
-        .query(
-            "SELECT identifier, count FROM events ORDER BY identifier",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    app.db.event_counts(None).await
 }
 
 #[tokio::test]

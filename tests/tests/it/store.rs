@@ -282,16 +282,7 @@ async fn retention_deletes_what_must_not_be_kept_and_counts_the_events() {
         .unwrap()
         .get(0);
     assert!(i64::from(oldest_publish) >= hour_number(now.timestamp()) - 15 * 24);
-    let events: Vec<(String, i32)> = client
-        .query(
-            "SELECT identifier, count FROM events WHERE date = $1 ORDER BY identifier",
-            &[&now.date_naive()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let events = db.event_counts(Some(now.date_naive())).await;
     assert_eq!(
         events,
         vec![
