@@ -9,7 +9,7 @@
 # carries sslmode=verify-full and sslrootcert naming the RDS CA bundle that the container image
 # ships (/etc/diagnosis/db-ca/rds-global-bundle.pem, fetched when the image is built: see
 # infra/docker/Dockerfile). The parameter group states rds.force_ssl = 1, the default of
-# PostgreSQL 15 on RDS, so that nothing can later connect in plain text; output
+# PostgreSQL 15 on RDS, so that nothing can later connect in plain text, and wal_compression; output
 # database_url_template gives the connection string without its password.
 
 resource "aws_db_subnet_group" "db" {
@@ -20,12 +20,19 @@ resource "aws_db_subnet_group" "db" {
 
 resource "aws_db_parameter_group" "db" {
   name        = "${var.name}-db"
-  description = "Diagnosis Server database: TLS required"
+  description = "Diagnosis Server database: TLS required, WAL compressed"
   family      = "postgres${split(".", var.db_engine_version)[0]}"
 
   parameter {
     name  = "rds.force_ssl"
     value = "1"
+  }
+
+  # Random keys change pages all over the key index: compressed full-page images keep the
+  # WAL every commit waits for small after each checkpoint (infra/DEPLOYMENT.md).
+  parameter {
+    name  = "wal_compression"
+    value = "lz4"
   }
 }
 
