@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use diagnosis_domain::error::chain;
+use diagnosis_domain::redacted::{MARKER, Redacted};
 use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
@@ -130,8 +131,11 @@ impl Source for DirectorySource {
 /// the aws-lc-rs provider: the TLS stack of the database connection, so the binary carries one.
 #[derive(Debug, Clone)]
 pub struct HttpSource {
+    /// The bucket root as shown in messages: a password in it is replaced by `..`.
     base_url: String,
-    base: Url,
+    /// The bucket root as requested, password included, without a trailing slash.
+    root: Redacted<String>,
+    base: Redacted<Url>,
     client: reqwest::Client,
     timeout: Duration,
 }
@@ -180,16 +184,25 @@ impl HttpSource {
         let client =
             http_client(config, tls, timeout).map_err(|error| unsupported(&reason_of(error)))?;
         Ok(Self {
-            base_url: base_url.to_owned(),
-            base,
+            base_url: match base.password() {
+                Some(_) => shown_url(&base).trim_end_matches('/').to_owned(),
+                None => base_url.to_owned(),
+            },
+            root: Redacted::new(base_url.to_owned()),
+            base: Redacted::new(base),
             client,
             timeout,
         })
     }
 
-    /// The bucket root, without a trailing slash.
+    /// The bucket root, without a trailing slash, and with `..` for a password it holds.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The bucket root to build request URLs on: [`HttpSource::base_url`] with its password.
+    pub(crate) fn request_root(&self) -> &str {
+        self.root.expose()
     }
 
     /// The URL an object key is fetched from: each segment of the key percent-encoded as
@@ -201,7 +214,7 @@ impl HttpSource {
             key: key.to_owned(),
             reason,
         })?;
-        let mut url = self.base.clone();
+        let mut url = self.base.expose().clone();
         url.path_segments_mut()
             .map_err(|()| VerifyError::UnsupportedLocation {
                 location: self.base_url.clone(),
@@ -215,14 +228,11 @@ impl HttpSource {
     /// anything else is an error.
     async fn fetch(&self, key: &str) -> Result<Option<Served>, VerifyError> {
         let url = self.url_of(key)?;
-        let url = url.as_str();
-        match self.answer(url, url).await? {
+        let shown = shown_url(&url);
+        match self.answer(url.as_str(), &shown).await? {
             HttpAnswer::Object(served) => Ok(Some(served)),
             HttpAnswer::Status(404 | 403) => Ok(None),
-            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus {
-                url: url.to_owned(),
-                status,
-            }),
+            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus { url: shown, status }),
         }
     }
 
@@ -284,6 +294,18 @@ impl HttpSource {
             reason,
         }
     }
+}
+
+/// `url` as messages show it: a password in it (`https://user:password@host/`, which the client
+/// sends as Basic credentials) becomes `..` (DESIGN §7: no credentials in messages or logs).
+fn shown_url(url: &Url) -> String {
+    if url.password().is_none() {
+        return url.as_str().to_owned();
+    }
+    let mut shown = url.clone();
+    // Only a URL that cannot be a base has no password to set, and `build` refuses those.
+    let _ = shown.set_password(Some(MARKER));
+    shown.as_str().to_owned()
 }
 
 /// Whether `base_url` is `https://` (else `http://`), or why it cannot be fetched from.
@@ -703,6 +725,32 @@ mod tests {
                 ),
                 other => panic!("expected the deadline's error, got {other:?}"),
             }
+        }
+    }
+
+    /// A password in the bucket URL is sent, as the server's Basic credentials, and shown
+    /// nowhere: not in the source's description, its `Debug`, nor any error.
+    #[tokio::test]
+    async fn a_password_in_the_url_is_never_shown() {
+        let source = HttpSource::new("http://user:hunter2@127.0.0.1:9/bucket/").unwrap();
+        assert_eq!(source.describe(), "http://user:..@127.0.0.1:9/bucket");
+        assert_eq!(source.base_url(), "http://user:..@127.0.0.1:9/bucket");
+        assert!(source.url_of("CA/x").unwrap().as_str().contains("hunter2"));
+        let connection = source.get("CA/index.txt").await.unwrap_err().to_string();
+        assert!(
+            connection.starts_with("GET http://user:..@127.0.0.1:9/bucket/CA/index.txt: "),
+            "{connection}"
+        );
+        let address = stalling_server(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
+        let failing = HttpSource::new(&format!("http://u:hunter2@{address}/b")).unwrap();
+        let status = failing.get("CA/x").await.unwrap_err().to_string();
+        for shown in [
+            connection,
+            status,
+            format!("{source:?}"),
+            format!("{failing:?}"),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
         }
     }
 
