@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use diagnosis_domain::error::chain;
-use diagnosis_domain::redacted::{MARKER, Redacted};
+use diagnosis_domain::redacted::Redacted;
 use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
@@ -29,7 +29,7 @@ use tokio::io::AsyncReadExt as _;
 use url::Url;
 
 use crate::VerifyError;
-use crate::source::{CacheControl, MAX_OBJECT_BYTES, Served, Source, scheme_of};
+use crate::source::{CacheControl, MAX_OBJECT_BYTES, Served, Source, scheme_of, shown_location};
 
 /// How long one HTTP request may take, body included.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -159,7 +159,7 @@ impl HttpSource {
         timeout: Duration,
     ) -> Result<Self, VerifyError> {
         let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
-            location: base_url.to_owned(),
+            location: shown_location(base_url),
             reason: reason.to_owned(),
         };
         let tls = checked_scheme(base_url).map_err(|reason| unsupported(&reason))?;
@@ -184,10 +184,7 @@ impl HttpSource {
         let client =
             http_client(config, tls, timeout).map_err(|error| unsupported(&reason_of(error)))?;
         Ok(Self {
-            base_url: match base.password() {
-                Some(_) => shown_url(&base).trim_end_matches('/').to_owned(),
-                None => base_url.to_owned(),
-            },
+            base_url: shown_location(base_url),
             root: Redacted::new(base_url.to_owned()),
             base: Redacted::new(base),
             client,
@@ -228,7 +225,7 @@ impl HttpSource {
     /// anything else is an error.
     async fn fetch(&self, key: &str) -> Result<Option<Served>, VerifyError> {
         let url = self.url_of(key)?;
-        let shown = shown_url(&url);
+        let shown = shown_location(url.as_str());
         match self.answer(url.as_str(), &shown).await? {
             HttpAnswer::Object(served) => Ok(Some(served)),
             HttpAnswer::Status(404 | 403) => Ok(None),
@@ -294,18 +291,6 @@ impl HttpSource {
             reason,
         }
     }
-}
-
-/// `url` as messages show it: a password in it (`https://user:password@host/`, which the client
-/// sends as Basic credentials) becomes `..` (DESIGN §7: no credentials in messages or logs).
-fn shown_url(url: &Url) -> String {
-    if url.password().is_none() {
-        return url.as_str().to_owned();
-    }
-    let mut shown = url.clone();
-    // Only a URL that cannot be a base has no password to set, and `build` refuses those.
-    let _ = shown.set_password(Some(MARKER));
-    shown.as_str().to_owned()
 }
 
 /// Whether `base_url` is `https://` (else `http://`), or why it cannot be fetched from.
@@ -475,7 +460,7 @@ impl Source for HttpSource {
 /// [`Source`] of its own.
 pub fn source_for(path_or_url: &str) -> Result<Box<dyn Source>, VerifyError> {
     let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
-        location: path_or_url.to_owned(),
+        location: shown_location(path_or_url),
         reason: reason.to_owned(),
     };
     let Some(scheme) = scheme_of(path_or_url) else {
@@ -728,29 +713,62 @@ mod tests {
         }
     }
 
-    /// A password in the bucket URL is sent, as the server's Basic credentials, and shown
-    /// nowhere: not in the source's description, its `Debug`, nor any error.
+    #[test]
+    fn a_location_is_shown_without_user_information_or_query() {
+        for (location, shown) in [
+            ("s3://AKIA:hunter2@bucket/prefix", "s3://..@bucket/prefix"),
+            ("https://tok3n@cdn.example", "https://..@cdn.example"),
+            ("http://a@b@host:1/x?sig=1#f", "http://..@host:1/x?.."),
+            ("https://cdn.example/b?token=1", "https://cdn.example/b?.."),
+            ("https://cdn.example/a@b", "https://cdn.example/a@b"),
+            ("s3://bucket/prefix", "s3://bucket/prefix"),
+            ("/srv/bucket@2", "/srv/bucket@2"),
+            ("file:///srv/x", "file:///srv/x"),
+        ] {
+            assert_eq!(shown_location(location), shown, "{location}");
+        }
+    }
+
+    /// Credentials in the bucket URL are sent (as Basic credentials) and shown nowhere: not
+    /// in the source's description, its `Debug`, nor any error, the refusal of the URL itself
+    /// included.
     #[tokio::test]
-    async fn a_password_in_the_url_is_never_shown() {
-        let source = HttpSource::new("http://user:hunter2@127.0.0.1:9/bucket/").unwrap();
-        assert_eq!(source.describe(), "http://user:..@127.0.0.1:9/bucket");
-        assert_eq!(source.base_url(), "http://user:..@127.0.0.1:9/bucket");
+    async fn credentials_in_the_url_are_never_shown() {
+        let source = HttpSource::new("http://tok3n:hunter2@127.0.0.1:9/bucket/").unwrap();
+        assert_eq!(source.describe(), "http://..@127.0.0.1:9/bucket");
+        assert_eq!(source.base_url(), "http://..@127.0.0.1:9/bucket");
         assert!(source.url_of("CA/x").unwrap().as_str().contains("hunter2"));
         let connection = source.get("CA/index.txt").await.unwrap_err().to_string();
         assert!(
-            connection.starts_with("GET http://user:..@127.0.0.1:9/bucket/CA/index.txt: "),
+            connection.starts_with("GET http://..@127.0.0.1:9/bucket/CA/index.txt: "),
             "{connection}"
         );
         let address = stalling_server(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
-        let failing = HttpSource::new(&format!("http://u:hunter2@{address}/b")).unwrap();
+        let failing = HttpSource::new(&format!("http://tok3n:hunter2@{address}/b")).unwrap();
         let status = failing.get("CA/x").await.unwrap_err().to_string();
-        for shown in [
+        let mut shown = vec![
             connection,
             status,
             format!("{source:?}"),
             format!("{failing:?}"),
+        ];
+        for refused in [
+            "http://tok3n:hunter2@127.0.0.1:9/b?x=1",
+            "https://tok3n:hunter2@/b",
+            "gopher://tok3n:hunter2@127.0.0.1:9/b",
         ] {
-            assert!(!shown.contains("hunter2"), "{shown}");
+            let error = source_for(refused).map(|s| s.describe()).unwrap_err();
+            assert!(
+                matches!(error, VerifyError::UnsupportedLocation { .. }),
+                "{error}"
+            );
+            shown.push(error.to_string());
+        }
+        for shown in shown {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("tok3n"),
+                "{shown}"
+            );
         }
     }
 
