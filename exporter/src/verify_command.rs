@@ -24,7 +24,7 @@ use crate::storage::Bucket;
 use diagnosis_format::sign::PublicKey;
 use diagnosis_verify::{
     CacheControl, CdnCheck, Edge, Finding, HttpSource, MAX_OBJECT_BYTES, RetrievalProblem, Served,
-    Source, VerifyError, VerifyOptions, VerifyReport, scheme_of, verify_bucket,
+    Source, VerifyError, VerifyOptions, VerifyReport, scheme_of, shown_location, verify_bucket,
 };
 
 /// The command line of `verify`.
@@ -180,13 +180,13 @@ pub fn source_for(location: &str) -> Result<Box<dyn Source>, VerifyError> {
         Some("s3" | "gs" | "az" | "memory") => {
             let bucket =
                 Bucket::from_url(location).map_err(|error| VerifyError::UnsupportedLocation {
-                    location: location.to_owned(),
+                    location: shown_location(location),
                     reason: error.to_string(),
                 })?;
             Ok(Box::new(BucketSource::new(bucket)))
         }
         Some(_) => Err(VerifyError::UnsupportedLocation {
-            location: location.to_owned(),
+            location: shown_location(location),
             reason: "verify reads a folder or a file://, http://, https://, s3://, gs:// or \
                      az:// location"
                 .to_owned(),

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::crypto::open_upload_payload;
 use crate::domain::{AppPublicKey, OneTimeCode, ServerPublicKey, ServerSecretKey};
+use crate::redacted::Redacted;
 use crate::upload::{UploadRejection, ValidatedUpload, validate_upload};
 
 /// A claim request is a code and a 32-byte key; anything larger is hostile.
@@ -74,7 +75,8 @@ pub enum UploadRefusal {
 #[derive(Debug)]
 pub struct UploadRequest {
     pub server_public: ServerPublicKey,
-    request: EncryptedUploadRequest,
+    /// The app's key, the nonce and the sealed payload: none of them shown by `Debug`.
+    request: Redacted<EncryptedUploadRequest>,
 }
 
 /// Checks 1 to 3 of DESIGN §3.3: the size, the decoding and the server key.
@@ -87,7 +89,7 @@ pub fn parse_upload_request(body: &[u8]) -> Result<UploadRequest, UploadRefusal>
         .map_err(|_| UploadRefusal::InvalidCryptoParameters)?;
     Ok(UploadRequest {
         server_public,
-        request,
+        request: Redacted::new(request),
     })
 }
 
@@ -101,7 +103,7 @@ impl UploadRequest {
         claimed_by: &AppPublicKey,
         now_unix: i64,
     ) -> Result<ValidatedUpload, UploadRefusal> {
-        let request = &self.request;
+        let request = self.request.expose();
         let nonce: &[u8; 24] = request
             .nonce()
             .try_into()
@@ -202,5 +204,21 @@ mod tests {
         let body = upload(vec![3; 32], vec![0; 24], vec![2; 32]);
         assert_eq!(refusal(&body, [4; 32]), UploadRefusal::DecryptionFailed);
         assert_eq!(refusal(&body, [2; 32]), UploadRefusal::DecryptionFailed);
+    }
+
+    /// The request's keys, nonce and sealed payload are the app's: `Debug` shows none of them
+    /// (DESIGN §7), as the keys' own types do not.
+    #[test]
+    fn an_upload_request_debug_shows_no_key_nonce_or_payload() {
+        let body = upload(vec![0xab; 32], vec![0xcd; 24], vec![0xef; 32]);
+        let parsed = parse_upload_request(&body).unwrap();
+        let shown = format!("{parsed:?}");
+        for byte in ["171", "205", "239", "ab", "cd", "ef"] {
+            assert!(!shown.contains(byte), "{byte} in {shown}");
+        }
+        assert_eq!(
+            shown,
+            "UploadRequest { server_public: ServerPublicKey(..), request: .. }"
+        );
     }
 }

@@ -105,9 +105,22 @@ impl Store {
             originator: &locked.originator,
             remaining: locked.remaining_keys,
         };
-        // A spent keypair still files its keys: only if every one is already stored (the
-        // repeat of an upload whose answer was lost) is the upload answered as stored.
+        // A spent keypair still files its keys: only if every one was stored by the upload
+        // that spent it (its repeat, the answer lost) is the upload answered as stored.
         let filed = self.file_keys(&tx, &upload, keys).await?;
+        if upload.remaining <= 0 && filed.inserted == 0 {
+            // Dropping the transaction rolls it back: a repeat changes nothing, not even the
+            // keypair's row, so a repeat of the repeat is recognised too.
+            let repeat = repeats_spending_upload(&tx, &locked.last_written_by, keys).await?;
+            return Ok(Ok(if repeat {
+                StoreKeysOutcome::Stored {
+                    inserted: 0,
+                    remaining: 0,
+                }
+            } else {
+                StoreKeysOutcome::QuotaExhausted
+            }));
+        }
         let Some(left) = settle_quota(&tx, &upload, filed).await? else {
             return Ok(Ok(if upload.remaining <= 0 {
                 StoreKeysOutcome::QuotaExhausted
@@ -197,6 +210,33 @@ async fn lock_for_upload(
     )?;
     Ok(locked)
 }
+
+/// Whether an upload to a spent keypair that adds no key repeats the upload that spent the
+/// quota: every one of its keys was filed by `spent_by`, the transaction that last wrote the
+/// keypair's row (DESIGN §3.3). Only such a repeat is acknowledged; any other is refused as a
+/// spent keypair, so that a spent keypair cannot probe which keys other keypairs stored. The
+/// keys and the keypair stay as unlinked as the database already keeps them: nothing is
+/// written, and `xmin` is the inserting transaction PostgreSQL records on every row version.
+async fn repeats_spending_upload(
+    tx: &deadpool_postgres::Transaction<'_>,
+    spent_by: &str,
+    keys: &[DiagnosisKey],
+) -> Result<bool, StoreError> {
+    let key_data: Vec<&[u8]> = keys
+        .iter()
+        .map(|k| k.key_data.as_bytes().as_slice())
+        .collect();
+    let statement = tx.prepare_cached(REPEATS_SPENDING_UPLOAD_SQL).await?;
+    let row = tx.query_one(&statement, &[&key_data, &spent_by]).await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Whether every key of `$1` was filed by the transaction `$2` (an upload with no key left
+/// after the relevance rule repeats any upload).
+const REPEATS_SPENDING_UPLOAD_SQL: &str = "SELECT coalesce(bool_and(EXISTS (
+         SELECT 1 FROM diagnosis_keys d WHERE d.key_data = k AND d.xmin::text = $2
+     )), true)
+       FROM unnest($1::bytea[]) AS k";
 
 /// The quota rule of DESIGN §3.3: more new keys than the quota left stores nothing (`None`:
 /// the caller rolls back); otherwise the quota drops by the new keys only, so duplicates

@@ -309,6 +309,9 @@ pub(super) struct LockedKeypair {
     pub keypair: UploadKeypair,
     pub remaining_keys: i32,
     pub originator: String,
+    /// The transaction that last wrote the keypair's row (its `xmin`): once the quota is
+    /// spent, the upload that spent it.
+    pub last_written_by: String,
 }
 
 /// Locks the keypair an upload is addressed to and reads everything the upload
@@ -322,7 +325,7 @@ pub(super) async fn lock_keypair_for_upload(
 ) -> Result<Option<LockedKeypair>, StoreError> {
     let statement = tx
         .prepare_cached(
-            "SELECT server_private_key, app_public_key, remaining_keys, originator
+            "SELECT server_private_key, app_public_key, remaining_keys, originator, xmin::text
                FROM encryption_keys
               WHERE server_public_key = $1 AND app_public_key IS NOT NULL AND created >= $2
                 FOR UPDATE",
@@ -349,6 +352,7 @@ pub(super) async fn lock_keypair_for_upload(
         },
         remaining_keys: row.try_get(2)?,
         originator: row.try_get(3)?,
+        last_written_by: row.try_get(4)?,
     }))
 }
 

@@ -39,6 +39,24 @@ fn object_store_locations_are_read_through_the_bucket() {
     );
 }
 
+/// A bucket URL with credentials is refused (they belong in the AWS_*, GOOGLE_* or AZURE_*
+/// variables), and the refusal shows none of them.
+#[test]
+fn the_refusal_of_a_bucket_url_with_credentials_shows_none_of_them() {
+    let refused = source_for("s3://AKIAEXAMPLE:hunter2@bucket/prefix")
+        .map(|source| source.describe())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("must not contain credentials"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("hunter2") && !refused.contains("AKIAEXAMPLE"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn folders_and_http_are_left_to_diagnosis_verify() {
     assert_eq!(reason(""), "empty path");

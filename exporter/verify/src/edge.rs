@@ -89,7 +89,7 @@ impl Edge {
         let mac = retrieve_hmac(self.key.expose(), &self.region_path, p, hour);
         let url = format!(
             "{}/retrieve/{}/{p}/{mac}",
-            self.http.base_url(),
+            self.http.request_root(),
             self.region_path
         );
         self.http.answer(&url, &self.shown(p)).await

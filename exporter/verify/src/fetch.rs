@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use diagnosis_domain::error::chain;
+use diagnosis_domain::redacted::Redacted;
 use diagnosis_format::names::check_object_key;
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
@@ -28,7 +29,7 @@ use tokio::io::AsyncReadExt as _;
 use url::Url;
 
 use crate::VerifyError;
-use crate::source::{CacheControl, MAX_OBJECT_BYTES, Served, Source, scheme_of};
+use crate::source::{CacheControl, MAX_OBJECT_BYTES, Served, Source, scheme_of, shown_location};
 
 /// How long one HTTP request may take, body included.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -130,8 +131,11 @@ impl Source for DirectorySource {
 /// the aws-lc-rs provider: the TLS stack of the database connection, so the binary carries one.
 #[derive(Debug, Clone)]
 pub struct HttpSource {
+    /// The bucket root as shown in messages: a password in it is replaced by `..`.
     base_url: String,
-    base: Url,
+    /// The bucket root as requested, password included, without a trailing slash.
+    root: Redacted<String>,
+    base: Redacted<Url>,
     client: reqwest::Client,
     timeout: Duration,
 }
@@ -155,7 +159,7 @@ impl HttpSource {
         timeout: Duration,
     ) -> Result<Self, VerifyError> {
         let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
-            location: base_url.to_owned(),
+            location: shown_location(base_url),
             reason: reason.to_owned(),
         };
         let tls = checked_scheme(base_url).map_err(|reason| unsupported(&reason))?;
@@ -180,16 +184,22 @@ impl HttpSource {
         let client =
             http_client(config, tls, timeout).map_err(|error| unsupported(&reason_of(error)))?;
         Ok(Self {
-            base_url: base_url.to_owned(),
-            base,
+            base_url: shown_location(base_url),
+            root: Redacted::new(base_url.to_owned()),
+            base: Redacted::new(base),
             client,
             timeout,
         })
     }
 
-    /// The bucket root, without a trailing slash.
+    /// The bucket root, without a trailing slash, and with `..` for a password it holds.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The bucket root to build request URLs on: [`HttpSource::base_url`] with its password.
+    pub(crate) fn request_root(&self) -> &str {
+        self.root.expose()
     }
 
     /// The URL an object key is fetched from: each segment of the key percent-encoded as
@@ -201,7 +211,7 @@ impl HttpSource {
             key: key.to_owned(),
             reason,
         })?;
-        let mut url = self.base.clone();
+        let mut url = self.base.expose().clone();
         url.path_segments_mut()
             .map_err(|()| VerifyError::UnsupportedLocation {
                 location: self.base_url.clone(),
@@ -215,14 +225,11 @@ impl HttpSource {
     /// anything else is an error.
     async fn fetch(&self, key: &str) -> Result<Option<Served>, VerifyError> {
         let url = self.url_of(key)?;
-        let url = url.as_str();
-        match self.answer(url, url).await? {
+        let shown = shown_location(url.as_str());
+        match self.answer(url.as_str(), &shown).await? {
             HttpAnswer::Object(served) => Ok(Some(served)),
             HttpAnswer::Status(404 | 403) => Ok(None),
-            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus {
-                url: url.to_owned(),
-                status,
-            }),
+            HttpAnswer::Status(status) => Err(VerifyError::HttpStatus { url: shown, status }),
         }
     }
 
@@ -453,7 +460,7 @@ impl Source for HttpSource {
 /// [`Source`] of its own.
 pub fn source_for(path_or_url: &str) -> Result<Box<dyn Source>, VerifyError> {
     let unsupported = |reason: &str| VerifyError::UnsupportedLocation {
-        location: path_or_url.to_owned(),
+        location: shown_location(path_or_url),
         reason: reason.to_owned(),
     };
     let Some(scheme) = scheme_of(path_or_url) else {
@@ -703,6 +710,65 @@ mod tests {
                 ),
                 other => panic!("expected the deadline's error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_location_is_shown_without_user_information_or_query() {
+        for (location, shown) in [
+            ("s3://AKIA:hunter2@bucket/prefix", "s3://..@bucket/prefix"),
+            ("https://tok3n@cdn.example", "https://..@cdn.example"),
+            ("http://a@b@host:1/x?sig=1#f", "http://..@host:1/x?.."),
+            ("https://cdn.example/b?token=1", "https://cdn.example/b?.."),
+            ("https://cdn.example/a@b", "https://cdn.example/a@b"),
+            ("s3://bucket/prefix", "s3://bucket/prefix"),
+            ("/srv/bucket@2", "/srv/bucket@2"),
+            ("file:///srv/x", "file:///srv/x"),
+        ] {
+            assert_eq!(shown_location(location), shown, "{location}");
+        }
+    }
+
+    /// Credentials in the bucket URL are sent (as Basic credentials) and shown nowhere: not
+    /// in the source's description, its `Debug`, nor any error, the refusal of the URL itself
+    /// included.
+    #[tokio::test]
+    async fn credentials_in_the_url_are_never_shown() {
+        let source = HttpSource::new("http://tok3n:hunter2@127.0.0.1:9/bucket/").unwrap();
+        assert_eq!(source.describe(), "http://..@127.0.0.1:9/bucket");
+        assert_eq!(source.base_url(), "http://..@127.0.0.1:9/bucket");
+        assert!(source.url_of("CA/x").unwrap().as_str().contains("hunter2"));
+        let connection = source.get("CA/index.txt").await.unwrap_err().to_string();
+        assert!(
+            connection.starts_with("GET http://..@127.0.0.1:9/bucket/CA/index.txt: "),
+            "{connection}"
+        );
+        let address = stalling_server(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
+        let failing = HttpSource::new(&format!("http://tok3n:hunter2@{address}/b")).unwrap();
+        let status = failing.get("CA/x").await.unwrap_err().to_string();
+        let mut shown = vec![
+            connection,
+            status,
+            format!("{source:?}"),
+            format!("{failing:?}"),
+        ];
+        for refused in [
+            "http://tok3n:hunter2@127.0.0.1:9/b?x=1",
+            "https://tok3n:hunter2@/b",
+            "gopher://tok3n:hunter2@127.0.0.1:9/b",
+        ] {
+            let error = source_for(refused).map(|s| s.describe()).unwrap_err();
+            assert!(
+                matches!(error, VerifyError::UnsupportedLocation { .. }),
+                "{error}"
+            );
+            shown.push(error.to_string());
+        }
+        for shown in shown {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("tok3n"),
+                "{shown}"
+            );
         }
     }
 

@@ -82,7 +82,9 @@ pub use self::retrieval::{
     CdnCheck, KeyCount, ObjectDigest, RetrievalObject, RetrievalProblem, RetrievalWindow,
 };
 use self::retrieval::{DayKeys, RetrievalRun};
-pub use self::source::{CacheControl, MAX_OBJECT_BYTES, MemorySource, Served, Source, scheme_of};
+pub use self::source::{
+    CacheControl, MAX_OBJECT_BYTES, MemorySource, Served, Source, scheme_of, shown_location,
+};
 
 /// Why a bucket could not be verified at all. Problems with the published content are not
 /// errors: they are the violations of a [`VerifyReport`].

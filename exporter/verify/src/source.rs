@@ -14,6 +14,8 @@ use std::fmt;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use diagnosis_domain::redacted::MARKER;
+
 use crate::VerifyError;
 
 /// Largest object a source hands out. The largest legitimate object is a zip of 750 000 keys,
@@ -173,6 +175,27 @@ impl Source for MemorySource {
         format!("memory ({} objects)", self.objects.len())
     }
 }
+/// A location as messages show it (DESIGN §7: no credentials in messages or logs): the
+/// user information of a `scheme://user:password@host/…` URL becomes `..`, and a query or
+/// fragment is cut to `?..`. Anything else, a path included, is shown as it is.
+pub fn shown_location(location: &str) -> String {
+    let Some(scheme) = scheme_of(location) else {
+        return location.to_owned();
+    };
+    let rest = &location[scheme.len() + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{MARKER}@{host}"),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find(['?', '#']) {
+        Some(cut) => format!("{}?{MARKER}", &tail[..cut]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{host}{tail}")
+}
+
 /// The scheme of `scheme://rest` (RFC 3986 syntax); `None` for anything else (a path).
 pub fn scheme_of(text: &str) -> Option<&str> {
     let (scheme, _) = text.split_once("://")?;

@@ -821,3 +821,55 @@ async fn the_repeat_of_a_lost_upload_that_spent_the_quota_is_acknowledged() {
     );
     assert_eq!(lost.uploads_counted().await, 1);
 }
+
+/// A spent keypair is no oracle of which keys are stored (DESIGN §3.3): keys that another
+/// keypair stored are refused as a spent keypair, as new keys are, alone or with the keypair's
+/// own; only the repeat of the upload that spent the quota is acknowledged, however often it
+/// comes, and nothing changes.
+#[tokio::test]
+async fn a_spent_keypair_cannot_probe_the_keys_another_keypair_stored() {
+    let app = TestApp::spawn_with(|settings| settings.initial_remaining_keys = 2).await;
+    let now = app.now_unix();
+    let prober = app.claimed_phone().await;
+    let own = upload_of(app_keys(now, 2), now);
+    assert_eq!(
+        outcome(&prober.upload(&own).await.unwrap()),
+        (200, ErrorCode::None)
+    );
+    assert_eq!(remaining_keys(&app, &prober).await, 0);
+    let patient = app.claimed_phone().await;
+    let theirs = app_keys(now, 1);
+    let stored = patient
+        .upload(&upload_of(theirs.clone(), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&stored), (200, ErrorCode::None));
+
+    let before = app.db.snapshot().await;
+    for _ in 0..2 {
+        let repeat = prober.upload(&own).await.unwrap();
+        assert_eq!(outcome(&repeat), (200, ErrorCode::None), "the repeat");
+    }
+    let unknown = prober
+        .upload(&upload_of(app_keys(now, 1), now))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&unknown), (400, ErrorCode::InvalidKeypair));
+    let known = prober
+        .upload(&upload_of(theirs.clone(), now))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome(&known),
+        outcome(&unknown),
+        "a spent keypair tells a stored key from a new one"
+    );
+    let mixed = [own.keys[..1].to_vec(), theirs].concat();
+    let mixed = prober.upload(&upload_of(mixed, now)).await.unwrap();
+    assert_eq!(
+        outcome(&mixed),
+        (400, ErrorCode::InvalidKeypair),
+        "own and theirs"
+    );
+    assert_eq!(app.db.snapshot().await, before, "nothing changed");
+}
