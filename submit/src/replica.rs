@@ -86,13 +86,6 @@ async fn refresh(state: &AppState) {
              again in a minute"
         ),
     }
-    if let Err(error) = state.store.fold_event_logs().await {
-        tracing::warn!(
-            %error,
-            "cannot fold the event logs into the daily aggregates; the events API still counts \
-             them, trying again in a minute"
-        );
-    }
     match state.store.claim_code_key(now).await {
         Ok(key) => state.claim_code.replace(key),
         Err(error) => tracing::warn!(
@@ -100,5 +93,12 @@ async fn refresh(state: &AppState) {
             "cannot read the claim-code secret again; keeping the one in use and trying again \
              in a minute"
         ),
+    }
+    if let Err(error) = state.store.fold_event_logs().await {
+        tracing::warn!(
+            %error,
+            "cannot fold the event logs into the daily aggregates; the events API still counts \
+             them, trying again in a minute"
+        );
     }
 }
