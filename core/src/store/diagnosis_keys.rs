@@ -111,15 +111,12 @@ impl Store {
         if upload.remaining <= 0 && filed.inserted == 0 {
             // Dropping the transaction rolls it back: a repeat changes nothing, not even the
             // keypair's row, so a repeat of the repeat is recognised too.
-            let repeat = repeats_spending_upload(&tx, &locked.last_written_by, keys).await?;
-            return Ok(Ok(if repeat {
-                StoreKeysOutcome::Stored {
-                    inserted: 0,
-                    remaining: 0,
-                }
-            } else {
-                StoreKeysOutcome::QuotaExhausted
-            }));
+            return Ok(Ok(spent_keypair_outcome(
+                &tx,
+                &locked.last_written_by,
+                keys,
+            )
+            .await?));
         }
         let Some(left) = settle_quota(&tx, &upload, filed).await? else {
             return Ok(Ok(if upload.remaining <= 0 {
@@ -128,9 +125,6 @@ impl Store {
                 StoreKeysOutcome::TooManyKeys
             }));
         };
-        if left == 0 && filed.inserted > 0 {
-            append_event(&tx, Event::OtkExhausted, upload.originator, utc_date(now)).await?;
-        }
         tx.commit().await?;
         if filed.late && filed.inserted > 0 {
             report_late_keys(filed.inserted);
@@ -217,6 +211,22 @@ async fn lock_for_upload(
 /// spent keypair, so that a spent keypair cannot probe which keys other keypairs stored. The
 /// keys and the keypair stay as unlinked as the database already keeps them: nothing is
 /// written, and `xmin` is the inserting transaction PostgreSQL records on every row version.
+async fn spent_keypair_outcome(
+    tx: &deadpool_postgres::Transaction<'_>,
+    spent_by: &str,
+    keys: &[DiagnosisKey],
+) -> Result<StoreKeysOutcome, StoreError> {
+    Ok(if repeats_spending_upload(tx, spent_by, keys).await? {
+        StoreKeysOutcome::Stored {
+            inserted: 0,
+            remaining: 0,
+        }
+    } else {
+        StoreKeysOutcome::QuotaExhausted
+    })
+}
+
+/// Whether every key of `keys` was filed by the transaction `spent_by`.
 async fn repeats_spending_upload(
     tx: &deadpool_postgres::Transaction<'_>,
     spent_by: &str,
@@ -240,7 +250,8 @@ const REPEATS_SPENDING_UPLOAD_SQL: &str = "SELECT coalesce(bool_and(EXISTS (
 
 /// The quota rule of DESIGN §3.3: more new keys than the quota left stores nothing (`None`:
 /// the caller rolls back); otherwise the quota drops by the new keys only, so duplicates
-/// cost nothing. Corrects the quota [`Store::file_keys`] assumed when some keys were not new.
+/// cost nothing. Corrects the quota [`Store::file_keys`] assumed when some keys were not new,
+/// and counts OTKExhausted when these keys spent the last of it.
 async fn settle_quota(
     tx: &deadpool_postgres::Transaction<'_>,
     upload: &Upload<'_>,
@@ -254,6 +265,10 @@ async fn settle_quota(
         let quota = tx.prepare_cached(SET_QUOTA_SQL).await?;
         let server_key = upload.server_public.as_bytes().as_slice();
         tx.execute(&quota, &[&server_key, &left]).await?;
+    }
+    if left == 0 && filed.inserted > 0 {
+        let today = utc_date(upload.now);
+        append_event(tx, Event::OtkExhausted, upload.originator, today).await?;
     }
     Ok(Some(left))
 }
