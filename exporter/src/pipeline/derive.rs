@@ -407,7 +407,6 @@ impl MergedFiles {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::ops::Range;
 
     use bytes::Bytes;
     use diagnosis_core::domain::{KeyData, Region, ReportType};
@@ -553,27 +552,6 @@ mod tests {
                 Ok(Some(_)) => {}
                 Ok(None) => return "read to the end without an error".to_owned(),
                 Err(error) => return error.to_string(),
-            }
-        }
-    }
-
-    #[test]
-    fn the_reads_of_an_object_cover_it_once_in_order() {
-        for size in [1_u64, 63, 64, 65, 1_000, 70_000, 3 * CHUNK_BYTES + 64] {
-            for chunk in [1_u64, 7, 64, 1_000, CHUNK_BYTES] {
-                let ranges: Vec<Range<u64>> = (0..)
-                    .map_while(|index| read_range(index, chunk, size))
-                    .collect();
-                assert_eq!(ranges[0].start, 0);
-                assert_eq!(ranges[ranges.len() - 1].end, size);
-                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
-                assert!(ranges.iter().all(|r| r.start < r.end));
-                assert!(
-                    ranges[0].end >= size.min(64),
-                    "the local header in one read"
-                );
-                let object = vec![7_u8; size as usize];
-                assert_eq!(read_digests(&object, chunk).len(), ranges.len());
             }
         }
     }
