@@ -314,7 +314,22 @@ fn checked_scheme(base_url: &str) -> Result<bool, String> {
             "the URL has a query; give the bucket root, object keys are appended to it".to_owned(),
         );
     }
+    let authority = uri.authority().map_or("", |authority| authority.as_str());
+    if !tls && authority.contains('@') && !is_loopback(uri.host().unwrap_or_default()) {
+        return Err("credentials in an http:// URL would cross the network readable by anyone \
+             on the way: use https://, or http:// to this machine only (localhost, 127.0.0.0/8, ::1)"
+            .to_owned());
+    }
     Ok(tls)
+}
+
+/// Whether `host` (as a URL writes it: an IPv6 address in brackets) names this machine.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 /// The client of one source. Every default of reqwest that would make it ask another way is
@@ -727,6 +742,41 @@ mod tests {
         ] {
             assert_eq!(shown_location(location), shown, "{location}");
         }
+    }
+
+    /// Credentials travel only where nobody on the way reads them: over TLS, or to this machine.
+    #[test]
+    fn credentials_in_a_plain_http_url_to_another_machine_are_refused() {
+        for refused in [
+            "http://tok3n:hunter2@cdn.example/b",
+            "http://tok3n@10.0.0.1:9000/b",
+            "HTTP://tok3n:hunter2@192.0.2.1/",
+            "http://tok3n:hunter2@[2001:db8::1]:9/b",
+            "http://tok3n:hunter2@localhost.example/b",
+        ] {
+            match HttpSource::new(refused) {
+                Err(error @ VerifyError::UnsupportedLocation { .. }) => {
+                    let shown = error.to_string();
+                    assert!(shown.contains("use https://"), "{shown}");
+                    assert!(
+                        !shown.contains("hunter2") && !shown.contains("tok3n"),
+                        "{shown}"
+                    );
+                }
+                other => panic!("{refused}: expected a refusal, got {other:?}"),
+            }
+        }
+        for accepted in [
+            "http://tok3n:hunter2@127.0.0.1:9/b",
+            "http://tok3n:hunter2@127.8.0.1:9/b",
+            "http://tok3n:hunter2@[::1]:9/b",
+            "http://tok3n:hunter2@LocalHost:9/b",
+            "http://cdn.example/b",
+        ] {
+            assert!(HttpSource::new(accepted).is_ok(), "{accepted}");
+        }
+        let roots = RootCertStore::empty();
+        assert!(HttpSource::with_roots("https://tok3n:hunter2@cdn.example/b", roots).is_ok());
     }
 
     /// Credentials in the bucket URL are sent (as Basic credentials) and shown nowhere: not
