@@ -166,12 +166,13 @@ async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemet
              configuration only"
         );
     }
+    // The bucket's URL is configuration: refused before anything connects.
+    let bucket = Bucket::from_url(&config.bucket_url).context("BUCKET_URL")?;
     let store = Store::open(
         &StoreConfig::from_common(&config.common, APPLICATION_NAME),
         !no_migrate,
     )
     .await?;
-    let bucket = Bucket::from_url(&config.bucket_url).context("BUCKET_URL")?;
     let exporter = Exporter::new(
         store,
         bucket,

@@ -65,8 +65,9 @@ use object_store::{
 /// a store's message loses its query string.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// `BUCKET_URL` is not a URL this module accepts.
-    #[error("BUCKET_URL {shown}: {reason}")]
+    /// The bucket's URL is not one this module accepts. The message names no variable: the
+    /// caller says where the URL came from (`BUCKET_URL`, or `verify`'s location).
+    #[error("{shown}: {reason}")]
     InvalidUrl {
         /// The URL without anything that could be secret, or only its scheme.
         shown: String,

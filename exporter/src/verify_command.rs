@@ -20,7 +20,7 @@ use diagnosis_core::time::SystemClock;
 use futures::future::BoxFuture;
 
 use crate::config::SigningConfig;
-use crate::storage::Bucket;
+use crate::storage::{Bucket, StorageError};
 use diagnosis_format::sign::PublicKey;
 use diagnosis_verify::{
     CacheControl, CdnCheck, Edge, Finding, HttpSource, MAX_OBJECT_BYTES, RetrievalProblem, Served,
@@ -181,7 +181,10 @@ pub fn source_for(location: &str) -> Result<Box<dyn Source>, VerifyError> {
             let bucket =
                 Bucket::from_url(location).map_err(|error| VerifyError::UnsupportedLocation {
                     location: shown_location(location),
-                    reason: error.to_string(),
+                    reason: match error {
+                        StorageError::InvalidUrl { reason, .. } => reason,
+                        other => other.to_string(),
+                    },
                 })?;
             Ok(Box::new(BucketSource::new(bucket)))
         }
@@ -283,6 +286,19 @@ mod tests {
             std::env::temp_dir().join(format!("diagnosis-verify-{name}-{}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         path
+    }
+
+    /// A bucket URL verify cannot read is named once, as the location given, with the reason:
+    /// not as the exporter's `BUCKET_URL`, which verify does not read.
+    #[test]
+    fn a_bucket_url_verify_refuses_is_named_as_its_location() {
+        let error = source_for("s3:///prefix").map(|_| ()).unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, VerifyError::UnsupportedLocation { .. }));
+        assert!(shown.starts_with("cannot verify s3:///prefix: "), "{shown}");
+        assert!(shown.contains("no bucket"), "{shown}");
+        assert!(!shown.contains("BUCKET_URL"), "{shown}");
+        assert_eq!(shown.matches("s3:").count(), 1, "{shown}");
     }
 
     #[test]

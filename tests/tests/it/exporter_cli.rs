@@ -207,6 +207,7 @@ async fn bad_configuration_and_a_refusing_store_fail_clearly() {
         ("EXPORT_REGION", "not a region"),
         ("SIGNING_KEY_FILE", "/nonexistent/key.pem"),
         ("MAX_KEYS_PER_FILE", "0"),
+        ("BUCKET_URL", "ftp://bucket/x"),
     ] {
         let mut env = base.clone();
         env.retain(|(n, _)| *n != name);
@@ -219,6 +220,29 @@ async fn bad_configuration_and_a_refusing_store_fail_clearly() {
             text(&run.stderr)
         );
     }
+    // A bucket URL that cannot work is configuration: refused before the database is reached
+    // (there is none at this address), naming the variable once, the URL and the reason.
+    let mut env = base.clone();
+    env.retain(|(n, _)| *n != "BUCKET_URL" && *n != "DATABASE_URL");
+    env.extend([
+        ("BUCKET_URL", "s3:///exports".to_owned()),
+        (
+            "DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/none".to_owned(),
+        ),
+    ]);
+    let run = run_exporter(&["run-once"], &env);
+    let stderr = text(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "a bucket URL without a bucket was accepted"
+    );
+    assert!(stderr.contains("BUCKET_URL: s3:///exports: "), "{stderr}");
+    assert!(stderr.contains("no bucket"), "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.matches("BUCKET_URL").count() <= 1, "{line}");
+    }
+    assert!(!stderr.contains("127.0.0.1:1"), "{stderr}");
 
     let endpoint = std::env::var(diagnosis_tests::s3::S3_ENDPOINT_VARIABLE)
         .expect("run the tests through infra/dev/test");
