@@ -159,6 +159,50 @@ mod tests {
         ]
     }
 
+    /// The derivation, pinned by values computed apart from this code: a change here changes
+    /// published files, and a rebuild would no longer reproduce them byte for byte. Each value
+    /// is HMAC-SHA256 of the label, the big-endian hour and the big-endian index, e.g. with
+    /// Python's standard library:
+    ///
+    /// ```text
+    /// import hmac, hashlib, struct
+    /// mac = lambda label, i: hmac.new(bytes([7] * 32), label + struct.pack(">qQ", 500_000, i),
+    ///                                 hashlib.sha256).digest()
+    /// jitter = int.from_bytes(mac(b"count", 0)[:8], "big") % 26          # 11
+    /// key = mac(b"key", 0); key[:16].hex()                                # 3681d91d…
+    /// int.from_bytes(key[16:24], "big") % 4, int.from_bytes(key[16:24], "big") % 13 + 2
+    /// ```
+    #[test]
+    fn the_derivation_matches_an_independent_computation() {
+        let fakes = padding(100).fake_keys(500_000, &histogram());
+        // 100 + jitter 11 (the first 8 bytes of HMAC("count", hour, 0) mod 26) - 4 real keys.
+        assert_eq!(fakes.len(), 107);
+        let (first, second) = ((2_950_000, None), (2_950_144, Some(-2)));
+        for (index, key_hex, metadata) in [
+            (0, "3681d91ddb4ff5444aceb875969ae9f5", first),
+            (1, "150f20942e76b2a0776538016bbc3fc2", first),
+            (2, "2c0a7637e4a9cc87725c10d9e93a0c0f", first),
+            (5, "307f56a81f50e428d92c1f61ec426a86", second),
+        ] {
+            let key = &fakes[index];
+            assert_eq!(hex::encode(key.key_data.as_bytes()), key_hex, "key {index}");
+            assert_eq!(
+                (key.rolling_start_interval_number, key.days_since_onset),
+                metadata,
+                "key {index}"
+            );
+        }
+        let empty = padding(100).fake_keys(500_000, &[]);
+        assert_eq!(empty.len(), 111);
+        assert_eq!(
+            hex::encode(empty[0].key_data.as_bytes()),
+            "3681d91ddb4ff5444aceb875969ae9f5"
+        );
+        // Day 20 833 of the hour, 10 days back (2 + the pick mod 13), times 144 intervals.
+        assert_eq!(empty[0].rolling_start_interval_number, 2_998_512);
+        assert_eq!(empty[0].rolling_period, 144);
+    }
+
     #[test]
     fn off_means_no_fake_keys() {
         assert!(padding(0).fake_keys(500_000, &histogram()).is_empty());
