@@ -8,7 +8,7 @@ use diagnosis_core::config::{
     TimeUnit, VarSchema, optional, optional_opt, region_var,
 };
 use diagnosis_core::domain::{DEFAULT_EXPORT_REGION, DEFAULT_REGION, Region};
-use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE};
+use diagnosis_format::render::{DEFAULT_MAX_KEYS_PER_FILE, PLATFORM_MAX_KEYS_PER_FILE, PartNumber};
 use diagnosis_format::sign::{DEFAULT_KEY_ID, DEFAULT_KEY_VERSION, SigningKeys};
 
 /// What one export pass does, independent of where it reads and writes.
@@ -210,15 +210,43 @@ fn delete_unindexed_after(env: &dyn Env) -> Result<chrono::Duration, ConfigError
 /// [`CommonConfig::MIN_STATEMENT_TIMEOUT_MS`] (a second).
 pub const MIN_EXPORT_GRACE_SECONDS: i64 = 2;
 
+/// Refuses a `PAD_MIN_KEYS` whose padding alone may fill a day with more keys than
+/// `MAX_KEYS_PER_FILE` parts of five-digit numbers hold: that day's file could never be
+/// named, and its step would fail every pass (DESIGN §4.1 parts and padding, §6: every
+/// accepted value works). A day holds its 24 hours' fake keys, each hour up to a quarter
+/// more than `PAD_MIN_KEYS`.
+fn check_padding_fits_in_parts(
+    pad_min_keys: u64,
+    max_keys_per_file: usize,
+) -> Result<(), ConfigError> {
+    let most_padded_day = 24 * (pad_min_keys + pad_min_keys / 4);
+    let per_part = u64::try_from(max_keys_per_file).unwrap_or(u64::MAX);
+    let parts = most_padded_day.div_ceil(per_part.max(1));
+    if parts <= u64::from(PartNumber::MAX) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        vars::PAD_MIN_KEYS.name,
+        format!(
+            "{pad_min_keys} may pad a day to {most_padded_day} keys, more than {} parts of \
+             MAX_KEYS_PER_FILE={max_keys_per_file} keys can hold: raise MAX_KEYS_PER_FILE or \
+             lower PAD_MIN_KEYS",
+            PartNumber::MAX
+        ),
+    ))
+}
+
 impl ExportSettings {
     pub fn from_env(env: &dyn Env) -> Result<ExportSettings, ConfigError> {
         let max_keys = vars::MAX_KEYS_PER_FILE.read(env)?;
+        let pad_min_keys = vars::PAD_MIN_KEYS.read(env)?;
+        check_padding_fits_in_parts(pad_min_keys, max_keys)?;
         Ok(ExportSettings {
             key_region: region_var(env, vars::REGION.name, DEFAULT_REGION)?,
             export_region: region_var(env, vars::EXPORT_REGION.name, DEFAULT_EXPORT_REGION)?,
             grace_seconds: vars::EXPORT_GRACE_SECONDS.read(env)?,
             max_keys_per_file: max_keys,
-            pad_min_keys: vars::PAD_MIN_KEYS.read(env)?,
+            pad_min_keys,
             exposure_config_dir: optional_opt::<String>(env, vars::EXPOSURE_CONFIG_DIR.name)?
                 .map(PathBuf::from),
             compat_region_path: compat_region_path(env)?,
@@ -429,6 +457,36 @@ mod tests {
         assert_eq!(config.ignored_variables, IGNORED_SUBMIT_VARIABLES);
     }
 
+    /// A day's file holds its hours' fake keys in parts of `MAX_KEYS_PER_FILE`, named with
+    /// five digits: padding that may need a 100 000th part is refused, naming `PAD_MIN_KEYS`,
+    /// and the largest padding that fits is accepted.
+    #[test]
+    fn padding_that_may_need_more_parts_than_five_digits_name_is_refused() {
+        for (pad, max_keys, accepted) in [
+            ("3333", "1", true),
+            ("3334", "1", false),
+            ("1000000", "301", true),
+            ("1000000", "300", false),
+            ("1000000", "500000", true),
+        ] {
+            let result = Config::from_env(&env(&[
+                ("PAD_MIN_KEYS", pad),
+                ("MAX_KEYS_PER_FILE", max_keys),
+            ]));
+            match result {
+                Ok(config) => {
+                    assert!(accepted, "PAD_MIN_KEYS={pad} MAX_KEYS_PER_FILE={max_keys}");
+                    assert_eq!(config.settings.pad_min_keys.to_string(), pad);
+                }
+                Err(error) => {
+                    assert!(!accepted, "{pad} {max_keys}: {error}");
+                    assert_eq!(error.variable, "PAD_MIN_KEYS");
+                    assert!(error.message.contains("MAX_KEYS_PER_FILE"), "{error}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_pool_holds_what_a_pass_holds_at_once() {
         for size in ["1", "2"] {
@@ -488,6 +546,14 @@ mod tests {
             ),
             (&[("MAX_KEYS_PER_FILE", "750001")], "MAX_KEYS_PER_FILE"),
             (&[("PAD_MIN_KEYS", "-1")], "PAD_MIN_KEYS"),
+            (
+                &[("PAD_MIN_KEYS", "3334"), ("MAX_KEYS_PER_FILE", "1")],
+                "PAD_MIN_KEYS",
+            ),
+            (
+                &[("PAD_MIN_KEYS", "1000000"), ("MAX_KEYS_PER_FILE", "300")],
+                "PAD_MIN_KEYS",
+            ),
             (&[("COMPAT_REGION_PATH", "30")], "COMPAT_REGION_PATH"),
             (
                 &[("DELETE_UNINDEXED_AFTER_HOURS", "-1")],

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use diagnosis_core::config::{CommonConfig, ProcessEnv, schema};
 use diagnosis_core::store::{Store, StoreConfig};
 use diagnosis_core::telemetry::{self, Telemetry, TelemetryConfig};
-use diagnosis_core::time::SystemClock;
+use diagnosis_core::time::{Clock as _, SystemClock};
 use diagnosis_exporter::config::{Config, SigningConfig};
 use diagnosis_exporter::metrics_listener::InternalListener;
 use diagnosis_exporter::pipeline::{ExportError, Exporter, RunOutcome};
@@ -146,9 +146,16 @@ async fn migrate() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the configuration, sets up telemetry, migrates and builds the exporter.
-async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemetry)> {
-    let config = Config::from_env(&ProcessEnv).context("configuration")?;
+/// The exporter's configuration from the environment.
+fn configuration() -> anyhow::Result<Config> {
+    Config::from_env(&ProcessEnv).context("configuration")
+}
+
+/// Reads the signing keys, sets up telemetry, migrates and builds the exporter of `config`.
+async fn exporter(
+    config: Config,
+    no_migrate: bool,
+) -> anyhow::Result<(Exporter, Config, Telemetry)> {
     let signing = SigningConfig::from_env(&ProcessEnv)
         .context("configuration")?
         .context("configuration: SIGNING_KEY_FILE: is required but not set")?
@@ -186,7 +193,7 @@ async fn exporter(no_migrate: bool) -> anyhow::Result<(Exporter, Config, Telemet
 }
 
 async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
-    let (exporter, _config, telemetry) = exporter(no_migrate).await?;
+    let (exporter, _config, telemetry) = exporter(configuration()?, no_migrate).await?;
     let outcome = exporter.run_once().await;
     let _ = telemetry.write_metrics_snapshot();
     let report = match outcome {
@@ -229,9 +236,11 @@ async fn run_once(no_migrate: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn scheduled(no_migrate: bool) -> anyhow::Result<ExitCode> {
-    let (exporter, config, telemetry) = exporter(no_migrate).await?;
+    let config = configuration()?;
+    // The schedule is configuration: refused before anything connects or migrates (DESIGN §6).
     let schedule = Schedule::parse(&config.schedule)?;
-    schedule.check_ticks_after(exporter.clock().now())?;
+    schedule.check_ticks_after(SystemClock.now())?;
+    let (exporter, config, telemetry) = exporter(config, no_migrate).await?;
     let internal = InternalListener::bind(&config, telemetry.prometheus_handle()).await?;
     scheduled::run(Arc::new(exporter), schedule, internal, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)

@@ -301,6 +301,23 @@ mod tests {
         assert_eq!(shown.matches("s3:").count(), 1, "{shown}");
     }
 
+    /// A cloud secret holding `/` (as AWS secret keys often do) ends the user information of a
+    /// bucket URL early; the refusal shows no part of it.
+    #[test]
+    fn a_bucket_url_holding_a_secret_with_a_slash_is_refused_without_it() {
+        let error = source_for("s3://AKIDEXAMPLE:wJalr/XUtnFEMI@bucket/prefix")
+            .map(|_| ())
+            .unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(
+            matches!(error, VerifyError::UnsupportedLocation { .. }),
+            "{shown}"
+        );
+        for fragment in ["wJalr", "XUtnFEMI", "AKIDEXAMPLE"] {
+            assert!(!shown.contains(fragment), "{shown}");
+        }
+    }
+
     #[test]
     fn the_cdn_is_checked_with_the_apps_key_against_cdn_or_an_http_location() {
         let key = "ab".repeat(32);

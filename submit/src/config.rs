@@ -142,7 +142,7 @@ impl Config {
             CLAIM_KEY_BAN_DURATION.schema(),
             CLAIM_RECOVERY.schema(),
             CORS_ALLOW_ORIGIN.schema(),
-            VarSchema::secret(METRICS_USERNAME, false, "any non-empty text"),
+            VarSchema::secret(METRICS_USERNAME, false, "any non-empty text without ':'"),
             VarSchema::secret(METRICS_PASSWORD, false, "any non-empty text"),
         ]);
         schema.extend(ListenerConfig::schema());
@@ -233,7 +233,7 @@ fn settings_from_env(env: &dyn Env, common: &CommonConfig) -> Result<Settings, C
 
 /// `METRICS_USERNAME` and `METRICS_PASSWORD`: both or neither.
 fn metrics_credentials_var(env: &dyn Env) -> Result<Option<MetricsCredentials>, ConfigError> {
-    let username = secret_optional(env, vars::METRICS_USERNAME, non_empty)?;
+    let username = secret_optional(env, vars::METRICS_USERNAME, basic_user_name)?;
     let password = secret_optional(env, vars::METRICS_PASSWORD, non_empty)?;
     match (username, password) {
         (Some(username), Some(password)) => Ok(Some(MetricsCredentials {
@@ -271,6 +271,15 @@ fn forwarded_for_var(env: &dyn Env) -> Result<ForwardedFor, ConfigError> {
     }
 }
 
+/// A user name HTTP Basic credentials can carry: they end it at the first `:` (RFC 7617), so
+/// a name holding one could never be presented (DESIGN §6: every accepted value works).
+fn basic_user_name(value: &str) -> Result<String, &'static str> {
+    if value.contains(':') {
+        return Err("must not contain ':', which ends the user name in HTTP Basic credentials");
+    }
+    non_empty(value)
+}
+
 fn non_empty(value: &str) -> Result<String, &'static str> {
     if value.is_empty() {
         Err("must not be empty")
@@ -293,6 +302,27 @@ mod tests {
             ("KEY_CLAIM_TOKEN", "abcdefghijklmnopqrstuvwxyz0123=ON"),
         ])
         .with(extra)
+    }
+
+    /// HTTP Basic credentials end the user name at the first `:` (RFC 7617), so a
+    /// `METRICS_USERNAME` holding one could never be presented: the events API would answer
+    /// every request 401. It is refused at start, naming the variable.
+    #[test]
+    fn a_metrics_username_holding_a_colon_is_refused() {
+        let error = Config::from_env(&env(&[
+            ("METRICS_USERNAME", "ops:team"),
+            ("METRICS_PASSWORD", "pw"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.variable, "METRICS_USERNAME");
+        assert!(error.message.contains("':'"), "{error}");
+        assert!(!error.to_string().contains("ops:team"), "{error}");
+        let config = Config::from_env(&env(&[
+            ("METRICS_USERNAME", "ops"),
+            ("METRICS_PASSWORD", "p:w"),
+        ]))
+        .unwrap();
+        assert!(config.settings.metrics_credentials.is_some());
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //!   response waits for a client that does not read;
 //! * TCP keepalive on every accepted socket ([`socket`]), so a peer that vanished
 //!   while its request is handled is found;
+//! * the process's soft open-file limit raised to its hard limit when a listener is
+//!   bound ([`open_files`]), so that `MAX_CONNECTIONS`, not the descriptors, bounds
+//!   the clients;
 //! * a graceful shutdown that lets requests in flight finish for up to
 //!   [`Limits::shutdown_grace`].
 //!
@@ -22,6 +25,7 @@
 //! [`Observer`], so each binary names its own metrics. This crate must never log
 //! a peer's address or anything a client sent.
 
+pub mod open_files;
 mod serve;
 pub mod socket;
 pub mod timed;

@@ -295,6 +295,15 @@ impl HttpSource {
 
 /// Whether `base_url` is `https://` (else `http://`), or why it cannot be fetched from.
 fn checked_scheme(base_url: &str) -> Result<bool, String> {
+    if outside_authority(base_url).contains('@') {
+        // A password holding `/`, `?` or `#` ends the user information early: the rest of it
+        // would be sent as a path to a host named by the user name.
+        return Err(
+            "the URL has an '@' after its host: percent-encode '/', '?', '#' and '@' \
+             in a user name or password (%2F, %3F, %23, %40)"
+                .to_owned(),
+        );
+    }
     let uri: http::Uri = base_url
         .parse()
         .map_err(|error: http::uri::InvalidUri| error.to_string())?;
@@ -321,6 +330,13 @@ fn checked_scheme(base_url: &str) -> Result<bool, String> {
             .to_owned());
     }
     Ok(tls)
+}
+
+/// What follows the authority of `scheme://authority…` (path, query and fragment); all of
+/// `url` when it has no `://`.
+fn outside_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find(['/', '?', '#']).map_or("", |end| &rest[end..])
 }
 
 /// Whether `host` (as a URL writes it: an IPv6 address in brackets) names this machine.
@@ -735,7 +751,9 @@ mod tests {
             ("https://tok3n@cdn.example", "https://..@cdn.example"),
             ("http://a@b@host:1/x?sig=1#f", "http://..@host:1/x?.."),
             ("https://cdn.example/b?token=1", "https://cdn.example/b?.."),
-            ("https://cdn.example/a@b", "https://cdn.example/a@b"),
+            // Whatever precedes the last `@` may be a password holding `/`, `?` or `#`.
+            ("https://cdn.example/a@b", "https://..@b"),
+            ("s3://AKID:wJalr/XUtn#F@bucket/p", "s3://..@bucket/p"),
             ("s3://bucket/prefix", "s3://bucket/prefix"),
             ("/srv/bucket@2", "/srv/bucket@2"),
             ("file:///srv/x", "file:///srv/x"),
@@ -777,6 +795,30 @@ mod tests {
         }
         let roots = RootCertStore::empty();
         assert!(HttpSource::with_roots("https://tok3n:hunter2@cdn.example/b", roots).is_ok());
+    }
+
+    /// A password holding `/`, `?` or `#` unescaped (as base64 tokens and cloud secrets
+    /// often do) makes a URL whose user information ends early: the rest reads as a port, a
+    /// path or a fragment. Such a URL is refused, without a fragment of the password in the
+    /// message, and is never fetched from (the host it would name is the user name).
+    #[test]
+    fn a_password_holding_characters_a_url_reserves_is_refused_and_shown_nowhere() {
+        for (refused, secret) in [
+            ("https://tok3n:abc/Def+GhiJkl=@cdn.example/b", "Def+GhiJkl"),
+            ("http://tok3n:1234/S3cr3tTail@cdn.example/b", "S3cr3tTail"),
+            ("https://tok3n:Sec#r3tTail@cdn.example/b", "r3tTail"),
+            ("https://tok3n:Sec?r3tTail@cdn.example/b", "r3tTail"),
+        ] {
+            let shown = match HttpSource::new(refused) {
+                Err(error @ VerifyError::UnsupportedLocation { .. }) => {
+                    format!("{error} {error:?}")
+                }
+                other => panic!("{refused}: expected a refusal, got {other:?}"),
+            };
+            for fragment in [secret, "Sec", "tok3n", "abc", "1234"] {
+                assert!(!shown.contains(fragment), "{refused}: {shown}");
+            }
+        }
     }
 
     /// Credentials in the bucket URL are sent (as Basic credentials) and shown nowhere: not

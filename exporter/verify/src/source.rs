@@ -175,25 +175,24 @@ impl Source for MemorySource {
         format!("memory ({} objects)", self.objects.len())
     }
 }
-/// A location as messages show it (DESIGN §7: no credentials in messages or logs): the
-/// user information of a `scheme://user:password@host/…` URL becomes `..`, and a query or
-/// fragment is cut to `?..`. Anything else, a path included, is shown as it is.
+/// A location as messages show it (DESIGN §7: no credentials in messages or logs): in a
+/// `scheme://user:password@host/…` URL everything before the last `@` becomes `..`, since a
+/// password holding `/`, `?`, `#` or `@` unescaped runs past where a URL parser ends the user
+/// information; a query or fragment is cut to `?..`. Anything else is shown as it is.
 pub fn shown_location(location: &str) -> String {
     let Some(scheme) = scheme_of(location) else {
         return location.to_owned();
     };
     let rest = &location[scheme.len() + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let host = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{MARKER}@{host}"),
-        None => authority.to_owned(),
+    let (hidden, rest) = match rest.rfind('@') {
+        Some(at) => (format!("{MARKER}@"), &rest[at + 1..]),
+        None => (String::new(), rest),
     };
-    let tail = match tail.find(['?', '#']) {
-        Some(cut) => format!("{}?{MARKER}", &tail[..cut]),
-        None => tail.to_owned(),
+    let tail = match rest.find(['?', '#']) {
+        Some(cut) => format!("{}?{MARKER}", &rest[..cut]),
+        None => rest.to_owned(),
     };
-    format!("{scheme}://{host}{tail}")
+    format!("{scheme}://{hidden}{tail}")
 }
 
 /// The scheme of `scheme://rest` (RFC 3986 syntax); `None` for anything else (a path).

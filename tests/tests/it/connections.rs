@@ -803,3 +803,62 @@ async fn accepted_sockets_have_tcp_keepalive() {
     let app = TestApp::spawn_with(|s| s.timeouts.header_read = Duration::from_secs(120)).await;
     assert_keepalive_on_the_server_side(app.addr.port()).await;
 }
+
+/// A process's soft open-file limit is often far below `MAX_CONNECTIONS` (1024 is the usual
+/// default, under a hard limit many times larger): the service raises it to the hard limit at
+/// start, so that `MAX_CONNECTIONS`, not the file descriptors, bounds its clients, and a crowd
+/// below `MAX_CONNECTIONS` leaves room for new clients and database connections.
+#[tokio::test]
+async fn a_soft_open_file_limit_below_max_connections_is_raised_at_start() {
+    const SOFT_LIMIT: usize = 64;
+    const SILENT: usize = 90;
+
+    let db = TestDatabase::new().await;
+    let dir = temp_dir("connections-nofile");
+    let api_port = free_port();
+    let mut env = submit_env(&db, api_port);
+    env.extend([
+        ("MAX_CONNECTIONS", "200".to_owned()),
+        ("HTTP_READ_TIMEOUT_SECONDS", "120".to_owned()),
+    ]);
+    let log = dir.join("diagnosis-submit.log");
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("ulimit -Sn {SOFT_LIMIT} && exec \"$0\""),
+            built_binary("diagnosis-submit").to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap());
+    for (variable, value) in &env {
+        command.env(variable, value);
+    }
+    let mut submit = Process {
+        name: "diagnosis-submit",
+        child: command.spawn().unwrap(),
+        log,
+    };
+    let ping_url = format!("http://127.0.0.1:{api_port}/services/ping");
+    wait_for(&mut submit, &ping_url, 200).await;
+
+    let address = format!("127.0.0.1:{api_port}");
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(&address).await.unwrap());
+    }
+    let portal =
+        diagnosis_tests::simulator::Portal::new(&format!("http://{address}"), PORTAL_TOKEN);
+    let issued = tokio::time::timeout(Duration::from_secs(30), portal.issue_code()).await;
+    submit.assert_running();
+    assert!(
+        matches!(issued, Ok(Ok(_))),
+        "no code within 30 s beside {SILENT} silent clients (MAX_CONNECTIONS 200, soft limit \
+         {SOFT_LIMIT}): {issued:?}; logs:\n{}",
+        submit.logs()
+    );
+    drop(silent);
+}

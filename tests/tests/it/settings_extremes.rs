@@ -111,3 +111,28 @@ async fn a_schedule_that_never_ticks_is_refused_before_any_pass() {
     );
     assert_eq!(passes_locked(&db).await, 0, "a refused exporter ran a pass");
 }
+
+/// A schedule that is not a cron expression is configuration, like `BUCKET_URL`: it is refused
+/// before the database is touched. Otherwise a release rolled out with a mistyped schedule
+/// migrates the database forward and only then stops, and the release it is rolled back to
+/// runs on a schema it does not know (DESIGN §5, §6).
+#[tokio::test]
+async fn a_malformed_schedule_is_refused_before_the_database_is_migrated() {
+    let db = TestDatabase::empty().await;
+    let env = with(
+        exporter_env(db.url.clone()).await,
+        "EXPORT_SCHEDULE",
+        "*/5 * * * *",
+    );
+    let run = finish(command("diagnosis-exporter", &[], &env)).await;
+    let stderr = text(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("EXPORT_SCHEDULE: invalid six-field cron expression"),
+        "{stderr}"
+    );
+    let migrated = db
+        .count("SELECT count(*) FROM pg_tables WHERE tablename = 'refinery_schema_history'")
+        .await;
+    assert_eq!(migrated, 0, "a refused exporter migrated the database");
+}
