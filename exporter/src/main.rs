@@ -180,6 +180,7 @@ async fn exporter(
         !no_migrate,
     )
     .await?;
+    diagnosis_listener::open_files::claim(config.common.database_pool_size, "DATABASE_POOL_SIZE");
     let exporter = Exporter::new(
         store,
         bucket,

@@ -80,6 +80,7 @@ async fn serve(config: Config, migrate_only: bool, no_migrate: bool) -> anyhow::
     if migrate_only {
         return Ok(());
     }
+    diagnosis_listener::open_files::claim(config.common.database_pool_size, "DATABASE_POOL_SIZE");
     let listeners = bind_listeners(&config)?;
     let mut state = AppState::start(
         store,

@@ -5,7 +5,42 @@
 //! connections below `MAX_CONNECTIONS` would leave no descriptor for a new client or database
 //! connection. This module only reads and raises the limit; it never lowers it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// Descriptors a process holds whatever its clients do: standard streams, the runtime's, the
+/// listening sockets, the log and the TLS roots read at start, with room to spare.
+pub const OWN_DESCRIPTORS: u64 = 64;
+
+/// Descriptors the process may hold at once: [`OWN_DESCRIPTORS`] and every [`claim`].
+static CLAIMED: AtomicU64 = AtomicU64::new(OWN_DESCRIPTORS);
+
+/// Whether the warning of [`claim`] was given: once a process is enough.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Counts `descriptors` more that the process may hold at once (a listener's
+/// `MAX_CONNECTIONS`, a database pool's connections), raises the limit, and warns once when
+/// the limit is below all the process has claimed: the descriptors would then bound the
+/// clients first, and a crowd of them on one listener would leave none for another listener
+/// or the database.
+pub fn claim(descriptors: usize, what: &'static str) {
+    let added = u64::try_from(descriptors).unwrap_or(u64::MAX);
+    let claimed = CLAIMED
+        .fetch_add(added, Ordering::Relaxed)
+        .saturating_add(added);
+    let limit = raise_open_files_limit();
+    if limit.is_some_and(|limit| limit < claimed) && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            open_files_limit = limit,
+            descriptors_claimed = claimed,
+            last_claim = what,
+            "the open-file limit is below the connections this process may hold at once \
+             (each listener's MAX_CONNECTIONS, the database pool and its own): raise the hard \
+             limit (ulimit -Hn, LimitNOFILE, the container's nofile) or lower MAX_CONNECTIONS"
+        );
+    }
+}
 
 /// The soft limit tried when the hard limit is unlimited: Linux's default `fs.nr_open`, the
 /// most a process may ask for without a system setting.

@@ -43,7 +43,7 @@ pub async fn serve<O, M, S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let builder = http1_builder(&limits);
-    warn_if_descriptors_bound_first(limits.max_connections);
+    crate::open_files::claim(limits.max_connections, "MAX_CONNECTIONS");
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -86,20 +86,6 @@ pub async fn serve<O, M, S, B>(
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
-    }
-}
-
-/// Says so when the open-file limit, even raised, is below `MAX_CONNECTIONS`: the descriptors
-/// then bound the clients first, and a crowd of them leaves none for the database.
-fn warn_if_descriptors_bound_first(max_connections: usize) {
-    let limit = crate::open_files::raise_open_files_limit();
-    if limit.is_some_and(|limit| limit < max_connections as u64) {
-        tracing::warn!(
-            open_files_limit = limit,
-            max_connections,
-            "the open-file limit is below MAX_CONNECTIONS: raise the hard limit (ulimit -Hn, \
-             LimitNOFILE, the container's nofile) or lower MAX_CONNECTIONS"
-        );
     }
 }
 

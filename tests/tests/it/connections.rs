@@ -821,27 +821,7 @@ async fn a_soft_open_file_limit_below_max_connections_is_raised_at_start() {
         ("MAX_CONNECTIONS", "200".to_owned()),
         ("HTTP_READ_TIMEOUT_SECONDS", "120".to_owned()),
     ]);
-    let log = dir.join("diagnosis-submit.log");
-    let mut command = Command::new("sh");
-    command
-        .args([
-            "-c",
-            &format!("ulimit -Sn {SOFT_LIMIT} && exec \"$0\""),
-            built_binary("diagnosis-submit").to_str().unwrap(),
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap());
-    for (variable, value) in &env {
-        command.env(variable, value);
-    }
-    let mut submit = Process {
-        name: "diagnosis-submit",
-        child: command.spawn().unwrap(),
-        log,
-    };
+    let mut submit = submit_under_ulimit(&format!("-Sn {SOFT_LIMIT}"), &env, &dir);
     let ping_url = format!("http://127.0.0.1:{api_port}/services/ping");
     wait_for(&mut submit, &ping_url, 200).await;
 
@@ -861,4 +841,69 @@ async fn a_soft_open_file_limit_below_max_connections_is_raised_at_start() {
         submit.logs()
     );
     drop(silent);
+}
+
+/// `diagnosis-submit` with `env`, its open-file limit set by `ulimit {ulimit}` first, logging
+/// into `dir`.
+fn submit_under_ulimit(ulimit: &str, env: &[(&'static str, String)], dir: &Path) -> Process {
+    let log = dir.join("diagnosis-submit.log");
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("ulimit {ulimit} && exec \"$0\""),
+            built_binary("diagnosis-submit").to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap());
+    for (variable, value) in env {
+        command.env(variable, value);
+    }
+    Process {
+        name: "diagnosis-submit",
+        child: command.spawn().unwrap(),
+        log,
+    }
+}
+
+/// The open-file limit must hold every connection the process may keep at once: each
+/// listener's `MAX_CONNECTIONS` and the database pool, not one listener's alone. Under a limit
+/// of 300, two listeners of 200 (a crowd on the public one would leave the internal one and
+/// the database no descriptor) are warned of at start; under 1000 nothing is said.
+#[tokio::test]
+async fn the_open_file_warning_counts_every_listener_and_the_pool() {
+    const WARNING: &str = "the open-file limit is below the connections this process may hold";
+    let db = TestDatabase::new().await;
+    for (limit, warns) in [(300, true), (1000, false)] {
+        let dir = temp_dir("connections-nofile-warning");
+        let (api_port, metrics_port) = (free_port(), free_port());
+        let mut env = submit_env(&db, api_port);
+        env.extend([
+            ("MAX_CONNECTIONS", "200".to_owned()),
+            ("METRIC_PROVIDER", "prometheus".to_owned()),
+            ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+        ]);
+        let mut submit = submit_under_ulimit(&format!("-n {limit}"), &env, &dir);
+        wait_for(
+            &mut submit,
+            &format!("http://127.0.0.1:{api_port}/services/ping"),
+            200,
+        )
+        .await;
+        wait_for(
+            &mut submit,
+            &format!("http://127.0.0.1:{metrics_port}/metrics"),
+            200,
+        )
+        .await;
+        let logs = submit.logs();
+        assert_eq!(
+            logs.contains(WARNING),
+            warns,
+            "open-file limit {limit}, two listeners of 200: warned? logs:\n{logs}"
+        );
+    }
 }
