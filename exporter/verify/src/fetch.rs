@@ -299,10 +299,15 @@ fn checked_scheme(base_url: &str) -> Result<bool, String> {
         // A password holding `/`, `?` or `#` ends the user information early: the rest of it
         // would be sent as a path to a host named by the user name.
         return Err(
-            "the URL has an '@' after its host: percent-encode '/', '?', '#' and '@' \
-             in a user name or password (%2F, %3F, %23, %40)"
+            "the URL has an '@' after its host: write it %40 in a path, and percent-encode \
+             '/', '?', '#' and '@' in a user name or password (%2F, %3F, %23, %40)"
                 .to_owned(),
         );
+    }
+    if base_url.contains('#') {
+        // `http::Uri` drops a fragment, and the CDN's paths are joined to the text as given:
+        // `…/b#x` + `/retrieve/…` would ask for `/b` alone.
+        return Err("the URL has a fragment ('#'); give the bucket root".to_owned());
     }
     let uri: http::Uri = base_url
         .parse()
@@ -753,7 +758,12 @@ mod tests {
             ("https://cdn.example/b?token=1", "https://cdn.example/b?.."),
             // Whatever precedes the last `@` may be a password holding `/`, `?` or `#`.
             ("https://cdn.example/a@b", "https://..@b"),
-            ("s3://AKID:wJalr/XUtn#F@bucket/p", "s3://..@bucket/p"),
+            ("s3://AKID:wJalr/XUtn@bucket/p", "s3://..@bucket/p"),
+            // A `?` or `#` before the last `@`: a password's, or a query's `@` before a secret.
+            ("s3://AKID:wJalr/XUtn#F@bucket/p", "s3://.."),
+            ("https://cdn.example/b?token=a@S3cret", "https://.."),
+            ("https://cdn.example/b#a@S3cret", "https://.."),
+            ("s3://bucket/p?x=a@S3cret", "s3://.."),
             ("s3://bucket/prefix", "s3://bucket/prefix"),
             ("/srv/bucket@2", "/srv/bucket@2"),
             ("file:///srv/x", "file:///srv/x"),

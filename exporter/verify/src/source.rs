@@ -178,13 +178,17 @@ impl Source for MemorySource {
 /// A location as messages show it (DESIGN §7: no credentials in messages or logs): in a
 /// `scheme://user:password@host/…` URL everything before the last `@` becomes `..`, since a
 /// password holding `/`, `?`, `#` or `@` unescaped runs past where a URL parser ends the user
-/// information; a query or fragment is cut to `?..`. Anything else is shown as it is.
+/// information; a query or fragment is cut to `?..`. When a `?` or `#` comes before the last
+/// `@`, that `@` may as well sit in a query's token as end a password: only `scheme://..` is
+/// shown. Anything else is shown as it is.
 pub fn shown_location(location: &str) -> String {
     let Some(scheme) = scheme_of(location) else {
         return location.to_owned();
     };
     let rest = &location[scheme.len() + 3..];
+    let cut = rest.find(['?', '#']);
     let (hidden, rest) = match rest.rfind('@') {
+        Some(at) if cut.is_some_and(|cut| cut < at) => return format!("{scheme}://{MARKER}"),
         Some(at) => (format!("{MARKER}@"), &rest[at + 1..]),
         None => (String::new(), rest),
     };

@@ -1359,6 +1359,12 @@ fn source_for_parses_paths_and_urls() {
     // The query is not repeated: it may carry a token.
     assert_eq!(shown_location("http://host/x?query=1"), "http://host/x?..");
     assert!(reason("https://host/x?query=1").contains("the URL has a query"));
+    // A fragment would be dropped from the requests but kept in the CDN's joined paths.
+    assert!(reason("http://host/x#part").contains("the URL has a fragment"));
+    assert!(reason("https://host/x#").contains("the URL has a fragment"));
+    // An `@` after the host is refused, the message saying how a path writes one.
+    assert!(reason("https://host/v1@2/").contains("write it %40 in a path"));
+    assert!(source_for("https://host/v1%402/").is_ok());
     assert_eq!(reason(""), "empty path");
 
     let dir = temp_dir("source-for");
