@@ -48,10 +48,21 @@ struct Process {
 
 impl Process {
     fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Process {
-        let log = dir.join(format!("{name}-{:08x}.log", rand::random::<u32>()));
         let mut command = Command::new(built_binary(name));
+        command.args(args);
+        Process::start(name, command, env, dir)
+    }
+
+    /// Starts `command`, which runs the binary `name`, with only `env` (and `PATH`), its
+    /// stderr into a log file in `dir`.
+    fn start(
+        name: &'static str,
+        mut command: Command,
+        env: &[(&str, String)],
+        dir: &Path,
+    ) -> Process {
+        let log = dir.join(format!("{name}-{:08x}.log", rand::random::<u32>()));
         command
-            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
@@ -846,27 +857,13 @@ async fn a_soft_open_file_limit_below_max_connections_is_raised_at_start() {
 /// `diagnosis-submit` with `env`, its open-file limit set by `ulimit {ulimit}` first, logging
 /// into `dir`.
 fn submit_under_ulimit(ulimit: &str, env: &[(&'static str, String)], dir: &Path) -> Process {
-    let log = dir.join("diagnosis-submit.log");
     let mut command = Command::new("sh");
-    command
-        .args([
-            "-c",
-            &format!("ulimit {ulimit} && exec \"$0\""),
-            built_binary("diagnosis-submit").to_str().unwrap(),
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap());
-    for (variable, value) in env {
-        command.env(variable, value);
-    }
-    Process {
-        name: "diagnosis-submit",
-        child: command.spawn().unwrap(),
-        log,
-    }
+    command.args([
+        "-c",
+        &format!("ulimit {ulimit} && exec \"$0\""),
+        built_binary("diagnosis-submit").to_str().unwrap(),
+    ]);
+    Process::start("diagnosis-submit", command, env, dir)
 }
 
 /// The open-file limit must hold every connection the process may keep at once: each
