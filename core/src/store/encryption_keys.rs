@@ -430,7 +430,17 @@ async fn bind_app_key(
         .await;
     let row = match claimed {
         Ok(Some(row)) => row,
-        Ok(None) => return Ok(Binding::WrongCode),
+        // The code may have been bound while this claim waited for its row: by the same
+        // app's other claim (a retry from another address), which this one repeats, and
+        // which a new statement sees now that it has committed (DESIGN §3.2).
+        Ok(None) => {
+            let repeated =
+                registered_app_key(tx, Some(code), app_public, now, claimable_after).await?;
+            return Ok(match repeated {
+                Some(repeat @ Binding::Repeated(_)) => repeat,
+                _ => Binding::WrongCode,
+            });
+        }
         // A concurrent claim bound the same app key to another code first.
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             return Ok(Binding::AppKeyAlreadyRegistered);
@@ -481,9 +491,13 @@ async fn registered_app_key(
         return Ok(Some(Binding::AppKeyAlreadyRegistered));
     }
     // The app has now heard its answer: the recovery window starts afresh, so a
-    // portal cannot give the keypair back just after the app was told it.
+    // portal cannot give the keypair back just after the app was told it. A keypair
+    // that has uploaded is never given back, and its row is left as the upload wrote
+    // it: the repeat of an upload that spent the quota is recognised by the row's
+    // writer (DESIGN §3.3), which a rewrite here would change.
     tx.execute(
-        "UPDATE encryption_keys SET claimed = greatest(claimed, $2) WHERE app_public_key = $1",
+        "UPDATE encryption_keys SET claimed = greatest(claimed, $2)
+          WHERE app_public_key = $1 AND NOT uploaded",
         &[&app_key, &now],
     )
     .await?;

@@ -140,22 +140,44 @@ async fn claimed_keypair(
     at: DateTime<Utc>,
     app_byte: u8,
 ) -> diagnosis_core::domain::ServerPublicKey {
+    let code = issued_code(store, at).await;
+    let app = AppPublicKey::from_array([app_byte; 32]);
+    match claim_from(store, &code, &app, 1, at).await {
+        ClaimOutcome::Claimed(server) => server,
+        other => panic!("claim failed: {other:?}"),
+    }
+}
+
+async fn issued_code(store: &Store, at: DateTime<Utc>) -> OneTimeCode {
     let region = Region::parse("302").unwrap();
     let label = OriginatorLabel::parse("ON").unwrap();
-    let IssueOutcome::Issued { code, .. } = store
+    match store
         .issue_one_time_code(&new_code(&region, &label), at, [OneTimeCode::generate()])
         .await
         .unwrap()
-    else {
-        panic!("not issued")
-    };
-    let app = AppPublicKey::from_array([app_byte; 32]);
-    let client = ClientIdentifier::new(&test_identity_key(), "192.0.2.1".parse().unwrap());
-    let code = HashedCode::new(&ClaimCodeKey::from_secret(&[2; 32]).unwrap(), code);
-    match store
+    {
+        IssueOutcome::Issued { code, .. } => code,
+        other => panic!("not issued: {other:?}"),
+    }
+}
+
+/// The claim of `code` by `app` from the address 192.0.2.`client`.
+async fn claim_from(
+    store: &Store,
+    code: &OneTimeCode,
+    app: &AppPublicKey,
+    client: u8,
+    at: DateTime<Utc>,
+) -> ClaimOutcome {
+    let client = ClientIdentifier::new(
+        &test_identity_key(),
+        std::net::IpAddr::from([192, 0, 2, client]),
+    );
+    let code = HashedCode::new(&ClaimCodeKey::from_secret(&[2; 32]).unwrap(), code.clone());
+    store
         .claim_one_time_code(
             Some(&code),
-            &app,
+            app,
             &client,
             at,
             diagnosis_core::store::ClaimWindow {
@@ -169,10 +191,69 @@ async fn claimed_keypair(
         )
         .await
         .unwrap()
-    {
-        ClaimOutcome::Claimed(server) => server,
-        other => panic!("claim failed: {other:?}"),
+}
+
+/// The same app's two claims of one code from two addresses at once (its retry from a new
+/// network while the first is still in flight) both get its keypair and count no failure:
+/// the one that waited for the code's row sees that the other bound it to the same app key,
+/// and repeats it (DESIGN §3.2).
+#[tokio::test]
+async fn the_same_apps_claims_racing_from_two_addresses_both_get_its_keypair() {
+    let db = TestDatabase::new().await;
+    let store = store_for(&db);
+    let now = test_start_time();
+    let code = issued_code(&store, now).await;
+    let app = AppPublicKey::from_array([9; 32]);
+    // The code's row is held until both claims wait for it.
+    let mut holder = db.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM encryption_keys WHERE one_time_code = $1 FOR UPDATE",
+        &[&code.as_str()],
+    )
+    .await
+    .unwrap();
+    let claims: Vec<_> = [1, 2]
+        .map(|client| {
+            let (store, code, app) = (store.clone(), code.clone(), app);
+            tokio::spawn(async move { claim_from(&store, &code, &app, client, now).await })
+        })
+        .into();
+    diagnosis_tests::wait::eventually("both claims waiting for the code's row", async || {
+        let waiting: i64 = db
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE encryption_keys%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        waiting == 2
+    })
+    .await;
+    hold.commit().await.unwrap();
+    let mut servers = Vec::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            ClaimOutcome::Claimed(server) | ClaimOutcome::Repeated(server) => servers.push(server),
+            other => panic!("the same app's claim was refused: {other:?}"),
+        }
     }
+    assert_eq!(servers[0], servers[1], "one keypair for the app");
+    let failures: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(failures), 0)::int8 FROM failed_key_claim_attempts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 0, "a repeat is no failure");
 }
 
 fn test_identity_key() -> diagnosis_core::store::ClientIdentityKey {

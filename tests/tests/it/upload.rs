@@ -695,6 +695,8 @@ async fn an_accepted_upload_takes_four_round_trips_to_the_database() {
 struct LostUpload {
     app: TestApp,
     phone: Phone,
+    /// The code the phone claimed, as the portal gave it.
+    code: String,
     upload: Upload,
     _proxy: diagnosis_tests::lost_answer::LostAnswerProxy,
 }
@@ -753,6 +755,7 @@ impl LostUpload {
         LostUpload {
             app,
             phone,
+            code,
             upload,
             _proxy: proxy,
         }
@@ -819,6 +822,20 @@ async fn the_repeat_of_a_lost_upload_that_spent_the_quota_is_acknowledged() {
         14,
         "a refused upload stores nothing"
     );
+    assert_eq!(lost.uploads_counted().await, 1);
+}
+
+/// A late repeat of the claim, arriving after the upload that spent the quota (its answer
+/// lost), is answered as a repeat and leaves that upload recognisable: its repeat is still
+/// acknowledged, counted once (DESIGN §3.2, §3.3).
+#[tokio::test]
+async fn a_repeated_claim_after_the_spending_upload_leaves_its_repeat_acknowledged() {
+    let mut lost = LostUpload::new(14).await;
+    let code = lost.code.clone();
+    let repeated = lost.phone.claim(&code).await.unwrap();
+    assert_eq!(repeated.status, 200, "the same app's repeated claim");
+    assert_eq!(lost.repeat().await, (200, ErrorCode::None));
+    assert_eq!(stored_keys(&lost.app).await, 14);
     assert_eq!(lost.uploads_counted().await, 1);
 }
 
