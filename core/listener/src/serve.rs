@@ -43,8 +43,7 @@ pub async fn serve<O, M, S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let builder = http1_builder(&limits);
-    crate::open_files::claim(limits.max_connections, "MAX_CONNECTIONS");
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = connection_slots(&limits);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -87,6 +86,13 @@ pub async fn serve<O, M, S, B>(
             tracing::warn!("shutdown grace period over; closing the remaining connections");
         }
     }
+}
+
+/// A listener's `MAX_CONNECTIONS` slots, their descriptors claimed from the process's
+/// open-file limit ([`crate::open_files::claim`]).
+fn connection_slots(limits: &Limits) -> Arc<Semaphore> {
+    crate::open_files::claim(limits.max_connections, "MAX_CONNECTIONS");
+    Arc::new(Semaphore::new(limits.max_connections))
 }
 
 /// The next connection, or `None` after a failed accept, once backed off.

@@ -430,17 +430,7 @@ async fn bind_app_key(
         .await;
     let row = match claimed {
         Ok(Some(row)) => row,
-        // The code may have been bound while this claim waited for its row: by the same
-        // app's other claim (a retry from another address), which this one repeats, and
-        // which a new statement sees now that it has committed (DESIGN §3.2).
-        Ok(None) => {
-            let repeated =
-                registered_app_key(tx, Some(code), app_public, now, claimable_after).await?;
-            return Ok(match repeated {
-                Some(repeat @ Binding::Repeated(_)) => repeat,
-                _ => Binding::WrongCode,
-            });
-        }
+        Ok(None) => return repeat_or_wrong_code(tx, code, app_public, now, claimable_after).await,
         // A concurrent claim bound the same app key to another code first.
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             return Ok(Binding::AppKeyAlreadyRegistered);
@@ -458,6 +448,24 @@ async fn bind_app_key(
         append_otk_duration(tx, &originator, today, hours),
     )?;
     Ok(Binding::Bound(server_public))
+}
+
+/// The answer to a claim that found no code to bind: the code may have been bound while the
+/// claim waited for its row, by the same app's other claim (a retry from another address),
+/// which this one then repeats; a new statement sees it now that it has committed (DESIGN
+/// §3.2). Anything else is a wrong code.
+async fn repeat_or_wrong_code(
+    tx: &deadpool_postgres::Transaction<'_>,
+    code: &HashedCode,
+    app_public: &AppPublicKey,
+    now: DateTime<Utc>,
+    claimable_after: DateTime<Utc>,
+) -> Result<Binding, StoreError> {
+    let registered = registered_app_key(tx, Some(code), app_public, now, claimable_after).await?;
+    Ok(match registered {
+        Some(repeat @ Binding::Repeated(_)) => repeat,
+        _ => Binding::WrongCode,
+    })
 }
 
 /// Whether the app key already holds a keypair: `None` when it does not, a
