@@ -46,7 +46,8 @@ _os_free_port() {
     fi
     local attempt port
     for attempt in $(seq 1 100); do
-        port=$((20000 + RANDOM % 20001))
+        # 20000-32767: below the kernel's usual range for outgoing connections' ports.
+        port=$((20000 + RANDOM % 12768))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             printf '%s\n' "$port"
             return 0

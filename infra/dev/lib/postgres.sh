@@ -3,7 +3,7 @@
 #
 # Source this file from a bash script, then:
 #   pg_ensure_binaries          # install PostgreSQL if it is missing (root), or explain how
-#   port="$(pg_free_port)"      # a port in 20000-40000 that nothing listens on
+#   port="$(pg_free_port)"      # a port from 20000 up, below the kernel's outgoing ports, that nothing listens on
 #   pg_start DIR PORT           # initdb DIR/data (once) and start; returns when it accepts connections
 #   pg_stop DIR                 # stop it (immediately: the data is disposable)
 #   pg_restart DIR              # pg_ctl restart -m fast -w: what an operator's restart does
@@ -83,17 +83,23 @@ _pg_port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Prints a port in 20000-40000 that nothing listens on.
+# Prints a port from 20000 up that nothing listens on, below the range the kernel takes ports for
+# outgoing connections from (net.ipv4.ip_local_port_range, usually from 32768): a port from that
+# range may be taken by any process's outgoing connection between this check and the bind.
 pg_free_port() {
-    local attempt port
+    local attempt port low=20000 high=40000 outgoing_start
+    if read -r outgoing_start _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null &&
+        ((outgoing_start > low + 1000)); then
+        high=$((outgoing_start - 1))
+    fi
     for attempt in $(seq 1 100); do
-        port=$((20000 + RANDOM % 20001))
+        port=$((low + RANDOM % (high - low + 1)))
         if ! _pg_port_in_use "$port"; then
             printf '%s\n' "$port"
             return 0
         fi
     done
-    _pg_log "could not find a free port in 20000-40000 after $attempt attempts"
+    _pg_log "could not find a free port in $low-$high after $attempt attempts"
     return 1
 }
 
