@@ -12,9 +12,9 @@
 //!   response waits for a client that does not read;
 //! * TCP keepalive on every accepted socket ([`socket`]), so a peer that vanished
 //!   while its request is handled is found;
-//! * the process's soft open-file limit raised to its hard limit when a listener is
-//!   bound ([`open_files`]), so that `MAX_CONNECTIONS`, not the descriptors, bounds
-//!   the clients;
+//! * the process's soft open-file limit raised to its hard limit when a listener
+//!   starts serving ([`open_files::claim`]), so that `MAX_CONNECTIONS`, not the
+//!   descriptors, bounds the clients;
 //! * a graceful shutdown that lets requests in flight finish for up to
 //!   [`Limits::shutdown_grace`].
 //!

@@ -49,7 +49,7 @@ const UNLIMITED_TARGET: u64 = 1 << 20;
 /// Raises the soft open-file limit to the hard limit (to [`UNLIMITED_TARGET`] under an
 /// unlimited one), and returns the soft limit in force afterwards (`None`: unlimited). A
 /// refused raise leaves the limit as it was.
-pub fn raise_open_files_limit() -> Option<u64> {
+fn raise_open_files_limit() -> Option<u64> {
     let limit = getrlimit(Resource::Nofile);
     let current = limit.current?;
     let target = limit.maximum.unwrap_or(UNLIMITED_TARGET);

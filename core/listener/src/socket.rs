@@ -30,10 +30,8 @@ pub const KEEPALIVE_RETRIES: u32 = 5;
 /// starts to run (DESIGN §3.4).
 pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Binds a listener with an [`ACCEPT_BACKLOG`]-long accept queue, first raising the process's
-/// soft open-file limit to its hard limit ([`crate::open_files`]).
+/// Binds a listener with an [`ACCEPT_BACKLOG`]-long accept queue.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    crate::open_files::raise_open_files_limit();
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
